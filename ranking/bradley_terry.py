@@ -254,7 +254,9 @@ def comparison_graph(counts: PairCounts, *, ties: str = "half"):
     MLE exists iff the directed graph "i scored against j" (a win, or a tie, counting both ways) is strongly
     connected. Otherwise the pieces of that digraph form a hierarchy: a strongly connected group that nobody
     outside it ever scored against has no upper limit, one that never scored against anybody outside it has
-    no lower limit (a group in the middle of a chain has neither).
+    no lower limit. The flags are relative to the piece's reference group, its strong group with the most
+    battles (the bulk of the leaderboard, whose own intervals stay finite); a group between the top and the
+    reference is open on both sides.
     """
     m = counts.n_models
     played = counts.totals > 0
@@ -273,14 +275,23 @@ def comparison_graph(counts: PairCounts, *, ties: str = "half"):
     scored_in = np.zeros(m, bool)
     scored_out[strong[src[across]]] = True  # the strong component scored against someone outside it
     scored_in[strong[dst[across]]] = True  # someone outside scored against it
-    n_strong_in_component = np.zeros(n_components, int)
-    np.add.at(n_strong_in_component, component[np.unique(strong, return_index=True)[1]], 1)
-    split = n_strong_in_component[component] > 1
-    unbounded_above = split & ~scored_in[strong]
-    unbounded_below = split & ~scored_out[strong]
-    # A middle group of a chain is bounded by neither side of its hierarchy's scale.
-    middle = split & scored_in[strong] & scored_out[strong]
-    return component, unbounded_above | middle, unbounded_below | middle
+    # In each connected piece the strong group with the most battles is the reference: the scale is its
+    # scale, and the groups that are not tied to it by results both ways are the ones left unbounded.
+    battles = battle_counts(counts)
+    group_battles = np.bincount(strong, weights=battles, minlength=strong.max() + 1)
+    group_component = np.zeros(group_battles.size, int)
+    group_component[strong] = component
+    reference = np.zeros(n_components, int)
+    for group in np.argsort(group_battles, kind="stable"):  # the largest is written last
+        reference[group_component[group]] = group
+    off_reference = strong != reference[component]
+    unbounded_above = off_reference & ~scored_in[strong]
+    unbounded_below = off_reference & ~scored_out[strong]
+    # A group between the top and the reference is tied to neither by results both ways: both sides open.
+    middle = off_reference & scored_in[strong] & scored_out[strong]
+    unbounded_above |= middle
+    unbounded_below |= middle
+    return component, unbounded_above, unbounded_below
 
 
 def _warn_about_graph(component, unbounded_above, unbounded_below, played, names, prior):

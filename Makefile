@@ -1,0 +1,31 @@
+# The two commands of the README, and the few around them. Everything a fresh machine needs is installed here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+.PHONY: install test bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The suite runs on SQLite, and on PostgreSQL too whenever a server answers on 127.0.0.1:5432.
+test: install
+	@if [ -z "$$ARENA_TEST_DATABASE_URL" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
+		export ARENA_TEST_DATABASE_URL="$(PG_TEST_URL)"; fi; \
+	$(BIN)/python -m pytest
+
+# Benchmarks need the peers we measure against; they are never dependencies of the package.
+bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/python bench/ranking.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
