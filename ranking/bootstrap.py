@@ -36,6 +36,11 @@ from ranking.stats import PairCounts
 
 DEFAULT_REPLICATES = 1000
 CHORD_MAX_ITER = 60
+NEWTON_MAX_ITER = 20
+# Up to this many models a replicate is refitted by full Newton steps (a batched m³ Cholesky each, cheap
+# here, 3-4 steps from the warm start); above it by chord steps that reuse one factorization, which need more
+# steps when models have few battles but cost only O(m²) each.
+NEWTON_MAX_MODELS = 128
 
 
 class BootstrapResult(NamedTuple):
@@ -210,6 +215,43 @@ def _chord_refit(x0, cholesky_lower, component, first, second, prior, tol, *, da
     return x, size < tol
 
 
+@partial(jax.jit, static_argnames=("max_iter",))
+def _newton_refit_batch(x0, component, scores, battles, prior, tol, *, max_iter: int):
+    """Refit a batch of half-win replicates by undamped Newton steps from the full-data fit.
+
+    scores, battles: (batch, m, m) S and N as _dense_gradient takes them. The warm start sits well inside
+    the region where Newton converges quadratically; a replicate that does not converge is reported and
+    refitted with the damped solver. Returns (x (batch, m+1), converged (batch,)).
+    """
+    m = x0.shape[0] - 1
+    same_component = (component[:, None] == component[None, :]).astype(jnp.float64)
+    regulariser = prior * jnp.eye(m) + bt._gauge_weight(prior) * same_component
+
+    def solve_one(x, s, n):
+        g = _dense_gradient(x, s, n, component, prior, False)
+        p = jax.nn.sigmoid(x[:-1, None] - x[None, :-1])
+        w = n * p * (1 - p)
+        h = jnp.diag(w.sum(axis=1)) - w + regulariser
+        delta = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(h), g[:-1])
+        return x.at[:-1].add(delta), jnp.max(jnp.abs(delta))
+
+    step_all = jax.vmap(solve_one)
+
+    def step(state):
+        x, _, it = state
+        x, size = step_all(x, scores, battles)
+        return x, size, it + 1
+
+    def keep_going(state):
+        _, size, it = state
+        return (it < max_iter) & jnp.any(~(size < tol))
+
+    batch = scores.shape[0]
+    x, size, _ = jax.lax.while_loop(keep_going, step,
+                                    (jnp.broadcast_to(x0, (batch, x0.shape[0])), jnp.full(batch, jnp.inf), 0))
+    return x, size < tol
+
+
 def _default_batch_size(m: int) -> int:
     # A batch's dense arrays (a handful of batch × m × m float64) should stay within a few tens of MiB, the
     # size of the last-level cache, and hold a few replicates so the Cholesky solves run as matrix products.
@@ -245,7 +287,7 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
     problem = bt.make_problem(counts, fit.component)
     x0 = jnp.asarray(np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0))
     prior_ = jnp.float64(prior)
-    cho = jnp.linalg.cholesky(bt._negative_hessian(x0, problem, prior_, davidson))  # lower factor
+    cho = jnp.linalg.cholesky(bt.negative_hessian(x0, problem, prior_, davidson))  # lower factor
     batch = batch_size or _default_batch_size(m)
     component = jnp.asarray(fit.component, dtype=jnp.int32)
 
@@ -260,8 +302,12 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
             first, second = pending.result()
             if i + 1 < len(batches):
                 pending = pool.submit(drawer.draw, batches[i + 1])
-            x, converged = _chord_refit(x0, cho, component, jnp.asarray(first), jnp.asarray(second), prior_,
-                                        jnp.float64(tol), davidson=davidson, max_iter=CHORD_MAX_ITER)
+            if davidson or m > NEWTON_MAX_MODELS:
+                x, converged = _chord_refit(x0, cho, component, jnp.asarray(first), jnp.asarray(second),
+                                            prior_, jnp.float64(tol), davidson=davidson, max_iter=CHORD_MAX_ITER)
+            else:
+                x, converged = _newton_refit_batch(x0, component, jnp.asarray(first), jnp.asarray(second),
+                                                   prior_, jnp.float64(tol), max_iter=NEWTON_MAX_ITER)
             x, converged = np.array(x[:len(rows)]), np.asarray(converged[:len(rows)])
             for row in np.flatnonzero(~converged):
                 x[row] = _newton_refit(x0, problem, first[row], second[row], counts, prior_, tol, davidson)
@@ -338,7 +384,7 @@ def sandwich_intervals(counts: PairCounts, fit: bt.BTFit, *, ties: str = "half",
     m = counts.n_models
     problem = bt.make_problem(counts, fit.component)
     x = jnp.asarray(np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0))
-    h = np.asarray(bt._negative_hessian(x, problem, jnp.float64(prior), davidson))
+    h = np.asarray(bt.negative_hessian(x, problem, jnp.float64(prior), davidson))
     h_inv = np.linalg.inv(h)
     if robust:
         meat = _score_outer_products(x, counts, davidson)
@@ -365,7 +411,7 @@ def _score_outer_products(x, counts: PairCounts, davidson: bool) -> np.ndarray:
     for outcome in range(3):
         unit = [np.zeros(d.shape[0]) for _ in range(3)]
         unit[outcome] = np.ones(d.shape[0])
-        g_d, g_phi = bt._pair_grad(d, jnp.float64(phi), *map(jnp.asarray, unit), davidson)
+        g_d, g_phi = bt.pair_gradient(d, jnp.float64(phi), *map(jnp.asarray, unit), davidson)
         g_d, g_phi = np.asarray(g_d), np.asarray(g_phi) if davidson else np.zeros(d.shape[0])
         n = (counts.first_wins, counts.second_wins, counts.ties)[outcome]
         # the score of one battle touches first (+g_d), second (-g_d) and phi (g_phi)

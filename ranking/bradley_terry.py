@@ -210,6 +210,11 @@ def _negative_hessian(x, problem: _Problem, prior, davidson: bool):
     return h
 
 
+# Compiled entry points for callers outside a jitted function (eager JAX would compile every primitive).
+negative_hessian = jax.jit(_negative_hessian, static_argnums=3)
+pair_gradient = jax.jit(_pair_grad, static_argnums=5)
+
+
 @partial(jax.jit, static_argnames=("davidson", "max_iter"))
 def _newton(x0, problem: _Problem, prior, tol, *, davidson: bool, max_iter: int):
     """Damped Newton ascent; returns (x, iterations, converged)."""

@@ -9,6 +9,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -83,8 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _enable_compilation_cache() -> None:
+    """Keep XLA's compiled fits on disk between runs: compiling costs seconds, a small fit milliseconds.
+
+    Set here, at the command-line boundary, not on import: a library user decides their own JAX caching.
+    ARENA_RANKING_CACHE names another folder, or "off".
+    """
+    folder = os.environ.get("ARENA_RANKING_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "arena-ranking" / "jax")
+    if folder == "off":
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _enable_compilation_cache()
     try:
         return _run(args)
     except (BattleFileError, UsageError, ValueError) as error:

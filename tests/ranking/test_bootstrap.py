@@ -68,15 +68,19 @@ def test_poisson_cell_bootstrap_agrees_with_a_brute_force_row_bootstrap():
     np.testing.assert_allclose(ours.high - ours.low, width, rtol=INTERVAL_RTOL)
 
 
-def test_chord_refits_match_full_newton_refits(monkeypatch):
+def test_newton_chord_and_damped_refits_agree(monkeypatch):
     _, a, b, outcome = simulate(8, 3000, seed=31)
     counts = pair_counts(a, b, outcome, 8)
+    newton = bs.bootstrap_ratings(counts, replicates=40, seed=5)
+    assert newton.refits == 0
+    monkeypatch.setattr(bs, "NEWTON_MAX_MODELS", 0)  # chord steps on one factorization instead
     chord = bs.bootstrap_ratings(counts, replicates=40, seed=5)
     assert chord.refits == 0
-    monkeypatch.setattr(bs, "CHORD_MAX_ITER", 1)  # every replicate falls back to the Newton solver
-    newton = bs.bootstrap_ratings(counts, replicates=40, seed=5)
-    assert newton.refits == 40
+    monkeypatch.setattr(bs, "CHORD_MAX_ITER", 1)  # every replicate falls back to the damped Newton solver
+    damped = bs.bootstrap_ratings(counts, replicates=40, seed=5)
+    assert damped.refits == 40
     np.testing.assert_allclose(chord.samples, newton.samples, atol=1e-5)
+    np.testing.assert_allclose(damped.samples, newton.samples, atol=1e-5)
 
 
 def test_each_replicate_is_a_full_refit_of_its_resampled_counts():
