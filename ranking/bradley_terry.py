@@ -381,3 +381,55 @@ def fit_bradley_terry(counts: PairCounts, *, ties: str = "half", prior: float = 
         unbounded_above=unbounded_above,
         unbounded_below=unbounded_below,
     )
+
+
+def fit_categories(counts_by_category: list[PairCounts], *, ties: str = "half", prior: float = DEFAULT_PRIOR,
+                   anchor: int | None = None, anchor_rating: float = 1000.0, scale: float = 400.0,
+                   base: float = 10.0, tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER,
+                   names=None, warn: bool = True) -> list[BTFit]:
+    """One Bradley-Terry fit per category, solved together in one vmapped Newton run.
+
+    All categories are indexed by the same models (a model absent from a category has no battles there and
+    gets a NaN rating in it), so their problems share one shape, padded to the largest pair count, and one
+    compiled solver. The results equal separate `fit_bradley_terry` calls.
+    """
+    _check_options(ties, prior, scale, base)
+    if not counts_by_category:
+        return []
+    m = counts_by_category[0].n_models
+    if any(c.n_models != m for c in counts_by_category):
+        raise ValueError("all categories must be counted over the same models")
+    davidson = ties == "davidson"
+    graphs, played = [], []
+    for counts in counts_by_category:
+        _check_counts(counts)
+        graph = comparison_graph(counts, ties=ties)
+        has_battles = battle_counts(counts) > 0
+        if not has_battles.any():
+            raise ValueError("a category without battles cannot be ranked")
+        if prior == 0 and np.any(graph[1] | graph[2]):
+            raise ValueError("the plain maximum-likelihood estimate does not exist in one of the categories; "
+                             "use prior > 0")
+        if warn and prior > 0:
+            _warn_about_graph(*graph, has_battles, names, prior)
+        graphs.append(graph)
+        played.append(has_battles)
+    padded = bucket_size(max(c.first.shape[0] for c in counts_by_category))
+    problems = [make_problem(c, g[0]) for c, g in zip(counts_by_category, graphs)]
+    stacked = _Problem(*[jnp.stack([jnp.pad(getattr(p, f), (0, padded - getattr(p, f).shape[0]))
+                                    if f != "component" else getattr(p, f) for p in problems])
+                         for f in _Problem._fields])
+    # pad() added zero-count rows (pair (0, 0)), which contribute nothing.
+    solve = jax.vmap(lambda problem: _newton(jnp.zeros(m + 1), problem, jnp.float64(prior), jnp.float64(tol),
+                                             davidson=davidson, max_iter=max_iter))
+    xs, iterations, converged = solve(stacked)
+    data_loglik = jax.vmap(lambda x, problem: _data_loglik(x, problem, davidson))(xs, stacked)
+    xs, iterations, converged = np.asarray(xs), np.asarray(iterations), np.asarray(converged)
+    if not (converged.all() and np.all(np.isfinite(xs))):
+        raise RuntimeError(f"Bradley-Terry Newton iterations did not converge in {max_iter} steps")
+    return [BTFit(ratings=to_elo(x[:-1], anchor=anchor, anchor_rating=anchor_rating, scale=scale, base=base,
+                                 played=has_battles),
+                  strengths=x[:-1], log_likelihood=float(ll), iterations=int(it), converged=True,
+                  tie_strength=float(np.exp(x[-1])) if davidson else float("nan"),
+                  component=graph[0], unbounded_above=graph[1], unbounded_below=graph[2])
+            for x, ll, it, graph, has_battles in zip(xs, data_loglik, iterations, graphs, played)]

@@ -279,3 +279,17 @@ def test_bucketed_sizes_reuse_compiled_code():
             _, a, b, outcome = simulate(9, 400, seed=20 + seed)
             bt.fit_bradley_terry(pair_counts(a, b, outcome, 9))
         assert bt._newton._cache_size() - before <= 1
+
+
+@pytest.mark.parametrize("ties", ["half", "davidson"])
+def test_batched_category_fits_equal_separate_fits(ties):
+    rng = np.random.default_rng(40)
+    _, a, b, outcome = simulate(9, 6000, seed=41, tie_rate=0.25)
+    category = rng.integers(0, 3, a.size)
+    category[(a == 8) | (b == 8)] = 0  # model 8 plays in category 0 only
+    per_category = [pair_counts(a[category == c], b[category == c], outcome[category == c], 9) for c in range(3)]
+    batched = bt.fit_categories(per_category, ties=ties)
+    for counts, fit in zip(per_category, batched):
+        alone = bt.fit_bradley_terry(counts, ties=ties)
+        np.testing.assert_allclose(fit.ratings, alone.ratings, atol=1e-8, equal_nan=True)
+    assert np.isnan(batched[1].ratings[8]) and np.isfinite(batched[0].ratings[8])
