@@ -19,7 +19,9 @@ import numpy as np
 
 from ranking import bradley_terry as bt
 from ranking.data import BattleFileError, read_battles
-from ranking.leaderboard import Leaderboard, RankingOptions, code_version, finite_or_none, rank_battles
+from ranking.leaderboard import (Leaderboard, RankingOptions, code_version, finite_or_none, rank_battles,
+                                 select_battles)
+from ranking.stats import observed_win_rates, pair_counts, predicted_win_rates, win_matrix
 
 FORMAT_VERSION = "arena-ranking/1"
 EXIT_BAD_INPUT = 2
@@ -77,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--anchor-rating", type=_finite_float, default=1000.0)
     fit.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
+    rates = sub.add_parser("winrates", help="observed and fitted win rates of every compared pair")
+    common(rates)
+    rates.add_argument("--ties", choices=bt.TIE_MODELS, default="half")
+    rates.add_argument("--prior", type=_finite_float, default=bt.DEFAULT_PRIOR)
+    rates.add_argument("--category", help="only the battles of this category")
+
     elo = sub.add_parser("elo", help="online Elo over the battles in file order")
     common(elo)
     elo.add_argument("--k", type=_finite_float, default=4.0, help="K factor (default 4, as FastChat)")
@@ -133,6 +141,8 @@ def _run(args) -> int:
         for message in board.warnings:
             print(f"warning: {message}", file=sys.stderr)
         text = _render_fit(board, args, battles.sha256)
+    elif args.command == "winrates":
+        text = _render_win_rates(args, battles)
     else:
         text = _render_elo(args, battles)
     if args.out:
@@ -153,6 +163,9 @@ def _reproduce_command(args) -> str:
             parts.append("--style")
         if args.anchor:
             parts += ["--anchor", args.anchor, "--anchor-rating", repr(args.anchor_rating)]
+    elif args.command == "winrates":
+        parts += ["--ties", args.ties, "--prior", repr(args.prior)] + (
+            ["--category", args.category] if args.category else [])
     else:
         parts += ["--k", repr(args.k), "--initial", repr(args.initial)]
     if args.include_named:
@@ -216,6 +229,41 @@ def _table(header, rows, align) -> list[str]:
         return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align)).rstrip()
 
     return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def _render_win_rates(args, battles) -> str:
+    """Long format, one row per ordered compared pair: battles, observed win rate (ties half), fitted rate."""
+    options = RankingOptions(ties=args.ties, prior=args.prior, category=args.category,
+                             include_named=args.include_named, scale=args.scale, base=args.base)
+    keep, _ = select_battles(battles, options)
+    if not keep.any():
+        raise UsageError("no battle is left after the filters")
+    m = len(battles.models)
+    counts = pair_counts(battles.model_a[keep], battles.model_b[keep], battles.outcome[keep], m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bt.RankingWarning)
+        fit = bt.fit_bradley_terry(counts, ties=args.ties, prior=args.prior, scale=args.scale, base=args.base)
+    observed = observed_win_rates(counts)
+    predicted = predicted_win_rates(np.nan_to_num(fit.ratings), scale=args.scale, base=args.base)
+    games = win_matrix(counts)
+    games = games + games.T
+    order = sorted(np.flatnonzero(~np.isnan(fit.ratings)), key=lambda i: (-fit.ratings[i], battles.models[i]))
+    rows = [(battles.models[i], battles.models[j], int(games[i, j]), float(observed[i, j]), float(predicted[i, j]))
+            for i in order for j in order if i != j and games[i, j] > 0]
+    if args.format == "json":
+        return json.dumps({"format": FORMAT_VERSION, "command": "winrates", "code_version": code_version(),
+                           "input": {"file": Path(args.file).name, "sha256": battles.sha256},
+                           "reproduce": _reproduce_command(args),
+                           "pairs": [dict(zip(("model", "opponent", "battles", "observed", "predicted"), r))
+                                     for r in rows]}, indent=2) + "\n"
+    if args.format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["model", "opponent", "battles", "observed", "predicted"])
+        writer.writerows([a, b, n, f"{o:.6f}", f"{p:.6f}"] for a, b, n, o, p in rows)
+        return out.getvalue()
+    table = [[a, b, str(n), f"{o:.3f}", f"{p:.3f}"] for a, b, n, o, p in rows]
+    return "\n".join(_table(["model", "opponent", "battles", "observed", "predicted"], table, "llrrr")) + "\n"
 
 
 def _render_elo(args, battles) -> str:

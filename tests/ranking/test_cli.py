@@ -176,3 +176,23 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, content, args, messag
 def test_bad_arguments_exit_2():
     result = run_cli("fit", CROWD, "--ties", "thirds")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_win_rates_observed_and_predicted(tmp_path, capsys):
+    path = small_file(tmp_path)
+    assert main(["winrates", str(path), "--format", "json"]) == 0
+    pairs = json.loads(capsys.readouterr().out)["pairs"]
+    assert len(pairs) == 12  # 4 models, every ordered pair compared
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for pair in pairs:
+        score = battles = 0
+        for r in records:
+            if {r["model_a"], r["model_b"]} == {pair["model"], pair["opponent"]}:
+                battles += 1
+                if r["winner"].startswith("tie"):
+                    score += 0.5
+                elif r[r["winner"]] == pair["model"]:
+                    score += 1
+        assert pair["battles"] == battles and pair["observed"] == pytest.approx(score / battles)
+        reverse = next(p for p in pairs if (p["model"], p["opponent"]) == (pair["opponent"], pair["model"]))
+        assert pair["predicted"] + reverse["predicted"] == pytest.approx(1.0)
