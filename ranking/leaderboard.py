@@ -84,10 +84,15 @@ def select_battles(battles: Battles, options: RankingOptions):
     if options.style:
         if battles.style is None:
             raise ValueError("style control needs answer lengths (conv_metadata), and no battle has them")
-        missing = np.isnan(battles.style).any(axis=(1, 2))
+        missing = np.isnan(battles.style[:, :, style_features_used(battles, keep)]).any(axis=(1, 2))
         excluded["no_style_metadata"] = int((missing & keep).sum())
         keep &= ~missing
     return keep, excluded
+
+
+def style_features_used(battles: Battles, keep) -> np.ndarray:
+    """Indices of the style features that some selected battle reports (a file may give lengths only)."""
+    return np.flatnonzero(~np.isnan(battles.style[keep]).all(axis=(0, 1)))
 
 
 def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *, progress: bool = False
@@ -161,7 +166,11 @@ def _style_controlled(battles: Battles, keep, options: RankingOptions, fit_optio
         raise ValueError("style control is fitted with half-win ties only")
     if not options.replicates:
         raise ValueError("style control reports bootstrap intervals: use at least 2 replicates")
-    mask, covariates, names = style.style_covariates(battles.style[keep])
+    used = style_features_used(battles, keep)
+    counts = battles.style[keep].copy()
+    # A feature that no selected battle reports is held constant: it standardises to 0 and gets no coefficient.
+    counts[:, :, np.setdiff1d(np.arange(counts.shape[2]), used)] = 0.0
+    mask, covariates, names = style.style_covariates(counts)
     rows = np.flatnonzero(keep)[mask]
     args = (battles.model_a[rows], battles.model_b[rows], battles.outcome[rows], covariates[mask],
             len(battles.models))
@@ -169,7 +178,7 @@ def _style_controlled(battles: Battles, keep, options: RankingOptions, fit_optio
     boot = style.bootstrap_style_controlled(*args, replicates=options.replicates, seed=options.seed,
                                             prior=options.prior, confidence=options.confidence, **fit_options)
     coefficients = {name: {"value": float(fit.coefficients[i]), "ci_low": float(boot.coef_low[i]),
-                           "ci_high": float(boot.coef_high[i])} for i, name in enumerate(names)}
+                           "ci_high": float(boot.coef_high[i])} for i, name in enumerate(names) if i in used}
     return fit.ratings, boot.ratings_low, boot.ratings_high, coefficients
 
 

@@ -196,3 +196,22 @@ def test_win_rates_observed_and_predicted(tmp_path, capsys):
         assert pair["battles"] == battles and pair["observed"] == pytest.approx(score / battles)
         reverse = next(p for p in pairs if (p["model"], p["opponent"]) == (pair["opponent"], pair["model"]))
         assert pair["predicted"] + reverse["predicted"] == pytest.approx(1.0)
+
+
+def test_style_control_reports_a_length_effect(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    strength = {"a": 0.0, "b": 0.6, "c": -0.4}
+    lines = []
+    for _ in range(1500):
+        x, y = rng.choice(list(strength), 2, replace=False)
+        la, lb = rng.integers(50, 800, 2)
+        p = 1 / (1 + np.exp(-(strength[x] - strength[y] + 1.5 * (la - lb) / (la + lb))))
+        meta = {"sum_assistant_a_tokens": int(la), "sum_assistant_b_tokens": int(lb)}
+        lines.append(json.dumps({"model_a": x, "model_b": y, "winner": "model_a" if rng.random() < p else "model_b",
+                                 "conv_metadata": meta}))
+    path = write(tmp_path, "styled.jsonl", "\n".join(lines))
+    assert main(["fit", str(path), "--style", "--bootstrap", "30", "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    length = document["style_coefficients"]["sum_assistant_tokens"]
+    assert length["ci_low"] > 0 and length["ci_low"] <= length["value"] <= length["ci_high"]
+    assert [m["model"] for m in document["models"]] == ["b", "a", "c"]
