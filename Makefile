@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: install test bench clean
+.PHONY: install run test bench clean
 
 install: $(STAMP)
 
@@ -15,6 +15,12 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# Migrate, load the LLMFAO demo into an empty database, serve on http://127.0.0.1:$${ARENA_PORT:-8000}.
+run: install
+	$(BIN)/arena db upgrade
+	$(BIN)/arena demo load --if-empty
+	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
 # The suite runs on SQLite, and on PostgreSQL too whenever a server answers on 127.0.0.1:5432.
 test: install

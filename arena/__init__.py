@@ -1,0 +1,27 @@
+"""The arena service: blind pairwise battles between AI models, votes, and the labs' API."""
+from __future__ import annotations
+
+from flask import Flask
+
+from arena.config import Config
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the application; `config` overrides settings (tests pass their own database URL)."""
+    settings = Config().update(config)
+    app = Flask(__name__, instance_path=settings.INSTANCE_PATH, static_folder=None)
+    app.config.from_object(settings)
+
+    from arena import db, errors
+
+    db.init_app(app)
+    errors.init_app(app)
+
+    from arena import api
+
+    app.register_blueprint(api.bp)
+
+    from arena.cli import register_commands
+
+    register_commands(app)
+    return app

@@ -1,0 +1,127 @@
+"""The public JSON API under /api/v1: prompts, battles, their streams and votes. Views stay thin."""
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, Response, current_app, jsonify, request, session as cookie
+from sqlalchemy import select
+
+from arena import battles, db
+from arena.errors import ApiError
+from arena.models import WINNERS, Model, Prompt
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _voter() -> str:
+    """The anonymous voter of this browser: a random id in the signed session cookie."""
+    if "voter" not in cookie:
+        cookie["voter"] = secrets.token_urlsafe(16)
+        cookie.permanent = True
+    return cookie["voter"]
+
+
+def _address() -> str | None:
+    return battles.address_hash(current_app.config["SECRET_KEY"], request.remote_addr)
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+@bp.get("/prompts")
+def list_prompts():
+    prompts = db.session().scalars(select(Prompt).order_by(Prompt.id)).all()
+    body = {"prompts": [{"id": p.id, "text": p.text, "category": p.category} for p in prompts]}
+    if any(p.source == "llmfao" for p in prompts):
+        body["attribution"] = battles.LLMFAO_ATTRIBUTION
+    return body
+
+
+@bp.get("/sampling")
+def sampling_policy():
+    """The published sampling rule: every active model's weight (a pair is drawn with odds w_i · w_j)."""
+    models = db.session().scalars(select(Model).where(Model.status == "active").order_by(Model.name)).all()
+    return {"policy": "weighted pairs, probability proportional to the product of the two weights",
+            "models": [{"model": m.name, "organization": m.organization, "weight": m.sampling_weight,
+                        "kind": m.kind} for m in models]}
+
+
+@bp.post("/battles")
+def create_battle():
+    body = _json_body()
+    prompt, prompt_id = body.get("prompt"), body.get("prompt_id")
+    if (prompt is None) == (prompt_id is None):
+        raise ApiError(400, "invalid_request", "Send exactly one of \"prompt\" (text) or \"prompt_id\".")
+    if prompt is not None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ApiError(400, "invalid_prompt", "\"prompt\" must be a non-empty string.")
+        if len(prompt) > current_app.config["MAX_PROMPT_CHARS"]:
+            raise ApiError(413, "prompt_too_long",
+                           f"A prompt may have at most {current_app.config['MAX_PROMPT_CHARS']} characters.")
+    elif isinstance(prompt_id, bool) or not isinstance(prompt_id, int):
+        raise ApiError(400, "invalid_prompt_id", "\"prompt_id\" must be an integer.")
+    battle = battles.create_battle(db.session(), prompt_text=prompt, prompt_id=prompt_id, voter=_voter(),
+                                   address=_address())
+    response = {"id": battle.id, "prompt": battle.prompt_text, "state": battle.state,
+                "stream": f"/api/v1/battles/{battle.id}/stream"}
+    if prompt_id is not None and db.session().get(Prompt, prompt_id).source == "llmfao":
+        response["attribution"] = battles.LLMFAO_ATTRIBUTION
+    return jsonify(response), 201
+
+
+@bp.get("/battles/<battle_id>")
+def show_battle(battle_id: str):
+    battle = battles.own_battle(db.session(), battle_id, cookie.get("voter"))
+    turns = {}
+    for message in battle.messages:
+        turns.setdefault(message.turn, {"prompt": None, "a": None, "b": None})
+        if message.role == "user":
+            turns[message.turn]["prompt"] = message.content
+        else:
+            turns[message.turn][message.side] = message.content if message.complete else None
+    body = {"id": battle.id, "state": battle.state, "turns": [turns[t] for t in sorted(turns)]}
+    if battle.state == "voted":
+        body["winner"] = battle.vote.winner
+        body["models"] = battles.reveal(battle)
+    return body
+
+
+@bp.get("/battles/<battle_id>/stream")
+def stream_battle(battle_id: str):
+    session = db.session()
+    battle = battles.own_battle(session, battle_id, cookie.get("voter"))
+    events = battles.start_stream(current_app._get_current_object(), session, battle)
+    return Response(events, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@bp.post("/battles/<battle_id>/turns")
+def add_turn(battle_id: str):
+    body = _json_body()
+    text = body.get("prompt")
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(400, "invalid_prompt", "\"prompt\" must be a non-empty string.")
+    if len(text) > current_app.config["MAX_PROMPT_CHARS"]:
+        raise ApiError(413, "prompt_too_long", "The follow-up is too long.")
+    session = db.session()
+    battle = battles.own_battle(session, battle_id, cookie.get("voter"))
+    turn = battles.add_turn(session, battle, text)
+    return jsonify({"id": battle.id, "turn": turn, "state": "created",
+                    "stream": f"/api/v1/battles/{battle.id}/stream"}), 201
+
+
+@bp.post("/battles/<battle_id>/vote")
+def vote(battle_id: str):
+    body = _json_body()
+    winner = body.get("winner")
+    if winner not in WINNERS:
+        raise ApiError(400, "invalid_winner", "\"winner\" must be one of: " + ", ".join(WINNERS) + ".")
+    session = db.session()
+    voter = cookie.get("voter")
+    battle = battles.own_battle(session, battle_id, voter)
+    cast = battles.cast_vote(session, battle, winner, voter=voter, address=_address())
+    return {"battle_id": battle.id, "winner": cast.winner, "models": battles.reveal(battle)}

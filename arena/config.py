@@ -1,0 +1,71 @@
+"""Settings, read from ARENA_* environment variables with defaults that run the embedded demo as it is.
+
+Operator secrets come only from the environment (or, for a self-hosted default, a key generated once into the
+instance folder); nothing secret is ever written to the repository.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _number(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def instance_folder() -> Path:
+    return Path(os.environ.get("ARENA_INSTANCE_PATH") or ROOT / "instance")
+
+
+def _secret_key(folder: Path) -> str:
+    """ARENA_SECRET_KEY, or a random key kept in instance/secret_key so sessions survive a restart."""
+    if os.environ.get("ARENA_SECRET_KEY"):
+        return os.environ["ARENA_SECRET_KEY"]
+    path = folder / "secret_key"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+class Config:
+    """Production defaults; every value can be overridden by the environment or by create_app(config)."""
+
+    def __init__(self):
+        folder = instance_folder()
+        self.INSTANCE_PATH = str(folder)
+        self.DATABASE_URL = os.environ.get("ARENA_DATABASE_URL") or f"sqlite:///{folder / 'arena.db'}"
+        self.REDIS_URL = os.environ.get("ARENA_REDIS_URL") or None
+        self.SECRET_KEY = _secret_key(folder)
+        self.ALLOW_PRIVATE_ENDPOINTS = _flag("ARENA_ALLOW_PRIVATE_ENDPOINTS")
+        # Recorded answers replay at their recorded speed times this factor, each capped at this many seconds.
+        self.REPLAY_SPEED = _number("ARENA_REPLAY_SPEED", 1.0)
+        self.REPLAY_MAX_SECONDS = _number("ARENA_REPLAY_MAX_SECONDS", 8.0)
+        # Endpoint models: seconds to connect, to the first token, and for the whole answer.
+        self.PROVIDER_CONNECT_TIMEOUT = _number("ARENA_PROVIDER_CONNECT_TIMEOUT", 5.0)
+        self.PROVIDER_FIRST_TOKEN_TIMEOUT = _number("ARENA_PROVIDER_FIRST_TOKEN_TIMEOUT", 30.0)
+        self.PROVIDER_TOTAL_TIMEOUT = _number("ARENA_PROVIDER_TOTAL_TIMEOUT", 120.0)
+        self.MAX_PROMPT_CHARS = int(_number("ARENA_MAX_PROMPT_CHARS", 8000))
+        self.MAX_CONTENT_LENGTH = int(_number("ARENA_MAX_REQUEST_BYTES", 1 << 20))
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = _flag("ARENA_SECURE_COOKIES")
+        self.TESTING = False
+
+    def update(self, overrides: dict | None) -> "Config":
+        for key, value in (overrides or {}).items():
+            setattr(self, key, value)
+        return self

@@ -1,0 +1,189 @@
+"""Blind battles end to end through the JSON API: recorded answers, loopback endpoint models, votes, anonymity."""
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from arena.models import Battle, Message, Vote
+from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
+
+
+def parse_sse(body: bytes) -> list[tuple[str, dict]]:
+    events = []
+    for block in body.decode().split("\n\n"):
+        lines = [line for line in block.splitlines() if not line.startswith(":")]
+        if not lines:
+            continue
+        event = next(line[7:] for line in lines if line.startswith("event: "))
+        data = json.loads(next(line[6:] for line in lines if line.startswith("data: ")))
+        events.append((event, data))
+    return events
+
+
+def texts(events) -> dict:
+    out = {"a": "", "b": ""}
+    for event, data in events:
+        if event == "delta":
+            out[data["side"]] += data["text"]
+    return out
+
+
+def assert_anonymous(body: bytes, *models):
+    """No name, organisation or database id of any model may appear before the vote."""
+    lowered = body.decode().lower()
+    for model in models:
+        assert model.name.lower() not in lowered
+        assert model.organization.lower() not in lowered
+    assert '"model' not in lowered and "model_a" not in lowered and "organization" not in lowered
+
+
+@pytest.fixture
+def recorded_pair(session):
+    prompt = gen_prompt(session)
+    alpha = gen_recorded_model(session, "Alpha Model", "Alpha Org", {prompt.id: "Rayleigh scattering, mostly."})
+    beta = gen_recorded_model(session, "Beta Model", "Beta Org", {prompt.id: "Because blue light scatters more."})
+    return prompt, alpha, beta
+
+
+def run_battle(client, **body):
+    created = client.post("/api/v1/battles", json=body)
+    assert created.status_code == 201, created.get_json()
+    battle_id = created.get_json()["id"]
+    stream = client.get(f"/api/v1/battles/{battle_id}/stream")
+    assert stream.status_code == 200 and stream.mimetype == "text/event-stream"
+    return battle_id, created, stream, parse_sse(stream.data)
+
+
+def test_a_whole_battle_on_recorded_answers(client, session, recorded_pair):
+    prompt, alpha, beta = recorded_pair
+    battle_id, created, stream, events = run_battle(client, prompt_id=prompt.id)
+    assert created.get_json()["prompt"] == prompt.text and len(battle_id) >= 20
+    for body in (created.data, stream.data, client.get(f"/api/v1/battles/{battle_id}").data):
+        assert_anonymous(body, alpha, beta)
+    kinds = [e for e, _ in events]
+    assert kinds.count("done") == 2 and kinds[-1] == "end" and events[-1][1] == {"state": "ready"}
+    answers = texts(events)
+    assert sorted(answers.values()) == sorted(["Rayleigh scattering, mostly.", "Because blue light scatters more."])
+
+    voted = client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "a"})
+    assert voted.status_code == 200
+    revealed = voted.get_json()["models"]
+    by_name = {"Alpha Model": "Rayleigh scattering, mostly.", "Beta Model": "Because blue light scatters more."}
+    assert answers["a"] == by_name[revealed["a"]["model"]] and answers["b"] == by_name[revealed["b"]["model"]]
+    assert {revealed["a"]["organization"], revealed["b"]["organization"]} == {"Alpha Org", "Beta Org"}
+    battle = session.get(Battle, battle_id)
+    session.refresh(battle)
+    assert battle.state == "voted" and battle.vote.winner == "a" and battle.voter is not None
+    assert battle.address_hash and "127.0.0.1" not in battle.address_hash
+
+
+def test_vote_rules_leave_nothing_changed(app, client, session, recorded_pair):
+    prompt, _, _ = recorded_pair
+    created = client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()
+    url = f"/api/v1/battles/{created['id']}/vote"
+    early = client.post(url, json={"winner": "a"})
+    assert early.status_code == 409 and early.get_json()["error"]["code"] == "battle_not_ready"
+    client.get(f"/api/v1/battles/{created['id']}/stream").data
+    for bad in ({"winner": "c"}, {"winner": None}, {}, [], "a"):
+        response = client.post(url, json=bad)
+        assert response.status_code == 400 and set(response.get_json()) == {"error"}
+    not_json = client.post(url, data="winner=a", content_type="application/x-www-form-urlencoded")
+    assert not_json.status_code == 400
+    stranger = app.test_client().post(url, json={"winner": "a"})
+    assert stranger.status_code == 404 and stranger.get_json()["error"]["code"] == "battle_not_found"
+    assert session.scalar(select(func.count()).select_from(Vote)) == 0
+    assert client.post(url, json={"winner": "tie"}).status_code == 200
+    second = client.post(url, json={"winner": "b"})
+    assert second.status_code == 409 and second.get_json()["error"]["code"] == "already_voted"
+    votes = session.scalars(select(Vote)).all()
+    assert [v.winner for v in votes] == ["tie"]
+    missing = client.post("/api/v1/battles/nope/vote", json={"winner": "a"})
+    assert missing.status_code == 404
+
+
+def test_a_typed_prompt_needs_endpoint_models(client, recorded_pair):
+    response = client.post("/api/v1/battles", json={"prompt": "Write a haiku."})
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "no_models"
+    for bad in ({}, {"prompt": ""}, {"prompt": "x", "prompt_id": 1}, {"prompt_id": "1"}, {"prompt": 5}):
+        assert client.post("/api/v1/battles", json=bad).status_code == 400
+    assert client.post("/api/v1/battles", json={"prompt_id": 999}).status_code == 404
+
+
+def test_prompts_are_listed(client, recorded_pair):
+    prompt, _, _ = recorded_pair
+    body = client.get("/api/v1/prompts").get_json()
+    assert body["prompts"] == [{"id": prompt.id, "text": prompt.text, "category": "knowledge"}]
+
+
+def test_a_whole_battle_against_loopback_endpoints_with_a_follow_up(client, session, loopback):
+    one = gen_endpoint_model(session, "Echo One", "Org One", loopback.base_url)
+    two = gen_endpoint_model(session, "Echo Two", "Org Two", loopback.base_url, behaviour="slow:0.3")
+    battle_id, created, stream, events = run_battle(client, prompt="Tell me about tides.")
+    assert_anonymous(created.data + stream.data, one, two)
+    assert events[-1][1]["state"] == "ready"
+    first = texts(events)
+    assert all("tides" in text for text in first.values())
+
+    follow = client.post(f"/api/v1/battles/{battle_id}/turns", json={"prompt": "And the moon?"})
+    assert follow.status_code == 201
+    second = parse_sse(client.get(f"/api/v1/battles/{battle_id}/stream").data)
+    assert second[-1][1]["state"] == "ready" and all("moon" in t for t in texts(second).values())
+    # each model saw its own conversation: its own first answer, never the other side's
+    last_requests = [r for r in loopback.requests if len(r["messages"]) == 3]
+    assert len(last_requests) == 2
+    seen = sorted(r["messages"][1]["content"] for r in last_requests)
+    assert seen == sorted(first.values())
+    voted = client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "bothbad"}).get_json()
+    assert {voted["models"]["a"]["model"], voted["models"]["b"]["model"]} == {"Echo One", "Echo Two"}
+
+
+@pytest.mark.parametrize("behaviour", ["error-mid", "never", "http-500", "garbage", "empty"])
+def test_a_failing_provider_voids_the_battle_and_names_nobody(client, session, loopback, behaviour):
+    good = gen_endpoint_model(session, "Good Model", "Good Org", loopback.base_url)
+    bad = gen_endpoint_model(session, "Bad Model", "Bad Org", loopback.base_url, behaviour=behaviour)
+    battle_id, created, stream, events = run_battle(client, prompt="Hello there")
+    assert_anonymous(stream.data, good, bad)
+    errors = [data for event, data in events if event == "error"]
+    assert len(errors) == 1 and "could not be completed" in errors[0]["message"]
+    assert events[-1] == ("end", {"state": "void"})
+    response = client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "a"})
+    assert response.status_code == 409 and response.get_json()["error"]["code"] == "battle_void"
+    battle = session.get(Battle, battle_id)
+    answers = session.scalars(select(Message).where(Message.battle_id == battle_id,
+                                                    Message.role == "assistant")).all()
+    assert battle.state == "void" and len(answers) == 2  # the answers are stored either way
+    assert sum(1 for m in answers if m.error) == 1
+
+
+def test_an_answer_naming_its_model_is_flagged(client, session, loopback):
+    gen_endpoint_model(session, "Honest Model", "Acme Labs", loopback.base_url, behaviour="leak:I was made by ACME-labs")
+    gen_endpoint_model(session, "Quiet Model", "Quiet Org", loopback.base_url)
+    battle_id, _, _, events = run_battle(client, prompt="Who made you?")
+    assert events[-1][1]["state"] == "ready"
+    assert client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "a"}).status_code == 200
+    battle = session.get(Battle, battle_id)
+    assert battle.flagged and "Acme Labs" in battle.flag_reason
+
+
+def test_reloading_the_stream_replays_the_stored_answers(client, recorded_pair):
+    prompt, _, _ = recorded_pair
+    battle_id, _, _, events = run_battle(client, prompt_id=prompt.id)
+    again = parse_sse(client.get(f"/api/v1/battles/{battle_id}/stream").data)
+    assert texts(again) == texts(events) and again[-1] == ("end", {"state": "ready"})
+
+
+def test_sampling_uses_published_weights(client, session):
+    prompt = gen_prompt(session)
+    heavy = gen_recorded_model(session, "Heavy", "H", {prompt.id: "h"})
+    light = gen_recorded_model(session, "Light", "L", {prompt.id: "l"})
+    zero = gen_recorded_model(session, "Zero", "Z", {prompt.id: "z"})
+    heavy.sampling_weight, zero.sampling_weight = 3.0, 0.0
+    session.commit()
+    counts = {"Heavy": 0, "Light": 0, "Zero": 0}
+    for _ in range(40):
+        battle = session.get(Battle, client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"])
+        counts[battle.model_a.name] += 1
+        counts[battle.model_b.name] += 1
+    assert counts["Zero"] == 0 and counts["Heavy"] == counts["Light"] == 40  # only one pair is possible
+    published = client.get("/api/v1/sampling").get_json()["models"]
+    assert {m["model"]: m["weight"] for m in published} == {"Heavy": 3.0, "Light": 1.0, "Zero": 0.0}
