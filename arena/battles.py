@@ -70,10 +70,11 @@ def eligible_models(session: Session, prompt_id: int | None) -> list[Model]:
     endpoint = select(Model).where(Model.status == "active", Model.kind == "endpoint", Model.sampling_weight > 0)
     models = list(session.scalars(endpoint))
     if prompt_id is not None:
-        recorded = (select(Model).join(RecordedAnswer, RecordedAnswer.model_id == Model.id)
+        recorded = (select(Model, RecordedAnswer.text).join(RecordedAnswer, RecordedAnswer.model_id == Model.id)
                     .where(Model.status == "active", Model.kind == "recorded", Model.sampling_weight > 0,
                            RecordedAnswer.prompt_id == prompt_id))
-        models += list(session.scalars(recorded))
+        # an empty recording (25 of LLMFAO's answers are empty) could only void the battle
+        models += [model for model, text in session.execute(recorded) if text.strip()]
     return sorted(models, key=lambda m: m.id)
 
 

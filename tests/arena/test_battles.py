@@ -187,3 +187,13 @@ def test_sampling_uses_published_weights(client, session):
     assert counts["Zero"] == 0 and counts["Heavy"] == counts["Light"] == 40  # only one pair is possible
     published = client.get("/api/v1/sampling").get_json()["models"]
     assert {m["model"]: m["weight"] for m in published} == {"Heavy": 3.0, "Light": 1.0, "Zero": 0.0}
+
+
+def test_empty_recordings_are_never_drawn(client, session):
+    prompt = gen_prompt(session)
+    gen_recorded_model(session, "Speaks", "S", {prompt.id: "words"})
+    gen_recorded_model(session, "Speaks Too", "T", {prompt.id: "more words"})
+    gen_recorded_model(session, "Silent", "U", {prompt.id: "  \n"})
+    for _ in range(15):
+        battle = session.get(Battle, client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"])
+        assert "Silent" not in (battle.model_a.name, battle.model_b.name)

@@ -1,0 +1,191 @@
+"""Labs, their API keys, and the models they put in the arena: plain functions taking a session.
+
+API keys are long random tokens ("arena_" + 32 random bytes, URL-safe base64), shown once when made and stored
+only as their SHA-256: a database dump reveals no usable key. A key with 256 random bits needs no salt or slow
+hash; SHA-256 lets a request find its key with one indexed lookup.
+
+Functions commit their own short transaction. Bad input raises ValueError, an unknown name LookupError; both
+carry a message meant for the person who typed the input.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+from urllib.parse import urlsplit
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from arena.crypto import encrypt_secret
+from arena.models import ApiKey, Lab, Model, utcnow
+
+KEY_PREFIX = "arena_"
+_SHOWN_PREFIX_CHARS = 12  # "arena_" and six random characters: enough for an operator to tell keys apart
+MAX_NAME = 200
+
+
+# ------------------------------------------------------------------------------------------------ keys
+
+def hash_key(key: str) -> str:
+    """SHA-256 hex of an API key, as stored in ApiKey.key_hash."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _new_key(session: Session, lab: Lab) -> str:
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(lab=lab, key_hash=hash_key(key), prefix=key[:_SHOWN_PREFIX_CHARS]))
+    return key
+
+
+def _clean_name(name: str, what: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValueError(f"the {what} name is empty")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"the {what} name is longer than {MAX_NAME} characters")
+    return name
+
+
+def create_lab(session: Session, name: str) -> tuple[Lab, str]:
+    """A new lab and its first API key; the plain key is returned here and nowhere else, ever."""
+    name = _clean_name(name, "lab")
+    if session.scalars(select(Lab.id).where(Lab.name == name)).first() is not None:
+        raise ValueError(f"a lab named {name!r} already exists")
+    lab = Lab(name=name)
+    session.add(lab)
+    key = _new_key(session, lab)
+    try:
+        session.commit()
+    except IntegrityError:  # the same name created at the same moment elsewhere
+        session.rollback()
+        raise ValueError(f"a lab named {name!r} already exists") from None
+    return lab, key
+
+
+def authenticate(session: Session, key: str | None) -> Lab | None:
+    """The lab that owns `key`, or None for an unknown, revoked or malformed key."""
+    if not key or not key.startswith(KEY_PREFIX):
+        return None
+    digest = hash_key(key)
+    found = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))).first()
+    # The lookup is by an index on the hash, so its timing says nothing about the key itself; the
+    # constant-time comparison guards against a database collation that would match inexactly.
+    if found is None or not hmac.compare_digest(found.key_hash, digest):
+        return None
+    return found.lab
+
+
+def rotate_key(session: Session, lab: Lab) -> str:
+    """Revoke every key of `lab` at once and return a new one (shown once)."""
+    session.execute(update(ApiKey).where(ApiKey.lab_id == lab.id, ApiKey.revoked_at.is_(None))
+                    .values(revoked_at=utcnow()).execution_options(synchronize_session=False))
+    key = _new_key(session, lab)
+    session.commit()
+    return key
+
+
+def lab_by_name(session: Session, name: str) -> Lab:
+    lab = session.scalars(select(Lab).where(Lab.name == name)).first()
+    if lab is None:
+        raise LookupError(f"there is no lab named {name!r}")
+    return lab
+
+
+def list_labs(session: Session) -> list[Lab]:
+    return list(session.scalars(select(Lab).order_by(Lab.name)))
+
+
+def active_keys(lab: Lab) -> list[ApiKey]:
+    return [k for k in lab.keys if k.revoked_at is None]
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+def validate_base_url(url: str) -> str:
+    """An endpoint's base URL: http or https, a host, no user name or password in it (those would be stored
+    in clear and shown to operators; the key goes in the encrypted api_key instead). Trailing '/' removed."""
+    url = (url or "").strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number or out of range
+    except ValueError as e:
+        raise ValueError(f"the base URL {url!r} is not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"the base URL {url!r} must start with http:// or https://")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the base URL must not contain a user name or password; pass the key as the API key")
+    if not parts.hostname:
+        raise ValueError(f"the base URL {url!r} has no host")
+    if parts.fragment:
+        raise ValueError(f"the base URL {url!r} must not have a #fragment")
+    return url.rstrip("/")
+
+
+def model_by_name(session: Session, name: str) -> Model:
+    model = session.scalars(select(Model).where(Model.name == name)).first()
+    if model is None:
+        raise LookupError(f"there is no model named {name!r}")
+    return model
+
+
+def list_models(session: Session, lab: Lab | None = None) -> list[Model]:
+    statement = select(Model).order_by(Model.name)
+    if lab is not None:
+        statement = statement.where(Model.lab_id == lab.id)
+    return list(session.scalars(statement))
+
+
+def add_endpoint_model(session: Session, *, secret_key: str, name: str, organization: str, base_url: str,
+                       endpoint_model: str, api_key: str | None = None, lab: Lab | None = None,
+                       system_prompt: str | None = None) -> Model:
+    """Register an OpenAI-compatible endpoint as a model; its API key is stored encrypted (arena.crypto).
+
+    Nothing is called here: the first battle is the first call.
+    """
+    name = _clean_name(name, "model")
+    organization = _clean_name(organization, "organization")
+    base_url = validate_base_url(base_url)
+    endpoint_model = (endpoint_model or "").strip()
+    if not endpoint_model:
+        raise ValueError("the endpoint's model identifier is empty")
+    if session.scalars(select(Model.id).where(Model.name == name)).first() is not None:
+        raise ValueError(f"a model named {name!r} already exists")
+    model = Model(name=name, organization=organization, kind="endpoint", status="active", base_url=base_url,
+                  endpoint_model=endpoint_model, lab=lab, system_prompt=system_prompt or None,
+                  endpoint_key_encrypted=encrypt_secret(secret_key, api_key) if api_key else None)
+    session.add(model)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ValueError(f"a model named {name!r} already exists") from None
+    return model
+
+
+# Allowed status changes: paused and active go back and forth; retired is final (its battles stay).
+_TRANSITIONS = {"pause": ({"active", "paused"}, "paused"),
+                "resume": ({"active", "paused"}, "active"),
+                "retire": ({"active", "paused", "retired"}, "retired")}
+
+
+def change_status(session: Session, model: Model, action: str) -> Model:
+    """Pause, resume or retire a model. A retired model stays retired: its past battles keep it on record."""
+    allowed_from, target = _TRANSITIONS[action]
+    if model.status not in allowed_from:
+        raise ValueError(f"model {model.name!r} is {model.status}; a retired model cannot be {action}d")
+    model.status = target
+    session.commit()
+    return model
+
+
+def set_sampling_weight(session: Session, model: Model, weight: float) -> Model:
+    """The published sampling weight: a pair is drawn with probability proportional to w_a * w_b; 0 = never."""
+    weight = float(weight)
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"the sampling weight must be a finite number >= 0, not {weight!r}")
+    model.sampling_weight = weight
+    session.commit()
+    return model
