@@ -17,9 +17,10 @@ def create_app(config: dict | None = None) -> Flask:
     db.init_app(app)
     errors.init_app(app)
 
-    from arena import api
+    from arena import api, lab_api
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(lab_api.bp)
 
     from arena.cli import register_commands
 

@@ -7,6 +7,7 @@
     arena answers import MODEL FILE.jsonl
     arena battles import FILE [--source NAME]
     arena votes export [--out FILE] [--format jsonl|csv]
+    arena audit list [--lab NAME] [--model ID] [--limit N] [--json]
 
 Every failure is reported as `error: ...` on stderr with exit status 1, or 2 when the input was at fault
 (a bad argument, an unknown name, a file that does not validate); never a traceback. Imports validate the
@@ -549,9 +550,43 @@ def export_votes(session: Session, out: io.TextIOBase, fmt: str) -> int:
     return count
 
 
+# ------------------------------------------------------------------------------------------------ audit
+
+audit_cli = _Group("audit", help="The append-only log of lab actions.")
+
+
+@audit_cli.command("list")
+@click.option("--lab", "lab_name", help="Only this lab's actions.")
+@click.option("--model", "model_id", type=int, help="Only actions on this model id.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True, help="Newest N events.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line instead of a table.")
+@reports_errors
+def audit_list(lab_name: str | None, model_id: int | None, limit: int, as_json: bool) -> None:
+    """Lab actions, newest first: when, which lab (and key), what, on which model, details."""
+    from arena.lab_actions import audit_events
+
+    with _session() as session:
+        lab = labs.lab_by_name(session, lab_name) if lab_name else None
+        events = audit_events(session, lab=lab, model_id=model_id, limit=limit)
+    if as_json:
+        for e in events:
+            at = e.created_at if e.created_at.tzinfo else e.created_at.replace(tzinfo=timezone.utc)
+            click.echo(json.dumps({"id": e.id, "at": at.isoformat(), "lab": e.actor, "key": e.key_prefix,
+                                   "action": e.action, "model_id": e.model_id, "details": e.details},
+                                  ensure_ascii=False))
+        return
+    rows = [[_when(e.created_at), e.actor, (e.key_prefix + "…") if e.key_prefix else "-", e.action,
+             e.model_id if e.model_id is not None else "-", json.dumps(e.details, ensure_ascii=False)]
+            for e in events]
+    if rows:
+        _table(["WHEN (UTC)", "LAB", "KEY", "ACTION", "MODEL", "DETAILS"], rows)
+    else:
+        click.echo("no audit events")
+
+
 # ------------------------------------------------------------------------------------------------ wiring
 
-GROUPS = (db_cli, demo_cli, labs_cli, models_cli, answers_cli, battles_cli, votes_cli)
+GROUPS = (db_cli, demo_cli, labs_cli, models_cli, answers_cli, battles_cli, votes_cli, audit_cli)
 
 
 @click.group("arena", help="Operate an arena: database, demo data, labs, models, imports and exports.")

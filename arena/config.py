@@ -58,6 +58,7 @@ class Config:
         self.PROVIDER_CONNECT_TIMEOUT = _number("ARENA_PROVIDER_CONNECT_TIMEOUT", 5.0)
         self.PROVIDER_FIRST_TOKEN_TIMEOUT = _number("ARENA_PROVIDER_FIRST_TOKEN_TIMEOUT", 30.0)
         self.PROVIDER_TOTAL_TIMEOUT = _number("ARENA_PROVIDER_TOTAL_TIMEOUT", 120.0)
+        self.ENDPOINT_CHECK_TIMEOUT = _number("ARENA_ENDPOINT_CHECK_TIMEOUT", 10.0)  # a lab's registration check
         self.MAX_PROMPT_CHARS = int(_number("ARENA_MAX_PROMPT_CHARS", 8000))
         self.MAX_CONTENT_LENGTH = int(_number("ARENA_MAX_REQUEST_BYTES", 1 << 20))
         self.SESSION_COOKIE_HTTPONLY = True

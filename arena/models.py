@@ -169,3 +169,41 @@ class Vote(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
     battle: Mapped[Battle] = relationship(back_populates="vote")
+
+
+# ------------------------------------------------------------------------------------------------ labs' API
+
+class EndpointCheck(Base):
+    """One call to an endpoint model outside a battle: the check made at registration (later, health probes).
+
+    With the battles' own answers (messages) these make the endpoint's health that its lab reads.
+    """
+
+    __tablename__ = "endpoint_checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error_kind: Mapped[str | None] = mapped_column(String(16))  # a ProviderError kind
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class AuditEvent(Base):
+    """One lab action (who, what, when, details), written in the transaction of the action itself.
+
+    Append-only: nothing in the code updates or deletes a row, and the migration adds triggers that refuse
+    UPDATE and DELETE. model_id is a plain integer, not a foreign key, so the record of a deleted model stays.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    lab_id: Mapped[int | None] = mapped_column(ForeignKey("labs.id"), index=True)
+    actor: Mapped[str] = mapped_column(String(200))  # the lab's name at the time, or "operator"
+    key_prefix: Mapped[str | None] = mapped_column(String(16))  # which of the lab's keys acted
+    action: Mapped[str] = mapped_column(String(64))  # e.g. "model.create", "model.pause", "key.rotate"
+    model_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)

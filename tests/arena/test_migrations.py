@@ -6,7 +6,8 @@ from sqlalchemy import create_engine, inspect
 from arena import db, models  # noqa: F401  (models register the tables)
 from arena.db import Base
 
-TABLES = {"labs", "api_keys", "models", "prompts", "recorded_answers", "battles", "messages", "votes"}
+TABLES = {"labs", "api_keys", "models", "prompts", "recorded_answers", "battles", "messages", "votes",
+          "endpoint_checks", "audit_log"}
 
 
 def test_migrations_apply_match_the_models_and_downgrade(database_url):

@@ -1,0 +1,139 @@
+"""The labs' JSON API under /api/v1 (Authorization: Bearer <key>), and its OpenAPI document. Views stay thin:
+parse with the pydantic models of arena.openapi, call arena.lab_actions, answer with a pydantic model."""
+from __future__ import annotations
+
+import functools
+
+from flask import Blueprint, current_app, g, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from arena import db, lab_actions, labs, openapi
+from arena.errors import ApiError, error_body
+
+bp = Blueprint("lab_api", __name__, url_prefix="/api/v1")
+
+_UNAUTHORIZED = ("unauthorized", "A valid API key is required: send the header 'Authorization: Bearer <key>'.")
+
+
+def _unauthorized():
+    # One answer for a missing, malformed, revoked or wrong key: nothing tells a revoked key from a made-up one.
+    return jsonify(error_body(*_UNAUTHORIZED)), 401, {"WWW-Authenticate": 'Bearer realm="arena"'}
+
+
+def requires_key(view):
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        scheme, _, key = request.headers.get("Authorization", "").strip().partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            return _unauthorized()
+        lab = labs.authenticate(db.session(), key)
+        if lab is None:
+            return _unauthorized()
+        g.lab, g.key_prefix = lab, key[:12]
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _parse(schema: type[BaseModel]):
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object (Content-Type: application/json).")
+    try:
+        return schema.model_validate(body)
+    except ValidationError as e:
+        fields = {".".join(map(str, error["loc"])) or "body": error["msg"] for error in e.errors()}
+        raise ApiError(400, "invalid_request", "The request body is not valid: see details.", details=fields) from None
+
+
+def _model_out(model, status: int = 200):
+    body = openapi.ModelOut.model_validate(lab_actions.model_status(db.session(), model))
+    return jsonify(body.model_dump(mode="json")), status
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return openapi.document()
+
+
+@bp.get("/models")
+@requires_key
+def list_models():
+    session = db.session()
+    models = [openapi.ModelOut.model_validate(lab_actions.model_status(session, m))
+              for m in labs.list_models(session, g.lab)]
+    return openapi.ModelList(models=models).model_dump(mode="json")
+
+
+@bp.post("/models")
+@requires_key
+def create_model():
+    body = _parse(openapi.ModelCreate)
+    session, config = db.session(), current_app.config
+    common = {"key_prefix": g.key_prefix, "name": body.name, "organization": body.organization,
+              "system_prompt": body.system_prompt}
+    if body.kind == "recorded":
+        if body.endpoint is not None or body.sampling_params is not None:
+            raise ApiError(400, "invalid_request", "A recorded model takes no endpoint or sampling_params.")
+        model = lab_actions.register_recorded_model(session, g.lab, **common)
+    else:
+        if body.endpoint is None:
+            raise ApiError(400, "invalid_request",
+                           'Send "endpoint": {"base_url", "model", "api_key"?}, or "kind": "recorded".')
+        model = lab_actions.register_endpoint_model(
+            session, g.lab, **common, secret_key=config["SECRET_KEY"], base_url=body.endpoint.base_url,
+            endpoint_model=body.endpoint.model, api_key=body.endpoint.api_key or None,
+            sampling_params=body.sampling_params.model_dump(exclude_none=True) if body.sampling_params else {},
+            allow_private=bool(config.get("ALLOW_PRIVATE_ENDPOINTS")),
+            check_timeout=float(config["ENDPOINT_CHECK_TIMEOUT"]))
+    return _model_out(model, 201)
+
+
+@bp.get("/models/<int:model_id>")
+@requires_key
+def show_model(model_id: int):
+    return _model_out(lab_actions.own_model(db.session(), g.lab, model_id))
+
+
+@bp.patch("/models/<int:model_id>")
+@requires_key
+def update_model(model_id: int):
+    body = _parse(openapi.ModelPatch)
+    changes = body.model_dump(exclude_unset=True)
+    if "sampling_params" in changes:
+        changes["sampling_params"] = (body.sampling_params.model_dump(exclude_none=True)
+                                      if body.sampling_params else {})
+    if not changes:
+        raise ApiError(400, "invalid_request", "Send at least one of: status, system_prompt, sampling_params.")
+    if "status" in changes and changes["status"] is None:
+        raise ApiError(400, "invalid_request", "status must be one of: active, paused, retired.")
+    session = db.session()
+    model = lab_actions.own_model(session, g.lab, model_id)
+    return _model_out(lab_actions.update_model(session, g.lab, model, key_prefix=g.key_prefix, changes=changes))
+
+
+@bp.delete("/models/<int:model_id>")
+@requires_key
+def delete_model(model_id: int):
+    session = db.session()
+    model = lab_actions.own_model(session, g.lab, model_id)
+    lab_actions.delete_model(session, g.lab, model, key_prefix=g.key_prefix)
+    return "", 204
+
+
+@bp.post("/models/<int:model_id>/answers")
+@requires_key
+def upload_answers(model_id: int):
+    session = db.session()
+    model = lab_actions.own_model(session, g.lab, model_id)
+    data = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before anything is read
+    imported = lab_actions.import_answers(session, g.lab, model, data, key_prefix=g.key_prefix)
+    return jsonify(openapi.AnswersImported(model_id=model_id, imported=imported).model_dump(mode="json")), 201
+
+
+@bp.post("/keys/rotate")
+@requires_key
+def rotate_key():
+    key, revoked = lab_actions.rotate_key(db.session(), g.lab, key_prefix=g.key_prefix)
+    return openapi.KeyRotated(api_key=key, prefix=key[:12], revoked=revoked).model_dump(mode="json")

@@ -1,0 +1,384 @@
+"""The /api/v1 contract: request and response bodies as pydantic v2 models, and the OpenAPI 3.1 document.
+
+The lab API parses its requests and builds its responses with these models, so what it does and what the
+document says cannot drift apart; the voters' API (arena/api.py) is described here by hand, and
+tests/arena/test_openapi.py checks that every route under /api/v1 is in the document and the other way round,
+and runs schemathesis against it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.json_schema import models_json_schema
+
+from arena.models import MODEL_STATUSES, WINNERS
+
+API_VERSION = "1.0.0"
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in PostgreSQL
+
+
+def _storable(text: str) -> str:
+    """Text that every database can store: no NUL character, no lone UTF-16 surrogate."""
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return text
+
+
+def _text(max_length: int, min_length: int = 0, strip: bool = False):
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length, strip_whitespace=strip,
+                                            pattern=r"^[^\x00]*$"), AfterValidator(_storable)]
+
+
+Name = _text(200, 1, strip=True)
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+class ErrorDetail(_Out):
+    code: str = Field(description="A stable machine-readable name, e.g. invalid_request, not_found.")
+    message: str = Field(description="What went wrong, for a person.")
+    details: dict[str, Any] | None = Field(None, description="Per-field or per-line problems, when there are.")
+
+
+class ErrorBody(_Out):
+    """Every error of the API has this shape."""
+    error: ErrorDetail
+
+
+# ------------------------------------------------------------------------------------------------ lab API
+
+class SamplingParams(_In):
+    """Sent with every request to the endpoint, as they are."""
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=65536)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+
+
+class EndpointIn(_In):
+    base_url: _text(2000, 1, strip=True) = Field(
+        description="OpenAI-compatible base URL (http or https, no user:password@), e.g. https://host/v1.")
+    model: _text(200, 1, strip=True) = Field(description="The model name to send to the endpoint.")
+    api_key: _text(4096) | None = Field(
+        None, description="The endpoint's key. Write-only: stored encrypted, never returned.")
+
+
+class ModelCreate(_In):
+    """An endpoint model: `endpoint`; a recorded one: `"kind": "recorded"`, then upload its answers."""
+    name: Name = Field(description="The public name, unique in the arena.")
+    organization: Name
+    kind: Literal["endpoint", "recorded"] = "endpoint"
+    endpoint: EndpointIn | None = None
+    system_prompt: _text(20000) | None = None
+    sampling_params: SamplingParams | None = None
+
+
+class ModelPatch(_In):
+    """Change a model: pause (`paused`) or resume (`active`) it, retire it for good (`retired`), or change
+    its system prompt or sampling parameters. At least one field."""
+    status: Literal["active", "paused", "retired"] | None = None
+    system_prompt: _text(20000) | None = None
+    sampling_params: SamplingParams | None = None
+
+
+class EndpointOut(_Out):
+    base_url: str
+    model: str
+    has_api_key: bool = Field(description="Whether a key is stored; the key itself is never returned.")
+
+
+class LastError(_Out):
+    at: datetime
+    message: str
+
+
+class Health(_Out):
+    """The endpoint's recent calls: the registration check and its answers in battles."""
+    last_success_at: datetime | None
+    last_error: LastError | None
+    error_rate: float | None = Field(description="Failed share of the last `calls` calls; null before any call.")
+    calls: int = Field(description="How many calls the error rate is over (at most 100, the newest).")
+
+
+class ExcludedVotes(_Out):
+    identity_leak: int = Field(description="Votes on battles where an answer named its model or maker.")
+    battle_void: int = Field(description="Votes on battles that are not in the voted state (void).")
+
+
+class Votes(_Out):
+    counted: int = Field(description="Votes on voted, unflagged battles: these rank the model.")
+    excluded: int
+    excluded_by_reason: ExcludedVotes
+
+
+class Leaderboard(_Out):
+    rating: float | None = Field(description="Elo-scale rating in the newest leaderboard snapshot; null until "
+                                             "a snapshot ranks this model.")
+    interval: list[float | None] | None = Field(description="95 % interval [low, high] of the rating.")
+    rank: int | None
+    snapshot: str | None = Field(description="The snapshot's version.")
+    note: str
+
+
+class ModelOut(_Out):
+    id: int
+    name: str
+    organization: str
+    kind: Literal["endpoint", "recorded"]
+    status: Literal[MODEL_STATUSES]  # type: ignore[valid-type]
+    created_at: datetime
+    endpoint: EndpointOut | None
+    system_prompt: str | None
+    sampling_params: dict[str, Any]
+    recorded_answers: int = Field(description="Recorded answers stored (recorded models).")
+    health: Health | None = Field(description="Endpoint models only.")
+    battles: int
+    votes: Votes
+    leaderboard: Leaderboard
+    deletable: bool = Field(description="False once a vote has counted: the model can then only be retired.")
+
+
+class ModelList(_Out):
+    models: list[ModelOut]
+
+
+class LineProblem(_Out):
+    line: int
+    error: str
+
+
+class AnswersImported(_Out):
+    model_id: int
+    imported: int
+
+
+class KeyRotated(_Out):
+    api_key: str = Field(description="The new key, shown this once. Every older key stopped working.")
+    prefix: str
+    revoked: int = Field(description="How many keys were revoked.")
+
+
+# ------------------------------------------------------------------------------------------------ voters' API
+
+class PromptOut(_Out):
+    id: int
+    text: str
+    category: str
+
+
+class PromptList(_Out):
+    prompts: list[PromptOut]
+    attribution: str | None = None
+
+
+class SampledModel(_Out):
+    model: str
+    organization: str
+    weight: float
+    kind: str
+
+
+class SamplingOut(_Out):
+    policy: str
+    models: list[SampledModel]
+
+
+class BattleCreate(BaseModel):
+    """Exactly one of `prompt` (text; endpoint models answer) and `prompt_id` (a prompt of the set)."""
+    prompt: str | None = Field(None, min_length=1)
+    prompt_id: Id | None = None
+
+
+class BattleCreated(_Out):
+    id: str
+    prompt: str
+    state: str
+    stream: str
+    attribution: str | None = None
+
+
+class Turn(_Out):
+    prompt: str | None
+    a: str | None
+    b: str | None
+
+
+class Revealed(_Out):
+    model: str
+    organization: str
+
+
+class Reveal(_Out):
+    a: Revealed
+    b: Revealed
+
+
+class BattleOut(_Out):
+    id: str
+    state: str
+    turns: list[Turn]
+    winner: Literal[WINNERS] | None = None  # type: ignore[valid-type]
+    models: Reveal | None = None
+
+
+class TurnCreate(BaseModel):
+    prompt: str = Field(min_length=1)
+
+
+class TurnCreated(_Out):
+    id: str
+    turn: int
+    state: str
+    stream: str
+
+
+class VoteIn(BaseModel):
+    winner: Literal[WINNERS]  # type: ignore[valid-type]
+
+
+class VoteOut(_Out):
+    battle_id: str
+    winner: str
+    models: Reveal
+
+
+# ------------------------------------------------------------------------------------------------ the document
+
+JSONL = "application/jsonl"
+SSE = "text/event-stream"
+_STATUS_TEXT = {200: "OK", 201: "Created", 204: "Deleted", 400: "Invalid request", 401: "Missing or invalid API key",
+                404: "Not found (or another lab's)", 405: "Method not allowed", 409: "Conflict with the current state",
+                413: "Request body too large", 422: "Rejected: see the message and details",
+                503: "Not enough models right now"}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # OpenAPI template, e.g. /api/v1/models/{model_id}
+    summary: str
+    tag: str
+    responses: dict[int, Any]  # status -> pydantic model, SSE, or None (no body)
+    body: Any = None  # a pydantic model, JSONL, or None
+    auth: bool = False
+    description: str = ""
+    path_params: dict[str, dict] = field(default_factory=dict)
+
+
+_MODEL_ID = {"model_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+_BATTLE_ID = {"battle_id": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}}
+_LAB_ERRORS = {400: ErrorBody, 401: ErrorBody}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/api/v1/openapi.json", "This document", "meta", {200: None}),
+    Operation("get", "/api/v1/models", "List your lab's models with their status", "labs",
+              {200: ModelList, 401: ErrorBody}, auth=True),
+    Operation("post", "/api/v1/models", "Register a model", "labs",
+              {201: ModelOut, **_LAB_ERRORS, 409: ErrorBody, 413: ErrorBody, 422: ErrorBody}, body=ModelCreate,
+              auth=True, description="An endpoint model is checked once, now, with a short real request; "
+                                     "a failed check answers 422 with what failed and registers nothing."),
+    Operation("get", "/api/v1/models/{model_id}", "A model's status", "labs",
+              {200: ModelOut, 401: ErrorBody, 404: ErrorBody}, auth=True, path_params=_MODEL_ID),
+    Operation("patch", "/api/v1/models/{model_id}", "Pause, resume, retire or reconfigure a model", "labs",
+              {200: ModelOut, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody}, body=ModelPatch,
+              auth=True, path_params=_MODEL_ID),
+    Operation("delete", "/api/v1/models/{model_id}", "Delete a model that has no counted vote", "labs",
+              {204: None, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody}, auth=True, path_params=_MODEL_ID,
+              description="Its uncounted battles (void, flagged, never voted) go with it. Once a vote has "
+                          "counted this answers 409: the model can only be retired."),
+    Operation("post", "/api/v1/models/{model_id}/answers", "Upload a recorded model's answers (JSON Lines)",
+              "labs", {201: AnswersImported, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody,
+                       422: ErrorBody},
+              body=JSONL, auth=True, path_params=_MODEL_ID,
+              description='One JSON object a line: {"prompt_id": N, "answer": "...", "duration_ms": 1234} '
+                          "(duration_ms optional). All lines are stored or none: a bad line answers 422 with "
+                          'error.details.lines = [{"line", "error"}, ...].'),
+    Operation("post", "/api/v1/keys/rotate", "Replace your API key (the old one stops working at once)", "labs",
+              {200: KeyRotated, 401: ErrorBody}, auth=True),
+    Operation("get", "/api/v1/prompts", "The prompt set", "voters", {200: PromptList}),
+    Operation("get", "/api/v1/sampling", "The published sampling weights", "voters", {200: SamplingOut}),
+    Operation("post", "/api/v1/battles", "Start a battle", "voters",
+              {201: BattleCreated, 400: ErrorBody, 404: ErrorBody, 413: ErrorBody, 503: ErrorBody},
+              body=BattleCreate),
+    Operation("get", "/api/v1/battles/{battle_id}", "A battle (yours)", "voters",
+              {200: BattleOut, 404: ErrorBody}, path_params=_BATTLE_ID),
+    Operation("get", "/api/v1/battles/{battle_id}/stream", "The answers, as Server-Sent Events", "voters",
+              {200: SSE, 404: ErrorBody, 409: ErrorBody}, path_params=_BATTLE_ID),
+    Operation("post", "/api/v1/battles/{battle_id}/turns", "A follow-up prompt", "voters",
+              {201: TurnCreated, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody},
+              body=TurnCreate, path_params=_BATTLE_ID),
+    Operation("post", "/api/v1/battles/{battle_id}/vote", "Vote (once); reveals both models", "voters",
+              {200: VoteOut, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody}, body=VoteIn, path_params=_BATTLE_ID),
+)
+
+
+def _schemas() -> tuple[dict, dict]:
+    """({model: {"$ref": ...}}, components.schemas) for every pydantic model the operations name."""
+    models = []
+    for operation in OPERATIONS:
+        for thing, mode in [(operation.body, "validation"), *((r, "serialization")
+                                                             for r in operation.responses.values())]:
+            if isinstance(thing, type) and issubclass(thing, BaseModel) and (thing, mode) not in models:
+                models.append((thing, mode))
+    refs, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    return {model: ref for (model, _mode), ref in refs.items()}, top.get("$defs", {})
+
+
+def document() -> dict:
+    """The OpenAPI 3.1 document of /api/v1."""
+    refs, schemas = _schemas()
+    paths: dict[str, dict] = {}
+    for op in OPERATIONS:
+        entry: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
+                                 "operationId": f"{op.method}_{op.path.removeprefix('/api/v1/')}"
+                                 .replace("/", "_").replace("{", "").replace("}", "").replace(".", "_")}
+        if op.description:
+            entry["description"] = op.description
+        entry["parameters"] = [{"name": name, "in": "path", "required": True, "schema": schema}
+                               for name, schema in op.path_params.items()]
+        if op.body is JSONL:
+            entry["requestBody"] = {"required": True, "content": {JSONL: {"schema": {"type": "string"}}}}
+        elif op.body is not None:
+            entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[op.body]}}}
+        responses = {}
+        for status, body in op.responses.items():
+            response: dict[str, Any] = {"description": _STATUS_TEXT[status]}
+            if body is SSE:
+                response["content"] = {SSE: {"schema": {"type": "string"}}}
+            elif isinstance(body, type):
+                response["content"] = {"application/json": {"schema": refs[body]}}
+            elif status == 200:  # this document
+                response["content"] = {"application/json": {"schema": {"type": "object"}}}
+            responses[str(status)] = response
+        entry["responses"] = responses
+        entry["security"] = [{"bearer": []}] if op.auth else []
+        paths.setdefault(op.path, {})[op.method] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "arena API", "version": API_VERSION,
+                 "description": "Labs register and follow their models (Authorization: Bearer <key>, from "
+                                "`arena labs create`); voters battle and vote. Every error is "
+                                '{"error": {"code", "message"}}.'},
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "A lab's API key (arena_...)."}}},
+    }

@@ -1,0 +1,145 @@
+"""The OpenAPI document at /api/v1/openapi.json matches the code: the same routes, and responses that conform
+(a bounded schemathesis run: no 5xx, every status, content type and body as documented)."""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+
+import pytest
+import schemathesis
+from schemathesis import GenerationMode
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import load_all_checks
+from schemathesis.specs.openapi import checks as openapi_checks
+
+from arena import lab_actions, labs, providers
+from tests.arena.conftest import gen_prompt
+
+EXAMPLES_PER_OPERATION = 10  # in each mode: valid requests, then invalid ones
+TOTAL_SECONDS = 40
+
+
+def _documented_path(rule: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def test_every_api_route_is_documented_and_every_documented_route_exists(app, client):
+    document = client.get("/api/v1/openapi.json").json
+    served = {(_documented_path(rule.rule), method.lower())
+              for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {(path, method) for path, operations in document["paths"].items() for method in operations}
+    assert served == documented
+    assert document["openapi"].startswith("3.1")
+    lab_operations = [op for path, ops in document["paths"].items() for op in ops.values()
+                      if op["tags"] == ["labs"]]
+    assert lab_operations and all(op["security"] == [{"bearer": []}] and "401" in op["responses"]
+                                  for op in lab_operations)
+
+
+def test_the_document_never_offers_the_endpoint_key_for_reading(client):
+    schemas = client.get("/api/v1/openapi.json").json["components"]["schemas"]
+    assert "api_key" in schemas["EndpointIn"]["properties"]
+    readable = set(schemas["ModelOut"]["properties"]) | set(schemas["EndpointOut"]["properties"])
+    assert "api_key" not in readable and "endpoint_key_encrypted" not in readable
+
+
+@schemathesis.serializer("application/jsonl")
+def _jsonl(_context, value) -> bytes:
+    """The answers upload is documented as a string of JSON Lines; send it as it is (invalid UTF-8 included)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="surrogatepass")
+    return value if isinstance(value, bytes) else json.dumps(value).encode()  # negative cases: not a string
+
+
+CHECKS = [openapi_checks.status_code_conformance, openapi_checks.content_type_conformance,
+          openapi_checks.response_schema_conformance]
+
+
+def test_schemathesis_finds_no_server_error_and_no_response_that_breaks_the_document(app, session, monkeypatch):
+    """Every operation, with a valid key, on a database with a prompt and a model of the lab's own.
+
+    The network is left out: hosts resolve to a public address and the endpoint check passes, so that
+    registrations get as far as storing the model.
+    """
+    load_all_checks()
+    monkeypatch.setattr(lab_actions, "resolve_host", lambda host, port: ["93.184.216.34"])
+    monkeypatch.setattr(providers, "check_endpoint", lambda *args, **kwargs: None)
+    app.config.update(ENDPOINT_CHECK_TIMEOUT=1.0)
+    _, key = labs.create_lab(session, "Fuzz Lab")
+    gen_prompt(session)
+    client = app.test_client()
+    own_ids = []
+    for name in ("Fuzz target", "Disposable 1", "Disposable 2", "Disposable 3"):
+        created = client.post("/api/v1/models", json={"name": name, "organization": "F", "kind": "recorded"},
+                              headers={"Authorization": f"Bearer {key}"})
+        assert created.status_code == 201
+        own_ids.append(created.json["id"])
+    target, disposable = own_ids[0], own_ids[1:]
+
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
+    deadline = time.monotonic() + TOTAL_SECONDS
+    operations = [result.ok() for result in schema.get_all_operations()]
+    documented = {(method.upper(), path) for path, ops in schema.raw_schema["paths"].items() for method in ops}
+    # schemathesis leaves out the operation that serves the document itself
+    assert {(op.method.upper(), op.path) for op in operations} == documented - {("GET", "/api/v1/openapi.json")}
+    seen_statuses: dict[str, set[int]] = {}
+
+    for operation, mode in itertools.product(operations, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)):
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
+                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case):
+            if time.monotonic() > deadline:
+                return
+            if operation.path == "/api/v1/keys/rotate":
+                return  # rotating would lock the run out; tests/arena/test_lab_api.py covers it
+            model_id = (case.path_parameters or {}).get("model_id")
+            if mode is GenerationMode.POSITIVE and isinstance(model_id, int) and model_id % 4:
+                # most cases aim at the lab's own models (random ids are almost never one)
+                if operation.method.upper() != "DELETE":
+                    case.path_parameters["model_id"] = target
+                elif disposable:
+                    case.path_parameters["model_id"] = disposable.pop()
+            response = case.call(headers={"Authorization": f"Bearer {key}"})
+            seen_statuses.setdefault(operation.label, set()).add(response.status_code)
+            # No 5xx, except the one the document names (503: the voters' API has too few models to pair).
+            documented = schema.raw_schema["paths"][operation.path][operation.method.lower()]["responses"]
+            assert response.status_code < 500 or str(response.status_code) in documented, response.text
+            case.validate_response(response, checks=CHECKS)
+
+        try:
+            run()
+        except Unsatisfiable:
+            assert mode is GenerationMode.NEGATIVE  # nothing to get wrong in an operation without input
+    assert time.monotonic() < deadline, "the schemathesis run did not finish in time"
+    assert 200 in seen_statuses["GET /api/v1/models"]
+
+    # And the successful answers of every lab operation, which random input rarely reaches, conform too.
+    by_label = {op.label: op for op in operations}
+    prompt_id = gen_prompt(session, "explicit").id
+    fresh, doomed = (client.post("/api/v1/models", json={"name": name, "organization": "F", "kind": "recorded"},
+                                 headers={"Authorization": f"Bearer {key}"}).json["id"]
+                     for name in ("Explicit target", "Explicit doomed"))
+    explicit = [
+        ("POST /api/v1/models", {}, {"name": "Explicit endpoint", "organization": "F", "sampling_params": {"seed": 1},
+                                     "endpoint": {"base_url": "https://models.example.com/v1", "model": "m",
+                                                  "api_key": "k"}}, 201),
+        ("POST /api/v1/models", {}, {"name": "Explicit recorded", "organization": "F", "kind": "recorded"}, 201),
+        ("GET /api/v1/models/{model_id}", {"model_id": fresh}, None, 200),
+        ("PATCH /api/v1/models/{model_id}", {"model_id": fresh}, {"status": "paused"}, 200),
+        ("POST /api/v1/models/{model_id}/answers", {"model_id": fresh}, '{"prompt_id": 1, "answer": "x"}\n{', 422),
+        ("POST /api/v1/models/{model_id}/answers", {"model_id": fresh},
+         json.dumps({"prompt_id": prompt_id, "answer": "x"}), 201),
+        ("DELETE /api/v1/models/{model_id}", {"model_id": doomed}, None, 204),
+        ("GET /api/v1/models", {}, None, 200),
+        ("POST /api/v1/keys/rotate", {}, None, 200),
+    ]
+    for label, path_parameters, body, status in explicit:
+        case = by_label[label].Case(path_parameters=path_parameters, **({} if body is None else {"body": body}))
+        response = case.call(headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == status, (label, response.text)
+        case.validate_response(response, checks=CHECKS)
