@@ -275,12 +275,22 @@ def answer_sources(app: Flask, session: Session, battle: Battle) -> dict:
                 from arena.crypto import decrypt_secret
 
                 api_key = decrypt_secret(config["SECRET_KEY"], model.endpoint_key_encrypted)
-            sources[side] = (lambda m=model, c=conversation, k=api_key: providers.stream_chat(
-                m.base_url, m.endpoint_model, c, api_key=k, params=m.sampling_params or None,
-                connect_timeout=config["PROVIDER_CONNECT_TIMEOUT"],
-                first_token_timeout=config["PROVIDER_FIRST_TOKEN_TIMEOUT"],
-                total_timeout=config["PROVIDER_TOTAL_TIMEOUT"]))
+            sources[side] = (lambda m=model, c=conversation, k=api_key: _call_endpoint(m, c, k, config))
     return sources
+
+
+def _call_endpoint(model: Model, conversation: list, api_key: str | None, config):
+    """Stream one endpoint model's answer. A lab's endpoint is checked again here, not only at registration:
+    its host may have been pointed at a forbidden address since (operators' own models are trusted)."""
+    from arena import providers
+    from arena.lab_actions import check_endpoint_address
+
+    if model.lab_id is not None:
+        check_endpoint_address(model.base_url, allow_private=config["ALLOW_PRIVATE_ENDPOINTS"])
+    return providers.stream_chat(
+        model.base_url, model.endpoint_model, conversation, api_key=api_key,
+        params=model.sampling_params or None, connect_timeout=config["PROVIDER_CONNECT_TIMEOUT"],
+        first_token_timeout=config["PROVIDER_FIRST_TOKEN_TIMEOUT"], total_timeout=config["PROVIDER_TOTAL_TIMEOUT"])
 
 
 def sse(event: str, data: dict) -> str:

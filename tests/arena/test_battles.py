@@ -197,3 +197,18 @@ def test_empty_recordings_are_never_drawn(client, session):
     for _ in range(15):
         battle = session.get(Battle, client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"])
         assert "Silent" not in (battle.model_a.name, battle.model_b.name)
+
+
+def test_a_lab_endpoint_is_checked_again_at_battle_time(client, session, loopback):
+    """A lab's endpoint that now points at a loopback address is refused when private endpoints are off."""
+    from arena.models import Lab
+
+    lab = Lab(name="Some Lab")
+    session.add(lab)
+    session.commit()
+    gen_endpoint_model(session, "Lab Model", "Some Lab", loopback.base_url, lab_id=lab.id)
+    gen_endpoint_model(session, "Operator Model", "Operator", loopback.base_url)
+    battle_id, _, stream, events = run_battle(client, prompt="Hi")
+    assert events[-1] == ("end", {"state": "void"}) and b"127.0.0.1" not in stream.data
+    assert "refused" in session.get(Battle, battle_id).void_reason
+    assert len(loopback.requests) == 1  # only the operator's model was called
