@@ -31,7 +31,10 @@ test: install
 # Benchmarks need the peers we measure against; they are never dependencies of the package.
 bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	test -x bench/results/venv-arena-rank/bin/python || { $(PYTHON) -m venv bench/results/venv-arena-rank && \
+		bench/results/venv-arena-rank/bin/pip install --quiet --disable-pip-version-check arena-rank; }
 	$(BIN)/python bench/ranking.py
+	$(BIN)/python bench/service.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
