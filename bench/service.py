@@ -1,12 +1,12 @@
 """Load test of the arena service, run exactly as `make run` serves it (gunicorn, gunicorn.conf.py, wsgi:app).
 
-    .venv/bin/python bench/service.py                          # SQLite and PostgreSQL (when it answers), ~3 min
+    .venv/bin/python bench/service.py                          # SQLite and PostgreSQL (when it answers), ~6 min
     .venv/bin/python bench/service.py --databases sqlite
     .venv/bin/python bench/service.py --quick                  # small numbers, both databases in ~40 s
-    .venv/bin/python bench/service.py --streams 300 --slow 15 --concurrency 16 --votes 3000
+    .venv/bin/python bench/service.py --phases votes --votes 3000 --vote-rate 300 --vote-seconds 10
 
 For each database it builds a fresh schema through the migrations, adds loopback endpoint models and recorded
-models, starts gunicorn on a free loopback port and runs four phases against it:
+models, starts gunicorn on a free loopback port and runs these phases against it:
 
     streams   N battles against `slow:S` endpoint models, all streams opened at once: the peak number open and
               receiving deltas together, how many ended "ready", time to the first delta.
@@ -16,13 +16,15 @@ models, starts gunicorn on a free loopback port and runs four phases against it:
               latency), and open loop at a fixed offered rate (latency at that rate: the target's condition).
 
 The model server runs in its own process (`python -m arena.loopback_model`), so the load generator's GIL does
-not slow it; the load generator is one asyncio process (httpx.AsyncClient, one cookie jar per voter, one shared
-connection pool). CPU used by the server, the client, the model server and the rest of the machine is printed
-per phase, so a missed target can be traced to whoever was busy. Everything listens on 127.0.0.1 only, every
-loop is bounded in count and time, and the servers are stopped (SIGTERM, then SIGKILL) whatever happens.
+not slow it. The load generator is one asyncio process: httpx.AsyncClient for battles and streams (one cookie jar
+per voter, one shared connection pool), plain keep-alive HTTP/1.1 for the votes themselves (httpx would spend
+~2 ms of the machine's CPU per vote). CPU used by the server (and each worker), the client, the model server,
+PostgreSQL and the rest of the machine is printed per phase, so a missed target can be traced to whoever was
+busy. Everything listens on 127.0.0.1 only, every loop is bounded in count and time, and the servers are
+stopped (SIGTERM, then SIGKILL) whatever happens. Exit status 3: gunicorn cannot be run here at all.
 
 PostgreSQL: the schema `public` of --postgres-url is DROPPED and recreated (the run says so). Point it at a
-database you do not mind losing, never at one in use by a test run.
+database you do not mind losing, never at one a test run is using at the same time.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
+from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 HOST = "127.0.0.1"
@@ -59,7 +62,7 @@ RECORDED_ANSWER = ("The sky looks blue because air molecules scatter short wavel
                    "strongly than long ones (Rayleigh scattering, proportional to 1/wavelength^4), so blue light "
                    "reaches the eye from every direction of the sky, while the sun itself looks slightly yellow.")
 WINNERS = ("a", "b", "tie", "bothbad")
-EXIT_NO_SERVER = 3  # the server (gunicorn or the model server) could not be started
+EXIT_NO_SERVER = 3  # gunicorn cannot be run here (a server that starts and then fails is exit status 1)
 
 
 class BenchError(Exception):
@@ -67,7 +70,7 @@ class BenchError(Exception):
 
 
 class NoServer(BenchError):
-    """gunicorn or the loopback model server could not be started here."""
+    """gunicorn cannot be run here at all (not installed, or no process can be started)."""
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -88,8 +91,8 @@ class Settings:
     logs: Path | None
     vote_client: str
     phases: list[str]
-    workers: str | None
-    threads: str | None
+    workers: int | None
+    threads: int | None
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -112,8 +115,8 @@ def parse_args(argv: list[str] | None) -> Settings:
                              "or httpx.AsyncClient")
     parser.add_argument("--phases", default="streams,battles,votes",
                         help="which phases to run (comma-separated: streams, battles, votes; default all)")
-    parser.add_argument("--workers", help="ARENA_WORKERS for gunicorn (default: gunicorn.conf.py's)")
-    parser.add_argument("--threads", help="ARENA_THREADS for gunicorn (default: gunicorn.conf.py's)")
+    parser.add_argument("--workers", type=int, help="ARENA_WORKERS for gunicorn (default: gunicorn.conf.py's)")
+    parser.add_argument("--threads", type=int, help="ARENA_THREADS for gunicorn (default: gunicorn.conf.py's)")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     parser.add_argument("--logs", type=Path, help="keep the gunicorn and model server logs in this folder")
     args = parser.parse_args(argv)
@@ -130,13 +133,14 @@ def parse_args(argv: list[str] | None) -> Settings:
                         streams=pick(args.streams, TARGET_STREAMS, 30), slow=pick(args.slow, 10.0, 3.0),
                         concurrency=pick(args.concurrency, 32, 8), duration=pick(args.duration, 10.0, 2.0),
                         votes=pick(args.votes, 2000, 100), vote_rate=pick(args.vote_rate, TARGET_VOTES_PER_S, 100.0),
-                        vote_seconds=pick(args.vote_seconds, 10.0, 1.0), quick=quick, json_path=args.json, logs=args.logs, vote_client=args.vote_client,
+                        vote_seconds=pick(args.vote_seconds, 10.0, 1.0), quick=quick, json_path=args.json,
+                        logs=args.logs, vote_client=args.vote_client,
                         phases=[x.strip() for x in args.phases.split(",") if x.strip()],
                         workers=args.workers, threads=args.threads)
     if not settings.phases or set(settings.phases) - {"streams", "battles", "votes"}:
         parser.error(f"--phases takes streams, battles and/or votes, not {args.phases!r}")
-    for name in ("streams", "concurrency", "votes"):
-        if getattr(settings, name) < 1:
+    for name in ("streams", "concurrency", "votes", "workers", "threads"):
+        if getattr(settings, name) is not None and getattr(settings, name) < 1:
             parser.error(f"--{name} must be at least 1")
     for name in ("slow", "duration", "vote_rate", "vote_seconds"):
         if getattr(settings, name) <= 0:
@@ -158,14 +162,14 @@ def wait_until_answers(url: str, process: subprocess.Popen, seconds: float, what
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise NoServer(f"{what} exited with status {process.returncode} before answering: {tail(log)}")
+            raise BenchError(f"{what} exited with status {process.returncode} before answering: {tail(log)}")
         try:
             if httpx.get(url, timeout=1.0).status_code < 500:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise NoServer(f"{what} did not answer {url} within {seconds:g} s: {tail(log)}")
+    raise BenchError(f"{what} did not answer {url} within {seconds:g} s: {tail(log)}")
 
 
 def tail(log: Path, lines: int = 3) -> str:
@@ -224,6 +228,8 @@ def gunicorn_settings(env: dict) -> dict:
         os.environ.clear()
         os.environ.update(env)
         conf = runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    except Exception as error:  # noqa: BLE001 - gunicorn would fail on the same file: say so in one line
+        raise BenchError(f"gunicorn.conf.py fails: {type(error).__name__}: {error}") from None
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -852,15 +858,18 @@ def run_database(settings: Settings, database: str, model_url: str, model_proc: 
     env.pop("ARENA_ACCESS_LOG", None)
     for key, value in (("ARENA_WORKERS", settings.workers), ("ARENA_THREADS", settings.threads)):
         if value is not None:
-            env[key] = value
+            env[key] = str(value)
     run.server = gunicorn_settings(env)
     log = (settings.logs or workdir) / f"gunicorn-{database}.log"
     command = [*gunicorn_command(), "--config", "gunicorn.conf.py", *control_socket_args(workdir), "wsgi:app"]
     server = None
     try:
         with open(log, "wb") as log_file:
-            server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as error:
+                raise NoServer(f"cannot run {command[0]}: {error}") from None
         base = f"http://{HOST}:{port}"
         wait_until_answers(f"{base}/api/v1/prompts", server, 30, "gunicorn", log)
         probe = CpuProbe(server, model_proc)
@@ -1013,9 +1022,12 @@ def start_model_server(logs: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = logs / "loopback-model.log"
     with open(log, "wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "arena.loopback_model", "--host", HOST, "--port", str(port),
-                                    "--quiet"], cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            process = subprocess.Popen([sys.executable, "-m", "arena.loopback_model", "--host", HOST, "--port",
+                                        str(port), "--quiet"], cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as error:
+            raise NoServer(f"cannot start a process: {error}") from None
     base = f"http://{HOST}:{port}/v1"
     try:
         wait_until_answers(f"{base}/models", process, 20, "the loopback model server", log)
@@ -1055,6 +1067,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchError, asyncio.TimeoutError) as error:
         print(f"bench/service.py: {_reason(error) if isinstance(error, BenchError) else 'a phase timed out'}",
               file=sys.stderr)
+        return 1
+    except (SQLAlchemyError, OSError, httpx.HTTPError) as error:
+        print(f"bench/service.py: {_reason(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bench/service.py: interrupted", file=sys.stderr)
