@@ -312,7 +312,6 @@ def models_weight(name: str, weight: float) -> None:
 # ------------------------------------------------------------------------------------------------ answers
 
 answers_cli = _Group("answers", help="Recorded answers to the prompt set.")
-_ANSWER_FIELDS = {"prompt_id", "answer", "duration_ms"}
 
 
 @answers_cli.command("import")
@@ -351,7 +350,7 @@ def _validate_answers(session: Session, model: Model, path: Path) -> tuple[list[
             except json.JSONDecodeError as e:
                 problems.append((number, f"not valid JSON ({e.msg})"))
                 continue
-            reason = _answer_problem(record, prompts, answered, seen)
+            reason = labs.answer_problem(record, prompts, answered, seen)
             if reason:
                 problems.append((number, reason))
                 continue
@@ -359,31 +358,6 @@ def _validate_answers(session: Session, model: Model, path: Path) -> tuple[list[
             rows.append({"model_id": model.id, "prompt_id": record["prompt_id"], "text": record["answer"],
                          "duration_ms": None if record.get("duration_ms") is None else float(record["duration_ms"])})
     return rows, problems, count
-
-
-def _answer_problem(record, prompts: set[int], answered: set[int], seen: dict[int, int]) -> str | None:
-    if not isinstance(record, dict):
-        return "not a JSON object"
-    unknown = sorted(set(record) - _ANSWER_FIELDS)
-    if unknown:
-        return f"unknown field(s) {', '.join(unknown)} (expected prompt_id, answer, duration_ms)"
-    prompt_id = record.get("prompt_id")
-    if not isinstance(prompt_id, int) or isinstance(prompt_id, bool):
-        return "prompt_id must be an integer"
-    if prompt_id not in prompts:
-        return f"there is no prompt {prompt_id}"
-    if prompt_id in answered:
-        return f"the model already has an answer to prompt {prompt_id}"
-    if prompt_id in seen:
-        return f"prompt {prompt_id} is answered twice (also on line {seen[prompt_id]})"
-    answer = record.get("answer")
-    if not isinstance(answer, str) or not answer.strip():
-        return "answer must be a non-empty string"
-    duration = record.get("duration_ms")
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
-                                 or not math.isfinite(duration) or duration < 0):
-        return "duration_ms must be a number of milliseconds >= 0"
-    return None
 
 
 # ------------------------------------------------------------------------------------------------ battles

@@ -250,23 +250,6 @@ def delete_model(session: Session, lab: Lab, model: Model, *, key_prefix: str | 
 _ANSWER_FIELDS = {"prompt_id", "answer", "duration_ms"}
 
 
-def _answer_problem(record, prompts: set[int], answered: set[int], seen: dict[int, int]) -> str | None:
-    from arena.cli import _answer_problem as shared_rules  # the same rules as `arena answers import`
-
-    problem = shared_rules(record, prompts, answered, seen)
-    if problem is None and ("\x00" in record["answer"] or not _encodable(record["answer"])):
-        problem = "answer must be valid Unicode text without NUL characters"
-    return problem
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def import_answers(session: Session, lab: Lab, model: Model, data: bytes, *, key_prefix: str | None) -> int:
     """Store a recorded model's answers from JSON Lines, all or none; 422 lists every failing line."""
     if model.kind != "recorded":
@@ -289,7 +272,7 @@ def import_answers(session: Session, lab: Lab, model: Model, data: bytes, *, key
         except (ValueError, RecursionError) as e:
             problems.append({"line": number, "error": f"not valid JSON ({getattr(e, 'msg', 'too deeply nested')})"})
             continue
-        reason = _answer_problem(record, prompts, answered, seen)
+        reason = labs.answer_problem(record, prompts, answered, seen)
         if reason:
             problems.append({"line": number, "error": reason})
             continue

@@ -189,3 +189,43 @@ def set_sampling_weight(session: Session, model: Model, weight: float) -> Model:
     model.sampling_weight = weight
     session.commit()
     return model
+
+
+_ANSWER_FIELDS = {"prompt_id", "answer", "duration_ms"}
+
+
+def answer_problem(record, prompts: set[int], answered: set[int], seen: dict[int, int]) -> str | None:
+    """Why one line of a recorded-answers upload is refused, or None: the rules of both the lab API and
+    `arena answers import`. `answered`: prompts the model already has; `seen`: prompt -> earlier line."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    unknown = sorted(set(record) - _ANSWER_FIELDS)
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)} (expected prompt_id, answer, duration_ms)"
+    prompt_id = record.get("prompt_id")
+    if not isinstance(prompt_id, int) or isinstance(prompt_id, bool):
+        return "prompt_id must be an integer"
+    if prompt_id not in prompts:
+        return f"there is no prompt {prompt_id}"
+    if prompt_id in answered:
+        return f"the model already has an answer to prompt {prompt_id}"
+    if prompt_id in seen:
+        return f"prompt {prompt_id} is answered twice (also on line {seen[prompt_id]})"
+    answer = record.get("answer")
+    if not isinstance(answer, str) or not answer.strip():
+        return "answer must be a non-empty string"
+    if "\x00" in answer or not _encodable(answer):  # PostgreSQL text cannot hold NUL or lone surrogates
+        return "answer must be valid Unicode text without NUL characters"
+    duration = record.get("duration_ms")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                 or not math.isfinite(duration) or duration < 0):
+        return "duration_ms must be a number of milliseconds >= 0"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
