@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from arena import db
 from arena.errors import ApiError
@@ -113,11 +113,13 @@ def create_battle(session: Session, *, prompt_text: str | None, prompt_id: int |
     return battle
 
 
-def own_battle(session: Session, battle_id: str, voter: str | None, *, for_update: bool = False) -> Battle:
-    """The voter's battle; someone else's battle answers exactly like one that does not exist."""
-    statement = select(Battle).where(Battle.id == battle_id)
-    if for_update:
-        statement = statement.with_for_update()
+def own_battle(session: Session, battle_id: str, voter: str | None) -> Battle:
+    """The voter's battle, with both models loaded in the same query (the vote reveals them).
+
+    Someone else's battle answers exactly like one that does not exist.
+    """
+    statement = select(Battle).where(Battle.id == battle_id).options(joinedload(Battle.model_a, innerjoin=True),
+                                                                      joinedload(Battle.model_b, innerjoin=True))
     battle = session.scalars(statement).first()
     if battle is None or voter is None or battle.voter != voter:
         raise ApiError(404, "battle_not_found", "There is no such battle.")
@@ -158,7 +160,6 @@ def cast_vote(session: Session, battle: Battle, winner: str, *, voter: str, addr
     except IntegrityError:
         session.rollback()
         raise ApiError(409, "already_voted", "This battle already has a vote.") from None
-    session.refresh(battle)
     return vote
 
 

@@ -48,6 +48,7 @@ class Config:
         folder = instance_folder()
         self.INSTANCE_PATH = str(folder)
         self.DATABASE_URL = os.environ.get("ARENA_DATABASE_URL") or f"sqlite:///{folder / 'arena.db'}"
+        self.DB_POOL_SIZE = int(_number("ARENA_DB_POOL_SIZE", 20))  # per worker; keep workers × this < max_connections
         self.REDIS_URL = os.environ.get("ARENA_REDIS_URL") or None
         self.SECRET_KEY = _secret_key(folder)
         self.ALLOW_PRIVATE_ENDPOINTS = _flag("ARENA_ALLOW_PRIVATE_ENDPOINTS")

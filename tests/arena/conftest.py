@@ -35,7 +35,7 @@ def database_url(request, tmp_path):
 def app(database_url, tmp_path):
     db.upgrade(database_url)
     application = create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path), "TESTING": True,
-                              "SECRET_KEY": "test-secret", "REPLAY_MAX_SECONDS": 0.0,
+                              "SECRET_KEY": "test-secret", "REPLAY_MAX_SECONDS": 0.0, "DB_POOL_SIZE": 5,
                               "PROVIDER_CONNECT_TIMEOUT": 2.0, "PROVIDER_FIRST_TOKEN_TIMEOUT": 2.0,
                               "PROVIDER_TOTAL_TIMEOUT": 5.0})
     yield application
