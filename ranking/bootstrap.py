@@ -284,7 +284,7 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
         fit = bt.fit_bradley_terry(counts, ties=ties, prior=prior, anchor=anchor, anchor_rating=anchor_rating,
                                    scale=scale, base=base, names=names)
     davidson = ties == "davidson"
-    m, k = counts.n_models, counts.first.shape[0]
+    m = counts.n_models
     problem = bt.make_problem(counts, fit.component)
     x0 = jnp.asarray(np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0))
     prior_ = jnp.float64(prior)

@@ -138,6 +138,7 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
     messages = [str(w.message) for w in caught if issubclass(w.category, bt.RankingWarning)]
 
     played = ~np.isnan(ratings)
+    # A model without battles has no interval: it neither ranks nor pushes anyone down.
     rank_ub = bs.rank_upper_bound(np.where(played, low, -np.inf), np.where(played, high, np.inf))
     wins, losses, tie_counts = _record(a, b, outcome, m)
     order = sorted(np.flatnonzero(played), key=lambda i: (-ratings[i], battles.models[i]))
@@ -145,7 +146,6 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
                           ci_high=float(high[i]), rank_ub=int(rank_ub[i]),
                           battles=int(wins[i] + losses[i] + tie_counts[i]), wins=int(wins[i]),
                           losses=int(losses[i]), ties=int(tie_counts[i])) for i in order]
-    # Rank upper bounds among the models that are shown: an absent model has no interval.
     return Leaderboard(models=models, options=options, battles_read=int(battles.model_a.shape[0]),
                        battles_used=int(keep.sum()), excluded=excluded, interval_method=method,
                        tie_strength=tie_strength, style_coefficients=style_coefficients, warnings=messages)
