@@ -62,6 +62,16 @@ class Config:
         self.ENDPOINT_CHECK_TIMEOUT = _number("ARENA_ENDPOINT_CHECK_TIMEOUT", 10.0)  # a lab's registration check
         self.MAX_PROMPT_CHARS = int(_number("ARENA_MAX_PROMPT_CHARS", 8000))
         self.MAX_CONTENT_LENGTH = int(_number("ARENA_MAX_REQUEST_BYTES", 1 << 20))
+        # Leaderboard snapshots (arena.snapshots): bootstrap replicates and seed, the tie model, the number of
+        # counted votes below which a rating is marked provisional (FastChat shows a model from 300), and a new
+        # snapshot after this many new counted votes (0: only when an operator runs `arena snapshot`).
+        self.SNAPSHOT_REPLICATES = int(_number("ARENA_SNAPSHOT_REPLICATES", 1000))
+        self.SNAPSHOT_SEED = int(_number("ARENA_SNAPSHOT_SEED", 0))
+        self.SNAPSHOT_TIES = os.environ.get("ARENA_SNAPSHOT_TIES") or "half"
+        self.PROVISIONAL_VOTES = int(_number("ARENA_PROVISIONAL_VOTES", 300))
+        self.SNAPSHOT_EVERY_VOTES = int(_number("ARENA_SNAPSHOT_EVERY_VOTES", 1000))
+        # The Ed25519 key that signs snapshots; default instance/snapshot_signing_key.pem, created on first use.
+        self.SIGNING_KEY_FILE = os.environ.get("ARENA_SIGNING_KEY_FILE") or None
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = _flag("ARENA_SECURE_COOKIES")

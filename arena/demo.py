@@ -22,6 +22,7 @@ from typing import NamedTuple
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from arena.answer_style import style_counts
 from arena.models import Battle, Model, Prompt, RecordedAnswer, Vote
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,7 +167,7 @@ def _insert_all(session: Session, data: DemoData) -> dict:
 
     session.execute(insert(RecordedAnswer), [
         {"model_id": model_id[a["llmfao_model_id"]], "prompt_id": a["prompt_id"], "text": a["text"],
-         "duration_ms": a["duration_ms"]} for a in data.answers])
+         "duration_ms": a["duration_ms"], **style_counts(a["text"])} for a in data.answers])
 
     prompt_text = {p["id"]: p["text"] for p in data.prompts}
     battles, votes = [], []

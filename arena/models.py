@@ -6,11 +6,13 @@ builder, from these facts; nothing here is rewritten to "clean" the data.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
-from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Integer, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import (JSON, Boolean, CheckConstraint, Date, DateTime, Float, ForeignKey, Integer, LargeBinary,
+                        String, Text, UniqueConstraint, event)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from arena.answer_style import style_counts
 
 from arena.db import Base
 
@@ -24,6 +26,20 @@ BATTLE_STATES = ("created", "streaming", "ready", "voted", "void")
 WINNERS = ("a", "b", "tie", "bothbad")
 MODEL_KINDS = ("endpoint", "recorded")
 MODEL_STATUSES = ("active", "paused", "retired")
+
+
+class AnswerStyle:
+    """How an answer looks, counted when it is stored (arena.answer_style; filled by the listener below).
+
+    The snapshot builder's style-controlled board needs these for every counted battle; counting them once at
+    write time keeps the answers' text out of the builder's query. NULL where the answer predates the counts.
+    """
+
+    tokens: Mapped[int | None] = mapped_column(Integer)
+    header_count: Mapped[int | None] = mapped_column(Integer)
+    list_count: Mapped[int | None] = mapped_column(Integer)
+    bold_count: Mapped[int | None] = mapped_column(Integer)
+
 
 
 class Lab(Base):
@@ -93,7 +109,7 @@ class Prompt(Base):
     source: Mapped[str] = mapped_column(String(32), default="arena")
 
 
-class RecordedAnswer(Base):
+class RecordedAnswer(AnswerStyle, Base):
     __tablename__ = "recorded_answers"
     __table_args__ = (UniqueConstraint("model_id", "prompt_id", name="one_answer_per_prompt"),)
 
@@ -134,7 +150,7 @@ class Battle(Base):
     vote: Mapped["Vote | None"] = relationship(back_populates="battle")
 
 
-class Message(Base):
+class Message(AnswerStyle, Base):
     """One turn of one side's conversation: the user's prompt or the model's answer, as it was received."""
 
     __tablename__ = "messages"
@@ -207,3 +223,106 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))  # e.g. "model.create", "model.pause", "key.rotate"
     model_id: Mapped[int | None] = mapped_column(Integer, index=True)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+# ------------------------------------------------------------------------------------------------ leaderboard
+
+class VoterExclusion(Base):
+    """A voter whose votes the snapshot builder leaves out, with the reason and who decided it.
+
+    Nothing is deleted: the voter's votes stay stored and appear in every snapshot's vote file, marked
+    excluded with this reason. An exclusion is lifted by a later row with `lifted` set, so the record of both
+    decisions stays.
+    """
+
+    __tablename__ = "voter_exclusions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    voter: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    lifted: Mapped[bool] = mapped_column(Boolean, default=False)
+    actor: Mapped[str] = mapped_column(String(200), default="operator")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Snapshot(Base):
+    """One published leaderboard, computed once and never changed.
+
+    `document` is the snapshot exactly as published and signed (canonical JSON, see arena.snapshots); the other
+    columns repeat what readers filter or sort on. Versions count up from 1 without gaps: the primary key makes
+    a second builder that raced for the same version fail instead of publishing twice.
+    """
+
+    __tablename__ = "snapshots"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    code_version: Mapped[str] = mapped_column(String(100))
+    seed: Mapped[int] = mapped_column(Integer)
+    last_vote_id: Mapped[int] = mapped_column(Integer)  # the votes considered are those with id <= this
+    votes_counted: Mapped[int] = mapped_column(Integer)
+    votes_excluded: Mapped[int] = mapped_column(Integer)
+    battle_file_sha256: Mapped[str] = mapped_column(String(64))
+    document: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str] = mapped_column(String(64))
+
+
+class SnapshotFile(Base):
+    """A file published with a snapshot, stored gzip-compressed: its battle file and its vote file."""
+
+    __tablename__ = "snapshot_files"
+    __table_args__ = (CheckConstraint("kind in ('battles', 'votes')", name="snapshot_file_kind"),)
+
+    version: Mapped[int] = mapped_column(ForeignKey("snapshots.version"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the uncompressed bytes
+    size: Mapped[int] = mapped_column(Integer)  # uncompressed bytes
+    gzip: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# ------------------------------------------------------------------------------------------------ milestone board
+
+class SafetyScore(Base):
+    """A safety measurement of a model, imported from elsewhere (the arena measures capability only)."""
+
+    __tablename__ = "safety_scores"
+    __table_args__ = (UniqueConstraint("model_id", "metric", "source", "measured_on", name="one_score_per_measure"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    metric: Mapped[str] = mapped_column(String(100), index=True)
+    value: Mapped[float] = mapped_column(Float)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(200))
+    measured_on: Mapped[date] = mapped_column(Date)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Milestone(Base):
+    """A milestone as the board declared it: safety thresholds and a capability floor (see arena.board).
+
+    Definitions are never edited: a changed rule is a new milestone, so a decision can always be traced to the
+    rule it was made under.
+    """
+
+    __tablename__ = "milestones"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    definition: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+@event.listens_for(RecordedAnswer, "before_insert")
+@event.listens_for(RecordedAnswer, "before_update")
+@event.listens_for(Message, "before_insert")
+@event.listens_for(Message, "before_update")
+def _count_answer_style(_mapper, _connection, answer) -> None:
+    """Every answer stored through the ORM gets its style counts; bulk inserts call style_counts themselves."""
+    text = answer.text if isinstance(answer, RecordedAnswer) else (
+        answer.content if answer.role == "assistant" else None)
+    if text is not None:
+        for column, value in style_counts(text).items():
+            setattr(answer, column, value)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ranking import bradley_terry as bt
 from ranking.data import BattleFileError, read_battles
-from ranking.leaderboard import (Leaderboard, RankingOptions, code_version, finite_or_none, rank_battles,
+from ranking.leaderboard import (Leaderboard, RankingOptions, board_dict, code_version, rank_battles,
                                  select_battles)
 from ranking.stats import observed_win_rates, pair_counts, predicted_win_rates, win_matrix
 
@@ -85,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     rates.add_argument("--prior", type=_finite_float, default=bt.DEFAULT_PRIOR)
     rates.add_argument("--category", help="only the battles of this category")
 
+    verify = sub.add_parser("verify", help="check a published snapshot: its signature, its battle file's SHA-256, "
+                                           "and every number, recomputed from the battle file")
+    verify.add_argument("snapshot", help="the snapshot's JSON document, as the arena publishes it")
+    verify.add_argument("file", help="the snapshot's battle file (JSON Lines)")
+    verify.add_argument("--public-key", metavar="KEY",
+                        help="the arena's Ed25519 public key: a PEM file, or the base64 of the raw key (default: "
+                             "the key inside the snapshot, which proves it intact but not who signed it)")
+    verify.add_argument("--board", action="append", metavar="NAME",
+                        help="recompute only this board (overall, style, category:NAME); repeatable; default all")
+    verify.add_argument("--no-recompute", action="store_true", help="check the signature and the hash only")
+
     elo = sub.add_parser("elo", help="online Elo over the battles in file order")
     common(elo)
     elo.add_argument("--k", type=_finite_float, default=4.0, help="K factor (default 4, as FastChat)")
@@ -125,6 +136,8 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    if args.command == "verify":
+        return _verify(args)
     battles = read_battles(args.file, format=args.input_format)
     if args.command == "fit":
         if args.bootstrap == 1:
@@ -152,6 +165,63 @@ def _run(args) -> int:
     return 0
 
 
+EXIT_NOT_VERIFIED = 1
+
+
+def _verify(args) -> int:
+    """Print one line per check; exit 0 when all pass, 1 when something does not match, 2 for bad input."""
+    from ranking import snapshot as snap
+
+    try:
+        document = json.loads(Path(args.snapshot).read_bytes())
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{args.snapshot}: not a JSON document ({error.msg} at line {error.lineno})") from None
+    if not isinstance(document, dict) or document.get("format") != snap.SNAPSHOT_FORMAT:
+        raise UsageError(f"{args.snapshot}: not an arena snapshot (format {snap.SNAPSHOT_FORMAT!r} expected)")
+    public_key = None
+    if args.public_key:
+        key_path = Path(args.public_key)
+        text = key_path.read_bytes() if key_path.is_file() else args.public_key
+        public_key = snap.load_public_key(text)
+    failures = 0
+
+    signature = snap.check_signature(document, public_key)
+    print(f"signature: {'ok' if signature.ok else 'FAILED'}"
+          f"{f' (key {signature.key_id})' if signature.key_id else ''}: {signature.message}")
+    failures += not signature.ok
+
+    battles = read_battles(args.file, format="jsonl")
+    published_hash = (document.get("battle_file") or {}).get("sha256")
+    if battles.sha256 == published_hash:
+        print(f"battle file: ok: its SHA-256 {battles.sha256} is the one the snapshot names")
+    else:
+        print(f"battle file: FAILED: its SHA-256 is {battles.sha256}, the snapshot names {published_hash}")
+        failures += 1
+
+    if not args.no_recompute:
+        specs = snap.board_specs(document)
+        if args.board:
+            unknown = sorted(set(args.board) - {name for name, _ in specs})
+            if unknown:
+                raise UsageError(f"the snapshot has no board {', '.join(unknown)} "
+                                 f"(it has: {', '.join(name for name, _ in specs)})")
+            specs = [(name, board) for name, board in specs if name in args.board]
+        for name, board in specs:
+            check = snap.recompute_board(battles, board, name)
+            if check.exact:
+                print(f"board {name}: ok: all {check.models} models reproduced exactly")
+            else:
+                print(f"board {name}: FAILED: {len(check.problems)} difference(s)")
+                for problem in check.problems[:20]:
+                    print(f"  {problem}")
+                if len(check.problems) > 20:
+                    print(f"  ... and {len(check.problems) - 20} more")
+                failures += 1
+    version = document.get("version")
+    print(f"snapshot {version}: {'verified' if not failures else f'NOT verified ({failures} check(s) failed)'}")
+    return EXIT_NOT_VERIFIED if failures else 0
+
+
 def _reproduce_command(args) -> str:
     parts = ["python", "-m", "ranking", args.command, Path(args.file).name]
     if args.command == "fit":
@@ -176,36 +246,34 @@ def _reproduce_command(args) -> str:
 
 def _render_fit(board: Leaderboard, args, sha256: str) -> str:
     if args.format == "json":
+        board_data = board_dict(board)
         document = {
             "format": FORMAT_VERSION,
             "command": "fit",
             "code_version": code_version(),
-            "input": {"file": Path(args.file).name, "sha256": sha256, "battles_read": board.battles_read,
-                      "battles_used": board.battles_used, "excluded": board.excluded},
-            "options": board.options._asdict(),
-            "interval_method": board.interval_method,
+            "input": {"file": Path(args.file).name, "sha256": sha256, "battles_read": board_data.pop("battles_read"),
+                      "battles_used": board_data.pop("battles_used"), "excluded": board_data.pop("excluded")},
             "reproduce": _reproduce_command(args),
-            "models": [{**row._asdict(), "ci_low": finite_or_none(row.ci_low),
-                        "ci_high": finite_or_none(row.ci_high)} for row in board.models],
-            "tie_strength": board.tie_strength,
-            "style_coefficients": board.style_coefficients,
-            "warnings": board.warnings,
+            **board_data,
         }
         return json.dumps(document, indent=2) + "\n"
     if args.format == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["rank_ub", "model", "rating", "ci_low", "ci_high", "battles", "wins", "losses", "ties"])
+        writer.writerow(["rank_ub", "tier", "model", "rating", "ci_low", "ci_high", "battles", "wins", "losses",
+                         "ties"])
         for row in board.models:
-            writer.writerow([row.rank_ub, row.model, f"{row.rating:.6f}", f"{row.ci_low:.6f}",
+            writer.writerow([row.rank_ub, row.tier, row.model, f"{row.rating:.6f}", f"{row.ci_low:.6f}",
                              f"{row.ci_high:.6f}", row.battles, row.wins, row.losses, row.ties])
         return out.getvalue()
     level = f"{board.options.confidence:.0%}"
-    rows = [[str(r.rank_ub), r.model, f"{r.rating:.1f}", _interval(r), str(r.battles)] for r in board.models]
-    header = ["rank", "model", "rating", f"{level} interval", "battles"]
-    lines = _table(header, rows, align="rlrll")
+    rows = [[str(r.rank_ub), str(r.tier), r.model, f"{r.rating:.1f}", _interval(r), str(r.battles)]
+            for r in board.models]
+    header = ["rank", "tier", "model", "rating", f"{level} interval", "battles"]
+    lines = _table(header, rows, align="rrlrll")
     notes = [f"{board.battles_used} of {board.battles_read} battles ranked; intervals: {board.interval_method}; "
-             f"rank = 1 + models whose interval lies wholly above"]
+             f"rank = 1 + models whose interval lies wholly above; "
+             f"tier: indistinguishable from the tier's first model at {level}"]
     if board.tie_strength is not None:
         notes.append(f"Davidson tie strength nu = {board.tie_strength:.4f}")
     if board.style_coefficients:

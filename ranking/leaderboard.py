@@ -5,12 +5,16 @@ The command line and the service's snapshot builder both call `rank_battles`, so
 """
 from __future__ import annotations
 
+import functools
 import math
+import subprocess
 import warnings
 from importlib import metadata
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from scipy.special import ndtri as norm_ppf
 
 from ranking import bootstrap as bs
 from ranking import bradley_terry as bt
@@ -19,10 +23,31 @@ from ranking.stats import pair_counts
 
 
 def code_version() -> str:
+    """The package version, and the git commit when running from a checkout ("0.1.0+g1a2b3c4d5e6f", with
+    ".dirty" when files differ from it): a published number names the exact code that made it."""
     try:
-        return metadata.version("arena")
+        version = metadata.version("arena")
     except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
+        version = "unknown"
+    commit = _git_commit()
+    return f"{version}+g{commit}" if commit else version
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "ranking", "arena"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + (".dirty" if dirty.stdout.strip() else "")
 
 
 class RankingOptions(NamedTuple):
@@ -48,6 +73,7 @@ class ModelResult(NamedTuple):
     ci_low: float  # -inf where the data give no lower limit
     ci_high: float  # +inf where the data give no upper limit
     rank_ub: int
+    tier: int  # 1 for the top tier; see `tiers`
     battles: int
     wins: int
     losses: int
@@ -115,7 +141,8 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
         warnings.simplefilter("always", bt.RankingWarning)
         tie_strength = style_coefficients = None
         if options.style:
-            ratings, low, high, style_coefficients = _style_controlled(battles, keep, options, fit_options)
+            ratings, low, high, samples, style_coefficients = _style_controlled(battles, keep, options,
+                                                                                fit_options)
             method = f"bootstrap ({options.replicates} replicates, style-controlled rows)"
         else:
             fit = bt.fit_bradley_terry(counts, ties=options.ties, prior=options.prior, names=battles.models,
@@ -127,13 +154,13 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
                 boot = bs.bootstrap_ratings(counts, replicates=options.replicates, seed=options.seed,
                                             ties=options.ties, prior=options.prior, confidence=options.confidence,
                                             fit=fit, progress=progress, **fit_options)
-                low, high = boot.low, boot.high
+                low, high, samples = boot.low, boot.high, boot.samples
                 method = f"percentile bootstrap ({options.replicates} replicates)"
             else:
                 sandwich = bs.sandwich_intervals(counts, fit, ties=options.ties, prior=options.prior,
                                                  confidence=options.confidence, scale=options.scale,
                                                  base=options.base)
-                low, high = sandwich.low, sandwich.high
+                low, high, samples = sandwich.low, sandwich.high, None
                 method = "sandwich (robust normal approximation)"
     messages = [str(w.message) for w in caught if issubclass(w.category, bt.RankingWarning)]
 
@@ -142,8 +169,10 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
     rank_ub = bs.rank_upper_bound(np.where(played, low, -np.inf), np.where(played, high, np.inf))
     wins, losses, tie_counts = _record(a, b, outcome, m)
     order = sorted(np.flatnonzero(played), key=lambda i: (-ratings[i], battles.models[i]))
+    tier = dict(zip(order, tiers(ratings[order], low[order], high[order],
+                                 None if samples is None else samples[:, order], confidence=options.confidence)))
     models = [ModelResult(model=battles.models[i], rating=float(ratings[i]), ci_low=float(low[i]),
-                          ci_high=float(high[i]), rank_ub=int(rank_ub[i]),
+                          ci_high=float(high[i]), rank_ub=int(rank_ub[i]), tier=tier[i],
                           battles=int(wins[i] + losses[i] + tie_counts[i]), wins=int(wins[i]),
                           losses=int(losses[i]), ties=int(tie_counts[i])) for i in order]
     return Leaderboard(models=models, options=options, battles_read=int(battles.model_a.shape[0]),
@@ -179,7 +208,60 @@ def _style_controlled(battles: Battles, keep, options: RankingOptions, fit_optio
                                             prior=options.prior, confidence=options.confidence, **fit_options)
     coefficients = {name: {"value": float(fit.coefficients[i]), "ci_low": float(boot.coef_low[i]),
                            "ci_high": float(boot.coef_high[i])} for i, name in enumerate(names) if i in used}
-    return fit.ratings, boot.ratings_low, boot.ratings_high, coefficients
+    return fit.ratings, boot.ratings_low, boot.ratings_high, boot.rating_samples, coefficients
+
+
+def tiers(ratings, low, high, samples=None, *, confidence: float = 0.95) -> list[int]:
+    """Group models, best first, into tiers whose members cannot be told apart from the tier's leader.
+
+    `ratings`, `low`, `high` (m,) are sorted best first; `samples` (R, m) are bootstrap replicates of the
+    ratings in the same column order, or None. The leader of tier 1 is the best model; each next model joins
+    the current tier while the leader is not significantly better than it at the two-sided `confidence`
+    level, and otherwise leads a new tier. "Significantly better": with samples, the (1 - confidence) / 2
+    quantile of the replicate differences leader - model is above 0 (a percentile interval of the difference,
+    which keeps the correlation between the two ratings that comparing two separate intervals would lose);
+    without samples, the normal approximation with standard errors read off the intervals (independent errors
+    assumed). A model whose interval is unbounded on a side is indistinguishable from its leader. Tiers are
+    contiguous in rating order, so tier numbers never decrease down the board.
+    """
+    ratings, low, high = (np.asarray(v, np.float64) for v in (ratings, low, high))
+    tail = (1 - confidence) / 2
+    z = float(norm_ppf(1 - tail))
+    result, leader, tier = [], 0, 0
+    for j in range(ratings.shape[0]):
+        if j == 0:
+            tier = 1
+        elif _better(leader, j, ratings, low, high, samples, tail, z):
+            tier, leader = tier + 1, j
+        result.append(tier)
+    return result
+
+
+def _better(i: int, j: int, ratings, low, high, samples, tail: float, z: float) -> bool:
+    """Whether model i is significantly better than model j (see `tiers`)."""
+    if not (np.isfinite(low[i]) and np.isfinite(high[i]) and np.isfinite(low[j]) and np.isfinite(high[j])):
+        return False
+    if samples is not None:
+        return bool(np.quantile(samples[:, i] - samples[:, j], tail) > 0)
+    se_i, se_j = (high[i] - low[i]) / (2 * z), (high[j] - low[j]) / (2 * z)
+    return bool(ratings[i] - ratings[j] - z * math.hypot(se_i, se_j) > 0)
+
+
+def board_dict(board: Leaderboard) -> dict:
+    """A leaderboard as JSON-ready data: the one serialisation shared by `python -m ranking fit --format json`,
+    the service's snapshots and `python -m ranking verify`, so that what is compared is what was published."""
+    return {
+        "options": board.options._asdict(),
+        "interval_method": board.interval_method,
+        "battles_read": board.battles_read,
+        "battles_used": board.battles_used,
+        "excluded": board.excluded,
+        "tie_strength": board.tie_strength,
+        "style_coefficients": board.style_coefficients,
+        "warnings": board.warnings,
+        "models": [{**row._asdict(), "ci_low": finite_or_none(row.ci_low), "ci_high": finite_or_none(row.ci_high)}
+                   for row in board.models],
+    }
 
 
 def finite_or_none(value: float):

@@ -119,7 +119,7 @@ def test_output_formats_and_out_file(tmp_path, capsys):
     assert {r["model"] for r in rows} == {"alpha", "beta", "gamma", "delta"}
     assert main(["fit", str(path), "--bootstrap", "50"]) == 0
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split()[:3] == ["rank", "model", "rating"] and "95% interval" in table
+    assert table.splitlines()[0].split()[:4] == ["rank", "tier", "model", "rating"] and "95% interval" in table
     out = tmp_path / "result.json"
     assert main(["fit", str(path), "--bootstrap", "0", "--format", "json", "--out", str(out)]) == 0
     assert capsys.readouterr().out == ""

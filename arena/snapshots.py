@@ -1,0 +1,483 @@
+"""Leaderboard snapshots: the one function that builds them, the lock that keeps it alone, and the readers.
+
+A snapshot is computed once from the stored votes and never changed. `build_snapshot` is the only code that
+computes rankings for the service; everything that shows a rating (the API, the pages, a lab's model status)
+reads the newest stored snapshot, so a read never waits for a fit and never recomputes one.
+
+How a snapshot is made (see DESIGN.md):
+1. Take the votes with id <= the newest vote id (the cut), with their battles, models and prompt categories.
+2. Decide for each vote whether it counts, by the named rules in COUNTING_RULES, in order; the first rule
+   that applies is the vote's recorded reason. Nothing is deleted: the vote file lists every vote considered.
+3. Write the counted battles as the canonical battle file (FastChat JSON Lines through
+   `ranking.write_battles_jsonl`, in vote order, voters pseudonymised), hash it, and read it back with
+   `ranking.read_battles`: the numbers are computed from exactly the bytes that are published, so
+   `python -m ranking fit` (or `verify`) on the file with the board's options gives the same numbers.
+4. Rank it (`ranking.rank_battles`): the overall board, one board per prompt category, and the
+   style-controlled board when answer style counts are known.
+5. Sign the document with the arena's Ed25519 key and store it with both files in one transaction.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from typing import NamedTuple
+
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from arena import db, locks, signing
+from arena.models import (Battle, Lab, Message, Model, Prompt, RecordedAnswer, Snapshot, SnapshotFile, Vote,
+                          VoterExclusion)
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "snapshot-builder"
+WINNER_LABELS = {"a": "model_a", "b": "model_b", "tie": "tie", "bothbad": "tie (bothbad)"}
+STYLE_COLUMNS = ("tokens", "header_count", "list_count", "bold_count")  # ranking.data.STYLE_FEATURES order
+_STYLE_KEYS = (("sum_assistant_a_tokens", "sum_assistant_b_tokens"), ("header_count_a", "header_count_b"),
+               ("list_count_a", "list_count_b"), ("bold_count_a", "bold_count_b"))
+
+# Which votes count, checked in this order; the first that applies is the reason recorded for the vote.
+COUNTING_RULES = (
+    ("void_battle", "the battle was void (an answer failed), so its vote cannot be judged"),
+    ("flagged_battle", "an answer revealed its model's identity before the vote (FastChat leaves these out)"),
+    ("excluded_voter", "an operator excluded the voter, with a recorded reason (`arena voters exclude`)"),
+)
+
+
+class SnapshotSettings(NamedTuple):
+    """The service's ranking settings (ARENA_SNAPSHOT_* and ARENA_PROVISIONAL_VOTES), recorded in each snapshot."""
+
+    replicates: int
+    seed: int
+    ties: str
+    provisional_votes: int
+    every_votes: int  # a new snapshot after this many new counted votes; 0: only on the operator's command
+
+    @classmethod
+    def from_config(cls, config) -> "SnapshotSettings":
+        return cls(replicates=int(config["SNAPSHOT_REPLICATES"]), seed=int(config["SNAPSHOT_SEED"]),
+                   ties=config["SNAPSHOT_TIES"], provisional_votes=int(config["PROVISIONAL_VOTES"]),
+                   every_votes=int(config["SNAPSHOT_EVERY_VOTES"]))
+
+
+class BuildTimings(NamedTuple):
+    query: float
+    encoding: float
+    fit: float  # every board's fit and bootstrap, with the files' compression and storing
+    total: float
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def latest_version(session: Session) -> int | None:
+    return session.scalar(select(func.max(Snapshot.version)))
+
+
+def get_snapshot(session: Session, version: int | None = None) -> Snapshot | None:
+    """The snapshot of that version, or the newest one; None if there is none."""
+    if version is None:
+        return session.scalars(select(Snapshot).order_by(Snapshot.version.desc()).limit(1)).first()
+    return session.get(Snapshot, version)
+
+
+def published_document(snapshot: Snapshot) -> dict:
+    """The snapshot as published: the stored document with its signature block."""
+    return _parsed(snapshot.version, snapshot.document, snapshot.signature)
+
+
+_parsed_cache: dict[tuple[int, str], dict] = {}
+_parsed_lock = threading.Lock()
+
+
+def _parsed(version: int, document: str, signature: str) -> dict:
+    """Parsed documents by version: a snapshot never changes, so each process parses it once."""
+    key = (version, signature)
+    with _parsed_lock:
+        cached = _parsed_cache.get(key)
+    if cached is None:
+        cached = json.loads(document)
+        cached["signature"] = json.loads(signature)
+        with _parsed_lock:
+            if len(_parsed_cache) >= 16:
+                _parsed_cache.pop(next(iter(_parsed_cache)))
+            _parsed_cache[key] = cached
+    return cached
+
+
+def snapshot_index():
+    """The statement listing every snapshot, newest first, without its document."""
+    return select(Snapshot.version, Snapshot.created_at, Snapshot.code_version, Snapshot.votes_counted,
+                  Snapshot.votes_excluded, Snapshot.battle_file_sha256, Snapshot.key_id
+                  ).order_by(Snapshot.version.desc())
+
+
+def snapshot_file(session: Session, version: int, kind: str) -> bytes | None:
+    stored = session.get(SnapshotFile, (version, kind))
+    return None if stored is None else gzip.decompress(stored.gzip)
+
+
+def new_counted_votes(session: Session) -> int:
+    """Votes since the newest snapshot that the cheap rules already let count (not void, not flagged)."""
+    last = session.scalar(select(func.max(Snapshot.last_vote_id))) or 0
+    return session.scalar(select(func.count()).select_from(Vote).join(Battle, Vote.battle_id == Battle.id)
+                          .where(Vote.id > last, Battle.state == "voted", Battle.flagged.is_(False))) or 0
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+def build_snapshot(app: Flask, *, only_if_due: bool = False, if_none: bool = False,
+                   timings: list | None = None) -> Snapshot | None:
+    """Build, sign and store a new snapshot; the only function that computes the service's rankings.
+
+    Runs alone across workers and hosts (arena.locks): if another build holds the lock, returns None at once.
+    `only_if_due`: build only when the settings' number of new counted votes has arrived since the newest
+    snapshot; `if_none`: only when there is no snapshot yet. Returns the new snapshot, or None when nothing
+    was built. Raises ValueError when there is no counted vote to rank.
+    """
+    settings = SnapshotSettings.from_config(app.config)
+    with locks.try_exclusive(app.extensions["arena.engine"], LOCK_NAME) as held:
+        if not held:
+            log.info("a snapshot is being built elsewhere; not starting another")
+            return None
+        with db.new_session(app) as session:
+            if if_none and latest_version(session) is not None:
+                return None
+            if only_if_due and (settings.every_votes <= 0 or new_counted_votes(session) < settings.every_votes):
+                return None
+            return _build(app, session, settings, timings)
+
+
+def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: list | None) -> Snapshot:
+    from ranking import RankingOptions, read_battles
+
+    started = time.perf_counter()
+    cut = session.scalar(select(func.max(Vote.id)))
+    if cut is None:
+        raise ValueError("there is no vote yet: nothing to rank")
+    version = (latest_version(session) or 0) + 1
+    created_at = datetime.now(timezone.utc).replace(microsecond=0)
+    votes, models = _gather(session, cut)
+    queried = time.perf_counter()
+
+    pseudonym = _pseudonymiser(app.config["SECRET_KEY"])
+    records, vote_lines, excluded = [], [], {name: 0 for name, _ in COUNTING_RULES}
+    for vote in votes:
+        record = {"model_a": models[vote.model_a_id].name, "model_b": models[vote.model_b_id].name,
+                  "winner": WINNER_LABELS[vote.winner], "tstamp": _epoch(vote.created_at),
+                  "judge": pseudonym(vote.voter), "anony": True}
+        if vote.category:
+            record["category"] = vote.category
+        if vote.reason is None:
+            if vote.style is not None:
+                record["conv_metadata"] = vote.style
+            records.append(record)
+        else:
+            excluded[vote.reason] += 1
+        vote_lines.append(json.dumps({"vote": vote.id, **record, "source": vote.source,
+                                      "counted": vote.reason is None, "excluded": vote.reason},
+                                     ensure_ascii=False, separators=(",", ":")))
+    if not records:
+        raise ValueError(f"none of the {len(votes)} votes counts: nothing to rank ({_describe(excluded)})")
+
+    battles, battle_bytes = _canonical_battles(records, version)
+    encoded = time.perf_counter()
+    base_options = RankingOptions(ties=settings.ties, replicates=settings.replicates, seed=settings.seed)
+    boards = _boards(battles, base_options, models, settings)
+    vote_bytes = ("\n".join(vote_lines) + "\n").encode()
+
+    document = {
+        "format": "arena-snapshot/1",
+        "version": version,
+        "created_at": iso_utc(created_at),
+        "code_version": _code_version(),
+        "settings": settings._asdict(),
+        "battle_file": {"sha256": battles.sha256, "battles": len(records), "bytes": len(battle_bytes),
+                        "download": f"/api/v1/leaderboard/snapshots/{version}/battles"},
+        "vote_file": {"sha256": hashlib.sha256(vote_bytes).hexdigest(), "votes": len(votes),
+                      "bytes": len(vote_bytes), "download": f"/api/v1/leaderboard/snapshots/{version}/votes"},
+        "votes": {"considered": len(votes), "counted": len(records), "excluded": excluded, "last_vote_id": cut},
+        "counting_rules": [{"name": name, "description": text} for name, text in COUNTING_RULES],
+        "sampling": _sampling_policy(models),
+        "reproduce": {name: _reproduce(board["options"], name) for name, board in named_boards(boards)},
+        "boards": boards,
+        "models": _registry(models, battles),
+        "public_key": "/api/v1/leaderboard/public-key",
+    }
+    if any(model.source == "llmfao" for model in models.values()):
+        from arena.battles import LLMFAO_ATTRIBUTION
+
+        document["attribution"] = LLMFAO_ATTRIBUTION
+    signature = signing.sign_document(app.config, document)
+    snapshot = Snapshot(version=version, created_at=created_at, code_version=document["code_version"],
+                        seed=settings.seed, last_vote_id=cut, votes_counted=len(records),
+                        votes_excluded=len(votes) - len(records), battle_file_sha256=battles.sha256,
+                        document=_canonical_text(document), signature=json.dumps(signature, sort_keys=True),
+                        key_id=signature["key_id"])
+    session.add(snapshot)
+    session.flush()
+    for kind, data in (("battles", battle_bytes), ("votes", vote_bytes)):
+        session.add(SnapshotFile(version=version, kind=kind, sha256=hashlib.sha256(data).hexdigest(),
+                                 size=len(data), gzip=gzip.compress(data, compresslevel=6, mtime=0)))
+    session.commit()
+    finished = time.perf_counter()
+    if timings is not None:
+        timings.append(BuildTimings(query=queried - started, encoding=encoded - queried, fit=finished - encoded,
+                                    total=finished - started))
+    log.info("snapshot %d built from %d counted votes (%d excluded) in %.1f s", version, len(records),
+             len(votes) - len(records), finished - started)
+    return snapshot
+
+
+class _VoteRow(NamedTuple):
+    id: int
+    winner: str
+    created_at: datetime
+    voter: str | None
+    source: str
+    model_a_id: int
+    model_b_id: int
+    category: str | None
+    reason: str | None  # why the vote does not count; None when it counts
+    style: dict | None  # conv_metadata for the battle file, when both answers' style counts are known
+
+
+class _ModelInfo(NamedTuple):
+    name: str
+    organization: str
+    lab: str | None
+    kind: str
+    status: str
+    source: str
+    sampling_weight: float
+
+
+def _gather(session: Session, cut: int) -> tuple[list[_VoteRow], dict[int, _ModelInfo]]:
+    """Every vote with id <= cut, in vote order, with what the counting rules and the battle file need."""
+    models = {row.id: _ModelInfo(row.name, row.organization, row.lab, row.kind, row.status, row.source,
+                                 row.sampling_weight)
+              for row in session.execute(select(Model.id, Model.name, Model.organization, Lab.name.label("lab"),
+                                                Model.kind, Model.status, Model.source, Model.sampling_weight)
+                                         .outerjoin(Lab, Model.lab_id == Lab.id))}
+    excluded_voters = _excluded_voters(session)
+    styles = _message_styles(session, cut)
+    recorded = {(row.model_id, row.prompt_id): tuple(row[2:])
+                for row in session.execute(select(RecordedAnswer.model_id, RecordedAnswer.prompt_id,
+                                                  *(getattr(RecordedAnswer, c) for c in STYLE_COLUMNS)))}
+    statement = (select(Vote.id, Vote.winner, Vote.created_at, Vote.voter, Vote.source, Battle.id.label("battle"),
+                        Battle.state, Battle.flagged, Battle.model_a_id, Battle.model_b_id, Battle.prompt_id,
+                        Prompt.category)
+                 .join(Battle, Vote.battle_id == Battle.id).outerjoin(Prompt, Battle.prompt_id == Prompt.id)
+                 .where(Vote.id <= cut).order_by(Vote.created_at, Vote.id)
+                 .execution_options(yield_per=20_000))
+    votes = []
+    for row in session.execute(statement):
+        if row.state == "void":
+            reason = "void_battle"
+        elif row.flagged:
+            reason = "flagged_battle"
+        elif row.voter is not None and row.voter in excluded_voters:
+            reason = "excluded_voter"
+        else:
+            reason = None
+        sides = styles.get(row.battle)
+        if sides is None and row.prompt_id is not None:  # imported battles: the recorded answers were shown
+            sides = (recorded.get((row.model_a_id, row.prompt_id)), recorded.get((row.model_b_id, row.prompt_id)))
+        votes.append(_VoteRow(row.id, row.winner, row.created_at, row.voter, row.source, row.model_a_id,
+                              row.model_b_id, row.category, reason, _conv_metadata(sides)))
+    return votes, models
+
+
+def _excluded_voters(session: Session) -> set[str]:
+    """Voters whose latest exclusion record is in force (a later record with `lifted` lifts it)."""
+    latest = {}
+    for voter, lifted in session.execute(select(VoterExclusion.voter, VoterExclusion.lifted)
+                                         .order_by(VoterExclusion.id)):
+        latest[voter] = lifted
+    return {voter for voter, lifted in latest.items() if not lifted}
+
+
+def _message_styles(session: Session, cut: int) -> dict[str, tuple]:
+    """Per voted battle, each side's style counts summed over its answers (None for a side with an uncounted
+    answer), from the counts stored with each message."""
+    counted = [func.count(Message.tokens)] + [func.sum(getattr(Message, c)) for c in STYLE_COLUMNS]
+    statement = (select(Message.battle_id, Message.side, func.count(), *counted)
+                 .join(Vote, Vote.battle_id == Message.battle_id)
+                 .where(Vote.id <= cut, Message.role == "assistant")
+                 .group_by(Message.battle_id, Message.side))
+    styles: dict[str, list] = {}
+    for battle_id, side, answers, known, *sums in session.execute(statement):
+        sides = styles.setdefault(battle_id, [None, None])
+        sides[0 if side == "a" else 1] = tuple(sums) if answers == known else None
+    return {battle_id: tuple(sides) for battle_id, sides in styles.items()}
+
+
+def _conv_metadata(sides) -> dict | None:
+    if sides is None or sides[0] is None or sides[1] is None or None in sides[0] or None in sides[1]:
+        return None
+    return {keys[side]: int(sides[side][f]) for f, keys in enumerate(_STYLE_KEYS) for side in (0, 1)}
+
+
+def _pseudonymiser(secret_key: str):
+    """Voter -> a stable pseudonym: a keyed hash, so voters can be told apart across snapshots (which the
+    per-voter checks need) but not identified; the key never leaves the server."""
+    key = hashlib.sha256(b"arena-voter-pseudonym:" + secret_key.encode()).digest()
+    cache: dict[str | None, str | None] = {None: None}
+
+    def pseudonym(voter: str | None) -> str | None:
+        if voter not in cache:
+            cache[voter] = "v" + hmac.new(key, voter.encode(), hashlib.sha256).hexdigest()[:16]
+        return cache[voter]
+
+    return pseudonym
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment  # SQLite drops the zone
+
+
+def _epoch(moment: datetime) -> float:
+    return _utc(moment).timestamp()
+
+
+def iso_utc(moment: datetime) -> str:
+    return _utc(moment).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _canonical_battles(records: list[dict], version: int):
+    """Write the canonical battle file and read it back: the arrays every board is computed from are the ones
+    anyone gets by reading the published bytes. Returns (Battles, the file's bytes)."""
+    from ranking import encode_battles, read_battles, write_battles_jsonl
+
+    encoded = encode_battles(records, source=f"snapshot {version}")
+    with tempfile.TemporaryDirectory(prefix="arena-snapshot-") as folder:
+        path = os.path.join(folder, f"snapshot-{version}-battles.jsonl")
+        write_battles_jsonl(encoded, path)
+        with open(path, "rb") as f:
+            data = f.read()
+        battles = read_battles(path, format="jsonl")
+    return battles, data
+
+
+def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: SnapshotSettings) -> dict:
+    """The overall board, one per prompt category and, where answer style is known, the style-controlled one;
+    each model row completed with what the service knows of the model (organisation, lab, status)."""
+    import warnings
+
+    from ranking import RankingWarning, rank_battles
+    from ranking.leaderboard import board_dict
+
+    by_name = {info.name: info for info in models.values()}
+
+    def board(options):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RankingWarning)  # collected in the board's own warnings
+            data = board_dict(rank_battles(battles, options))
+        for row in data["models"]:
+            info = by_name[row["model"]]
+            row.update(organization=info.organization, lab=info.lab, status=info.status,
+                       retired=info.status == "retired", provisional=row["battles"] < settings.provisional_votes)
+        return data
+
+    boards = {"overall": board(base_options), "categories": {}, "style": None}
+    for category in sorted(battles.categories):
+        boards["categories"][category] = board(base_options._replace(category=category))
+    if battles.style is not None and settings.ties == "half":
+        boards["style"] = board(base_options._replace(style=True))
+    return boards
+
+
+def named_boards(boards: dict):
+    """(name, board) for each board of a snapshot: overall, style, then the categories by name."""
+    yield "overall", boards["overall"]
+    if boards["style"]:
+        yield "style", boards["style"]
+    for name, board in sorted(boards["categories"].items()):
+        yield f"category:{name}", board
+
+
+def _reproduce(options: dict, name: str) -> str:
+    """The command that recomputes a board from the snapshot's battle file (save it as battles.jsonl)."""
+    parts = ["python -m ranking fit battles.jsonl", f"--bootstrap {options['replicates']}",
+             f"--seed {options['seed']}", f"--ties {options['ties']}", f"--prior {options['prior']!r}",
+             f"--confidence {options['confidence']!r}"]
+    if options["category"] is not None:
+        parts.append(f"--category '{options['category']}'")
+    if options["style"]:
+        parts.append("--style")
+    return " ".join(parts + ["--format json"]) + f"   # or: python -m ranking verify snapshot.json battles.jsonl " \
+                                                  f"--board {name}"
+
+
+def _registry(models: dict[int, _ModelInfo], battles) -> list[dict]:
+    """Every model the arena knows, rated or not, so that no variant a lab registered can be left unseen."""
+    rated = set(battles.models)
+    return [{"model": info.name, "organization": info.organization, "lab": info.lab, "kind": info.kind,
+             "status": info.status, "rated": info.name in rated}
+            for info in sorted(models.values(), key=lambda info: info.name)]
+
+
+def _sampling_policy(models: dict[int, _ModelInfo]) -> dict:
+    active = sorted((info for info in models.values() if info.status == "active"), key=lambda info: info.name)
+    return {"policy": "weighted pairs, probability proportional to the product of the two weights",
+            "weights": {info.name: info.sampling_weight for info in active}}
+
+
+def _canonical_text(document: dict) -> str:
+    from ranking.snapshot import canonical_json
+
+    return canonical_json(document).decode("utf-8")
+
+
+def _code_version() -> str:
+    from ranking.leaderboard import code_version
+
+    return code_version()
+
+
+def _describe(excluded: dict) -> str:
+    return ", ".join(f"{count} {name}" for name, count in excluded.items() if count) or "no vote at all"
+
+
+# ------------------------------------------------------------------------------------------------ automatic builds
+
+_check_lock = threading.Lock()
+_last_check: dict[int, float] = {}
+CHECK_EVERY_SECONDS = 5.0
+
+
+def snapshot_if_due(app: Flask) -> threading.Thread | None:
+    """After a vote: start a background build when enough new counted votes have arrived.
+
+    Cheap on the vote's path: each process looks at most once per CHECK_EVERY_SECONDS, and the build runs in
+    a daemon thread (the lock makes a second one, here or in another worker, return at once).
+    """
+    if int(app.config["SNAPSHOT_EVERY_VOTES"]) <= 0:
+        return None
+    now = time.monotonic()
+    with _check_lock:
+        if now - _last_check.get(id(app), -1e9) < app.config.get("SNAPSHOT_CHECK_SECONDS", CHECK_EVERY_SECONDS):
+            return None
+        _last_check[id(app)] = now
+    with db.new_session(app) as session:
+        if new_counted_votes(session) < int(app.config["SNAPSHOT_EVERY_VOTES"]):
+            return None
+    thread = threading.Thread(target=_build_in_background, args=(app,), name="snapshot-builder", daemon=True)
+    thread.start()
+    return thread
+
+
+def _build_in_background(app: Flask) -> None:
+    try:
+        build_snapshot(app, only_if_due=True)
+    except Exception:  # noqa: BLE001 - a failed automatic build must not take the worker down; it is logged
+        log.exception("automatic snapshot build failed")
