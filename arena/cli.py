@@ -9,6 +9,10 @@
     arena votes export [--out FILE] [--format jsonl|csv]
     arena audit list [--lab NAME] [--model ID] [--limit N] [--json]
 
+What these commands change in labs and models (labs create and rotate-key, models add-endpoint, pause, resume,
+retire and weight, answers import, battles import) is recorded in the audit log with the actor "operator", in
+the transaction of the change itself.
+
 Every failure is reported as `error: ...` on stderr with exit status 1, or 2 when the input was at fault
 (a bad argument, an unknown name, a file that does not validate); never a traceback. Imports validate the
 whole file first and store all of it or nothing.
@@ -201,7 +205,7 @@ labs_cli = _Group("labs", help="Labs and their API keys.")
 def labs_create(name: str) -> None:
     """Create a lab; its API key is printed once, as the last line."""
     with _session() as session:
-        lab, key = labs.create_lab(session, name)
+        lab, key = labs.create_lab(session, name, actor=labs.OPERATOR)
         click.echo(f"created lab {lab.name!r}")
     click.echo("its API key, shown this once (only a hash is stored):")
     click.echo(key)
@@ -231,7 +235,7 @@ def labs_rotate_key(name: str) -> None:
     with _session() as session:
         lab = labs.lab_by_name(session, name)
         revoked = len(labs.active_keys(lab))
-        key = labs.rotate_key(session, lab)
+        key = labs.rotate_key(session, lab, actor=labs.OPERATOR)
     click.echo(f"revoked {revoked} key(s) of lab {name!r}; the new API key, shown this once:")
     click.echo(key)
 
@@ -277,7 +281,7 @@ def models_add_endpoint(name, organization, base_url, endpoint_model, api_key, l
         model = labs.add_endpoint_model(session, secret_key=current_app.config["SECRET_KEY"], name=name,
                                         organization=organization, base_url=base_url,
                                         endpoint_model=endpoint_model, api_key=api_key, lab=lab,
-                                        system_prompt=system_prompt)
+                                        system_prompt=system_prompt, actor=labs.OPERATOR)
         key_note = "key stored encrypted" if model.endpoint_key_encrypted else "no API key"
         click.echo(f"added endpoint model {model.name!r}: {model.base_url} model {model.endpoint_model!r} "
                    f"({key_note})")
@@ -289,7 +293,7 @@ def _status_command(action: str):
     @reports_errors
     def command(name: str) -> None:
         with _session() as session:
-            model = labs.change_status(session, labs.model_by_name(session, name), action)
+            model = labs.change_status(session, labs.model_by_name(session, name), action, actor=labs.OPERATOR)
             click.echo(f"model {model.name!r} is {model.status}")
 
     return command
@@ -305,7 +309,7 @@ models_pause, models_resume, models_retire = (_status_command(a) for a in ("paus
 def models_weight(name: str, weight: float) -> None:
     """Set a model's published sampling weight W >= 0 (pairs are drawn in proportion to w_a * w_b)."""
     with _session() as session:
-        model = labs.set_sampling_weight(session, labs.model_by_name(session, name), weight)
+        model = labs.set_sampling_weight(session, labs.model_by_name(session, name), weight, actor=labs.OPERATOR)
         click.echo(f"model {model.name!r} has sampling weight {model.sampling_weight:g}")
 
 
@@ -331,6 +335,8 @@ def answers_import(model_name: str, path: Path) -> None:
         if not rows:
             raise ValueError(f"{path}: no answers in the file")
         session.execute(insert(RecordedAnswer), rows)
+        labs.record_action(session, "answers.import", actor=labs.OPERATOR, lab_id=model.lab_id, model_id=model.id,
+                           details={"name": model.name, "answers": len(rows), "file": path.name})
         session.commit()
     click.echo(f"imported {len(rows)} recorded answer(s) for {model_name!r}")
 
@@ -383,6 +389,10 @@ def battles_import(path: Path, source: str) -> None:
                          "(which marks votes cast here)")
     battles = read_battles(path)  # BattleFileError (a ValueError) names the file and line
     with _session() as session:
+        # added first, so that import_battles' one commit stores it with the battles (or neither)
+        labs.record_action(session, "battles.import", actor=labs.OPERATOR,
+                           details={"file": path.name, "sha256": battles.sha256, "source": source,
+                                    "battles": len(battles.outcome)})
         count = import_battles(session, battles, source=source)
     click.echo(f"imported {count} battle(s) with their votes from {path} as source {source!r}")
 
@@ -526,34 +536,37 @@ def export_votes(session: Session, out: io.TextIOBase, fmt: str) -> int:
 
 # ------------------------------------------------------------------------------------------------ audit
 
-audit_cli = _Group("audit", help="The append-only log of lab actions.")
+audit_cli = _Group("audit", help="The append-only log of lab and operator actions.")
 
 
 @audit_cli.command("list")
-@click.option("--lab", "lab_name", help="Only this lab's actions.")
+@click.option("--lab", "lab_name", help="Only actions of this lab or on it (the operator's included).")
 @click.option("--model", "model_id", type=int, help="Only actions on this model id.")
 @click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True, help="Newest N events.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line instead of a table.")
 @reports_errors
 def audit_list(lab_name: str | None, model_id: int | None, limit: int, as_json: bool) -> None:
-    """Lab actions, newest first: when, which lab (and key), what, on which model, details."""
+    """Lab and operator actions, newest first: when, who (a lab and its key, or the operator), on which lab,
+    what, on which model, details."""
     from arena.lab_actions import audit_events
 
     with _session() as session:
         lab = labs.lab_by_name(session, lab_name) if lab_name else None
         events = audit_events(session, lab=lab, model_id=model_id, limit=limit)
+        lab_names = {known.id: known.name for known in labs.list_labs(session)}
     if as_json:
         for e in events:
             at = e.created_at if e.created_at.tzinfo else e.created_at.replace(tzinfo=timezone.utc)
-            click.echo(json.dumps({"id": e.id, "at": at.isoformat(), "lab": e.actor, "key": e.key_prefix,
-                                   "action": e.action, "model_id": e.model_id, "details": e.details},
-                                  ensure_ascii=False))
+            click.echo(json.dumps({"id": e.id, "at": at.isoformat(), "actor": e.actor,
+                                   "lab": lab_names.get(e.lab_id), "key": e.key_prefix, "action": e.action,
+                                   "model_id": e.model_id, "details": e.details}, ensure_ascii=False))
         return
-    rows = [[_when(e.created_at), e.actor, (e.key_prefix + "…") if e.key_prefix else "-", e.action,
-             e.model_id if e.model_id is not None else "-", json.dumps(e.details, ensure_ascii=False)]
+    rows = [[_when(e.created_at), e.actor, (e.key_prefix + "…") if e.key_prefix else "-",
+             lab_names.get(e.lab_id, "-"), e.action, e.model_id if e.model_id is not None else "-",
+             json.dumps(e.details, ensure_ascii=False)]
             for e in events]
     if rows:
-        _table(["WHEN (UTC)", "LAB", "KEY", "ACTION", "MODEL", "DETAILS"], rows)
+        _table(["WHEN (UTC)", "ACTOR", "KEY", "LAB", "ACTION", "MODEL", "DETAILS"], rows)
     else:
         click.echo("no audit events")
 

@@ -1,25 +1,32 @@
 """What a lab does through its API, as plain functions taking a session.
 
 Every action writes its AuditEvent in the same transaction as the change itself: either both are stored or
-neither. Where arena.labs already has the function (status changes, key rotation), the audit row is added to the
-session first and that function's commit stores both. Errors a client can act on are ApiError.
+neither. Where arena.labs already has the function (status changes), the audit row is added to the session first
+and that function's commit stores both. A refused action is recorded too, in a transaction of its own
+(`record_failure`). Errors a client can act on are ApiError.
+
+Endpoint checks: an EndpointCheck row is written when, and only when, an endpoint is set (at registration and at
+each change of address, model name or key), after its real check passed. The newest one therefore marks when the
+current endpoint began, and the health a lab reads counts calls from then on.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from arena import labs, providers
-from arena.crypto import encrypt_secret
+from arena.crypto import SecretDecryptionError, decrypt_secret, encrypt_secret
 from arena.errors import ApiError
 from arena.models import (AuditEvent, Battle, EndpointCheck, Lab, Message, Model, Prompt, RecordedAnswer, Vote,
                           utcnow)
@@ -27,6 +34,7 @@ from arena.models import (AuditEvent, Battle, EndpointCheck, Lab, Message, Model
 HEALTH_WINDOW = 100  # the error rate is over this many of the newest calls
 RESOLVE_TIMEOUT = 5.0
 MAX_REPORTED_LINES = 1000
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in PostgreSQL
 # Cloud metadata services that are not link-local (169.254.169.254 and fd00:ec2::254 are refused as such anyway,
 # listed for the message): Alibaba's 100.100.100.200 sits in shared address space, AWS's IPv6 one in fc00::/7.
 METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in
@@ -34,15 +42,60 @@ METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
+class EndpointSettings(NamedTuple):
+    """The operator's settings that registering or changing an endpoint needs."""
+    secret_key: str  # encrypts the endpoints' keys (arena.crypto)
+    allow_private: bool  # ARENA_ALLOW_PRIVATE_ENDPOINTS
+    check_timeout: float  # seconds for the one real request that checks an endpoint
+    longest_answer: float  # seconds: a battle still streaming after this long is dead (its worker is gone)
+
+    @classmethod
+    def from_config(cls, config) -> "EndpointSettings":
+        return cls(secret_key=config["SECRET_KEY"], allow_private=bool(config.get("ALLOW_PRIVATE_ENDPOINTS")),
+                   check_timeout=float(config["ENDPOINT_CHECK_TIMEOUT"]),
+                   longest_answer=(RESOLVE_TIMEOUT + float(config["PROVIDER_CONNECT_TIMEOUT"])
+                                   + float(config["PROVIDER_TOTAL_TIMEOUT"]) + 60.0))
+
+
 # ------------------------------------------------------------------------------------------------ audit
 
 def audit(session: Session, lab: Lab, action: str, *, key_prefix: str | None = None, model_id: int | None = None,
           details: dict | None = None) -> AuditEvent:
     """Add the record of a lab action to the session; the action's own commit stores it."""
-    event = AuditEvent(lab_id=lab.id, actor=lab.name, key_prefix=key_prefix, action=action, model_id=model_id,
-                       details=details or {}, created_at=utcnow())
-    session.add(event)
+    return labs.record_action(session, action, actor=lab.name, lab_id=lab.id, key_prefix=key_prefix,
+                              model_id=model_id, details=details)
+
+
+def record_failure(session: Session, lab: Lab, action: str, *, key_prefix: str | None, model_id: int | None,
+                   status: int, code: str, message: str, request: dict | None = None) -> AuditEvent:
+    """Record a refused lab action (`<action>_failed`) in a transaction of its own; the caller has rolled back
+    whatever the action had begun. `request` is a short summary of what was asked, never a key."""
+    details = {"status": status, "code": code, "message": loggable(message, 500)}
+    if request:
+        details["request"] = request
+    if model_id is not None and not 1 <= model_id <= MAX_ID:  # no such id can exist; keep it as text
+        details["model_id"], model_id = str(model_id)[:40], None
+    event = audit(session, lab, f"{action}_failed", key_prefix=key_prefix, model_id=model_id, details=details)
+    session.commit()
     return event
+
+
+def loggable(value, max_chars: int = 200, depth: int = 0):
+    """A short copy of JSON input that every database can store: strings cut at `max_chars`, without NUL or
+    lone surrogates; no NaN; nesting and lists cut short; the value of any `api_key` replaced by set/none."""
+    if isinstance(value, str):
+        text = value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\\0")
+        return text if len(text) <= max_chars else text[:max_chars] + "…"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        if depth >= 3:
+            return "{…}"
+        return {loggable(str(k), 50): ("set" if v else "none") if k == "api_key"
+                else loggable(v, max_chars, depth + 1) for k, v in list(value.items())[:20]}
+    if isinstance(value, list):
+        return [loggable(v, max_chars, depth + 1) for v in value[:5]] + (["…"] if len(value) > 5 else [])
+    return value if value is None or isinstance(value, (bool, int, float)) else loggable(repr(value), max_chars)
 
 
 def audit_events(session: Session, *, lab: Lab | None = None, model_id: int | None = None,
@@ -144,10 +197,9 @@ def register_recorded_model(session: Session, lab: Lab, *, key_prefix: str | Non
     return model
 
 
-def register_endpoint_model(session: Session, lab: Lab, *, key_prefix: str | None, secret_key: str, name: str,
-                            organization: str, base_url: str, endpoint_model: str, api_key: str | None,
-                            system_prompt: str | None, sampling_params: dict, allow_private: bool,
-                            check_timeout: float) -> Model:
+def register_endpoint_model(session: Session, lab: Lab, *, key_prefix: str | None, settings: EndpointSettings,
+                            name: str, organization: str, base_url: str, endpoint_model: str, api_key: str | None,
+                            system_prompt: str | None, sampling_params: dict) -> Model:
     """Check the URL and the endpoint (one short real request), then store the model with the check's result.
 
     Nothing is stored when the check fails: the ApiError (422) says what failed.
@@ -157,53 +209,198 @@ def register_endpoint_model(session: Session, lab: Lab, *, key_prefix: str | Non
     except ValueError as e:
         raise ApiError(400, "invalid_base_url", str(e)) from None
     _name_taken(session, name)
-    check_endpoint_address(base_url, allow_private=allow_private)
     session.rollback()  # end the read transaction: the check may take seconds, hold nothing meanwhile
-    started = time.monotonic()
-    try:
-        providers.check_endpoint(base_url, endpoint_model, api_key=api_key, timeout=check_timeout)
-    except providers.ProviderError as e:
-        raise ApiError(422, "endpoint_check_failed", f"The endpoint check failed ({e.kind}): {e.message}",
-                       details={"kind": e.kind, **({"status": e.status} if e.status else {})}) from None
-    duration_ms = 1000 * (time.monotonic() - started)
+    duration_ms = check_new_endpoint(base_url, endpoint_model, api_key, settings)
     model = Model(lab=lab, name=name, organization=organization, kind="endpoint", status="active",
                   base_url=base_url, endpoint_model=endpoint_model, system_prompt=system_prompt,
-                  endpoint_key_encrypted=encrypt_secret(secret_key, api_key) if api_key else None,
+                  endpoint_key_encrypted=encrypt_secret(settings.secret_key, api_key) if api_key else None,
                   sampling_params=sampling_params, aliases=[], created_at=utcnow())
     session.add(model)
     session.flush()
     session.add(EndpointCheck(model_id=model.id, ok=True, duration_ms=duration_ms, created_at=utcnow()))
     audit(session, lab, "model.create", key_prefix=key_prefix, model_id=model.id,
           details={"name": name, "organization": organization, "kind": "endpoint", "base_url": base_url,
-                   "model": endpoint_model, "api_key": "set" if api_key else "none"})
+                   "model": endpoint_model, "api_key": "set" if api_key else "none",
+                   "checked_ms": round(duration_ms)})
     _commit_new_model(session, name)
     return model
 
 
+def check_new_endpoint(base_url: str, endpoint_model: str, api_key: str | None, settings: EndpointSettings) -> float:
+    """Refuse a forbidden address, then make the one short real request; its duration in ms, or ApiError 422.
+
+    Hold no transaction while calling this: the check may take `settings.check_timeout` seconds.
+    """
+    check_endpoint_address(base_url, allow_private=settings.allow_private)
+    started = time.monotonic()
+    try:
+        providers.check_endpoint(base_url, endpoint_model, api_key=api_key, timeout=settings.check_timeout)
+    except providers.ProviderError as e:
+        # An endpoint may echo the key it was sent; the message goes to the lab and to the audit log
+        message = e.message.replace(api_key, "[the API key]") if api_key else e.message
+        raise ApiError(422, "endpoint_check_failed", f"The endpoint check failed ({e.kind}): {message}",
+                       details={"kind": e.kind, **({"status": e.status} if e.status else {})}) from None
+    return 1000 * (time.monotonic() - started)
+
+
 _ACTION_FOR_STATUS = {"paused": "pause", "active": "resume", "retired": "retire"}
+# What a model's votes rate, besides its answers: changing any of these makes it another model.
+RATED_FIELDS = ("base_url", "endpoint_model", "system_prompt", "sampling_params")
 
 
-def update_model(session: Session, lab: Lab, model: Model, *, key_prefix: str | None, changes: dict) -> Model:
-    """Apply `changes` (status, system_prompt, sampling_params) in one transaction with its audit record."""
-    if "status" in changes and changes["status"] != model.status:
+def update_model(session: Session, lab: Lab, model: Model, *, key_prefix: str | None, changes: dict,
+                 settings: EndpointSettings) -> Model:
+    """Apply a PATCH (status, system_prompt, sampling_params, endpoint: base_url, model, api_key), all of it
+    or nothing, with one audit record.
+
+    Honest results: the votes a model has were cast on answers of its endpoint (address and model name), its
+    system prompt and its sampling parameters (RATED_FIELDS). Once a vote has counted these are fixed (409
+    model_rated): another configuration is another model, to register anew, while this one is retired. The
+    endpoint's key is not among them (it authorises, it does not answer) and can change at any time. A change
+    before the first counted vote voids the model's battles still waiting for a vote, so that no answer of the
+    old configuration is voted on under the new one; it is refused (409 model_answering) while the model is
+    answering in a battle.
+
+    A new address, model name or key is checked with one real request before anything is stored, as at
+    registration. The stored key is never sent to another origin (scheme, host, port): a base URL on a new
+    origin needs the key again, or null for none (400 api_key_required); otherwise a stolen lab key could point
+    the endpoint at its thief's server and collect the endpoint's key from the check.
+    """
+    endpoint = changes.get("endpoint") or {}
+    status = changes.get("status")
+    if model.kind == "recorded" and ("endpoint" in changes or "sampling_params" in changes):
+        raise ApiError(400, "invalid_request", "A recorded model has no endpoint or sampling_params.")
+    if model.status == "retired" and (set(changes) - {"status"} or status not in (None, "retired")):
+        raise ApiError(409, "model_retired", f"Model {model.id} is retired; retiring is final.")
+
+    new: dict = {}  # RATED_FIELDS that really change -> their new value
+    if "base_url" in endpoint:
+        try:
+            base_url = labs.validate_base_url(endpoint["base_url"])
+        except ValueError as e:
+            raise ApiError(400, "invalid_base_url", str(e)) from None
+        if base_url != model.base_url:
+            new["base_url"] = base_url
+    if "model" in endpoint and endpoint["model"] != model.endpoint_model:
+        new["endpoint_model"] = endpoint["model"]
+    if "system_prompt" in changes and (changes["system_prompt"] or None) != model.system_prompt:
+        new["system_prompt"] = changes["system_prompt"] or None
+    if "sampling_params" in changes and changes["sampling_params"] != (model.sampling_params or {}):
+        new["sampling_params"] = changes["sampling_params"]
+    new_key = "api_key" in endpoint
+    api_key = (endpoint.get("api_key") or None) if new_key else None
+    if new and counted_vote_exists(session, model.id):
+        raise _rated(model.id)
+    if ("base_url" in new and not new_key and model.endpoint_key_encrypted is not None
+            and _origin(new["base_url"]) != _origin(model.base_url)):
+        raise ApiError(400, "api_key_required",
+                       "The stored endpoint key is never sent to another host: with a base_url on another "
+                       'scheme, host or port, send "api_key" again (null for none).')
+
+    details = _changed(model, new, new_key and ("changed" if api_key else "removed"))
+    check_ms = None
+    if new_key or {"base_url", "endpoint_model"} & new.keys():
+        if not new_key and model.endpoint_key_encrypted is not None:
+            api_key = _stored_key(model, settings)
+        model_id = model.id
+        session.rollback()  # hold nothing during the real request
+        check_ms = check_new_endpoint(new.get("base_url", model.base_url),
+                                      new.get("endpoint_model", model.endpoint_model), api_key, settings)
+        model = own_model(session, lab, model_id)  # anew: it may have changed meanwhile
         if model.status == "retired":
             raise ApiError(409, "model_retired", f"Model {model.id} is retired; retiring is final.")
-    details = {}
-    for field in ("system_prompt", "sampling_params"):
-        if field in changes:
-            setattr(model, field, changes[field])
-            details[field] = "changed"
-    status = changes.get("status")
+        details["checked_ms"] = round(check_ms)
+    if new:
+        voided = _void_waiting_battles(session, model, settings)
+        if voided:
+            details["voided_battles"] = voided
+    for field, value in new.items():
+        setattr(model, field, value)
+    if new_key:
+        model.endpoint_key_encrypted = encrypt_secret(settings.secret_key, api_key) if api_key else None
+    if check_ms is not None:
+        session.add(EndpointCheck(model_id=model.id, ok=True, duration_ms=check_ms, created_at=utcnow()))
+
     if status is not None and status != model.status:
         details["status"] = {"from": model.status, "to": status}
         audit(session, lab, f"model.{_ACTION_FOR_STATUS[status]}", key_prefix=key_prefix, model_id=model.id,
               details=details)
         labs.change_status(session, model, _ACTION_FOR_STATUS[status])  # commits the audit record with it
         return model
-    if details:
-        audit(session, lab, "model.update", key_prefix=key_prefix, model_id=model.id, details=details)
+    audit(session, lab, "model.update", key_prefix=key_prefix, model_id=model.id,
+          details=details or {"unchanged": True})
     session.commit()
     return model
+
+
+def _rated(model_id: int) -> ApiError:
+    return ApiError(409, "model_rated",
+                    f"Model {model_id} has counted votes: its endpoint, model name, system prompt and sampling "
+                    "parameters are what those votes rated, so they stay as they are. Register the new "
+                    'configuration as a new model and retire this one (PATCH {"status": "retired"}); the '
+                    "endpoint's api_key can still be changed.")
+
+
+def _origin(url: str | None) -> tuple:
+    parts = urlsplit(url or "")
+    return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _stored_key(model: Model, settings: EndpointSettings) -> str:
+    try:
+        return decrypt_secret(settings.secret_key, model.endpoint_key_encrypted)
+    except SecretDecryptionError:
+        raise ApiError(409, "endpoint_key_unreadable",
+                       "The stored endpoint key can no longer be read (the arena's secret key changed): "
+                       'send "api_key" again with this change.') from None
+
+
+def _changed(model: Model, new: dict, key_change: str | bool) -> dict:
+    """The audit record's account of a change: addresses and parameters from/to, prompts and keys by name only."""
+    details: dict = {}
+    for field, label in (("base_url", "base_url"), ("endpoint_model", "model"), ("sampling_params",
+                                                                               "sampling_params")):
+        if field in new:
+            details[label] = {"from": getattr(model, field), "to": new[field]}
+    if "system_prompt" in new:
+        details["system_prompt"] = "changed" if new["system_prompt"] else "removed"
+    if key_change:
+        details["api_key"] = key_change
+    return details
+
+
+def _void_waiting_battles(session: Session, model: Model, settings: EndpointSettings) -> int:
+    """Void the model's battles that could still take a vote (created, ready, or streaming but dead), in the
+    caller's transaction; refuse while a vote has counted meanwhile or an answer is being streamed.
+
+    The conditional UPDATE comes first: a vote racing with it either lands before (and is seen by the check
+    that follows, which refuses) or finds its battle void.
+    """
+    waiting = and_(_involves(model.id), Battle.state.in_(("created", "ready")))
+    reason = f"model {model.id}'s configuration changed before the vote"
+    voided = session.execute(update(Battle).where(waiting).values(state="void", void_reason=reason)
+                             .execution_options(synchronize_session=False)).rowcount
+    if counted_vote_exists(session, model.id):
+        session.rollback()
+        raise _rated(model.id)
+    # A streaming battle's newest message is the prompt of the turn being answered; no answer outlives
+    # settings.longest_answer, so one older than that has lost its worker and will never be stored.
+    streaming = session.execute(select(Battle.id, func.max(Message.created_at))
+                                .join(Message, Message.battle_id == Battle.id)
+                                .where(_involves(model.id), Battle.state == "streaming").group_by(Battle.id)).all()
+    cutoff = utcnow() - timedelta(seconds=settings.longest_answer)
+    if any(_utc(started) > cutoff for _, started in streaming):
+        session.rollback()
+        raise ApiError(409, "model_answering",
+                       f"Model {model.id} is answering in a battle right now, under its current configuration. "
+                       'Pause it (PATCH {"status": "paused"}), wait a minute for its battles to finish, and try '
+                       "again.")
+    if streaming:
+        voided += session.execute(update(Battle).where(Battle.id.in_([b for b, _ in streaming]),
+                                                       Battle.state == "streaming")
+                                  .values(state="void", void_reason=reason)
+                                  .execution_options(synchronize_session=False)).rowcount
+    return voided
 
 
 def _involves(model_id: int):
@@ -246,9 +443,6 @@ def delete_model(session: Session, lab: Lab, model: Model, *, key_prefix: str | 
 
 
 # ------------------------------------------------------------------------------------------------ answers
-
-_ANSWER_FIELDS = {"prompt_id", "answer", "duration_ms"}
-
 
 def import_answers(session: Session, lab: Lab, model: Model, data: bytes, *, key_prefix: str | None) -> int:
     """Store a recorded model's answers from JSON Lines, all or none; 422 lists every failing line."""
@@ -313,15 +507,20 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 
 def endpoint_health(session: Session, model: Model) -> dict:
-    """Last success, last error and error rate over the newest calls: registration checks and battle answers."""
+    """Last success, last error and error rate over the newest calls of the current endpoint: its check (at
+    registration or at the last change) and its answers in battles since then."""
+    since = session.scalar(select(func.max(EndpointCheck.created_at)).where(EndpointCheck.model_id == model.id))
     own_answer = and_(Message.role == "assistant", or_(and_(Battle.model_a_id == model.id, Message.side == "a"),
                                                        and_(Battle.model_b_id == model.id, Message.side == "b")))
+    if since is not None:
+        own_answer = and_(own_answer, Message.created_at >= since)
     answers = session.execute(select(Message.created_at, Message.complete, Message.error)
                               .join(Battle, Message.battle_id == Battle.id).where(own_answer)
                               .order_by(Message.created_at.desc()).limit(HEALTH_WINDOW)).all()
     checks = session.execute(select(EndpointCheck.created_at, EndpointCheck.ok, EndpointCheck.error)
-                             .where(EndpointCheck.model_id == model.id)
-                             .order_by(EndpointCheck.created_at.desc()).limit(HEALTH_WINDOW)).all()
+                             .where(EndpointCheck.model_id == model.id, EndpointCheck.created_at >= since)
+                             .order_by(EndpointCheck.created_at.desc()).limit(HEALTH_WINDOW)).all() \
+        if since is not None else []
     calls = sorted(((_utc(at), bool(ok), error) for at, ok, error in [*answers, *checks]),
                    key=lambda c: c[0], reverse=True)[:HEALTH_WINDOW]
     last_success = max((at for at, ok, _ in calls if ok), default=None)
@@ -330,7 +529,7 @@ def endpoint_health(session: Session, model: Model) -> dict:
         last_success = _utc(session.scalar(select(func.max(Message.created_at)).join(Battle, Message.battle_id ==
                                                                                      Battle.id)
                                            .where(own_answer, Message.complete.is_(True))))
-    return {"last_success_at": last_success, "last_error": last_error, "calls": len(calls),
+    return {"since": _utc(since), "last_success_at": last_success, "last_error": last_error, "calls": len(calls),
             "error_rate": (sum(1 for _, ok, _ in calls if not ok) / len(calls)) if calls else None}
 
 

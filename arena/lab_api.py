@@ -1,14 +1,24 @@
 """The labs' JSON API under /api/v1 (Authorization: Bearer <key>), and its OpenAPI document. Views stay thin:
-parse with the pydantic models of arena.openapi, call arena.lab_actions, answer with a pydantic model."""
+parse with the pydantic models of arena.openapi, call arena.lab_actions, answer with a pydantic model.
+
+Every action a lab is refused (after its key was accepted) is recorded in the audit log as `<action>_failed`,
+with what it asked for: operators see failed registrations, probes of other labs' models, unsafe endpoint
+addresses.
+"""
 from __future__ import annotations
 
 import functools
+import logging
 
 from flask import Blueprint, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 
 from arena import db, lab_actions, labs, openapi
 from arena.errors import ApiError, error_body
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("lab_api", __name__, url_prefix="/api/v1")
 
@@ -36,8 +46,39 @@ def requires_key(view):
     return wrapper
 
 
+def records_failures(action: str):
+    """Record the view's refusal (an ApiError, or an HTTP error such as 413) in the audit log, then let it go
+    on to its error handler. What the view had begun is rolled back first."""
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            try:
+                return view(*args, **kwargs)
+            except (ApiError, HTTPException) as error:
+                if isinstance(error, ApiError):
+                    status, code, message = error.status, error.code, error.message
+                else:
+                    status, code = error.code or 400, (error.name or "error").lower().replace(" ", "_")
+                    message = error.description or error.name or ""
+                session = db.session()
+                try:
+                    session.rollback()
+                    lab_actions.record_failure(session, g.lab, action, key_prefix=g.key_prefix,
+                                               model_id=kwargs.get("model_id"), status=status, code=code,
+                                               message=message, request=g.get("attempt"))
+                except SQLAlchemyError:  # the refusal still goes to the client; the log says what was lost
+                    session.rollback()
+                    log.exception("could not record a failed %s (key %s…)", action, g.key_prefix)
+                raise
+
+        return wrapper
+
+    return decorate
+
+
 def _parse(schema: type[BaseModel]):
     body = request.get_json(silent=True)
+    g.attempt = lab_actions.loggable(body)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object (Content-Type: application/json).")
     try:
@@ -68,9 +109,10 @@ def list_models():
 
 @bp.post("/models")
 @requires_key
+@records_failures("model.create")
 def create_model():
     body = _parse(openapi.ModelCreate)
-    session, config = db.session(), current_app.config
+    session = db.session()
     common = {"key_prefix": g.key_prefix, "name": body.name, "organization": body.organization,
               "system_prompt": body.system_prompt}
     if body.kind == "recorded":
@@ -82,11 +124,10 @@ def create_model():
             raise ApiError(400, "invalid_request",
                            'Send "endpoint": {"base_url", "model", "api_key"?}, or "kind": "recorded".')
         model = lab_actions.register_endpoint_model(
-            session, g.lab, **common, secret_key=config["SECRET_KEY"], base_url=body.endpoint.base_url,
-            endpoint_model=body.endpoint.model, api_key=body.endpoint.api_key or None,
-            sampling_params=body.sampling_params.model_dump(exclude_none=True) if body.sampling_params else {},
-            allow_private=bool(config.get("ALLOW_PRIVATE_ENDPOINTS")),
-            check_timeout=float(config["ENDPOINT_CHECK_TIMEOUT"]))
+            session, g.lab, **common, settings=lab_actions.EndpointSettings.from_config(current_app.config),
+            base_url=body.endpoint.base_url, endpoint_model=body.endpoint.model,
+            api_key=body.endpoint.api_key or None,
+            sampling_params=body.sampling_params.model_dump(exclude_none=True) if body.sampling_params else {})
     return _model_out(model, 201)
 
 
@@ -98,6 +139,7 @@ def show_model(model_id: int):
 
 @bp.patch("/models/<int:model_id>")
 @requires_key
+@records_failures("model.update")
 def update_model(model_id: int):
     body = _parse(openapi.ModelPatch)
     changes = body.model_dump(exclude_unset=True)
@@ -105,16 +147,19 @@ def update_model(model_id: int):
         changes["sampling_params"] = (body.sampling_params.model_dump(exclude_none=True)
                                       if body.sampling_params else {})
     if not changes:
-        raise ApiError(400, "invalid_request", "Send at least one of: status, system_prompt, sampling_params.")
-    if "status" in changes and changes["status"] is None:
-        raise ApiError(400, "invalid_request", "status must be one of: active, paused, retired.")
+        raise ApiError(400, "invalid_request",
+                       "Send at least one of: status, endpoint, system_prompt, sampling_params.")
+    if "endpoint" in changes and not changes["endpoint"]:
+        raise ApiError(400, "invalid_request", "Send at least one of endpoint.base_url, .model, .api_key.")
     session = db.session()
     model = lab_actions.own_model(session, g.lab, model_id)
-    return _model_out(lab_actions.update_model(session, g.lab, model, key_prefix=g.key_prefix, changes=changes))
+    return _model_out(lab_actions.update_model(session, g.lab, model, key_prefix=g.key_prefix, changes=changes,
+                                               settings=lab_actions.EndpointSettings.from_config(current_app.config)))
 
 
 @bp.delete("/models/<int:model_id>")
 @requires_key
+@records_failures("model.delete")
 def delete_model(model_id: int):
     session = db.session()
     model = lab_actions.own_model(session, g.lab, model_id)
@@ -124,7 +169,9 @@ def delete_model(model_id: int):
 
 @bp.post("/models/<int:model_id>/answers")
 @requires_key
+@records_failures("answers.import")
 def upload_answers(model_id: int):
+    g.attempt = {"content_length": request.content_length}
     session = db.session()
     model = lab_actions.own_model(session, g.lab, model_id)
     data = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before anything is read

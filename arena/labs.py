@@ -6,6 +6,11 @@ hash; SHA-256 lets a request find its key with one indexed lookup.
 
 Functions commit their own short transaction. Bad input raises ValueError, an unknown name LookupError; both
 carry a message meant for the person who typed the input.
+
+The audit log: `record_action` is the one place an AuditEvent is made, and it is always committed together with
+the change it records. The functions that change something take `actor`: given one (the operator's commands pass
+OPERATOR), they record their event in the transaction of the change. The lab API records richer events (which key
+acted, what changed) in arena.lab_actions and passes no actor.
 """
 from __future__ import annotations
 
@@ -20,11 +25,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from arena.crypto import encrypt_secret
-from arena.models import ApiKey, Lab, Model, utcnow
+from arena.models import ApiKey, AuditEvent, Lab, Model, utcnow
 
 KEY_PREFIX = "arena_"
+OPERATOR = "operator"  # the audit log's actor for the command line
 _SHOWN_PREFIX_CHARS = 12  # "arena_" and six random characters: enough for an operator to tell keys apart
 MAX_NAME = 200
+
+
+# ------------------------------------------------------------------------------------------------ audit
+
+def record_action(session: Session, action: str, *, actor: str, lab_id: int | None = None,
+                  key_prefix: str | None = None, model_id: int | None = None,
+                  details: dict | None = None) -> AuditEvent:
+    """Add the record of an action to the session; the action's own commit stores both (or neither)."""
+    event = AuditEvent(lab_id=lab_id, actor=actor, key_prefix=key_prefix, action=action, model_id=model_id,
+                       details=details or {}, created_at=utcnow())
+    session.add(event)
+    return event
 
 
 # ------------------------------------------------------------------------------------------------ keys
@@ -49,7 +67,7 @@ def _clean_name(name: str, what: str) -> str:
     return name
 
 
-def create_lab(session: Session, name: str) -> tuple[Lab, str]:
+def create_lab(session: Session, name: str, *, actor: str | None = None) -> tuple[Lab, str]:
     """A new lab and its first API key; the plain key is returned here and nowhere else, ever."""
     name = _clean_name(name, "lab")
     if session.scalars(select(Lab.id).where(Lab.name == name)).first() is not None:
@@ -58,6 +76,10 @@ def create_lab(session: Session, name: str) -> tuple[Lab, str]:
     session.add(lab)
     key = _new_key(session, lab)
     try:
+        if actor is not None:
+            session.flush()
+            record_action(session, "lab.create", actor=actor, lab_id=lab.id,
+                          details={"lab": name, "key": key[:_SHOWN_PREFIX_CHARS]})
         session.commit()
     except IntegrityError:  # the same name created at the same moment elsewhere
         session.rollback()
@@ -78,8 +100,11 @@ def authenticate(session: Session, key: str | None) -> Lab | None:
     return found.lab
 
 
-def rotate_key(session: Session, lab: Lab) -> str:
+def rotate_key(session: Session, lab: Lab, *, actor: str | None = None) -> str:
     """Revoke every key of `lab` at once and return a new one (shown once)."""
+    if actor is not None:
+        record_action(session, "key.rotate", actor=actor, lab_id=lab.id,
+                      details={"lab": lab.name, "revoked": len(active_keys(lab))})
     session.execute(update(ApiKey).where(ApiKey.lab_id == lab.id, ApiKey.revoked_at.is_(None))
                     .values(revoked_at=utcnow()).execution_options(synchronize_session=False))
     key = _new_key(session, lab)
@@ -121,6 +146,8 @@ def validate_base_url(url: str) -> str:
         raise ValueError(f"the base URL {url!r} has no host")
     if parts.fragment:
         raise ValueError(f"the base URL {url!r} must not have a #fragment")
+    if parts.query:  # the arena appends /chat/completions, and a query is where keys hide in plain text
+        raise ValueError(f"the base URL {url!r} must not have a ?query; pass a key as the API key")
     return url.rstrip("/")
 
 
@@ -140,7 +167,7 @@ def list_models(session: Session, lab: Lab | None = None) -> list[Model]:
 
 def add_endpoint_model(session: Session, *, secret_key: str, name: str, organization: str, base_url: str,
                        endpoint_model: str, api_key: str | None = None, lab: Lab | None = None,
-                       system_prompt: str | None = None) -> Model:
+                       system_prompt: str | None = None, actor: str | None = None) -> Model:
     """Register an OpenAI-compatible endpoint as a model; its API key is stored encrypted (arena.crypto).
 
     Nothing is called here: the first battle is the first call.
@@ -158,6 +185,13 @@ def add_endpoint_model(session: Session, *, secret_key: str, name: str, organiza
                   endpoint_key_encrypted=encrypt_secret(secret_key, api_key) if api_key else None)
     session.add(model)
     try:
+        if actor is not None:
+            session.flush()
+            record_action(session, "model.create", actor=actor, lab_id=lab.id if lab else None, model_id=model.id,
+                          details={"name": name, "organization": organization, "kind": "endpoint",
+                                   "base_url": base_url, "model": endpoint_model,
+                                   "api_key": "set" if api_key else "none", "checked": False,
+                                   **({"lab": lab.name} if lab else {})})
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -171,21 +205,27 @@ _TRANSITIONS = {"pause": ({"active", "paused"}, "paused"),
                 "retire": ({"active", "paused", "retired"}, "retired")}
 
 
-def change_status(session: Session, model: Model, action: str) -> Model:
+def change_status(session: Session, model: Model, action: str, *, actor: str | None = None) -> Model:
     """Pause, resume or retire a model. A retired model stays retired: its past battles keep it on record."""
     allowed_from, target = _TRANSITIONS[action]
     if model.status not in allowed_from:
         raise ValueError(f"model {model.name!r} is {model.status}; a retired model cannot be {action}d")
+    if actor is not None:
+        record_action(session, f"model.{action}", actor=actor, lab_id=model.lab_id, model_id=model.id,
+                      details={"name": model.name, "status": {"from": model.status, "to": target}})
     model.status = target
     session.commit()
     return model
 
 
-def set_sampling_weight(session: Session, model: Model, weight: float) -> Model:
+def set_sampling_weight(session: Session, model: Model, weight: float, *, actor: str | None = None) -> Model:
     """The published sampling weight: a pair is drawn with probability proportional to w_a * w_b; 0 = never."""
     weight = float(weight)
     if not math.isfinite(weight) or weight < 0:
         raise ValueError(f"the sampling weight must be a finite number >= 0, not {weight!r}")
+    if actor is not None:
+        record_action(session, "model.weight", actor=actor, lab_id=model.lab_id, model_id=model.id,
+                      details={"name": model.name, "sampling_weight": {"from": model.sampling_weight, "to": weight}})
     model.sampling_weight = weight
     session.commit()
     return model

@@ -40,6 +40,15 @@ Name = _text(200, 1, strip=True)
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
+def _no_null_default(schema: dict) -> None:
+    schema.pop("default", None)
+
+
+def Omittable(**kwargs):  # noqa: N802 - used like Field
+    """A field a request may leave out but not send as null: the document shows no `"default": null`."""
+    return Field(None, json_schema_extra=_no_null_default, **kwargs)
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -91,12 +100,27 @@ class ModelCreate(_In):
     sampling_params: SamplingParams | None = None
 
 
+class EndpointPatch(_In):
+    """Only the fields sent change. A new base_url, model or api_key is checked with one real request first."""
+    base_url: _text(2000, 1, strip=True) = Omittable(
+        description="A base URL on another scheme, host or port needs api_key in the same request: the stored "
+                    "key is never sent to another host.")
+    model: _text(200, 1, strip=True) = Omittable(description="The model name to send to the endpoint.")
+    api_key: _text(4096) | None = Field(None, description="A new key (write-only, stored encrypted), or null to "
+                                                          "remove the stored one; leave out to keep it.")
+
+
 class ModelPatch(_In):
     """Change a model: pause (`paused`) or resume (`active`) it, retire it for good (`retired`), or change
-    its system prompt or sampling parameters. At least one field."""
-    status: Literal["active", "paused", "retired"] | None = None
+    its endpoint, system prompt or sampling parameters (null removes these two). At least one field; all of it
+    is applied or none. Once a vote has counted, the endpoint's base_url and model, the system prompt and the
+    sampling parameters are fixed (409 model_rated: another configuration is another model, to register anew);
+    the endpoint's api_key can always change. Name and organization never change."""
+    status: Literal["active", "paused", "retired"] = Omittable()
+    endpoint: EndpointPatch = Omittable(description="Endpoint models only.")
     system_prompt: _text(20000) | None = None
-    sampling_params: SamplingParams | None = None
+    sampling_params: SamplingParams | None = Field(None, description="Replaces the stored ones; endpoint models "
+                                                                     "only.")
 
 
 class EndpointOut(_Out):
@@ -111,7 +135,10 @@ class LastError(_Out):
 
 
 class Health(_Out):
-    """The endpoint's recent calls: the registration check and its answers in battles."""
+    """The current endpoint's recent calls: its check (at registration or at its last change) and its answers
+    in battles since."""
+    since: datetime | None = Field(description="When the current endpoint was set (registered or last changed); "
+                                               "null for a model the operator added without a check.")
     last_success_at: datetime | None
     last_error: LastError | None
     error_rate: float | None = Field(description="Failed share of the last `calls` calls; null before any call.")
@@ -163,6 +190,23 @@ class ModelList(_Out):
 class LineProblem(_Out):
     line: int
     error: str
+
+
+class RejectedLines(_Out):
+    lines: list[LineProblem] = Field(description="The failing lines, first 1000.")
+    failed: int
+    total: int
+
+
+class AnswersRejectedDetail(_Out):
+    code: Literal["invalid_answers"]
+    message: str
+    details: RejectedLines
+
+
+class AnswersRejected(_Out):
+    """The answers upload's 422: nothing was stored; every failing line with its reason."""
+    error: AnswersRejectedDetail
 
 
 class AnswersImported(_Out):
@@ -298,15 +342,19 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/api/v1/models/{model_id}", "A model's status", "labs",
               {200: ModelOut, 401: ErrorBody, 404: ErrorBody}, auth=True, path_params=_MODEL_ID),
     Operation("patch", "/api/v1/models/{model_id}", "Pause, resume, retire or reconfigure a model", "labs",
-              {200: ModelOut, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody}, body=ModelPatch,
-              auth=True, path_params=_MODEL_ID),
+              {200: ModelOut, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody, 422: ErrorBody},
+              body=ModelPatch, auth=True, path_params=_MODEL_ID,
+              description="A new endpoint (base_url, model or api_key) is checked first with one short real "
+                          "request, as at registration; a failed check answers 422 and changes nothing. A change "
+                          "of what the model is (before its first counted vote) voids its battles still waiting "
+                          "for a vote, and is refused (409 model_answering) while it is answering in one."),
     Operation("delete", "/api/v1/models/{model_id}", "Delete a model that has no counted vote", "labs",
               {204: None, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody}, auth=True, path_params=_MODEL_ID,
               description="Its uncounted battles (void, flagged, never voted) go with it. Once a vote has "
                           "counted this answers 409: the model can only be retired."),
     Operation("post", "/api/v1/models/{model_id}/answers", "Upload a recorded model's answers (JSON Lines)",
               "labs", {201: AnswersImported, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody,
-                       422: ErrorBody},
+                       422: AnswersRejected},
               body=JSONL, auth=True, path_params=_MODEL_ID,
               description='One JSON object a line: {"prompt_id": N, "answer": "...", "duration_ms": 1234} '
                           "(duration_ms optional). All lines are stored or none: a bad line answers 422 with "

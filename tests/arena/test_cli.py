@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from arena import cli, labs
 from arena.crypto import SecretDecryptionError, decrypt_secret, encrypt_secret
-from arena.models import ApiKey, Battle, Lab, Model, RecordedAnswer, Vote
+from arena.models import ApiKey, AuditEvent, Battle, Lab, Model, RecordedAnswer, Vote
 from ranking.data import read_battles
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
@@ -212,6 +212,53 @@ def test_weight_must_be_a_finite_number_at_least_zero(runner, session):
     invoke(runner, "models", "weight", "M1", "--", "-1", code=2)
     session.refresh(model)
     assert model.sampling_weight == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ audit
+
+def test_the_operators_changes_to_labs_and_models_are_in_the_audit_log(runner, session, tmp_path):
+    """Each command that changes a lab or a model records itself (actor "operator") with the change; a refused
+    command records nothing, and no key appears in the log."""
+    first_key = invoke(runner, "labs", "create", "Acme").stdout.strip().splitlines()[-1]
+    new_key = invoke(runner, "labs", "rotate-key", "Acme").stdout.strip().splitlines()[-1]
+    invoke(runner, "models", "add-endpoint", "--name", "Acme Chat", "--organization", "Acme", "--base-url",
+           "https://api.acme.test/v1", "--model", "chat-1", "--api-key", "sk-very-secret", "--lab", "Acme")
+    for command in (["pause", "Acme Chat"], ["resume", "Acme Chat"], ["weight", "Acme Chat", "0.5"]):
+        invoke(runner, "models", *command)
+    prompt = gen_prompt(session)
+    gen_recorded_model(session, "Alpha", "Org", {})
+    gen_recorded_model(session, "Beta", "Org", {})
+    invoke(runner, "answers", "import", "Alpha", str(write(tmp_path / "a.jsonl", [{"prompt_id": prompt.id,
+                                                                                    "answer": "One."}])))
+    invoke(runner, "battles", "import", str(write(tmp_path / "b.jsonl", BATTLES[:1])), "--source", "lmsys")
+    invoke(runner, "models", "retire", "Acme Chat")
+    refused = [("labs", "create", "Acme"), ("labs", "rotate-key", "Nobody"), ("models", "resume", "Acme Chat"),
+               ("models", "weight", "Alpha", "nan"), ("battles", "import", str(tmp_path / "b.jsonl"))]
+    for args in refused:
+        invoke(runner, *args, code=2)
+
+    acme = session.scalars(select(Lab)).one()
+    chat, alpha = (session.scalars(select(Model).where(Model.name == n)).one() for n in ("Acme Chat", "Alpha"))
+    events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [(e.action, e.lab_id, e.model_id) for e in events] == [
+        ("lab.create", acme.id, None), ("key.rotate", acme.id, None), ("model.create", acme.id, chat.id),
+        ("model.pause", acme.id, chat.id), ("model.resume", acme.id, chat.id), ("model.weight", acme.id, chat.id),
+        ("answers.import", None, alpha.id), ("battles.import", None, None), ("model.retire", acme.id, chat.id)]
+    assert {(e.actor, e.key_prefix) for e in events} == {("operator", None)}
+    details = {e.action: e.details for e in events}
+    assert details["key.rotate"] == {"lab": "Acme", "revoked": 1}
+    assert details["model.create"]["base_url"] == "https://api.acme.test/v1" and \
+        details["model.create"]["api_key"] == "set"
+    assert details["model.weight"]["sampling_weight"] == {"from": 1.0, "to": 0.5}
+    assert details["model.retire"]["status"] == {"from": "active", "to": "retired"}
+    assert details["answers.import"]["answers"] == 1 and details["battles.import"]["battles"] == 1
+    logged = json.dumps([e.details for e in events])
+    assert "sk-very-secret" not in logged and first_key not in logged and new_key not in logged
+
+    listing = invoke(runner, "audit", "list", "--lab", "Acme", "--json").stdout.splitlines()
+    assert [json.loads(line)["action"] for line in listing] == [
+        "model.retire", "model.weight", "model.resume", "model.pause", "model.create", "key.rotate", "lab.create"]
+    assert {(json.loads(line)["actor"], json.loads(line)["lab"]) for line in listing} == {("operator", "Acme")}
 
 
 # ------------------------------------------------------------------------------------------------ answers

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import socket
 import time
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from arena import lab_actions, labs
+from arena import lab_actions, labs, providers
+from arena.battles import cast_vote
 from arena.crypto import decrypt_secret
-from arena.models import AuditEvent, Battle, EndpointCheck, Message, Model, RecordedAnswer, Vote
+from arena.errors import ApiError
+from arena.loopback_model import LoopbackModelServer
+from arena.models import AuditEvent, Battle, EndpointCheck, Message, Model, RecordedAnswer, Vote, utcnow
 from tests.arena.conftest import gen_prompt
 
 ENDPOINT_KEY = "sk-endpoint-secret-0123456789"
@@ -88,26 +92,58 @@ def test_every_lab_route_refuses_missing_malformed_wrong_and_revoked_keys_alike(
 
 # ------------------------------------------------------------------------------------------------ isolation
 
-def test_a_lab_cannot_see_or_change_another_labs_model(client, session, two_labs):
-    key_a, key_b = two_labs
+# A valid request for each documented operation on one model: refusals must come from ownership, not from input.
+BODIES = {("patch", "/api/v1/models/{model_id}"): [{"status": "paused"}, {"status": "retired"},
+                                                   {"endpoint": {"model": "echo", "api_key": "sk-x"}},
+                                                   {"system_prompt": "Mine now."}],
+          ("post", "/api/v1/models/{model_id}/answers"): ['{"prompt_id": 1, "answer": "mine now"}\n']}
+
+
+def test_two_labs_try_every_model_route_on_each_others_models_and_get_404_as_for_no_model(client, session, two_labs,
+                                                                                           loopback):
+    """Every documented route with a model id, by each lab on the other's models (endpoint and recorded), answers
+    exactly as for an id that does not exist, changes nothing, and leaves a record of the attempt."""
+    keys = two_labs
     gen_prompt(session)
-    model_id = register_recorded(client, key_a)
-    missing_id = model_id + 1000
-    attempts = [("get", "", None), ("patch", "", {"status": "paused"}), ("delete", "", None)]
-    for method, suffix, body in attempts:
-        for probe in (model_id, missing_id):
-            response = getattr(client, method)(f"/api/v1/models/{probe}{suffix}", json=body, headers=bearer(key_b))
-            assert response.status_code == 404
-            assert response.json == {"error": {"code": "model_not_found", "message": f"You have no model {probe}."}}
-    for probe in (model_id, missing_id):
-        response = upload(client, key_b, probe, [{"prompt_id": 1, "answer": "mine now"}])
-        assert response.status_code == 404
-        assert response.json == {"error": {"code": "model_not_found", "message": f"You have no model {probe}."}}
-    assert client.get("/api/v1/models", headers=bearer(key_b)).json == {"models": []}
-    mine = client.get(f"/api/v1/models/{model_id}", headers=bearer(key_a)).json
-    assert mine["status"] == "active" and mine["recorded_answers"] == 0
-    assert [m["id"] for m in client.get("/api/v1/models", headers=bearer(key_a)).json["models"]] == [model_id]
-    assert client.get("/api/v1/models/99999999999", headers=bearer(key_a)).status_code == 404
+    owned = [[register_endpoint(client, keys[0], loopback.base_url, name="A endpoint", api_key=ENDPOINT_KEY),
+              register_recorded(client, keys[0], "A recorded")],
+             [register_endpoint(client, keys[1], loopback.base_url, name="B endpoint"),
+              register_recorded(client, keys[1], "B recorded", "B")]]
+    document = client.get("/api/v1/openapi.json").json
+    routes = [(method, path) for path, operations in document["paths"].items() if "{model_id}" in path
+              for method in operations]
+    assert len(routes) == 4
+    before = {m.id: (m.status, m.base_url, m.endpoint_model, m.system_prompt, m.endpoint_key_encrypted)
+              for m in session.scalars(select(Model))}
+    sent = len(loopback.requests)
+    missing = max(before) + 1000
+    attempts = 0
+    for attacker, victim in ((0, 1), (1, 0)):
+        for method, path in routes:
+            for body in BODIES.get((method, path), [None]):
+                for target in [*owned[victim], missing]:
+                    url = path.replace("{model_id}", str(target))
+                    kwargs = ({"data": body.encode(), "content_type": "application/jsonl"} if isinstance(body, str)
+                              else {"json": body})
+                    response = getattr(client, method)(url, headers=bearer(keys[attacker]), **kwargs)
+                    assert response.status_code == 404, (method, url, body)
+                    assert response.json == {"error": {"code": "model_not_found",
+                                                       "message": f"You have no model {target}."}}
+                    attempts += method != "get"
+        listed = {m["id"] for m in client.get("/api/v1/models", headers=bearer(keys[attacker])).json["models"]}
+        assert listed == set(owned[attacker])
+    session.expire_all()
+    assert {m.id: (m.status, m.base_url, m.endpoint_model, m.system_prompt, m.endpoint_key_encrypted)
+            for m in session.scalars(select(Model))} == before
+    assert session.scalar(select(func.count()).select_from(RecordedAnswer)) == 0
+    assert len(loopback.requests) == sent  # no endpoint check ran for another lab's model
+    failures = session.scalars(select(AuditEvent).where(AuditEvent.action.like("%_failed"))).all()
+    assert len(failures) == attempts and {f.details["code"] for f in failures} == {"model_not_found"}
+    for model_ids, lab_name in ((owned[1] + [missing], "Lab A"), (owned[0] + [missing], "Lab B")):
+        assert {f.model_id for f in failures if f.actor == lab_name} == set(model_ids)
+    for owner, model_ids in enumerate(owned):  # while each owner still reads its own
+        for model_id in model_ids:
+            assert client.get(f"/api/v1/models/{model_id}", headers=bearer(keys[owner])).status_code == 200
 
 
 # ------------------------------------------------------------------------------------------------ endpoint models
@@ -152,7 +188,10 @@ def test_a_failing_or_slow_endpoint_is_refused_with_what_failed(client, session,
     if kind == "http":
         assert response.json["error"]["details"]["status"] == 500 and "500" in response.json["error"]["message"]
     assert session.scalar(select(func.count()).select_from(Model)) == 0
-    assert session.scalar(select(func.count()).select_from(AuditEvent)) == 0
+    failed = session.scalars(select(AuditEvent)).one()  # the attempt is on record, and only the attempt
+    assert (failed.actor, failed.action, failed.model_id) == ("Lab A", "model.create_failed", None)
+    assert failed.details["code"] == "endpoint_check_failed" and failed.details["status"] == 422
+    assert failed.details["request"]["endpoint"] == {"base_url": loopback.base_url, "model": behaviour}
 
 
 def test_a_slow_streaming_endpoint_registers_since_the_check_is_short(client, two_labs, loopback):
@@ -182,6 +221,7 @@ def test_an_unreachable_endpoint_is_refused(client, two_labs):
     ("http://[::ffff:169.254.169.254]/v1", 422, "endpoint_unsafe"),
     ("http://[fe80::1]/v1", 422, "endpoint_unsafe"),
     ("http://0.0.0.0:9/v1", 422, "endpoint_unsafe"),
+    ("https://models.example.com/v1?api-key=sk-123", 400, "invalid_base_url"),
 ])
 def test_unsafe_endpoint_urls_are_refused_even_when_private_addresses_are_allowed(client, two_labs, base_url,
                                                                                   status, code):
@@ -242,6 +282,31 @@ def test_invalid_registrations_get_400_with_the_field(client, two_labs, body, co
     assert response.status_code == 400 and response.json["error"]["code"] == code
 
 
+def test_every_refused_registration_is_on_record_without_the_key(app, client, session, two_labs):
+    key_a, _ = two_labs
+    register_recorded(client, key_a, name="Taken")
+    attempts = [({"name": "Taken", "organization": "A", "kind": "recorded"}, 409, "name_taken"),
+                ({"name": "Probe", "organization": "A", "endpoint": {"base_url": "http://169.254.169.254/latest",
+                                                                     "model": "m", "api_key": ENDPOINT_KEY}},
+                 422, "endpoint_unsafe"),
+                ({"name": "x" * 300, "organization": "A", "kind": "recorded"}, 400, "invalid_request"),
+                ({"name": "Big", "organization": "A", "kind": "recorded", "system_prompt": "y" * 5000}, 413,
+                 "request_entity_too_large")]
+    app.config["MAX_CONTENT_LENGTH"] = 4096
+    for body, status, code in attempts:
+        response = client.post("/api/v1/models", json=body, headers=bearer(key_a))
+        assert (response.status_code, response.json["error"]["code"]) == (status, code)
+    failures = session.scalars(select(AuditEvent).where(AuditEvent.action == "model.create_failed")
+                               .order_by(AuditEvent.id)).all()
+    assert [(f.details["status"], f.details["code"]) for f in failures] == [(s, c) for _, s, c in attempts]
+    assert all(f.actor == "Lab A" and f.key_prefix == key_a[:12] and f.model_id is None for f in failures)
+    assert failures[1].details["request"]["endpoint"] == {"base_url": "http://169.254.169.254/latest",
+                                                          "model": "m", "api_key": "set"}
+    assert len(failures[2].details["request"]["name"]) < 210  # what was asked, cut short
+    assert ENDPOINT_KEY not in json.dumps([f.details for f in failures])
+    assert session.scalar(select(func.count()).select_from(Model)) == 1
+
+
 def test_names_are_unique_across_the_arena(client, two_labs):
     key_a, key_b = two_labs
     register_recorded(client, key_a, name="Taken")
@@ -297,10 +362,10 @@ def test_an_oversized_upload_is_refused_whole(app, client, session, two_labs):
     app.config["MAX_CONTENT_LENGTH"] = 4096
     response = upload(client, key_a, model_id, [{"prompt_id": p1.id, "answer": "x" * 5000}])
     assert response.status_code == 413 and set(response.json["error"]) == {"code", "message"}
-    big_registration = client.post("/api/v1/models", headers=bearer(key_a), json={
-        "name": "Big", "organization": "x", "kind": "recorded", "system_prompt": "y" * 5000})
-    assert big_registration.status_code == 413
     assert session.scalar(select(func.count()).select_from(RecordedAnswer)) == 0
+    failed = session.scalars(select(AuditEvent).where(AuditEvent.action == "answers.import_failed")).one()
+    assert failed.model_id == model_id and failed.details["status"] == 413
+    assert failed.details["request"]["content_length"] > 4096
 
 
 def test_endpoint_models_take_no_answers(client, session, two_labs, loopback):
@@ -331,7 +396,10 @@ def test_pause_resume_and_retire(client, session, two_labs):
     refused = patch({"status": "active"})
     assert refused.status_code == 409 and refused.json["error"]["code"] == "model_retired"
     actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
-    assert actions == ["model.create", "model.pause", "model.resume", "model.update", "model.retire"]
+    assert actions == ["model.create", "model.pause", "model.resume", "model.update", "model.update_failed",
+                       "model.update_failed", "model.retire", "model.update_failed"]
+    assert session.scalars(select(AuditEvent.details).where(AuditEvent.action == "model.update")).one() == {
+        "system_prompt": "changed"}
 
 
 def test_a_model_with_a_counted_vote_cannot_be_deleted_only_retired(client, session, two_labs):
@@ -401,10 +469,12 @@ def test_the_audit_log_is_append_only_and_readable_by_operators(app, client, ses
     result = app.test_cli_runner().invoke(args=["audit", "list", "--lab", "Lab A"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split()[:3] == ["WHEN", "(UTC)", "LAB"]
+    assert lines[0].split() == ["WHEN", "(UTC)", "ACTOR", "KEY", "LAB", "ACTION", "MODEL", "DETAILS"]
     assert "key.rotate" in lines[1] and "model.create" in lines[3] and '"name": "Audited"' in lines[3]
     as_json = app.test_cli_runner().invoke(args=["audit", "list", "--json", "--model", str(model_id)])
-    assert [json.loads(line)["action"] for line in as_json.output.splitlines()] == ["model.pause", "model.create"]
+    records = [json.loads(line) for line in as_json.output.splitlines()]
+    assert [(r["action"], r["actor"], r["lab"], r["key"]) for r in records] == [
+        ("model.pause", "Lab A", "Lab A", key_a[:12]), ("model.create", "Lab A", "Lab A", key_a[:12])]
     unknown = app.test_cli_runner().invoke(args=["audit", "list", "--lab", "Nobody"])
     assert unknown.exit_code == 2 and "no lab named" in unknown.output
 
@@ -420,3 +490,191 @@ def test_paused_models_are_not_sampled(client, session, two_labs):
     client.patch(f"/api/v1/models/{model_id}", json={"status": "paused"}, headers=bearer(key_a))
     session.expire_all()
     assert eligible_models(session, prompt.id) == []
+
+
+# ------------------------------------------------------------------------------------------------ changing endpoints
+
+def register_endpoint(client, key, base_url, name="Echo", model="echo", api_key=None, **extra):
+    endpoint = {"base_url": base_url, "model": model, **({"api_key": api_key} if api_key else {})}
+    response = client.post("/api/v1/models", headers=bearer(key), json={"name": name, "organization": "Lab A Inc",
+                                                                        "endpoint": endpoint, **extra})
+    assert response.status_code == 201, response.json
+    return response.json["id"]
+
+
+def patch_model(client, key, model_id, body):
+    return client.patch(f"/api/v1/models/{model_id}", json=body, headers=bearer(key))
+
+
+def stored(session, model_id) -> Model:
+    session.expire_all()
+    return session.get(Model, model_id)
+
+
+def test_a_new_endpoint_is_checked_for_real_then_stored_with_its_key_encrypted(client, session, two_labs, loopback):
+    key_a, _ = two_labs
+    model_id = register_endpoint(client, key_a, loopback.base_url, api_key=ENDPOINT_KEY)
+    gen_battle(session, model_id, register_recorded(client, key_a), state="void", winner=None,
+               errors=("ProviderError: HTTP 500", None))
+    before = client.get(f"/api/v1/models/{model_id}", headers=bearer(key_a)).json["health"]
+    assert before["calls"] == 2 and before["error_rate"] == 0.5
+    new_key = "sk-the-new-one-987654321"
+    with LoopbackModelServer(api_key=new_key) as moved:
+        response = patch_model(client, key_a, model_id, {"endpoint": {"base_url": moved.base_url + "/",
+                                                                      "model": "slow:0", "api_key": new_key}})
+        assert response.status_code == 200, response.json
+        assert moved.requests[-1]["model"] == "slow:0" and moved.requests[-1]["max_tokens"] == 8
+    body = response.json
+    assert body["endpoint"] == {"base_url": moved.base_url, "model": "slow:0", "has_api_key": True}
+    assert new_key not in response.get_data(as_text=True)
+    # the health is the new endpoint's: its check, none of the old endpoint's failures
+    assert body["health"]["calls"] == 1 and body["health"]["error_rate"] == 0.0
+    assert body["health"]["last_error"] is None and body["health"]["since"] > before["since"]
+    model = stored(session, model_id)
+    assert (model.base_url, model.endpoint_model) == (moved.base_url, "slow:0")
+    assert new_key not in model.endpoint_key_encrypted
+    assert decrypt_secret("test-secret", model.endpoint_key_encrypted) == new_key
+    event = session.scalars(select(AuditEvent).where(AuditEvent.action == "model.update")).one()
+    assert event.details["base_url"] == {"from": loopback.base_url, "to": moved.base_url}
+    assert event.details["model"] == {"from": "echo", "to": "slow:0"} and event.details["api_key"] == "changed"
+    assert new_key not in json.dumps(event.details) and ENDPOINT_KEY not in json.dumps(event.details)
+
+
+def test_a_failing_new_endpoint_changes_nothing_and_the_attempt_is_audited(client, session, two_labs, loopback):
+    key_a, _ = two_labs
+    model_id = register_endpoint(client, key_a, loopback.base_url, api_key=ENDPOINT_KEY)
+    before = stored(session, model_id)
+    encrypted, checks = before.endpoint_key_encrypted, session.scalar(select(func.count()).select_from(EndpointCheck))
+    for endpoint, status, code in [({"model": "http-500"}, 422, "endpoint_check_failed"),
+                                   ({"model": "never"}, 422, "endpoint_check_failed"),
+                                   ({"base_url": "http://169.254.169.254/v1", "api_key": None}, 422, "endpoint_unsafe"),
+                                   ({"base_url": "http://localhost:1/v1?key=sk-in-the-url"}, 400, "invalid_base_url"),
+                                   ({}, 400, "invalid_request"),
+                                   ({"base_url": None}, 400, "invalid_request")]:
+        response = patch_model(client, key_a, model_id, {"endpoint": endpoint, "system_prompt": "New prompt."})
+        assert (response.status_code, response.json["error"]["code"]) == (status, code), endpoint
+    model = stored(session, model_id)
+    assert (model.base_url, model.endpoint_model, model.system_prompt) == (loopback.base_url, "echo", None)
+    assert model.endpoint_key_encrypted == encrypted
+    assert session.scalar(select(func.count()).select_from(EndpointCheck)) == checks  # a refused check is no call
+    failures = session.scalars(select(AuditEvent).where(AuditEvent.action == "model.update_failed")
+                               .order_by(AuditEvent.id)).all()
+    assert [f.details["code"] for f in failures] == ["endpoint_check_failed", "endpoint_check_failed",
+                                                     "endpoint_unsafe", "invalid_base_url", "invalid_request",
+                                                     "invalid_request"]
+    assert all(f.model_id == model_id and f.key_prefix == key_a[:12] for f in failures)
+    assert failures[2].details["request"]["endpoint"] == {"base_url": "http://169.254.169.254/v1", "api_key": "none"}
+
+
+def test_the_stored_key_is_never_sent_to_another_host(client, session, two_labs, loopback):
+    key_a, _ = two_labs
+    with LoopbackModelServer(api_key=ENDPOINT_KEY) as guarded:
+        model_id = register_endpoint(client, key_a, guarded.base_url, api_key=ENDPOINT_KEY)
+        # same origin, another path or model: the stored key goes along, and the check passes with it
+        response = patch_model(client, key_a, model_id, {"endpoint": {"base_url": guarded.base_url[:-3],
+                                                                      "model": "slow:0"}})
+        assert response.status_code == 200, response.json
+        assert response.json["endpoint"]["has_api_key"] is True and guarded.requests[-1]["model"] == "slow:0"
+        sent_before = len(guarded.requests)
+        # another origin (the other loopback server's port): only with the key given again, or null
+        refused = patch_model(client, key_a, model_id, {"endpoint": {"base_url": loopback.base_url}})
+        assert refused.status_code == 400 and refused.json["error"]["code"] == "api_key_required"
+        assert loopback.requests == [] and len(guarded.requests) == sent_before
+        moved = patch_model(client, key_a, model_id, {"endpoint": {"base_url": loopback.base_url, "api_key": None}})
+        assert moved.status_code == 200 and moved.json["endpoint"]["has_api_key"] is False
+    assert "Authorization" not in loopback.requests[-1] and stored(session, model_id).endpoint_key_encrypted is None
+
+
+def test_a_wrong_new_key_is_refused_and_an_echoed_key_never_reaches_the_log(client, session, two_labs, monkeypatch):
+    key_a, _ = two_labs
+    with LoopbackModelServer(api_key=ENDPOINT_KEY) as guarded:
+        model_id = register_endpoint(client, key_a, guarded.base_url, api_key=ENDPOINT_KEY)
+        wrong = patch_model(client, key_a, model_id, {"endpoint": {"api_key": "sk-wrong"}})
+        assert wrong.status_code == 422 and wrong.json["error"]["details"] == {"kind": "http", "status": 401}
+    assert decrypt_secret("test-secret", stored(session, model_id).endpoint_key_encrypted) == ENDPOINT_KEY
+
+    def echoing_check(base_url, model, *, api_key=None, timeout=10.0):
+        raise providers.ProviderError("http", f"HTTP 401 from {base_url}: invalid key {api_key}", status=401)
+
+    monkeypatch.setattr(providers, "check_endpoint", echoing_check)
+    echoed = patch_model(client, key_a, model_id, {"endpoint": {"api_key": "sk-echoed-secret"}})
+    assert echoed.status_code == 422 and "[the API key]" in echoed.json["error"]["message"]
+    everything = echoed.get_data(as_text=True) + json.dumps(session.scalars(select(AuditEvent.details)).all())
+    assert "sk-echoed-secret" not in everything and "sk-wrong" not in everything and ENDPOINT_KEY not in everything
+
+
+def test_a_rated_models_configuration_is_fixed_but_its_key_and_status_can_change(client, session, two_labs,
+                                                                                  loopback):
+    key_a, key_b = two_labs
+    model_id = register_endpoint(client, key_a, loopback.base_url, system_prompt="Be brief.",
+                                 sampling_params={"temperature": 0.5}, api_key=ENDPOINT_KEY)
+    gen_battle(session, model_id, register_recorded(client, key_b, "Theirs", "B"), winner="b")  # a counted vote
+    for change in [{"endpoint": {"base_url": loopback.base_url + "/other"}}, {"endpoint": {"model": "slow:0"}},
+                   {"system_prompt": "Be verbose."}, {"system_prompt": None}, {"sampling_params": {"temperature": 1}},
+                   {"sampling_params": None}, {"status": "paused", "endpoint": {"model": "slow:0"}}]:
+        response = patch_model(client, key_a, model_id, change)
+        assert response.status_code == 409 and response.json["error"]["code"] == "model_rated", change
+    sent = len(loopback.requests)
+    model = stored(session, model_id)
+    assert (model.base_url, model.endpoint_model, model.system_prompt, model.sampling_params, model.status) == \
+        (loopback.base_url, "echo", "Be brief.", {"temperature": 0.5}, "active")
+    # the same values again are no change; the key and the status may change (the key after a real check)
+    same = patch_model(client, key_a, model_id, {"system_prompt": "Be brief.", "sampling_params": {"temperature": 0.5},
+                                                 "endpoint": {"base_url": loopback.base_url, "model": "echo"}})
+    assert same.status_code == 200 and len(loopback.requests) == sent
+    rekeyed = patch_model(client, key_a, model_id, {"endpoint": {"api_key": "sk-rotated"}, "status": "paused"})
+    assert rekeyed.status_code == 200 and rekeyed.json["status"] == "paused"
+    assert len(loopback.requests) == sent + 1
+    assert decrypt_secret("test-secret", stored(session, model_id).endpoint_key_encrypted) == "sk-rotated"
+    event = session.scalars(select(AuditEvent).where(AuditEvent.action == "model.pause")).one()
+    assert event.details["api_key"] == "changed" and event.details["status"] == {"from": "active", "to": "paused"}
+
+
+def test_a_change_before_the_first_counted_vote_voids_the_battles_waiting_for_one(client, session, two_labs,
+                                                                                 loopback):
+    key_a, key_b = two_labs
+    model_id = register_endpoint(client, key_a, loopback.base_url)
+    theirs = register_recorded(client, key_b, "Theirs", "B")
+    ready = gen_battle(session, model_id, theirs, state="ready", winner=None).id
+    created = gen_battle(session, theirs, model_id, state="created", winner=None).id
+    flagged = gen_battle(session, model_id, theirs, flagged=True, winner="a").id  # voted, not counted
+    streaming = gen_battle(session, model_id, theirs, state="streaming", winner=None).id
+    unrelated = gen_battle(session, theirs, register_recorded(client, key_b, "Third", "B"), state="ready",
+                           winner=None).id
+    busy = patch_model(client, key_a, model_id, {"system_prompt": "Be brief."})  # an answer is on its way
+    assert busy.status_code == 409 and busy.json["error"]["code"] == "model_answering"
+    assert session.scalar(select(Battle.state).where(Battle.id == ready)) == "ready"  # nothing half-done
+
+    # a stream whose turn began longer ago than any answer can take has lost its worker
+    stale = utcnow() - timedelta(hours=1)
+    session.execute(update(Message).where(Message.battle_id == streaming).values(created_at=stale))
+    session.commit()
+    response = patch_model(client, key_a, model_id, {"system_prompt": "Be brief."})
+    assert response.status_code == 200, response.json
+    session.expire_all()
+    states = dict(session.execute(select(Battle.id, Battle.state)).all())
+    assert [states[b] for b in (ready, created, streaming, flagged, unrelated)] == [
+        "void", "void", "void", "voted", "ready"]
+    assert "configuration changed" in session.get(Battle, ready).void_reason
+    event = session.scalars(select(AuditEvent).where(AuditEvent.action == "model.update")).one()
+    assert event.details == {"system_prompt": "changed", "voided_battles": 3}
+    with pytest.raises(ApiError, match="void"):  # its answer was the old configuration's: no vote counts for it
+        cast_vote(session, session.get(Battle, ready), "a", voter=None, address=None)
+    assert client.get(f"/api/v1/models/{model_id}", headers=bearer(key_a)).json["votes"]["counted"] == 0
+
+
+def test_recorded_and_retired_models_take_no_endpoint_change(client, two_labs, loopback):
+    key_a, _ = two_labs
+    recorded = register_recorded(client, key_a)
+    for change in ({"endpoint": {"model": "x"}}, {"sampling_params": {"temperature": 1}}):
+        response = patch_model(client, key_a, recorded, change)
+        assert response.status_code == 400 and response.json["error"]["code"] == "invalid_request"
+    assert patch_model(client, key_a, recorded, {"system_prompt": "Recorded with this."}).status_code == 200
+    endpoint = register_endpoint(client, key_a, loopback.base_url)
+    assert patch_model(client, key_a, endpoint, {"status": "retired"}).status_code == 200
+    sent = len(loopback.requests)
+    for change in ({"endpoint": {"model": "slow:0"}}, {"system_prompt": "x"}, {"status": "paused"}):
+        response = patch_model(client, key_a, endpoint, change)
+        assert response.status_code == 409 and response.json["error"]["code"] == "model_retired"
+    assert len(loopback.requests) == sent and patch_model(client, key_a, endpoint, {"status": "retired"}).json[
+        "status"] == "retired"

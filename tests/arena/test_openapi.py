@@ -18,6 +18,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 from arena import lab_actions, labs, providers
 from tests.arena.conftest import gen_prompt
 
+ENDPOINT_MODEL = "the endpoint model the explicit cases register"
 EXAMPLES_PER_OPERATION = 10  # in each mode: valid requests, then invalid ones
 TOTAL_SECONDS = 40
 
@@ -131,6 +132,11 @@ def test_schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
         ("POST /api/v1/models", {}, {"name": "Explicit recorded", "organization": "F", "kind": "recorded"}, 201),
         ("GET /api/v1/models/{model_id}", {"model_id": fresh}, None, 200),
         ("PATCH /api/v1/models/{model_id}", {"model_id": fresh}, {"status": "paused"}, 200),
+        ("PATCH /api/v1/models/{model_id}", {"model_id": ENDPOINT_MODEL},
+         {"endpoint": {"base_url": "https://other.example.com/v1", "model": "m2"}}, 400),  # the key must come along
+        ("PATCH /api/v1/models/{model_id}", {"model_id": ENDPOINT_MODEL},
+         {"endpoint": {"base_url": "https://other.example.com/v1", "api_key": "k2"}, "sampling_params": None}, 200),
+        ("PATCH /api/v1/models/{model_id}", {"model_id": fresh}, {"endpoint": {"model": "m"}}, 400),
         ("POST /api/v1/models/{model_id}/answers", {"model_id": fresh}, '{"prompt_id": 1, "answer": "x"}\n{', 422),
         ("POST /api/v1/models/{model_id}/answers", {"model_id": fresh},
          json.dumps({"prompt_id": prompt_id, "answer": "x"}), 201),
@@ -138,8 +144,13 @@ def test_schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
         ("GET /api/v1/models", {}, None, 200),
         ("POST /api/v1/keys/rotate", {}, None, 200),
     ]
+    created: dict[str, int] = {}
     for label, path_parameters, body, status in explicit:
+        if path_parameters.get("model_id") == ENDPOINT_MODEL:
+            path_parameters = {"model_id": created["Explicit endpoint"]}
         case = by_label[label].Case(path_parameters=path_parameters, **({} if body is None else {"body": body}))
         response = case.call(headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == status, (label, response.text)
         case.validate_response(response, checks=CHECKS)
+        if label == "POST /api/v1/models":
+            created[body["name"]] = response.json()["id"]
