@@ -70,6 +70,9 @@ class Config:
         self.SNAPSHOT_TIES = os.environ.get("ARENA_SNAPSHOT_TIES") or "half"
         self.PROVISIONAL_VOTES = int(_number("ARENA_PROVISIONAL_VOTES", 300))
         self.SNAPSHOT_EVERY_VOTES = int(_number("ARENA_SNAPSHOT_EVERY_VOTES", 1000))
+        # The milestone board flags a safety metric whose |Spearman| with the arena rating reaches this: at 0.7,
+        # rho^2 ~ 0.5, half of the metric's variance tracks capability ("safetywashing", Ren et al. 2024).
+        self.BOARD_CORRELATION_FLAG = _number("ARENA_BOARD_CORRELATION_FLAG", 0.7)
         # The Ed25519 key that signs snapshots; default instance/snapshot_signing_key.pem, created on first use.
         self.SIGNING_KEY_FILE = os.environ.get("ARENA_SIGNING_KEY_FILE") or None
         self.SESSION_COOKIE_HTTPONLY = True
