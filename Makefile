@@ -16,10 +16,12 @@ $(STAMP): setup.cfg pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Migrate, load the LLMFAO demo into an empty database, serve on http://127.0.0.1:$${ARENA_PORT:-8000}.
+# Migrate, load the LLMFAO demo into an empty database, publish a first leaderboard snapshot if there is none,
+# serve on http://127.0.0.1:$${ARENA_PORT:-8000}.
 run: install
 	$(BIN)/arena db upgrade
 	$(BIN)/arena demo load --if-empty
+	$(BIN)/arena snapshot --if-none
 	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
 # The suite runs on SQLite, and on PostgreSQL too whenever a server answers on 127.0.0.1:5432.

@@ -17,10 +17,12 @@ def create_app(config: dict | None = None) -> Flask:
     db.init_app(app)
     errors.init_app(app)
 
-    from arena import api, lab_api
+    from arena import api, board_api, lab_api, leaderboard_api
 
     app.register_blueprint(api.bp)
     app.register_blueprint(lab_api.bp)
+    app.register_blueprint(leaderboard_api.bp)
+    app.register_blueprint(board_api.bp)
 
     from arena.cli import register_commands
 

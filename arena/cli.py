@@ -573,7 +573,11 @@ def audit_list(lab_name: str | None, model_id: int | None, limit: int, as_json: 
 
 # ------------------------------------------------------------------------------------------------ wiring
 
-GROUPS = (db_cli, demo_cli, labs_cli, models_cli, answers_cli, battles_cli, votes_cli, audit_cli)
+from arena import leaderboard_cli  # noqa: E402  (its commands use the helpers above)
+from arena import board_cli  # noqa: E402  (the milestone board's commands, on the same helpers)
+
+GROUPS = (db_cli, demo_cli, labs_cli, models_cli, answers_cli, battles_cli, votes_cli, audit_cli,
+          *leaderboard_cli.GROUPS, *board_cli.GROUPS)
 
 
 @click.group("arena", help="Operate an arena: database, demo data, labs, models, imports and exports.")

@@ -264,7 +264,7 @@ class Snapshot(Base):
     votes_excluded: Mapped[int] = mapped_column(Integer)
     battle_file_sha256: Mapped[str] = mapped_column(String(64))
     document: Mapped[str] = mapped_column(Text)
-    signature: Mapped[str] = mapped_column(String(200))
+    signature: Mapped[str] = mapped_column(Text)  # the signature block, JSON
     key_id: Mapped[str] = mapped_column(String(64))
 
 

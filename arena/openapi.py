@@ -304,6 +304,114 @@ class VoteOut(_Out):
     models: Reveal
 
 
+# ------------------------------------------------------------------------------------------------ leaderboard
+
+class _Open(BaseModel):
+    """A published document: the fields named here are promised, others may be added."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class BoardRow(_Open):
+    model: str
+    rating: float
+    ci_low: float | None  # null: the data give no lower limit
+    ci_high: float | None
+    rank_ub: int
+    tier: int
+    battles: int
+    wins: int
+    losses: int
+    ties: int
+    organization: str
+    lab: str | None
+    status: str
+    retired: bool
+    provisional: bool
+
+
+class LeaderboardOut(_Open):
+    version: int
+    created_at: str
+    board: str
+    models: list[BoardRow]
+    categories: list[str]
+    style_available: bool
+    battle_file: dict
+    votes: dict
+
+
+class SnapshotSummary(_Out):
+    version: int
+    created_at: str
+    code_version: str
+    votes_counted: int
+    votes_excluded: int
+    battle_file_sha256: str
+    key_id: str
+    url: str
+
+
+class SnapshotList(_Out):
+    snapshots: list[SnapshotSummary]
+
+
+class SnapshotDocument(_Open):
+    format: str
+    version: int
+    boards: dict
+    signature: dict
+
+
+class PublicKeyOut(_Out):
+    algorithm: str
+    public_key: str
+    key_id: str
+    pem: str
+
+
+# ------------------------------------------------------------------------------------------------ milestone board
+
+class MilestoneDecision(_Open):
+    model: str
+    met: bool
+    capability: dict = Field(description="rule, reference, threshold, value, interval, bound (the rating's "
+                                          "lower 95 % limit), margin, provisional, battles, met.")
+    safety: list[dict] = Field(description="Per threshold: metric, direction, threshold, value, interval, bound, "
+                                           "margin, source, date, met.")
+    reasons: list[str] = Field(description="Why the milestone is not met; empty when it is.")
+
+
+class MilestoneResult(_Open):
+    name: str
+    board: str
+    rule: str
+    definition: dict
+    met_by: list[str]
+    met_first: dict | None = Field(description="The first snapshot (up to this one) where a model met it, with "
+                                               "the model(s); null if none did.")
+    models: list[MilestoneDecision]
+
+
+class MilestonesOut(_Open):
+    snapshot: dict
+    scores_dated_on_or_before: str
+    milestones: list[MilestoneResult]
+    correlations: dict = Field(description="Each safety metric's Pearson and Spearman correlation with the "
+                                           "overall rating, bootstrap intervals, and the safetywashing flag.")
+    safety_scores: list[dict]
+
+
+class BoardExport(_Open):
+    format: str
+    snapshot: dict = Field(description="The snapshot's version and the SHA-256 of its signed bytes.")
+    capability: dict
+    safety_scores: list[dict]
+    milestones: list[MilestoneResult]
+    correlations: dict
+    signature: dict
+
+
 # ------------------------------------------------------------------------------------------------ the document
 
 JSONL = "application/jsonl"
@@ -312,6 +420,10 @@ _STATUS_TEXT = {200: "OK", 201: "Created", 204: "Deleted", 400: "Invalid request
                 404: "Not found (or another lab's)", 405: "Method not allowed", 409: "Conflict with the current state",
                 413: "Request body too large", 422: "Rejected: see the message and details",
                 503: "Not enough models right now"}
+
+
+CSV = "text/csv"
+PEM = "application/x-pem-file"
 
 
 @dataclass(frozen=True)
@@ -325,11 +437,50 @@ class Operation:
     auth: bool = False
     description: str = ""
     path_params: dict[str, dict] = field(default_factory=dict)
+    query_params: dict[str, dict] = field(default_factory=dict)
 
 
 _MODEL_ID = {"model_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
 _BATTLE_ID = {"battle_id": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}}
 _LAB_ERRORS = {400: ErrorBody, 401: ErrorBody}
+
+_VERSION = {"version": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+_NOT_FOUND = {404: ErrorBody}
+LEADERBOARD_OPERATIONS = (
+    Operation("get", "/api/v1/leaderboard", "The newest published leaderboard", "leaderboard",
+              {200: LeaderboardOut, 400: ErrorBody, **_NOT_FOUND},
+              query_params={"category": {"type": "string"}, "style": {"type": "boolean"}},
+              description="Read from the newest stored snapshot, never recomputed. ?category=NAME for a prompt "
+                          "category's board, ?style=true for the style-controlled board."),
+    Operation("get", "/api/v1/leaderboard/snapshots", "Every published snapshot, newest first", "leaderboard",
+              {200: SnapshotList}),
+    Operation("get", "/api/v1/leaderboard/snapshots/{version}", "One snapshot: the signed document, or its boards "
+              "as CSV", "leaderboard", {200: (SnapshotDocument, CSV), 400: ErrorBody, **_NOT_FOUND},
+              path_params=_VERSION, query_params={"format": {"type": "string", "enum": ["json", "csv"]}},
+              description="Check it with `python -m ranking verify snapshot.json battles.jsonl --public-key KEY`."),
+    Operation("get", "/api/v1/leaderboard/snapshots/{version}/battles", "The snapshot's exact battle file (JSON "
+              "Lines; its SHA-256 is in the snapshot)", "leaderboard", {200: JSONL, **_NOT_FOUND},
+              path_params=_VERSION),
+    Operation("get", "/api/v1/leaderboard/snapshots/{version}/votes", "Every vote the snapshot considered, with "
+              "the reason for each one left out (JSON Lines)", "leaderboard", {200: JSONL, **_NOT_FOUND},
+              path_params=_VERSION),
+    Operation("get", "/api/v1/leaderboard/public-key", "The Ed25519 key that signs snapshots (PEM, or JSON with "
+              "?format=json)", "leaderboard", {200: (PublicKeyOut, PEM), 400: ErrorBody},
+              query_params={"format": {"type": "string", "enum": ["pem", "json"]}}),
+)
+
+BOARD_OPERATIONS = (
+    Operation("get", "/api/v1/milestones", "Every milestone decided on a snapshot (the newest by default)",
+              "board", {200: MilestonesOut, 400: ErrorBody, **_NOT_FOUND},
+              query_params={"snapshot": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
+              description="Each model's decision with its margins, the first snapshot where a model met the "
+                          "milestone, and each safety metric's correlation with capability."),
+    Operation("get", "/api/v1/board/snapshots/{version}", "The milestone board's signed export for a snapshot "
+              "(JSON, or CSV with ?format=csv)", "board", {200: (BoardExport, CSV), 400: ErrorBody, **_NOT_FOUND},
+              path_params=_VERSION, query_params={"format": {"type": "string", "enum": ["json", "csv"]}},
+              description="The JSON is signed like the snapshot; the CSV's detached Ed25519 signature (base64) "
+                          "is in the X-Arena-Signature header."),
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/api/v1/openapi.json", "This document", "meta", {200: None}),
@@ -375,6 +526,8 @@ OPERATIONS: tuple[Operation, ...] = (
               body=TurnCreate, path_params=_BATTLE_ID),
     Operation("post", "/api/v1/battles/{battle_id}/vote", "Vote (once); reveals both models", "voters",
               {200: VoteOut, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody}, body=VoteIn, path_params=_BATTLE_ID),
+    *LEADERBOARD_OPERATIONS,
+    *BOARD_OPERATIONS,
 )
 
 
@@ -384,6 +537,8 @@ def _schemas() -> tuple[dict, dict]:
     for operation in OPERATIONS:
         for thing, mode in [(operation.body, "validation"), *((r, "serialization")
                                                              for r in operation.responses.values())]:
+            if isinstance(thing, tuple):
+                thing = thing[0]
             if isinstance(thing, type) and issubclass(thing, BaseModel) and (thing, mode) not in models:
                 models.append((thing, mode))
     refs, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
@@ -402,6 +557,8 @@ def document() -> dict:
             entry["description"] = op.description
         entry["parameters"] = [{"name": name, "in": "path", "required": True, "schema": schema}
                                for name, schema in op.path_params.items()]
+        entry["parameters"] += [{"name": name, "in": "query", "required": False, "schema": schema}
+                                for name, schema in op.query_params.items()]
         if op.body is JSONL:
             entry["requestBody"] = {"required": True, "content": {JSONL: {"schema": {"type": "string"}}}}
         elif op.body is not None:
@@ -409,8 +566,12 @@ def document() -> dict:
         responses = {}
         for status, body in op.responses.items():
             response: dict[str, Any] = {"description": _STATUS_TEXT[status]}
-            if body is SSE:
-                response["content"] = {SSE: {"schema": {"type": "string"}}}
+            if isinstance(body, str):  # a text format: SSE, JSON Lines, CSV, PEM
+                response["content"] = {body: {"schema": {"type": "string"}}}
+            elif isinstance(body, tuple):  # a pydantic model as JSON, or the same data in a text format
+                model, text_format = body
+                response["content"] = {"application/json": {"schema": refs[model]},
+                                       text_format: {"schema": {"type": "string"}}}
             elif isinstance(body, type):
                 response["content"] = {"application/json": {"schema": refs[body]}}
             elif status == 200:  # this document

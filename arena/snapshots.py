@@ -158,7 +158,10 @@ def build_snapshot(app: Flask, *, only_if_due: bool = False, if_none: bool = Fal
 
 
 def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: list | None) -> Snapshot:
-    from ranking import RankingOptions, read_battles
+    from ranking import RankingOptions
+    from ranking.cli import enable_compilation_cache
+
+    enable_compilation_cache()  # compiled fits kept on disk: the next build (or restart) skips the compiling
 
     started = time.perf_counter()
     cut = session.scalar(select(func.max(Vote.id)))
@@ -304,6 +307,35 @@ def _excluded_voters(session: Session) -> set[str]:
                                          .order_by(VoterExclusion.id)):
         latest[voter] = lifted
     return {voter for voter, lifted in latest.items() if not lifted}
+
+
+def voter_exclusions(session: Session) -> list[VoterExclusion]:
+    return list(session.scalars(select(VoterExclusion).order_by(VoterExclusion.id)))
+
+
+def set_voter_exclusion(session: Session, secret_key: str, voter: str, reason: str, *, lifted: bool,
+                        actor: str = "operator") -> str:
+    """Record an operator's decision to exclude a voter (or lift the exclusion); returns the voter's id.
+
+    `voter` is a voter id as stored, or the pseudonym a snapshot's files show ("v" and 16 hex digits).
+    Raises LookupError for a voter who never voted, ValueError for an empty reason or a no-op.
+    """
+    reason = reason.strip()
+    if not reason:
+        raise ValueError("give a reason: it is published with every snapshot's vote file")
+    voters = set(session.scalars(select(Vote.voter).where(Vote.voter.is_not(None)).distinct()))
+    if voter not in voters:
+        pseudonym = _pseudonymiser(secret_key)
+        matches = [v for v in voters if pseudonym(v) == voter]
+        if not matches:
+            raise LookupError(f"no vote was cast by a voter {voter!r} (give a voter id or a vote file's pseudonym)")
+        voter = matches[0]
+    excluded = voter in _excluded_voters(session)
+    if excluded != lifted:
+        raise ValueError(f"voter {voter!r} is {'already' if excluded else 'not'} excluded")
+    session.add(VoterExclusion(voter=voter, reason=reason, lifted=lifted, actor=actor))
+    session.commit()
+    return voter
 
 
 def _message_styles(session: Session, cut: int) -> dict[str, tuple]:

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _enable_compilation_cache() -> None:
+def enable_compilation_cache() -> None:
     """Keep XLA's compiled fits on disk between runs: compiling costs seconds, a small fit milliseconds.
 
     Set here, at the command-line boundary, not on import: a library user decides their own JAX caching.
@@ -121,7 +121,7 @@ def _enable_compilation_cache() -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _enable_compilation_cache()
+    enable_compilation_cache()
     try:
         return _run(args)
     except (BattleFileError, UsageError, ValueError) as error:

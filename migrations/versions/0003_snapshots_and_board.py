@@ -39,7 +39,7 @@ def upgrade() -> None:
     sa.Column('votes_excluded', sa.Integer(), nullable=False),
     sa.Column('battle_file_sha256', sa.String(length=64), nullable=False),
     sa.Column('document', sa.Text(), nullable=False),
-    sa.Column('signature', sa.String(length=200), nullable=False),
+    sa.Column('signature', sa.Text(), nullable=False),
     sa.Column('key_id', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('version')
     )
