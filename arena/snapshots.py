@@ -71,9 +71,14 @@ class SnapshotSettings(NamedTuple):
 
 
 class BuildTimings(NamedTuple):
-    query: float
-    encoding: float
-    fit: float  # every board's fit and bootstrap, with the files' compression and storing
+    """Seconds spent by one build, for bench/leaderboard.py."""
+
+    query: float  # reading the votes, models and answer styles
+    encoding: float  # counting rules, the canonical battle file written, hashed and read back
+    fit: float  # Bradley-Terry fits, every board
+    bootstrap: float  # bootstrap intervals, every board (style-controlled board excluded)
+    style: float  # the style-controlled board: its fit and row bootstrap
+    storing: float  # signing, compressing both files, one transaction
     total: float
 
 
@@ -195,7 +200,9 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
     battles, battle_bytes = _canonical_battles(records, version)
     encoded = time.perf_counter()
     base_options = RankingOptions(ties=settings.ties, replicates=settings.replicates, seed=settings.seed)
-    boards = _boards(battles, base_options, models, settings)
+    ranking_times: dict = {}
+    boards = _boards(battles, base_options, models, settings, ranking_times)
+    ranked = time.perf_counter()
     vote_bytes = ("\n".join(vote_lines) + "\n").encode()
 
     document = {
@@ -234,7 +241,9 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
     session.commit()
     finished = time.perf_counter()
     if timings is not None:
-        timings.append(BuildTimings(query=queried - started, encoding=encoded - queried, fit=finished - encoded,
+        timings.append(BuildTimings(query=queried - started, encoding=encoded - queried,
+                                    fit=ranking_times.get("fit", 0.0), bootstrap=ranking_times.get("bootstrap", 0.0),
+                                    style=ranking_times.get("style", 0.0), storing=finished - ranked,
                                     total=finished - started))
     log.info("snapshot %d built from %d counted votes (%d excluded) in %.1f s", version, len(records),
              len(votes) - len(records), finished - started)
@@ -400,7 +409,8 @@ def _canonical_battles(records: list[dict], version: int):
     return battles, data
 
 
-def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: SnapshotSettings) -> dict:
+def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: SnapshotSettings,
+            timings: dict) -> dict:
     """The overall board, one per prompt category and, where answer style is known, the style-controlled one;
     each model row completed with what the service knows of the model (organisation, lab, status)."""
     import warnings
@@ -413,7 +423,7 @@ def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: Snap
     def board(options):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RankingWarning)  # collected in the board's own warnings
-            data = board_dict(rank_battles(battles, options))
+            data = board_dict(rank_battles(battles, options, timings=timings))
         for row in data["models"]:
             info = by_name[row["model"]]
             row.update(organization=info.organization, lab=info.lab, status=info.status,

@@ -5,9 +5,11 @@ The command line and the service's snapshot builder both call `rank_battles`, so
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import subprocess
+import time
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -121,9 +123,14 @@ def style_features_used(battles: Battles, keep) -> np.ndarray:
     return np.flatnonzero(~np.isnan(battles.style[keep]).all(axis=(0, 1)))
 
 
-def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *, progress: bool = False
-                 ) -> Leaderboard:
-    """Fit, intervals and rank upper bounds for the battles that the options select."""
+def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *, progress: bool = False,
+                 timings: dict | None = None) -> Leaderboard:
+    """Fit, intervals and rank upper bounds for the battles that the options select.
+
+    `timings`, when given, accumulates seconds under "fit", "bootstrap" (or "sandwich") and "style" (the whole
+    style-controlled fit with its bootstrap), for benchmarks that report where a build's time goes.
+    """
+    clock = _Stopwatch(timings)
     keep, excluded = select_battles(battles, options)
     if not keep.any():
         raise ValueError("no battle is left to rank after the filters " + str(excluded))
@@ -141,25 +148,30 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
         warnings.simplefilter("always", bt.RankingWarning)
         tie_strength = style_coefficients = None
         if options.style:
-            ratings, low, high, samples, style_coefficients = _style_controlled(battles, keep, options,
-                                                                                fit_options)
+            with clock("style"):
+                ratings, low, high, samples, style_coefficients = _style_controlled(battles, keep, options,
+                                                                                    fit_options)
             method = f"bootstrap ({options.replicates} replicates, style-controlled rows)"
         else:
-            fit = bt.fit_bradley_terry(counts, ties=options.ties, prior=options.prior, names=battles.models,
-                                       **fit_options)
+            with clock("fit"):
+                fit = bt.fit_bradley_terry(counts, ties=options.ties, prior=options.prior, names=battles.models,
+                                           **fit_options)
             if options.ties == "davidson":
                 tie_strength = fit.tie_strength
             ratings = fit.ratings
             if options.replicates:
-                boot = bs.bootstrap_ratings(counts, replicates=options.replicates, seed=options.seed,
-                                            ties=options.ties, prior=options.prior, confidence=options.confidence,
-                                            fit=fit, progress=progress, **fit_options)
+                with clock("bootstrap"):
+                    boot = bs.bootstrap_ratings(counts, replicates=options.replicates, seed=options.seed,
+                                                ties=options.ties, prior=options.prior,
+                                                confidence=options.confidence, fit=fit, progress=progress,
+                                                **fit_options)
                 low, high, samples = boot.low, boot.high, boot.samples
                 method = f"percentile bootstrap ({options.replicates} replicates)"
             else:
-                sandwich = bs.sandwich_intervals(counts, fit, ties=options.ties, prior=options.prior,
-                                                 confidence=options.confidence, scale=options.scale,
-                                                 base=options.base)
+                with clock("sandwich"):
+                    sandwich = bs.sandwich_intervals(counts, fit, ties=options.ties, prior=options.prior,
+                                                     confidence=options.confidence, scale=options.scale,
+                                                     base=options.base)
                 low, high, samples = sandwich.low, sandwich.high, None
                 method = "sandwich (robust normal approximation)"
     messages = [str(w.message) for w in caught if issubclass(w.category, bt.RankingWarning)]
@@ -178,6 +190,22 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
     return Leaderboard(models=models, options=options, battles_read=int(battles.model_a.shape[0]),
                        battles_used=int(keep.sum()), excluded=excluded, interval_method=method,
                        tie_strength=tie_strength, style_coefficients=style_coefficients, warnings=messages)
+
+
+class _Stopwatch:
+    """`with clock("fit"):` adds the block's seconds to timings["fit"]; does nothing without a timings dict."""
+
+    def __init__(self, timings: dict | None):
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.timings is not None:
+                self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
 
 
 def _record(a, b, outcome, m):
