@@ -68,7 +68,7 @@ SCORE_FIELDS = ("model", "metric", "value", "ci_low", "ci_high", "source", "date
 REQUIRED_SCORE_FIELDS = ("model", "metric", "value", "source", "date")
 METRIC_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}")
 _DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
-MAX_SOURCE_CHARS = 200  # SafetyScore.source
+MAX_TEXT_CHARS = 200  # Model.name and SafetyScore.source; a metric is at most 100 (METRIC_PATTERN)
 CONFIDENCE = 0.95
 CORRELATION_REPLICATES = 1000
 CORRELATION_SEED = 2024  # fixed, and published with every correlation, so anyone gets the same intervals
@@ -160,8 +160,9 @@ def _csv_records(text: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
         if None in row:
             problems.append(Problem(where, f"more cells than the {len(header)} columns"))
             continue
-        records.append((where, {k: v for k, v in row.items() if v is not None and (v.strip() or k in
-                                                                                   REQUIRED_SCORE_FIELDS)}))
+        # an empty optional cell (ci_low, ci_high) means "not given"; an empty required one is reported
+        records.append((where, {k: v for k, v in row.items()
+                                if v is not None and (v.strip() or k in REQUIRED_SCORE_FIELDS)}))
     return records, problems
 
 
@@ -235,7 +236,7 @@ def check_scores(session: Session, records: list[tuple[str, Any]], *, text_numbe
         for field in ("model", "metric", "source"):
             if field in missing:
                 continue
-            values[field], error = _text_field(record, field, 200 if field != "metric" else 100)
+            values[field], error = _text_field(record, field, MAX_TEXT_CHARS if field != "metric" else 100)
             if error:
                 wrong.append(error)
         if values.get("metric") and not METRIC_PATTERN.fullmatch(values["metric"]):
@@ -539,63 +540,69 @@ def board_rows(document: dict, name: str) -> list[dict] | None:
     return None if board is None else board["models"]
 
 
+class CapabilityThreshold(NamedTuple):
+    """A milestone's capability floor on one board of one snapshot."""
+
+    rule: str  # at_least_model, within_of_leader or min_rating
+    reference: dict | None  # the board row it is stated against: the named model, or the leader
+    threshold: float | None  # the rating the model's lower bound must reach; None when there is none
+    missing: str | None  # why there is none
+
+
+def capability_threshold(capability: dict, rows: list[dict] | None) -> CapabilityThreshold:
+    [rule] = capability
+    if rows is None:
+        return CapabilityThreshold(rule, None, None, "the snapshot has no such board")
+    if rule == "min_rating":
+        return CapabilityThreshold(rule, None, float(capability[rule]), None)
+    if rule == "within_of_leader":
+        if not rows:
+            return CapabilityThreshold(rule, None, None, "the board has no rated model")
+        leader = max(rows, key=lambda row: row["rating"])
+        return CapabilityThreshold(rule, leader, leader["rating"] - float(capability[rule]), None)
+    reference = next((row for row in rows if row["model"] == capability[rule]), None)
+    if reference is None:
+        return CapabilityThreshold(rule, None, None, f"the reference model {capability[rule]!r} has no rating on "
+                                                     "this board")
+    return CapabilityThreshold(rule, reference, reference["rating"], None)
+
+
 def evaluate_milestone(definition: dict, document: dict, chosen: dict[tuple[str, str], ChosenScore]) -> dict:
-    """Every model of the snapshot against one milestone: met or not, each part with its margin, and why."""
-    name, version = definition["board"], document["version"]
-    rows = board_rows(document, name)
-    capability_rule = definition["capability"]
-    rule, = capability_rule
-    reference, threshold, missing_reference = _capability_threshold(capability_rule, rows)
-    decisions = []
-    on_board = set()
-    for row in rows or []:
-        on_board.add(row["model"])
-        decisions.append(_decide(definition, row["model"], row, rule, reference, threshold, missing_reference,
-                                 chosen, version))
-    for model in sorted(m["model"] for m in document["models"] if m["model"] not in on_board):
-        decisions.append(_decide(definition, model, None, rule, reference, threshold, missing_reference, chosen,
-                                 version, no_board=rows is None))
-    return {"name": definition["name"], "description": definition.get("description", ""), "board": name,
-            "rule": describe_rule(definition), "definition": definition,
-            "capability_reference": {"rule": rule, "model": reference["model"] if reference else None,
+    """Every model of the snapshot against one milestone: met or not, each part with its margin, and why.
+    The models on the milestone's board come first, in the board's order, then the snapshot's other models."""
+    rows = board_rows(document, definition["board"])
+    floor = capability_threshold(definition["capability"], rows)
+    decisions = [_decide(definition, row["model"], row, floor, chosen, document["version"]) for row in rows or []]
+    rated = {row["model"] for row in rows or []}
+    decisions += [_decide(definition, model, None, floor, chosen, document["version"], board_missing=rows is None)
+                  for model in sorted(m["model"] for m in document["models"] if m["model"] not in rated)]
+    reference = floor.reference
+    return {"name": definition["name"], "description": definition.get("description", ""),
+            "board": definition["board"], "rule": describe_rule(definition), "definition": definition,
+            "capability_reference": {"rule": floor.rule, "model": reference["model"] if reference else None,
                                      "rating": reference["rating"] if reference else None,
-                                     "threshold": threshold, "note": missing_reference},
+                                     "threshold": floor.threshold, "note": floor.missing},
             "met_by": [d["model"] for d in decisions if d["met"]], "models": decisions}
 
 
-def _capability_threshold(rule: dict, rows: list[dict] | None) -> tuple[dict | None, float | None, str | None]:
-    """(the reference row, the threshold the lower bound must reach, why there is none)."""
-    if rows is None:
-        return None, None, "the snapshot has no such board"
-    if "min_rating" in rule:
-        return None, float(rule["min_rating"]), None
-    if "within_of_leader" in rule:
-        if not rows:
-            return None, None, "the board has no rated model"
-        leader = max(rows, key=lambda row: row["rating"])
-        return leader, leader["rating"] - float(rule["within_of_leader"]), None
-    reference = next((row for row in rows if row["model"] == rule["at_least_model"]), None)
-    if reference is None:
-        return None, None, f"the reference model {rule['at_least_model']!r} has no rating on this board"
-    return reference, reference["rating"], None
-
-
-def _decide(definition, model, row, rule, reference, threshold, missing_reference, chosen, version,
-            no_board=False) -> dict:
+def _decide(definition: dict, model: str, row: dict | None, floor: CapabilityThreshold, chosen: dict,
+            version: int, *, board_missing: bool = False) -> dict:
+    """One model's decision: the capability part from its board row (None: not rated there), each safety part
+    from its chosen scores, and every reason it is not met (none: it is met)."""
     reasons = []
     board = definition["board"]
-    capability = {"rule": rule, "reference": reference["model"] if reference else None, "threshold": threshold,
-                  "value": None, "interval": None, "bound": None, "margin": None, "provisional": None,
-                  "battles": None, "met": False}
+    capability = {"rule": floor.rule, "reference": floor.reference["model"] if floor.reference else None,
+                  "threshold": floor.threshold, "value": None, "interval": None, "bound": None, "margin": None,
+                  "provisional": None, "battles": None, "met": False}
     if row is None:
-        reasons.append(f"snapshot {version} has no {board!r} board" if no_board else
+        reasons.append(f"snapshot {version} has no {board!r} board" if board_missing else
                        f"not rated on the {board!r} board of snapshot {version}")
     else:
-        low = row["ci_low"]
+        low, threshold = row["ci_low"], floor.threshold
         capability.update(value=row["rating"], interval=[low, row["ci_high"]], bound=low,
                           provisional=row["provisional"], battles=row["battles"])
         if threshold is None:
-            reasons.append(f"capability: {missing_reference}")
+            reasons.append(f"capability: {floor.missing}")
         elif low is None:
             reasons.append("capability: the data give no lower bound on its rating")
         else:
@@ -603,26 +610,25 @@ def _decide(definition, model, row, rule, reference, threshold, missing_referenc
             capability["met"] = low >= threshold
             if not capability["met"]:
                 reasons.append(f"capability: lower bound {low:.1f} is {threshold - low:.1f} below the threshold "
-                               f"{threshold:.1f}{_reference_text(rule, reference)}")
+                               f"{threshold:.1f}{_reference_text(floor)}")
         if row["provisional"] and not definition.get("allow_provisional", False):
             reasons.append(f"capability: provisional rating ({row['battles']} counted battles; the milestone "
                            "does not allow provisional ratings)")
     safety = []
-    for rule_ in definition["safety"]:
-        part, reason = _safety_part(rule_, chosen.get((model, rule_["metric"])))
+    for threshold_rule in definition["safety"]:
+        part, reason = _safety_part(threshold_rule, chosen.get((model, threshold_rule["metric"])))
         safety.append(part)
         if reason:
             reasons.append(reason)
-    met = not reasons
-    return {"model": model, "met": met, "capability": capability, "safety": safety, "reasons": reasons}
+    return {"model": model, "met": not reasons, "capability": capability, "safety": safety, "reasons": reasons}
 
 
-def _reference_text(rule: str, reference: dict | None) -> str:
-    if reference is None:
+def _reference_text(floor: CapabilityThreshold) -> str:
+    if floor.reference is None:
         return ""
-    if rule == "at_least_model":
-        return f" (the rating of {reference['model']})"
-    return f" (the leader {reference['model']}'s rating {reference['rating']:.1f} minus the allowed gap)"
+    if floor.rule == "at_least_model":
+        return f" (the rating of {floor.reference['model']})"
+    return f" (the leader {floor.reference['model']}'s rating {floor.reference['rating']:.1f} minus the allowed gap)"
 
 
 def _safety_part(rule: dict, chosen: ChosenScore | None) -> tuple[dict, str | None]:
@@ -719,12 +725,22 @@ class Correlation(NamedTuple):
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n along the last axis, tied values given the average of their ranks (Spearman's convention):
-    rank_i = #{j: v_j < v_i} + (#{j: v_j = v_i} + 1) / 2."""
+    """Ranks 1..n along the last axis, tied values given the average of their ranks (Spearman's convention),
+    by sorting: a run of equal values at sorted positions start..end (0-based) gets (start + end) / 2 + 1."""
     values = np.asarray(values, dtype=float)
-    less = (values[..., None, :] < values[..., :, None]).sum(-1)
-    equal = (values[..., None, :] == values[..., :, None]).sum(-1)
-    return less + (equal + 1) / 2
+    n = values.shape[-1]
+    order = np.argsort(values, axis=-1, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=-1)
+    position = np.broadcast_to(np.arange(n), values.shape)
+    starts = np.ones(values.shape, dtype=bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    ends = np.ones(values.shape, dtype=bool)
+    ends[..., :-1] = starts[..., 1:]
+    start = np.maximum.accumulate(np.where(starts, position, 0), axis=-1)
+    end = np.flip(np.minimum.accumulate(np.flip(np.where(ends, position, n - 1), -1), axis=-1), -1)
+    ranks = np.empty(values.shape)
+    np.put_along_axis(ranks, order, (start + end) / 2 + 1, axis=-1)
+    return ranks
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -755,12 +771,8 @@ def correlation_bootstrap(x, y, *, replicates: int = CORRELATION_REPLICATES, see
     if n < 3:
         return Correlation(n, None, None, None, None, None, None, 0)
     indices = np.random.default_rng(seed).integers(0, n, size=(replicates, n))
-    samples_p, samples_s = np.empty(replicates), np.empty(replicates)
-    block = max(1, 2_000_000 // (n * n))  # bounds the (block, n, n) comparisons of the ranking
-    for start in range(0, replicates, block):
-        xs, ys = x[indices[start:start + block]], y[indices[start:start + block]]
-        samples_p[start:start + block] = pearson(xs, ys)
-        samples_s[start:start + block] = spearman(xs, ys)
+    xs, ys = x[indices], y[indices]
+    samples_p, samples_s = pearson(xs, ys), spearman(xs, ys)
     valid = ~np.isnan(samples_p)
     tail = 100 * (1 - confidence) / 2
 

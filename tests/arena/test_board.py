@@ -425,6 +425,9 @@ def test_pearson_and_spearman_match_scipy():
         assert board.pearson(x, y) == pytest.approx(scipy.stats.pearsonr(x, y).statistic, abs=ATOL)
         assert board.spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=ATOL)
         assert np.array_equal(board.average_ranks(y), scipy.stats.rankdata(y))
+    batch = np.round(rng.normal(size=(40, 9)), 1)  # many replicates at once, as the bootstrap ranks them
+    assert np.array_equal(board.average_ranks(batch), scipy.stats.rankdata(batch, axis=-1))
+    assert np.array_equal(board.average_ranks(np.array([2.0, 2.0, 2.0])), [2.0, 2.0, 2.0])
     assert math.isnan(board.pearson([1.0, 2.0, 3.0], [0.1, 0.1, 0.1]))
 
 
