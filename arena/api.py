@@ -68,8 +68,8 @@ def create_battle():
                                    address=_address())
     response = {"id": battle.id, "prompt": battle.prompt_text, "state": battle.state,
                 "stream": f"/api/v1/battles/{battle.id}/stream"}
-    if prompt_id is not None and db.session().get(Prompt, prompt_id).source == "llmfao":
-        response["attribution"] = battles.LLMFAO_ATTRIBUTION
+    if battle.attribution:
+        response["attribution"] = battle.attribution
     return jsonify(response), 201
 
 
@@ -120,8 +120,5 @@ def vote(battle_id: str):
     winner = body.get("winner")
     if winner not in WINNERS:
         raise ApiError(400, "invalid_winner", "\"winner\" must be one of: " + ", ".join(WINNERS) + ".")
-    session = db.session()
-    voter = cookie.get("voter")
-    battle = battles.own_battle(session, battle_id, voter)
-    cast = battles.cast_vote(session, battle, winner, voter=voter, address=_address())
-    return {"battle_id": battle.id, "winner": cast.winner, "models": battles.reveal(battle)}
+    models = battles.vote(db.session(), battle_id, winner, voter=cookie.get("voter"), address=_address())
+    return {"battle_id": battle_id, "winner": winner, "models": models}

@@ -5,9 +5,9 @@ sides "a" and "b" only, and provider failures are reported in words that name ne
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import queue
@@ -16,11 +16,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from arena import db
 from arena.errors import ApiError
@@ -34,6 +35,12 @@ LLMFAO_ATTRIBUTION = ("Prompts and answers from the Crowdsourced LLM Benchmark b
                       "crowd votes from LLMFAO by Dmitry Ustalov (CC BY 4.0).")
 _system_random = secrets.SystemRandom()
 
+# The busiest requests (creating a battle, streaming it, voting) run Core statements on the tables the models
+# map: the ORM's per-statement work (identity map, unit of work, loading whole rows) was more than half of a
+# vote's server CPU (bench/service.py). The typed models stay the one definition of the schema.
+_battles, _messages, _votes = Battle.__table__, Message.__table__, Vote.__table__
+_models, _answers, _prompts = Model.__table__, RecordedAnswer.__table__, Prompt.__table__
+
 
 # ------------------------------------------------------------------------------------------------ identity
 
@@ -41,15 +48,30 @@ def address_hash(secret_key: str, address: str | None) -> str | None:
     """A keyed hash of the client address: rate limits and abuse checks can group by it, nobody can reverse it."""
     if not address:
         return None
-    key = hashlib.sha256(b"arena-address:" + secret_key.encode()).digest()
-    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(_address_key(secret_key), address.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=4)
+def _address_key(secret_key: str) -> bytes:
+    return hashlib.sha256(b"arena-address:" + secret_key.encode()).digest()
+
+
+class Identity(NamedTuple):
+    """What identifies a model to a voter: revealed after the vote, and looked for in its answers before."""
+    name: str
+    organization: str
+    aliases: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, model: Model) -> "Identity":
+        return cls(model.name, model.organization, tuple(model.aliases or ()))
 
 
 def _normalise(text: str) -> str:
     return " " + re.sub(r"[^0-9a-z]+", " ", text.lower()).strip() + " "
 
 
-def identity_leak(answer: str, model: Model) -> str | None:
+def identity_leak(answer: str, model: Model | Identity) -> str | None:
     """The name, organisation or alias of `model` that `answer` reveals, if any.
 
     Case, punctuation and spacing are ignored ("GPT-3.5 turbo" matches "GPT 3.5 Turbo"), and matches are whole
@@ -65,64 +87,100 @@ def identity_leak(answer: str, model: Model) -> str | None:
 
 # ------------------------------------------------------------------------------------------------ pairing
 
-def eligible_models(session: Session, prompt_id: int | None) -> list[Model]:
-    """Active models that can answer: endpoint models always, recorded ones only for prompts they answered."""
-    endpoint = select(Model).where(Model.status == "active", Model.kind == "endpoint", Model.sampling_weight > 0)
-    models = list(session.scalars(endpoint))
-    if prompt_id is not None:
-        recorded = (select(Model, RecordedAnswer.text).join(RecordedAnswer, RecordedAnswer.model_id == Model.id)
-                    .where(Model.status == "active", Model.kind == "recorded", Model.sampling_weight > 0,
-                           RecordedAnswer.prompt_id == prompt_id))
-        # an empty recording (25 of LLMFAO's answers are empty) could only void the battle
-        models += [model for model, text in session.execute(recorded) if text.strip()]
-    return sorted(models, key=lambda m: m.id)
+class Candidate(NamedTuple):
+    """A model that can answer a battle's prompt: all that pairing needs, read without loading the model."""
+    id: int
+    sampling_weight: float
 
 
-def pick_pair(models: list[Model], rng=_system_random) -> tuple[Model, Model]:
+# What str.strip() removes (all of it lies below U+3001). An answer made only of these is an empty recording:
+# 25 of LLMFAO's answers are, and drawn into a battle one could only void it.
+_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+_ELIGIBLE = select(_models.c.id, _models.c.sampling_weight).where(
+    _models.c.status == "active", _models.c.sampling_weight > 0).order_by(_models.c.id)
+_ELIGIBLE_ENDPOINTS = _ELIGIBLE.where(_models.c.kind == "endpoint")
+_ELIGIBLE_FOR_PROMPT = _ELIGIBLE.where(or_(_models.c.kind == "endpoint", and_(
+    _models.c.kind == "recorded",
+    select(_answers.c.id).where(_answers.c.model_id == _models.c.id,
+                                _answers.c.prompt_id == bindparam("prompt_id"),
+                                func.length(func.trim(_answers.c.text, _WHITESPACE)) > 0).exists())))
+
+
+def eligible_models(session: Session, prompt_id: int | None) -> list[Candidate]:
+    """Active models that can answer, by id: endpoint models always, recorded ones only for prompts they
+    answered with some text. One query; the answers' text is tested in the database, never fetched."""
+    if prompt_id is None:
+        return [Candidate(*row) for row in session.execute(_ELIGIBLE_ENDPOINTS)]
+    return [Candidate(*row) for row in session.execute(_ELIGIBLE_FOR_PROMPT, {"prompt_id": prompt_id})]
+
+
+def pick_pair(models: list[Candidate], rng=_system_random) -> tuple[Candidate, Candidate]:
     """Two different models, the pair {i, j} drawn with probability proportional to w_i · w_j.
 
     With equal weights that is uniform over pairs, so every model is in a battle equally often; the weights
-    are the operators' published per-model sampling weights. The sides are then shuffled.
+    are the operators' published per-model sampling weights. Drawn in two steps, in time linear in the number
+    of models (not one weight per pair): the first model i with odds w_i · (W - w_i), W the total weight (its
+    share of all pairs), then the second among the others with odds w_j, so the ordered pair has probability
+    w_i · w_j / Z. The sides are then shuffled.
     """
-    pairs = list(itertools.combinations(models, 2))
-    if not pairs:
+    weights = [m.sampling_weight for m in models]
+    total = sum(weights)
+    first_odds = [w * (total - w) for w in weights]
+    if len(models) < 2 or not any(first_odds):
         raise ApiError(503, "no_models", "Not enough models can answer this prompt right now.")
-    weights = [a.sampling_weight * b.sampling_weight for a, b in pairs]
-    first, second = rng.choices(pairs, weights=weights)[0]
+    i = rng.choices(range(len(models)), weights=first_odds)[0]
+    others = models[:i] + models[i + 1:]
+    second = rng.choices(others, weights=weights[:i] + weights[i + 1:])[0]
+    first = models[i]
     return (first, second) if rng.random() < 0.5 else (second, first)
 
 
+class NewBattle(NamedTuple):
+    id: str
+    prompt_text: str
+    state: str
+    attribution: str | None  # the credit owed for the prompt's content, shown with it
+
+
+_PROMPT = select(_prompts.c.text, _prompts.c.source).where(_prompts.c.id == bindparam("prompt_id"))
+_INSERT_BATTLE, _INSERT_MESSAGES, _INSERT_VOTE = insert(_battles), insert(_messages), insert(_votes)
+
+
 def create_battle(session: Session, *, prompt_text: str | None, prompt_id: int | None, voter: str,
-                  address: str | None) -> Battle:
+                  address: str | None) -> NewBattle:
+    """Pair two eligible models on the prompt and store the battle with each side's first user message."""
+    attribution = None
     if prompt_id is not None:
-        prompt = session.get(Prompt, prompt_id)
+        prompt = session.execute(_PROMPT, {"prompt_id": prompt_id}).first()
         if prompt is None:
             raise ApiError(404, "prompt_not_found", f"There is no prompt {prompt_id}.")
         prompt_text = prompt.text
+        attribution = LLMFAO_ATTRIBUTION if prompt.source == "llmfao" else None
     models = eligible_models(session, prompt_id)
     model_a, model_b = pick_pair(models)
-    battle = Battle(id=secrets.token_urlsafe(16), prompt_id=prompt_id, prompt_text=prompt_text,
-                    model_a_id=model_a.id, model_b_id=model_b.id, state="created", voter=voter,
-                    address_hash=address, sampling_policy="weighted" if any(
-                        m.sampling_weight != 1.0 for m in models) else "uniform")
-    session.add(battle)
-    for side in SIDES:
-        session.add(Message(battle_id=battle.id, side=side, turn=0, role="user", content=prompt_text,
-                            complete=True))
+    battle_id = secrets.token_urlsafe(16)
+    session.execute(_INSERT_BATTLE, dict(
+        id=battle_id, prompt_id=prompt_id, prompt_text=prompt_text, model_a_id=model_a.id, model_b_id=model_b.id,
+        state="created", voter=voter, address_hash=address,
+        sampling_policy="weighted" if any(m.sampling_weight != 1.0 for m in models) else "uniform"))
+    session.execute(_INSERT_MESSAGES, [dict(battle_id=battle_id, side=side, turn=0, role="user",
+                                            content=prompt_text, complete=True) for side in SIDES])
     session.commit()
-    return battle
+    return NewBattle(battle_id, prompt_text, "created", attribution)
+
+
+def _not_found() -> ApiError:
+    # Someone else's battle answers exactly like one that does not exist.
+    return ApiError(404, "battle_not_found", "There is no such battle.")
 
 
 def own_battle(session: Session, battle_id: str, voter: str | None) -> Battle:
-    """The voter's battle, with both models loaded in the same query (the vote reveals them).
-
-    Someone else's battle answers exactly like one that does not exist.
-    """
+    """The voter's battle, with both models loaded in the same query."""
     statement = select(Battle).where(Battle.id == battle_id).options(joinedload(Battle.model_a, innerjoin=True),
                                                                       joinedload(Battle.model_b, innerjoin=True))
     battle = session.scalars(statement).first()
     if battle is None or voter is None or battle.voter != voter:
-        raise ApiError(404, "battle_not_found", "There is no such battle.")
+        raise _not_found()
     return battle
 
 
@@ -140,7 +198,41 @@ def add_turn(session: Session, battle: Battle, text: str) -> int:
     return turn
 
 
-def cast_vote(session: Session, battle: Battle, winner: str, *, voter: str, address: str | None) -> Vote:
+class Ballot(NamedTuple):
+    """A battle as a vote sees it: its state and, to reveal once the vote is in, both sides' identities."""
+    id: str
+    state: str
+    model_a: Identity
+    model_b: Identity
+
+
+_model_a, _model_b = aliased(_models), aliased(_models)
+_BALLOT = (select(_battles.c.state, _battles.c.voter, _model_a.c.name, _model_a.c.organization, _model_b.c.name,
+                  _model_b.c.organization)
+           .join(_model_a, _model_a.c.id == _battles.c.model_a_id)
+           .join(_model_b, _model_b.c.id == _battles.c.model_b_id)
+           .where(_battles.c.id == bindparam("battle_id")))
+
+
+def vote(session: Session, battle_id: str, winner: str, *, voter: str | None, address: str | None) -> dict:
+    """The voter's vote on their battle, cast in one transaction; returns both sides' identities.
+
+    Three statements (read the battle with both models' names, close it, insert the vote) and one commit.
+    """
+    row = session.execute(_BALLOT, {"battle_id": battle_id}).first()
+    if row is None or voter is None or row.voter != voter:
+        raise _not_found()
+    ballot = Ballot(battle_id, row.state, Identity(row[2], row[3]), Identity(row[4], row[5]))
+    cast_vote(session, ballot, winner, voter=voter, address=address)
+    return reveal(ballot)
+
+
+_CLOSE = (update(_battles).where(_battles.c.id == bindparam("battle_id"), _battles.c.state == "ready")
+          .values(state="voted"))
+
+
+def cast_vote(session: Session, battle: Battle | Ballot, winner: str, *, voter: str | None,
+              address: str | None) -> None:
     """Record the vote and close the battle in one transaction; only a ready battle takes it, exactly once."""
     if battle.state == "voted":
         raise ApiError(409, "already_voted", "This battle already has a vote.")
@@ -148,22 +240,20 @@ def cast_vote(session: Session, battle: Battle, winner: str, *, voter: str, addr
         raise ApiError(409, "battle_void", "This battle was void: it takes no vote.")
     if battle.state != "ready":
         raise ApiError(409, "battle_not_ready", "Both answers must be complete before the vote.")
-    closed = session.execute(update(Battle).where(Battle.id == battle.id, Battle.state == "ready")
-                             .values(state="voted").execution_options(synchronize_session=False))
-    if closed.rowcount != 1:
+    # The state was read before: a concurrent vote (or a voiding) since then leaves this UPDATE without a row.
+    if session.execute(_CLOSE, {"battle_id": battle.id}).rowcount != 1:
         session.rollback()
         raise ApiError(409, "already_voted", "This battle already has a vote.")
-    vote = Vote(battle_id=battle.id, winner=winner, voter=voter, address_hash=address, source="arena")
-    session.add(vote)
+    session.execute(_INSERT_VOTE, dict(battle_id=battle.id, winner=winner, voter=voter, address_hash=address,
+                                       source="arena"))
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
         raise ApiError(409, "already_voted", "This battle already has a vote.") from None
-    return vote
 
 
-def reveal(battle: Battle) -> dict:
+def reveal(battle: Battle | Ballot) -> dict:
     return {side: {"model": model.name, "organization": model.organization}
             for side, model in (("a", battle.model_a), ("b", battle.model_b))}
 
@@ -184,11 +274,15 @@ class BattleRun:
 
     Each side runs in its own thread and puts ("delta" | "done" | "error", side, text) on a queue that the
     HTTP response drains. The last side to finish first stores both answers and the battle's new state, then
-    announces itself, so a client that has seen both sides finish can vote at once.
+    announces itself, so a client that has seen both sides finish can vote at once. Everything the store needs
+    (the turn, both identities, whether the battle is already flagged) is given at the start, so storing is
+    one INSERT, one UPDATE and a commit.
     """
 
-    def __init__(self, app: Flask, battle_id: str):
+    def __init__(self, app: Flask, battle_id: str, *, turn: int, identities: dict[str, Identity],
+                 flagged: bool):
         self.app, self.battle_id = app, battle_id
+        self.turn, self.identities, self.flagged = turn, identities, flagged
         self.events: queue.Queue = queue.Queue()
         self.results = {side: _SideResult() for side in SIDES}
         self._lock = threading.Lock()
@@ -216,40 +310,54 @@ class BattleRun:
         with self._lock:
             self._remaining -= 1
             last = self._remaining == 0
-        state = self._store() if last else None
+        state = None
+        if last:
+            try:
+                state = self._store()
+            except Exception:  # the database failed: end the stream anyway, or its listener would wait forever
+                log.exception("battle %s: the answers could not be stored", self.battle_id)
+                state = "void"
         self.events.put(("error" if result.error else "done", side, ""))
         if last:
             self.events.put(("end", None, state))
 
     def _store(self) -> str:
         """Store both answers and move the battle to ready (or void) in one transaction."""
+        failed = [side for side in SIDES if self.results[side].error]
+        rows, flag = [], {}
+        for side in SIDES:
+            result = self.results[side]
+            text = "".join(result.text)
+            error = result.error or (None if text.strip() else "empty answer")
+            if error and side not in failed:
+                failed.append(side)
+            rows.append(dict(
+                battle_id=self.battle_id, side=side, turn=self.turn, role="assistant", content=text,
+                complete=error is None, error=error,
+                first_token_ms=None if result.first_token is None else 1000 * (result.first_token - result.started),
+                duration_ms=1000 * ((result.finished or time.monotonic()) - result.started)))
+            leak = identity_leak(text, self.identities[side])
+            if leak and not self.flagged and not flag:
+                flag = {"flagged": True, "flag_reason": f"side {side} named {leak!r}"}
+        if failed:
+            change = {"state": "void",
+                      "void_reason": "; ".join(f"{s}: {self.results[s].error or 'empty answer'}" for s in failed)}
+        else:
+            change = {"state": "ready"}
+        this_battle = _battles.c.id == self.battle_id
         with db.new_session(self.app) as session:
-            battle = session.get(Battle, self.battle_id)
-            turn = max(m.turn for m in battle.messages)
-            failed = [side for side in SIDES if self.results[side].error]
-            for side in SIDES:
-                result = self.results[side]
-                text = "".join(result.text)
-                error = result.error or (None if text.strip() else "empty answer")
-                if error and side not in failed:
-                    failed.append(side)
-                session.add(Message(
-                    battle_id=battle.id, side=side, turn=turn, role="assistant", content=text,
-                    complete=error is None, error=error,
-                    first_token_ms=None if result.first_token is None else 1000 * (result.first_token - result.started),
-                    duration_ms=1000 * ((result.finished or time.monotonic()) - result.started)))
-                model = battle.model_a if side == "a" else battle.model_b
-                leak = identity_leak(text, model)
-                if leak and not battle.flagged:
-                    battle.flagged = True
-                    battle.flag_reason = f"side {side} named {leak!r}"
-            if failed:
-                battle.state = "void"
-                battle.void_reason = "; ".join(f"{s}: {self.results[s].error or 'empty answer'}" for s in failed)
-            else:
-                battle.state = "ready"
+            session.execute(_INSERT_MESSAGES, rows)
+            moved = session.execute(update(_battles).where(this_battle, _battles.c.state == "streaming")
+                                    .values(**change, **flag))
+            state = change["state"]
+            if moved.rowcount != 1:
+                # Voided meanwhile (an operator changed one of its models): that stands; the answers and the
+                # flag are stored all the same.
+                if flag:
+                    session.execute(update(_battles).where(this_battle).values(**flag))
+                state = session.execute(select(_battles.c.state).where(this_battle)).scalar_one()
             session.commit()
-            return battle.state
+            return state
 
 
 def answer_sources(app: Flask, session: Session, battle: Battle) -> dict:
@@ -257,15 +365,21 @@ def answer_sources(app: Flask, session: Session, battle: Battle) -> dict:
     from arena import providers
 
     config = app.config
+    models = {"a": battle.model_a, "b": battle.model_b}
+    recorded_ids = [model.id for model in models.values() if model.kind == "recorded"]
+    recorded = {}
+    if recorded_ids:  # both sides' recordings in one query
+        recorded = {model_id: (text, duration_ms) for model_id, text, duration_ms in session.execute(
+            select(_answers.c.model_id, _answers.c.text, _answers.c.duration_ms)
+            .where(_answers.c.prompt_id == battle.prompt_id, _answers.c.model_id.in_(recorded_ids)))}
     sources = {}
-    for side, model in (("a", battle.model_a), ("b", battle.model_b)):
+    for side, model in models.items():
         if model.kind == "recorded":
-            answer = session.scalars(select(RecordedAnswer).where(RecordedAnswer.model_id == model.id,
-                                                                  RecordedAnswer.prompt_id == battle.prompt_id)).first()
-            if answer is None:
+            if model.id not in recorded:
                 raise ApiError(409, "battle_void", NEUTRAL_FAILURE)
-            sources[side] = (lambda a=answer: providers.replay_recorded(
-                a.text, a.duration_ms, speed=config["REPLAY_SPEED"], max_seconds=config["REPLAY_MAX_SECONDS"]))
+            text, duration_ms = recorded[model.id]
+            sources[side] = (lambda t=text, d=duration_ms: providers.replay_recorded(
+                t, d, speed=config["REPLAY_SPEED"], max_seconds=config["REPLAY_MAX_SECONDS"]))
         else:
             conversation = []
             if model.system_prompt:
@@ -278,6 +392,14 @@ def answer_sources(app: Flask, session: Session, battle: Battle) -> dict:
                 api_key = decrypt_secret(config["SECRET_KEY"], model.endpoint_key_encrypted)
             sources[side] = (lambda m=model, c=conversation, k=api_key: _call_endpoint(m, c, k, config))
     return sources
+
+
+def _current_turn(battle: Battle) -> int:
+    """The turn being answered. Recorded answers take no follow-up, so a battle with a recorded side is on its
+    first turn, and its messages need not be read for this."""
+    if "recorded" in (battle.model_a.kind, battle.model_b.kind):
+        return 0
+    return max(m.turn for m in battle.messages)
 
 
 def _call_endpoint(model: Model, conversation: list, api_key: str | None, config):
@@ -302,40 +424,52 @@ def start_stream(app: Flask, session: Session, battle: Battle):
     """Claim the battle for streaming (exactly one stream per turn) and return the SSE event iterator."""
     if battle.state in ("ready", "voted", "void"):
         return _replay_stored(battle)
-    claimed = session.execute(update(Battle).where(Battle.id == battle.id, Battle.state == "created")
-                              .values(state="streaming").execution_options(synchronize_session=False))
+    this_battle = _battles.c.id == battle.id
+    claimed = session.execute(update(_battles).where(this_battle, _battles.c.state == "created")
+                              .values(state="streaming"))
     session.commit()
     if claimed.rowcount != 1:
         raise ApiError(409, "already_streaming", "This battle's answers are already being streamed.")
-    session.refresh(battle)
     try:
         sources = answer_sources(app, session, battle)
     except ApiError:
-        session.execute(update(Battle).where(Battle.id == battle.id).values(state="void",
-                                                                             void_reason="no recorded answer"))
+        session.execute(update(_battles).where(this_battle).values(state="void", void_reason="no recorded answer"))
         session.commit()
         raise
-    run = BattleRun(app, battle.id)
+    run = BattleRun(app, battle.id, turn=_current_turn(battle), flagged=battle.flagged,
+                    identities={"a": Identity.of(battle.model_a), "b": Identity.of(battle.model_b)})
     run.start(sources)
     return _forward(run)
 
 
 def _forward(run: BattleRun):
+    """The SSE text of a run's events. Whatever has arrived while the last write went out is sent in one write:
+    a fast answer's deltas then cost one socket write per batch instead of one each."""
     yield ": stream open\n\n"
     while True:
         try:
-            kind, side, payload = run.events.get(timeout=15)
+            events = [run.events.get(timeout=15)]
         except queue.Empty:
             yield ": keep-alive\n\n"  # proxies close silent connections
             continue
-        if kind == "delta":
-            yield sse("delta", {"side": side, "text": payload})
-        elif kind == "done":
-            yield sse("done", {"side": side})
-        elif kind == "error":
-            yield sse("error", {"side": side, "message": NEUTRAL_FAILURE})
-        else:
-            yield sse("end", {"state": payload})
+        while True:
+            try:
+                events.append(run.events.get_nowait())
+            except queue.Empty:
+                break
+        text, ended = [], False
+        for kind, side, payload in events:
+            if kind == "delta":
+                text.append(sse("delta", {"side": side, "text": payload}))
+            elif kind == "done":
+                text.append(sse("done", {"side": side}))
+            elif kind == "error":
+                text.append(sse("error", {"side": side, "message": NEUTRAL_FAILURE}))
+            else:
+                text.append(sse("end", {"state": payload}))
+                ended = True  # the last event of a run
+        yield "".join(text)
+        if ended:
             return
 
 

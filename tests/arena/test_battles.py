@@ -1,10 +1,16 @@
 """Blind battles end to end through the JSON API: recorded answers, loopback endpoint models, votes, anonymity."""
+import itertools
 import json
+import random
+from collections import Counter
+from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import func, select
+from scipy import stats
+from sqlalchemy import event as sql_events, func, select, update
 
-from arena.models import Battle, Message, Vote
+from arena import battles
+from arena.models import Battle, Message, Model, Vote
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
 
@@ -192,11 +198,15 @@ def test_sampling_uses_published_weights(client, session):
 def test_empty_recordings_are_never_drawn(client, session):
     prompt = gen_prompt(session)
     gen_recorded_model(session, "Speaks", "S", {prompt.id: "words"})
-    gen_recorded_model(session, "Speaks Too", "T", {prompt.id: "more words"})
+    gen_recorded_model(session, "Speaks Too", "T", {prompt.id: "\u3000\n  more words\u00a0"})
     gen_recorded_model(session, "Silent", "U", {prompt.id: "  \n"})
+    gen_recorded_model(session, "Unicode Silent", "V", {prompt.id: "\u00a0\u2003\u3000\t\u2029"})
     for _ in range(15):
         battle = session.get(Battle, client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"])
-        assert "Silent" not in (battle.model_a.name, battle.model_b.name)
+        assert {battle.model_a.name, battle.model_b.name} == {"Speaks", "Speaks Too"}
+    # the database's test is Python's str.strip(), whatever the whitespace
+    assert [m.id for m in battles.eligible_models(session, prompt.id)] == [
+        m.id for m in session.scalars(select(Model).order_by(Model.id)) if m.name.startswith("Speaks")]
 
 
 def test_a_lab_endpoint_is_checked_again_at_battle_time(client, session, loopback):
@@ -212,3 +222,117 @@ def test_a_lab_endpoint_is_checked_again_at_battle_time(client, session, loopbac
     assert events[-1] == ("end", {"state": "void"}) and b"127.0.0.1" not in stream.data
     assert "refused" in session.get(Battle, battle_id).void_reason
     assert len(loopback.requests) == 1  # only the operator's model was called
+
+
+# ------------------------------------------------------------------------------------------------ cost
+
+@contextmanager
+def statements(app):
+    """The SQL statements and commits the app's engine runs inside the block (from every thread)."""
+    seen = {"sql": [], "commits": 0}
+
+    def on_statement(_conn, _cursor, statement, _params, _context, _executemany):
+        seen["sql"].append(statement.split(None, 1)[0].upper())
+
+    def on_commit(_conn):
+        seen["commits"] += 1
+
+    engine = app.extensions["arena.engine"]
+    sql_events.listen(engine, "before_cursor_execute", on_statement)
+    sql_events.listen(engine, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        sql_events.remove(engine, "before_cursor_execute", on_statement)
+        sql_events.remove(engine, "commit", on_commit)
+
+
+def test_a_battle_costs_few_statements(app, client, session, recorded_pair):
+    """Creating, streaming and voting: 4, 5 and 3 statements, one transaction each (the stream's two: claiming
+    the battle, then storing both answers). A regression here is a regression of the service's throughput."""
+    prompt, _, _ = recorded_pair
+    for i in range(20):  # models that cannot answer this prompt cost nothing more
+        gen_recorded_model(session, f"Other {i}", "O", {})
+    app.config["SNAPSHOT_EVERY_VOTES"] = 0  # the automatic snapshot check has its own queries, counted elsewhere
+    with statements(app) as created:
+        battle_id = client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"]
+    assert created == {"sql": ["SELECT", "SELECT", "INSERT", "INSERT"], "commits": 1}
+    with statements(app) as streamed:
+        assert parse_sse(client.get(f"/api/v1/battles/{battle_id}/stream").data)[-1] == ("end", {"state": "ready"})
+    # the battle with its models; claim it; both recordings; then, when both are told, both answers and the state
+    assert streamed == {"sql": ["SELECT", "UPDATE", "SELECT", "INSERT", "UPDATE"], "commits": 2}
+    with statements(app) as voted:
+        assert client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "b"}).status_code == 200
+    assert voted == {"sql": ["SELECT", "UPDATE", "INSERT"], "commits": 1}
+    with statements(app) as again:
+        assert client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "a"}).status_code == 409
+    assert again == {"sql": ["SELECT"], "commits": 0}
+
+
+def test_pairs_are_drawn_with_odds_proportional_to_the_product_of_weights():
+    """pick_pair against the brute-force distribution over all pairs: P({i, j}) = w_i w_j / sum over pairs."""
+    models = [battles.Candidate(id=i, sampling_weight=w) for i, w in enumerate([1.0, 2.0, 3.0, 0.5, 1.0])]
+    pairs = list(itertools.combinations(range(len(models)), 2))
+    odds = [models[i].sampling_weight * models[j].sampling_weight for i, j in pairs]
+    expected = [o / sum(odds) for o in odds]
+    rng = random.Random(20240611)
+    draws = 20_000
+    counts, first_side = Counter(), Counter()
+    for _ in range(draws):
+        a, b = battles.pick_pair(models, rng)
+        assert a.id != b.id
+        counts[(min(a.id, b.id), max(a.id, b.id))] += 1
+        first_side[a.id < b.id] += 1
+    observed = [counts[p] for p in pairs]
+    assert stats.chisquare(observed, [e * draws for e in expected]).pvalue > 1e-3
+    assert stats.binomtest(first_side[True], draws).pvalue > 1e-3  # the sides are shuffled
+    with pytest.raises(battles.ApiError):
+        battles.pick_pair(models[:1], rng)
+
+
+def test_queued_events_go_out_in_one_write():
+    """What has arrived while the last write went out is sent together: a fast answer is not one write a word."""
+    run = battles.BattleRun(None, "some-battle", turn=0, identities={}, flagged=False)
+    for word in ("Hello", " there", "!"):
+        run.events.put(("delta", "a", word))
+    run.events.put(("done", "a", ""))
+    run.events.put(("error", "b", ""))
+    run.events.put(("end", None, "void"))
+    writes = list(battles._forward(run))
+    assert len(writes) == 2 and writes[0].startswith(":")
+    assert parse_sse(writes[1].encode()) == [
+        ("delta", {"side": "a", "text": "Hello"}), ("delta", {"side": "a", "text": " there"}),
+        ("delta", {"side": "a", "text": "!"}), ("done", {"side": "a"}),
+        ("error", {"side": "b", "message": battles.NEUTRAL_FAILURE}), ("end", {"state": "void"})]
+
+
+def test_a_battle_voided_while_it_streams_stays_void(app, client, session, recorded_pair):
+    """An operator's change voids the model's streaming battles; answers arriving after that are stored, flag
+    included, and do not bring the battle back to ready."""
+    prompt, alpha, beta = recorded_pair
+    battle_id = client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"]
+    session.execute(update(Battle).where(Battle.id == battle_id).values(state="void", void_reason="changed"))
+    session.commit()
+    run = battles.BattleRun(app, battle_id, turn=0, flagged=False, identities={
+        "a": battles.Identity.of(alpha), "b": battles.Identity.of(beta)})
+    run.results["a"].text, run.results["b"].text = ["I am Alpha Model."], ["Blue light scatters."]
+    assert run._store() == "void"
+    session.expire_all()
+    battle = session.get(Battle, battle_id)
+    assert battle.state == "void" and battle.void_reason == "changed"
+    assert battle.flagged and "Alpha Model" in battle.flag_reason
+    answers = [m.content for m in battle.messages if m.role == "assistant"]
+    assert answers == ["I am Alpha Model.", "Blue light scatters."]
+
+
+def test_a_stream_ends_even_when_its_answers_cannot_be_stored(app, client, recorded_pair, monkeypatch):
+    prompt, _, _ = recorded_pair
+    battle_id = client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"]
+
+    def broken_store(self):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(battles.BattleRun, "_store", broken_store)
+    events = parse_sse(client.get(f"/api/v1/battles/{battle_id}/stream").data)
+    assert events[-1] == ("end", {"state": "void"})
+    assert_anonymous(json.dumps(events).encode(), *recorded_pair[1:])
