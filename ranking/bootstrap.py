@@ -8,19 +8,30 @@ in that the Poisson total is itself random, with relative spread 1/sqrt(n)), and
 independently and in bulk; tests check that its intervals agree with a brute-force row bootstrap within
 Monte-Carlo error.
 
-Speed: drawing the counts is the bottleneck (numpy's Poisson costs ~60 ns a draw here, JAX's several times
-more), so draws are made by exact inversion of the Poisson CDF with a guide table (see PoissonSampler), in
-numpy, on a worker thread that prepares the next batch while JAX refits the current one. Each replicate is
-refitted by a chord Newton iteration that reuses the Cholesky factor of the full-data Hessian (a replicate is a
-small perturbation of the data, so this converges linearly and fast), vmapped over a batch; the rare replicate
-that does not converge that way is refitted with the full damped Newton solver. Memory is bounded by the
-batch: O(batch × pairs), never O(battles).
-
-Determinism: replicate r draws from its own generator, SFC64(SeedSequence(seed, spawn_key=(r,))), so the
-same seed gives the same samples bit for bit, whatever the batch size or thread timing.
+How a replicate is made, all inside one compiled JAX function per chunk of replicates:
+- Random numbers are counter-based: the uniform of cell c in replicate r is SplitMix64 (Steele, Lea & Flood
+  2014) at position r * 2^32 + c of the stream that the seed selects. A draw is a function of (seed, r, c)
+  alone, so the samples are bit-identical for a seed whatever the batch size, the number of threads, or the
+  order in which replicates run.
+- Poisson draws are exact (up to the 52-bit resolution of the uniforms and a truncated tail of mass < 1e-20)
+  and branch-free: Walker's alias method over a table per distinct observed count (counts are whole numbers,
+  so few distinct means), one uniform and two table reads per cell. Cells with a zero count stay zero and
+  cost nothing.
+- The drawn cells are laid out as a dense m×m matrix and the replicate is refitted by chord Newton steps,
+  x <- x + H0^-1 g_r(x), H0 the full-data Hessian: a replicate is a small perturbation of the data, so this
+  converges linearly and fast (about 7 steps to 1e-9 nats at 200 models), and each step is one pass over the
+  matrix. Half-win ties use sigmoid(t_i - t_j) = e_i / (e_i + e_j) (a division per entry instead of an
+  exponential) and keep the battle counts in float32 (exact below 2^24); the gradient itself is summed in
+  float64. H0^-1 is applied in float32: it only preconditions the iteration, whose fixed point g_r = 0 is
+  computed in float64. The rare replicate that does not converge that way is refitted by the damped Newton
+  solver of bradley_terry.
+- Chunks of replicates run on every CPU the process may use (THREADS), each replicate sequentially inside
+  its chunk (lax.map), so a replicate's arithmetic never depends on its neighbours. Memory is O(m²) per
+  thread plus the (R, m) samples, never O(battles).
 """
 from __future__ import annotations
 
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -29,6 +40,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 from scipy.stats import norm, poisson
 
 from ranking import bradley_terry as bt
@@ -36,11 +48,8 @@ from ranking.stats import PairCounts
 
 DEFAULT_REPLICATES = 1000
 CHORD_MAX_ITER = 60
-NEWTON_MAX_ITER = 20
-# Up to this many models a replicate is refitted by full Newton steps (a batched m³ Cholesky each, cheap
-# here, 3-4 steps from the warm start); above it by chord steps that reuse one factorization, which need more
-# steps when models have few battles but cost only O(m²) each.
-NEWTON_MAX_MODELS = 128
+# Worker threads for the replicates; None: every CPU this process may use. The samples do not depend on it.
+THREADS: int | None = None
 
 
 class BootstrapResult(NamedTuple):
@@ -70,193 +79,235 @@ class Intervals(NamedTuple):
 
 # ------------------------------------------------------------------------------------------------ sampling
 
-class PoissonSampler:
-    """Exact Poisson(lam_k) draws for a fixed vector of means, by inversion of the CDF with a guide table.
+_MASK64 = (1 << 64) - 1
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment
+_REPLICATE_STRIDE = 1 << 32  # stream positions per replicate: cells of one replicate never reach the next
 
-    For each distinct mean we tabulate the CDF F over a window that holds all but ~1e-20 of the mass, and a
-    guide table Q[r] = min{x : F(x) >= r/R}. A uniform u in [r/R, (r+1)/R) has its inverse F^-1(u) between
-    Q[r] and Q[r+1]; these are equal for most u, so a draw costs one uniform and one table read, and the few
-    remaining draws finish with a short search of the CDF. This is inversion sampling, exact up to the
-    resolution of double-precision uniforms, about 8x faster than numpy's Poisson here.
+
+def _mix64(z):
+    """SplitMix64's output function (Stafford's variant 13) on uint64 arrays; wraps modulo 2^64."""
+    z = (z ^ (z >> 30)) * jnp.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> 27)) * jnp.uint64(0x94D049BB133111EB)
+    return z ^ (z >> 31)
+
+
+def _seed_key(seed: int) -> int:
+    """The stream of a seed: its SplitMix64 starting state, scrambled so that nearby seeds are far apart."""
+    z = (int(seed) + _GOLDEN_GAMMA) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def alias_tables(pmfs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Walker alias tables of discrete distributions, concatenated: (threshold, alias), one entry per outcome.
+
+    To draw from distribution g with W outcomes, take a uniform u, j = floor(u W) and f = u W - j: the draw
+    is j when f < threshold[j], else alias[j] (indices local to g). Built without a sequential loop: the
+    "small" outcomes (W p < 1) in order take their deficit from the "large" one whose cumulative excess
+    covers the start of that deficit, and a large outcome whose excess runs out inside a small's deficit
+    takes the overshoot from the next large one (this is Vose's sweep, found with cumulative sums and
+    binary searches).
     """
-
-    RESOLUTION = 2048
-
-    def __init__(self, means: np.ndarray):
-        means = np.asarray(means, np.float64)
-        if np.any(~np.isfinite(means)) or np.any(means < 0):
-            raise ValueError("Poisson means must be finite and non-negative")
-        values, self.group = np.unique(means, return_inverse=True)
-        spread = 10 * np.sqrt(values) + 12
-        self.window_low = np.maximum(0, np.floor(values - spread)).astype(np.int64)
-        window_high = np.ceil(values + spread + 12).astype(np.int64)
-        sizes = window_high - self.window_low + 1
-        self.cdf_offset = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        support = np.concatenate([np.arange(lo, hi + 1) for lo, hi in zip(self.window_low, window_high)])
-        group_of_entry = np.repeat(np.arange(values.size), sizes)
-        self.cdf = poisson.cdf(support, values[group_of_entry])
-        self.cdf[np.concatenate([self.cdf_offset[1:] - 1, [self.cdf.size - 1]])] = 1.0  # close each window
-        levels = np.arange(self.RESOLUTION + 1) / self.RESOLUTION
-        self.guide = np.empty((values.size, self.RESOLUTION + 1), np.int64)
-        for g in range(values.size):
-            window = self.cdf[self.cdf_offset[g]:self.cdf_offset[g] + sizes[g]]
-            self.guide[g] = np.minimum(np.searchsorted(window, levels, side="left"), sizes[g] - 1)
-        self.guide_flat = self.guide.ravel()
-        self.guide_row = self.group * (self.RESOLUTION + 1)
-
-    def draw(self, rng: np.random.Generator) -> np.ndarray:
-        """One vector of draws, int64, in the order of the means given to the constructor."""
-        u = rng.random(self.group.size)
-        row = self.guide_row + (u * self.RESOLUTION).astype(np.int64)
-        index = self.guide_flat[row]  # position of the draw inside its group's window
-        unsettled = np.flatnonzero(self.guide_flat[row + 1] != index)
-        if unsettled.size:
-            base = self.cdf_offset[self.group[unsettled]]
-            pos = index[unsettled]
-            target = u[unsettled]
-            while True:
-                below = self.cdf[base + pos] < target
-                if not below.any():
-                    break
-                pos = pos + below
-            index[unsettled] = pos
-        return index + self.window_low[self.group]
+    thresholds, aliases = [], []
+    for pmf in pmfs:
+        w = pmf.size
+        q = pmf * w
+        threshold, alias = np.ones(w), np.arange(w, dtype=np.float64)
+        small, large = np.flatnonzero(q < 1), np.flatnonzero(q > 1)
+        if small.size and large.size:
+            deficit_end = np.cumsum(1 - q[small])
+            deficit_start = deficit_end - (1 - q[small])
+            excess_end = np.cumsum(q[large] - 1)
+            threshold[small] = q[small]
+            alias[small] = large[np.minimum(np.searchsorted(excess_end, deficit_start, side="right"),
+                                            large.size - 1)]
+            # the small deficit that each large excess ends inside, if it ends strictly inside one
+            inside = np.minimum(np.searchsorted(deficit_end, excess_end, side="right"), small.size - 1)
+            overshoot = (excess_end > deficit_start[inside]) & (excess_end < deficit_end[inside])
+            overshoot[-1] = False  # the last large one has nothing after it: rounding only
+            threshold[large[overshoot]] = 1 - (deficit_end[inside[overshoot]] - excess_end[overshoot])
+            alias[large[overshoot]] = large[np.flatnonzero(overshoot) + 1]
+        thresholds.append(np.clip(threshold, 0.0, 1.0))
+        aliases.append(alias)
+    return np.concatenate(thresholds), np.concatenate(aliases)
 
 
-def replicate_generator(seed: int, replicate: int) -> np.random.Generator:
-    """The generator of one bootstrap replicate: independent of batch size and thread timing."""
-    return np.random.Generator(np.random.SFC64(np.random.SeedSequence(seed, spawn_key=(replicate,))))
+class _CellTables(NamedTuple):
+    """What the compiled sampler needs to draw Poisson(count) for every cell with a non-zero count."""
+
+    stream: jax.Array  # (Z,) uint64: the cell's stream offset, (c + 1) * gamma
+    base: jax.Array  # (Z,) int32: first entry of the cell's alias table
+    width: jax.Array  # (Z,) float64: outcomes in that table
+    low: jax.Array  # (Z,) float64: the value of outcome 0
+    threshold: jax.Array  # (T,) float64
+    alias: jax.Array  # (T,) float64, local outcome index
 
 
-class _BatchDrawer:
-    """Resampled counts of a batch of replicates as the dense (batch, m, m) pair that _dense_gradient takes.
+def _poisson_tables(cells: np.ndarray) -> _CellTables:
+    """Alias tables of Poisson(count) for the non-zero cells, one table per distinct count.
 
-    The buffers are allocated once: only the compared pairs' entries change between replicates, the rest
-    stays zero (fresh zeroed buffers per batch cost more in page faults than the draws themselves). Rows past
-    the batch's replicates stay zero, so every batch has one shape and reuses one compiled refit.
+    Each table covers count ± (10 sqrt(count) + 12): the mass outside is below 1e-20 and is left out.
     """
+    present = np.flatnonzero(cells)
+    values, group = np.unique(cells[present], return_inverse=True)
+    spread = 10 * np.sqrt(values) + 12
+    low = np.maximum(0, np.floor(values - spread)).astype(np.int64)
+    size = np.ceil(values + spread + 12).astype(np.int64) - low + 1
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    outcomes = np.arange(size.sum()) - np.repeat(start - low, size)
+    pmf = poisson.pmf(outcomes, np.repeat(values, size))
+    threshold, alias = alias_tables([p / p.sum() for p in np.split(pmf, start[1:])])
+    stream = ((present.astype(np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN_GAMMA))  # wraps modulo 2^64
+    return jax.device_put(_CellTables(stream=stream, base=start[group].astype(np.int32),
+                                      width=size[group].astype(np.float64), low=low[group].astype(np.float64),
+                                      threshold=threshold, alias=alias))
 
-    def __init__(self, counts: PairCounts, seed: int, batch: int, davidson: bool):
-        m = counts.n_models
-        self.k, self.seed, self.davidson = counts.first.shape[0], seed, davidson
-        self.sampler = PoissonSampler(np.concatenate([counts.first_wins, counts.second_wins, counts.ties]))
-        self.forward = counts.first.astype(np.int64) * m + counts.second
-        self.backward = counts.second.astype(np.int64) * m + counts.first
-        self.first = np.zeros((batch, m * m))
-        self.second = np.zeros((batch, m * m))
-        self.shape = (batch, m, m)
 
-    def draw(self, replicates: range):
-        k = self.k
-        self.first[len(replicates):] = 0
-        self.second[len(replicates):] = 0
-        for row, r in enumerate(replicates):
-            drawn = self.sampler.draw(replicate_generator(self.seed, r))
-            first_wins, second_wins, ties = drawn[:k], drawn[k:2 * k], drawn[2 * k:]
-            first, second = self.first[row], self.second[row]
-            if self.davidson:  # wins and ties
-                first[self.forward], first[self.backward] = first_wins, second_wins
-                second[self.forward] = second[self.backward] = ties
-            else:  # S = wins + half the ties, N = battles
-                first[self.forward], first[self.backward] = first_wins + ties / 2, second_wins + ties / 2
-                second[self.forward] = second[self.backward] = first_wins + second_wins + ties
-        return self.first.reshape(self.shape).copy(), self.second.reshape(self.shape).copy()
+def _draw(tables: _CellTables, key, replicate):
+    """Poisson draws of every non-zero cell for one replicate, float64 (Z,), by the alias method."""
+    state = key + replicate.astype(jnp.uint64) * jnp.uint64(_REPLICATE_STRIDE * _GOLDEN_GAMMA & _MASK64)
+    bits = _mix64(state + tables.stream)
+    # 52 random mantissa bits under the exponent of 1.0: a uniform in [1, 2), shifted to [0, 1).
+    u = jax.lax.bitcast_convert_type((bits >> jnp.uint64(12)) | jnp.uint64(0x3FF0000000000000), jnp.float64) - 1
+    scaled = u * tables.width
+    j = jnp.floor(scaled)
+    entry = tables.base + j.astype(jnp.int32)
+    return jnp.where(scaled - j < tables.threshold[entry], j, tables.alias[entry]) + tables.low
+
+
+_draw_one = jax.jit(_draw)
+
+
+class _Layout(NamedTuple):
+    """Where each dense (i, j) entry finds its cell among the drawn ones (index Z: a cell that stays zero)."""
+
+    wins: jax.Array  # (m, m) int32: the cell "i beat j"
+    ties: jax.Array  # (m, m) int32, symmetric: the cell "i and j tied"
+
+
+def _cells(counts: PairCounts) -> np.ndarray:
+    return np.concatenate([counts.first_wins, counts.second_wins, counts.ties])
+
+
+def _layout(counts: PairCounts, cells: np.ndarray) -> _Layout:
+    m, k = counts.n_models, counts.first.size
+    present = np.flatnonzero(cells)
+    slot = np.full(cells.size, present.size, np.int32)  # zero cells read the trailing zero
+    slot[present] = np.arange(present.size)
+    first, second = counts.first, counts.second
+    wins = np.full((m, m), present.size, np.int32)
+    ties = np.full((m, m), present.size, np.int32)
+    wins[first, second], wins[second, first] = slot[:k], slot[k:2 * k]
+    ties[first, second] = ties[second, first] = slot[2 * k:]
+    return jax.device_put(_Layout(wins, ties))
+
+
+def replicate_counts(counts: PairCounts, replicate: int, *, seed: int = 0) -> PairCounts:
+    """The resampled counts of one bootstrap replicate, exactly as bootstrap_ratings draws them."""
+    _check_seed(seed)
+    cells = _whole_cells(counts)
+    drawn = np.zeros(cells.size)
+    if cells.any():
+        drawn[np.flatnonzero(cells)] = np.asarray(_draw_one(_poisson_tables(cells), np.uint64(_seed_key(seed)),
+                                                            np.int64(replicate)))
+    k = counts.first.size
+    return counts._replace(first_wins=drawn[:k], second_wins=drawn[k:2 * k], ties=drawn[2 * k:])
 
 
 # ------------------------------------------------------------------------------------------------ refitting
 
-def _dense_gradient(x, first, second, component, prior, davidson: bool):
-    """Gradient of the penalised log-likelihood from dense (m, m) statistics of one replicate.
+def _replicate_problem(tables: _CellTables, layout: _Layout, component, key, replicate) -> bt._Problem:
+    cells = jnp.append(_draw(tables, key, replicate), 0.0)
+    return bt._Problem(wins=cells[layout.wins], ties=cells[layout.ties], component=component)
 
-    Half-win ties: first = S (S[i, j] = wins of i over j + half their ties), second = N (battles of i and j);
-    the gradient of theta_i is sum_j S_ij - N_ij sigmoid(theta_i - theta_j), written out because it is the
-    bootstrap's inner loop. Davidson: first = wins, second = ties, and autodiff of the pair term, whose
-    gradient of theta_i is the row sum of the per-entry derivatives (each unordered pair appears as (i, j)
-    and (j, i), and the term is symmetric under swapping sides, so phi's derivative counts each pair twice).
-    Dense arrays cost O(m²) like the pair list but need no gather or scatter.
+
+def _half_gradient(theta, scores, battles, same_component, prior):
+    """Gradient of the penalised half-win log-likelihood from a replicate's score sums and battle matrix.
+
+    scores: (m,) wins + half ties of each model; battles: (m, m) N[i, j]. The data term is
+    scores_i - sum_j N_ij sigmoid(theta_i - theta_j), with sigmoid(theta_i - theta_j) = e_i / (e_i + e_j):
+    one division per entry, where an exponential costs several times more. e is taken relative to the
+    largest strength (and floored at e^-700), so it neither overflows nor vanishes.
     """
-    theta, phi = x[:-1], x[-1]
-    m = theta.shape[0]
-    d = theta[:, None] - theta[None, :]
-    if davidson:
-        g_d, g_phi = jax.grad(lambda d, phi: jnp.sum(bt._pair_loglik(d, phi, first, first.T, second, True)),
-                              argnums=(0, 1))(d, phi)
-        g_last = g_phi / 2 - prior * phi
-    else:
-        g_d = first - second * jax.nn.sigmoid(d)
-        g_last = jnp.zeros(())
-    component_sums = jax.ops.segment_sum(theta, component, num_segments=m)
-    g_theta = g_d.sum(axis=1) - prior * theta - bt._gauge_weight(prior) * component_sums[component]
-    return jnp.concatenate([g_theta, g_last[None]])
+    e = jnp.exp(jnp.maximum(theta - theta.max(), -700.0))
+    expected = e * jnp.sum(battles / (e[:, None] + e[None, :]), axis=1, dtype=jnp.float64)
+    g = scores - expected - prior * theta
+    if same_component is not None:  # the gauge of prior == 0 (see bradley_terry._gauge_weight)
+        g = g - same_component @ theta
+    return g
 
 
-@partial(jax.jit, static_argnames=("davidson", "max_iter"))
-def _chord_refit(x0, cholesky_lower, component, first, second, prior, tol, *, davidson: bool, max_iter: int):
-    """Refit a batch of replicates by x <- x + H0^-1 g_b(x), H0 the full-data Hessian (its Cholesky factor).
+@partial(jax.jit, static_argnames=("davidson", "gauge", "narrow", "max_iter"))
+def _refit_chunk(tables: _CellTables, layout: _Layout, component, key, replicates, x0, precondition, prior, tol,
+                 *, davidson: bool, gauge: bool, narrow: bool, max_iter: int):
+    """Draw and refit each replicate of a chunk; replicate -1 is padding. Returns (x, converged, iterations).
 
-    first, second: (batch, m, m) replicate statistics as _dense_gradient takes them. Returns
-    (x (batch, m+1), converged (batch,)).
-    """
-    gradients = jax.vmap(lambda x, a, b: _dense_gradient(x, a, b, component, prior, davidson))
-
-    def step(state):
-        x, _, it = state
-        g = gradients(x, first, second)
-        delta = jax.scipy.linalg.cho_solve((cholesky_lower, True), g.T).T
-        return x + delta, jnp.max(jnp.abs(delta), axis=1), it + 1
-
-    def keep_going(state):
-        _, size, it = state
-        return (it < max_iter) & jnp.any(size >= tol)
-
-    batch = first.shape[0]
-    x, size, _ = jax.lax.while_loop(keep_going, step,
-                                    (jnp.broadcast_to(x0, (batch, x0.shape[0])), jnp.full(batch, jnp.inf), 0))
-    return x, size < tol
-
-
-@partial(jax.jit, static_argnames=("max_iter",))
-def _newton_refit_batch(x0, component, scores, battles, prior, tol, *, max_iter: int):
-    """Refit a batch of half-win replicates by undamped Newton steps from the full-data fit.
-
-    scores, battles: (batch, m, m) S and N as _dense_gradient takes them. The warm start sits well inside
-    the region where Newton converges quadratically; a replicate that does not converge is reported and
-    refitted with the damped solver. Returns (x (batch, m+1), converged (batch,)).
+    Each replicate runs its own chord iteration x <- x + P g_r(x), P = H0^-1 (float32), until the largest
+    step is below tol; the chunk's replicates run one after the other (lax.map), so a replicate's arithmetic
+    is the same whatever else is in the chunk.
     """
     m = x0.shape[0] - 1
-    same_component = (component[:, None] == component[None, :]).astype(jnp.float64)
-    regulariser = prior * jnp.eye(m) + bt._gauge_weight(prior) * same_component
 
-    def solve_one(x, s, n):
-        g = _dense_gradient(x, s, n, component, prior, False)
-        p = jax.nn.sigmoid(x[:-1, None] - x[None, :-1])
-        w = n * p * (1 - p)
-        h = jnp.diag(w.sum(axis=1)) - w + regulariser
-        delta = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(h), g[:-1])
-        return x.at[:-1].add(delta), jnp.max(jnp.abs(delta))
+    def refit(replicate):
+        problem = _replicate_problem(tables, layout, component, key, replicate)
+        if davidson:
+            def gradient(x):
+                return bt._gradient(x, problem, prior, True)
+        else:
+            scored = problem.wins + problem.ties / 2
+            scores = scored.sum(axis=1)
+            battles = scored + scored.T
+            battles = battles.astype(jnp.float32) if narrow else battles
+            same_component = bt._same_component(problem) if gauge else None
 
-    step_all = jax.vmap(solve_one)
+            def gradient(x):
+                return jnp.append(_half_gradient(x[:m], scores, battles, same_component, prior), 0.0)
 
-    def step(state):
-        x, _, it = state
-        x, size = step_all(x, scores, battles)
-        return x, size, it + 1
+        def step(state):
+            x, _, iterations = state
+            delta = jnp.sum(gradient(x).astype(jnp.float32)[:, None] * precondition, axis=0)
+            delta = delta.astype(jnp.float64)
+            return x + delta, jnp.max(jnp.abs(delta)), iterations + 1
 
-    def keep_going(state):
-        _, size, it = state
-        return (it < max_iter) & jnp.any(~(size < tol))
+        def keep_going(state):
+            _, size, iterations = state
+            return (size >= tol) & (iterations < max_iter)
 
-    batch = scores.shape[0]
-    x, size, _ = jax.lax.while_loop(keep_going, step,
-                                    (jnp.broadcast_to(x0, (batch, x0.shape[0])), jnp.full(batch, jnp.inf), 0))
-    return x, size < tol
+        x, size, iterations = jax.lax.while_loop(keep_going, step, (x0, jnp.inf, 0))
+        return x, size < tol, iterations
+
+    def skip(replicate):
+        return x0, jnp.bool_(True), 0
+
+    return jax.lax.map(lambda r: jax.lax.cond(r >= 0, refit, skip, r), replicates)
 
 
 def _default_batch_size(m: int) -> int:
-    # Each of a batch's dense batch × m × m float64 arrays stays near 4 MiB, so the handful that one
-    # iteration touches fits the last-level cache (measured: larger batches were slower at 200 models); at
-    # least 2 replicates, so the triangular solves run as matrix products.
-    return int(np.clip((1 << 19) // (m * m), 2, 64))
+    # A chunk of replicates is one compiled call: about 2 million matrix entries per chunk keeps the call
+    # overhead and the wait for the last chunk both small.
+    return int(np.clip((1 << 21) // max(m * m, 1), 1, 64))
+
+
+def _threads() -> int:
+    if THREADS is not None:
+        return max(1, int(THREADS))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not float(seed).is_integer() or not 0 <= seed < 2**63:
+        raise ValueError("seed must be an integer in [0, 2^63)")
+
+
+def _whole_cells(counts: PairCounts) -> np.ndarray:
+    cells = _cells(counts)
+    if np.any(cells != np.round(cells)):
+        raise ValueError("the bootstrap resamples battles: counts must be whole numbers (no weights)")
+    return cells
 
 
 def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATES, seed: int = 0,
@@ -267,55 +318,71 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
     """Percentile bootstrap intervals for Bradley-Terry ratings (Poisson bootstrap over the cells).
 
     `confidence` is the two-sided level: the interval runs between the (1-c)/2 and (1+c)/2 quantiles of the
-    replicate ratings. `fit` may pass an existing full-data fit with the same options. `progress` shows a
-    progress bar on stderr. The interval of a model the data leave unbounded (see BTFit) is infinite on that
-    side: its replicates only echo the prior.
+    replicate ratings. `fit` may pass an existing full-data fit with the same options. `batch_size` is the
+    number of replicates per compiled call (the results do not depend on it). `progress` shows a progress
+    bar on stderr. The interval of a model the data leave unbounded (see BTFit) is infinite on that side:
+    its replicates only echo the prior.
     """
     if replicates < 2:
         raise ValueError("a bootstrap needs at least 2 replicates")
     if not 0 < confidence < 1:
         raise ValueError("confidence must lie strictly between 0 and 1")
-    if not float(seed).is_integer() or seed < 0:
-        raise ValueError("seed must be a non-negative integer")
-    cell_counts = np.concatenate([counts.first_wins, counts.second_wins, counts.ties])
-    if np.any(cell_counts != np.round(cell_counts)):
-        raise ValueError("the bootstrap resamples battles: counts must be whole numbers (no weights)")
-    if fit is None:
-        fit = bt.fit_bradley_terry(counts, ties=ties, prior=prior, anchor=anchor, anchor_rating=anchor_rating,
-                                   scale=scale, base=base, names=names)
+    _check_seed(seed)
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    cells = _whole_cells(counts)
     davidson = ties == "davidson"
     m = counts.n_models
-    problem = bt.make_problem(counts, fit.component)
-    x0 = jnp.asarray(np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0))
-    prior_ = jnp.float64(prior)
-    cho = jnp.linalg.cholesky(bt.negative_hessian(x0, problem, prior_, davidson))  # lower factor
-    batch = batch_size or _default_batch_size(m)
-    component = jnp.asarray(fit.component, dtype=jnp.int32)
+    chunk = int(batch_size or _default_batch_size(m))
+    chunks = [np.arange(start, start + chunk) for start in range(0, replicates, chunk)]
+    chunks[-1] = np.where(chunks[-1] < replicates, chunks[-1], -1)
+    key = np.uint64(_seed_key(seed))
+    static = dict(davidson=davidson, gauge=prior == 0, narrow=bool(counts.totals.max(initial=0) < 2**22),
+                  max_iter=CHORD_MAX_ITER)
 
-    strengths = np.empty((replicates, m))
-    refits = 0
-    batches = [range(start, min(start + batch, replicates)) for start in range(0, replicates, batch)]
-    bar = _progress_bar(replicates, progress)
-    drawer = _BatchDrawer(counts, seed, batch, davidson)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(drawer.draw, batches[0])
-        for i, rows in enumerate(batches):
-            first, second = pending.result()
-            if i + 1 < len(batches):
-                pending = pool.submit(drawer.draw, batches[i + 1])
-            if davidson or m > NEWTON_MAX_MODELS:
-                x, converged = _chord_refit(x0, cho, component, jnp.asarray(first), jnp.asarray(second),
-                                            prior_, jnp.float64(tol), davidson=davidson, max_iter=CHORD_MAX_ITER)
-            else:
-                x, converged = _newton_refit_batch(x0, component, jnp.asarray(first), jnp.asarray(second),
-                                                   prior_, jnp.float64(tol), max_iter=NEWTON_MAX_ITER)
-            x, converged = np.array(x[:len(rows)]), np.asarray(converged[:len(rows)])
-            for row in np.flatnonzero(~converged):
-                x[row] = _newton_refit(x0, problem, first[row], second[row], counts, prior_, tol, davidson)
+    with ThreadPoolExecutor(max_workers=min(_threads(), len(chunks))) as pool:
+        def run(replicate_ids, x0, precondition):
+            out = _refit_chunk(tables, layout, component, key, replicate_ids, x0, precondition, np.float64(prior),
+                               np.float64(tol), **static)
+            return [np.array(a) for a in out]
+
+        # The tables, and the compilation of the refit, do not need the fit: on a cold start they run on a
+        # worker thread while this one fits (XLA compiles without holding the GIL).
+        def prepare():
+            nonlocal tables, layout
+            tables, layout = _poisson_tables(cells), _layout(counts, cells)
+            return run(np.full(chunk, -1), np.zeros(m + 1), np.zeros((m + 1, m + 1), np.float32))
+
+        tables = layout = None
+        component = np.zeros(m, np.int32)
+        prepared = pool.submit(prepare) if fit is None else None
+        if fit is None:
+            fit = bt.fit_bradley_terry(counts, ties=ties, prior=prior, anchor=anchor, anchor_rating=anchor_rating,
+                                       scale=scale, base=base, names=names)
+        component = np.asarray(fit.component, np.int32)
+        x0 = np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0)
+        hessian = bt.negative_hessian(x0, bt.make_problem(counts, fit.component), prior, davidson)
+        precondition = scipy.linalg.cho_solve(scipy.linalg.cho_factor(hessian), np.eye(m + 1))
+        x0, precondition = jax.device_put(x0), jax.device_put(precondition.astype(np.float32))
+        if prepared is None:
+            tables, layout = _poisson_tables(cells), _layout(counts, cells)
+            run(np.full(chunk, -1), x0, precondition)  # compile once, before the threads all ask for it
+        else:
+            prepared.result()
+
+        strengths = np.empty((replicates, m))
+        refits = 0
+        bar = _progress_bar(replicates, progress)
+        for replicate_ids, (x, converged, _) in zip(chunks, pool.map(lambda ids: run(ids, x0, precondition),
+                                                                     chunks)):
+            valid = replicate_ids >= 0
+            for row in np.flatnonzero(valid & ~converged):
+                x[row] = _newton_refit(counts, fit, int(replicate_ids[row]), seed, prior, tol, davidson)
                 refits += 1
-            strengths[rows.start:rows.stop] = x[:, :m]
-            bar.update(len(rows))
-    bar.close()
+            strengths[replicate_ids[valid]] = x[valid, :m]
+            bar.update(int(valid.sum()))
+        bar.close()
 
     samples = bt.to_elo(strengths, anchor=anchor, anchor_rating=anchor_rating, scale=scale, base=base,
                         played=~np.isnan(fit.ratings))
@@ -327,26 +394,15 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
                            refits=refits)
 
 
-def _newton_refit(x0, problem, first, second, counts: PairCounts, prior, tol, davidson):
-    """Refit one replicate with the full damped Newton solver (for the rare chord that does not converge)."""
-    k, padded = counts.first.shape[0], problem.first.shape[0]
-    i, j = counts.first, counts.second
-    if davidson:
-        cells = (first[i, j], first[j, i], second[i, j])
-    else:  # back from (S, N): ties are not separable from wins in S, but the half-win likelihood only
-        cells = (first[i, j], first[j, i], np.zeros(k))  # needs S and N, which these cells reproduce
-
-    def pad(values):
-        out = np.zeros(padded)
-        out[:k] = values
-        return jnp.asarray(out)
-
-    replicate = problem._replace(first_wins=pad(cells[0]), second_wins=pad(cells[1]), ties=pad(cells[2]))
-    x, _, converged = bt._newton(x0, replicate, prior, jnp.float64(tol), davidson=davidson,
-                                 max_iter=bt.DEFAULT_MAX_ITER)
-    if not bool(converged):
+def _newton_refit(counts: PairCounts, fit: bt.BTFit, replicate: int, seed: int, prior, tol, davidson):
+    """Refit one replicate with the damped Newton solver (for the rare chord that does not converge)."""
+    resampled = replicate_counts(counts, replicate, seed=seed)
+    problem = bt.make_problem(resampled, fit.component, batch=True)
+    x0 = np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0)[None]
+    x, _, converged, _ = bt._newton(x0, problem, prior, tol, davidson=davidson, max_iter=bt.DEFAULT_MAX_ITER)
+    if not (converged[0] and np.all(np.isfinite(x))):
         raise RuntimeError("a bootstrap replicate did not converge")
-    return np.asarray(x)
+    return x[0]
 
 
 class _NoBar:
@@ -384,8 +440,8 @@ def sandwich_intervals(counts: PairCounts, fit: bt.BTFit, *, ties: str = "half",
     davidson = ties == "davidson"
     m = counts.n_models
     problem = bt.make_problem(counts, fit.component)
-    x = jnp.asarray(np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0))
-    h = np.asarray(bt.negative_hessian(x, problem, jnp.float64(prior), davidson))
+    x = np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0)
+    h = bt.negative_hessian(x, problem, prior, davidson)
     h_inv = np.linalg.inv(h)
     if robust:
         meat = _score_outer_products(x, counts, davidson)

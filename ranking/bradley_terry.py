@@ -19,20 +19,22 @@ and, for Davidson, the same prior on phi. Where the data do not bound a rating, 
 `BTFit.unbounded_above` / `unbounded_below` and warns (RankingWarning) instead of returning silent nonsense;
 `prior=0` asks for the plain MLE and raises when it does not exist.
 
-Solver: damped Newton with an Armijo backtracking line search on the concave penalised log-likelihood, with the
-per-pair derivatives from JAX autodiff and the Hessian assembled by scatter-adds (O(K + m²) per iteration
-plus an m³ Cholesky). The pair arrays are padded to size buckets so that compiled code is reused across
-problems of similar size.
+Solver: damped Newton with an Armijo backtracking line search on the concave penalised log-likelihood. The
+counts are held as dense m×m matrices (O(m²) memory, like the Hessian itself); one compiled JAX function
+evaluates the objective, its gradient and its Hessian from per-entry derivatives given by autodiff (row and
+column sums, no scatter), and LAPACK solves the m+1 Newton system on the host. The compiled function depends
+only on the number of models, so it is reused as the battle log grows, and it is small: compiling it is
+part of every cold start.
 """
 from __future__ import annotations
 
 import warnings
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -52,8 +54,8 @@ class RankingWarning(UserWarning):
 class BTFit(NamedTuple):
     """A fitted Bradley-Terry model.
 
-    ratings: Elo scale (m,), NaN for a model without battles; strengths: natural-log theta as fitted (m,); log_likelihood: of the data under the
-    fit, without the prior term; tie_strength: Davidson's nu (NaN for half-win ties); component: label of each
+    ratings: Elo scale (m,), NaN for a model without battles; strengths: natural-log theta as fitted (m,);
+    log_likelihood: of the data under the fit, without the prior term; tie_strength: Davidson's nu (NaN for half-win ties); component: label of each
     model's connected piece of the comparison graph; unbounded_above / unbounded_below: the data put no upper /
     lower limit on that model's rating (its value there is set by the prior).
     """
@@ -67,27 +69,6 @@ class BTFit(NamedTuple):
     component: np.ndarray
     unbounded_above: np.ndarray
     unbounded_below: np.ndarray
-
-
-class _Problem(NamedTuple):
-    """Padded device arrays of one fitting problem (padding rows have zero counts)."""
-
-    first: jax.Array
-    second: jax.Array
-    first_wins: jax.Array
-    second_wins: jax.Array
-    ties: jax.Array
-    component: jax.Array  # (m,) int, used for the gauge when prior == 0
-
-
-def bucket_size(k: int) -> int:
-    """Round k up to 2^n or 1.5·2^n so that compiled functions are reused across similar problem sizes."""
-    size = 16
-    while size < k:
-        if size * 3 // 2 >= k:
-            return size * 3 // 2
-        size *= 2
-    return size
 
 
 def _check_options(ties: str, prior: float, scale: float, base: float) -> None:
@@ -115,26 +96,38 @@ def _check_counts(counts: PairCounts) -> None:
             raise ValueError(f"PairCounts.{name} must be finite and non-negative")
 
 
-def make_problem(counts: PairCounts, component: np.ndarray) -> _Problem:
-    k = counts.first.shape[0]
-    padded = bucket_size(k)
+class _Problem(NamedTuple):
+    """Dense statistics of one fitting problem, indexed by models (unplayed pairs and the diagonal are zero).
 
-    def pad(values, dtype):
-        out = np.zeros(padded, dtype)
-        out[:k] = values
-        return jnp.asarray(out)
+    Dense m×m arrays cost O(m²) like the Hessian that Newton needs anyway, and every derivative then becomes
+    an elementwise expression with row and column sums: no gather or scatter, which keeps XLA's compile time
+    (the cold path) and run time low.
+    """
 
-    # Padding rows are the pair (0, 1) with no battles (or (0, 0) for a lone model): zero contribution.
-    second_fill = np.ones(padded, np.int32) if counts.n_models > 1 else np.zeros(padded, np.int32)
-    second_fill[:k] = counts.second
-    return _Problem(
-        first=pad(counts.first, np.int32),
-        second=jnp.asarray(second_fill),
-        first_wins=pad(counts.first_wins, np.float64),
-        second_wins=pad(counts.second_wins, np.float64),
-        ties=pad(counts.ties, np.float64),
-        component=jnp.asarray(component, dtype=jnp.int32),
-    )
+    wins: np.ndarray | jax.Array  # (m, m) float64: wins[i, j] = battles i won against j
+    ties: np.ndarray | jax.Array  # (m, m) float64, symmetric: ties of i and j
+    component: np.ndarray | jax.Array  # (m,) int32, used for the gauge when prior == 0
+
+
+def dense_counts(counts: PairCounts) -> tuple[np.ndarray, np.ndarray]:
+    """(wins, ties) as dense (m, m) float64 arrays: wins[i, j] = wins of i over j, ties symmetric."""
+    m = counts.n_models
+    first, second = counts.first.astype(np.int64), counts.second.astype(np.int64)
+    forward, backward = first * m + second, second * m + first
+    wins = (np.bincount(forward, counts.first_wins, m * m) + np.bincount(backward, counts.second_wins, m * m))
+    ties = np.bincount(forward, counts.ties, m * m) + np.bincount(backward, counts.ties, m * m)
+    return wins.reshape(m, m), ties.reshape(m, m)
+
+
+def make_problem(counts: PairCounts, component: np.ndarray, *, batch: bool = False) -> _Problem:
+    """The dense problem, as numpy arrays (with a leading axis of one if `batch`).
+
+    Numpy, because compiled functions take numpy arrays as they are, while building device arrays here
+    would compile a small kernel for every conversion on a cold start.
+    """
+    wins, ties = dense_counts(counts)
+    problem = _Problem(wins=wins, ties=ties, component=np.asarray(component, np.int32))
+    return _Problem(*(a[None] for a in problem)) if batch else problem
 
 
 # ----------------------------------------------------------------------------------------------- the model
@@ -150,8 +143,30 @@ def _pair_loglik(d, phi, first_wins, second_wins, ties, davidson: bool):
             + (second_wins + ties / 2) * jax.nn.log_sigmoid(-d))
 
 
+def _entry_terms(d, phi, wins, ties, davidson: bool):
+    """One ordered entry (i, j) of the dense log-likelihood and its derivatives, d = theta_i - theta_j.
+
+    The entries (i, j) and (j, i) of a pair add up to _pair_loglik of that pair (each holds its side's wins
+    and half the ties), so the data log-likelihood is the plain sum over the matrix. Returns
+    (value, d/dd, d/dphi, d2/dd2, d2/dd dphi, d2/dphi2), written out rather than left to autodiff because
+    this is the whole cost of a Newton iteration and of compiling it (tests check them against autodiff).
+    """
+    score = wins + ties / 2
+    if davidson:
+        # a = e^{d/2}, b = e^{-d/2}, v = e^phi, D = a + b + v, all scaled by e^{-top} so nothing overflows.
+        top = jnp.maximum(jnp.abs(d) / 2, phi)
+        a, b, v = jnp.exp(d / 2 - top), jnp.exp(-d / 2 - top), jnp.exp(phi - top)
+        norm = a + b + v
+        odd, even, tie = (a - b) / norm, (a + b) / norm, v / norm
+        value = wins * d / 2 + ties * phi / 2 - score * (top + jnp.log(norm))
+        return (value, wins / 2 - score * odd / 2, ties / 2 - score * tie,
+                -score * (even - odd**2) / 4, score * odd * tie / 2, -score * tie * even)
+    p = jax.nn.sigmoid(d)
+    zero = jnp.zeros_like(d)
+    return score * jax.nn.log_sigmoid(d), score * (1 - p), zero, -score * p * (1 - p), zero, zero
+
+
 _pair_grad = jax.vmap(jax.grad(_pair_loglik, argnums=(0, 1)), in_axes=(0, None, 0, 0, 0, None))
-_pair_hess = jax.vmap(jax.hessian(_pair_loglik, argnums=(0, 1)), in_axes=(0, None, 0, 0, 0, None))
 
 
 def _gauge_weight(prior):
@@ -160,94 +175,126 @@ def _gauge_weight(prior):
     return jnp.where(prior > 0, 0.0, 1.0)
 
 
-def _objective(x, problem: _Problem, prior, davidson: bool):
-    """Penalised log-likelihood of params x = (theta_0..theta_{m-1}, phi)."""
+def _same_component(problem: _Problem):
+    """C[i, j] = 1 where i and j lie in one piece: C @ theta is each model's component sum."""
+    return (problem.component[:, None] == problem.component[None, :]).astype(jnp.float64)
+
+
+def _entries(x, problem: _Problem, davidson: bool):
     theta, phi = x[:-1], x[-1]
-    d = theta[problem.first] - theta[problem.second]
-    data = jnp.sum(_pair_loglik(d, phi, problem.first_wins, problem.second_wins, problem.ties, davidson))
-    component_sums = jax.ops.segment_sum(theta, problem.component, num_segments=theta.shape[0])
-    penalty = prior / 2 * (jnp.sum(theta**2) + (phi**2 if davidson else 0.0))
-    gauge = _gauge_weight(prior) / 2 * jnp.sum(component_sums**2)
-    return data - penalty - gauge
+    return _entry_terms(theta[:, None] - theta[None, :], phi, problem.wins, problem.ties, davidson)
 
 
 def _data_loglik(x, problem: _Problem, davidson: bool):
-    theta, phi = x[:-1], x[-1]
-    d = theta[problem.first] - theta[problem.second]
-    return jnp.sum(_pair_loglik(d, phi, problem.first_wins, problem.second_wins, problem.ties, davidson))
+    return jnp.sum(_entries(x, problem, davidson)[0])
 
 
-def _gradient(x, problem: _Problem, prior, davidson: bool):
-    """Gradient of the penalised log-likelihood, assembled from per-pair derivatives by scatter-adds."""
+def _penalty(x, problem: _Problem, prior, davidson: bool):
     theta, phi = x[:-1], x[-1]
-    m = theta.shape[0]
-    d = theta[problem.first] - theta[problem.second]
-    g_d, g_phi = _pair_grad(d, phi, problem.first_wins, problem.second_wins, problem.ties, davidson)
-    component_sums = jax.ops.segment_sum(theta, problem.component, num_segments=m)
-    g_theta = (jnp.zeros(m).at[problem.first].add(g_d).at[problem.second].add(-g_d)
-               - prior * theta - _gauge_weight(prior) * component_sums[problem.component])
+    return (prior / 2 * (jnp.sum(theta**2) + (phi**2 if davidson else 0.0))
+            + _gauge_weight(prior) / 2 * theta @ _same_component(problem) @ theta)
+
+
+def _objective(x, problem: _Problem, prior, davidson: bool):
+    """Penalised log-likelihood of params x = (theta_0..theta_{m-1}, phi)."""
+    return _data_loglik(x, problem, davidson) - _penalty(x, problem, prior, davidson)
+
+
+def _assemble_gradient(x, terms, problem: _Problem, prior, davidson: bool):
+    # entry (a, b) depends on theta_a - theta_b: its derivative adds to a and subtracts from b
+    theta, phi = x[:-1], x[-1]
+    _, g_d, g_phi = terms[:3]
+    g_theta = (g_d.sum(axis=1) - g_d.sum(axis=0) - prior * theta
+               - _gauge_weight(prior) * _same_component(problem) @ theta)
     g_last = jnp.sum(g_phi) - prior * phi if davidson else jnp.zeros(())
     return jnp.concatenate([g_theta, g_last[None]])
 
 
+def _assemble_negative_hessian(terms, problem: _Problem, prior, davidson: bool):
+    _, _, _, h_dd, h_dp, h_pp = terms
+    m = h_dd.shape[0]
+    # entry (a, b)'s curvature lands on (a, a), (b, b) and, negated, on (a, b) and (b, a)
+    w = -(h_dd + h_dd.T)
+    h_theta = (jnp.diag(w.sum(axis=1)) - w + prior * jnp.eye(m)
+               + _gauge_weight(prior) * _same_component(problem))
+    if davidson:
+        cross = -(h_dp.sum(axis=1) - h_dp.sum(axis=0))
+        corner = prior - jnp.sum(h_pp)
+    else:  # phi is not a parameter here; a unit pivot keeps the system regular
+        cross, corner = jnp.zeros(m), jnp.ones(())
+    return jnp.block([[h_theta, cross[:, None]], [cross[None, :], corner[None, None]]])
+
+
+def _gradient(x, problem: _Problem, prior, davidson: bool):
+    """Gradient of the penalised log-likelihood: row minus column sums of the per-entry derivatives."""
+    return _assemble_gradient(x, _entries(x, problem, davidson), problem, prior, davidson)
+
+
 def _negative_hessian(x, problem: _Problem, prior, davidson: bool):
     """Minus the Hessian of the penalised log-likelihood: positive definite, (m+1, m+1)."""
-    theta, phi = x[:-1], x[-1]
-    m = theta.shape[0]
-    first, second = problem.first, problem.second
-    d = theta[first] - theta[second]
-    (h_dd, h_dp), (_, h_pp) = _pair_hess(d, phi, problem.first_wins, problem.second_wins, problem.ties, davidson)
-    h = (jnp.zeros((m + 1, m + 1))
-         .at[first, first].add(-h_dd).at[second, second].add(-h_dd)
-         .at[first, second].add(h_dd).at[second, first].add(h_dd))
-    same_component = (problem.component[:, None] == problem.component[None, :]).astype(jnp.float64)
-    h = h.at[:m, :m].add(prior * jnp.eye(m) + _gauge_weight(prior) * same_component)
-    if davidson:
-        cross = jnp.zeros(m).at[first].add(-h_dp).at[second].add(h_dp)
-        h = h.at[:m, m].set(cross).at[m, :m].set(cross).at[m, m].set(prior - jnp.sum(h_pp))
-    else:
-        h = h.at[m, m].set(1.0)  # phi is not a parameter here; a unit pivot keeps the system regular
-    return h
+    return _assemble_negative_hessian(_entries(x, problem, davidson), problem, prior, davidson)
 
 
-# Compiled entry points for callers outside a jitted function (eager JAX would compile every primitive).
-negative_hessian = jax.jit(_negative_hessian, static_argnums=3)
+def _evaluate(x, problem: _Problem, prior, davidson: bool):
+    """Everything one Newton iteration needs, in one pass: (objective, data log-likelihood, gradient, -Hessian)."""
+    terms = _entries(x, problem, davidson)
+    data = jnp.sum(terms[0])
+    return (data - _penalty(x, problem, prior, davidson), data,
+            _assemble_gradient(x, terms, problem, prior, davidson),
+            _assemble_negative_hessian(terms, problem, prior, davidson))
+
+
+# One compiled function per (batch, m, tie model): fits of a single problem are a batch of one.
+_evaluate_batch = jax.jit(jax.vmap(_evaluate, in_axes=(0, _Problem(0, 0, 0), None, None)), static_argnums=3)
 pair_gradient = jax.jit(_pair_grad, static_argnums=5)
 
 
-@partial(jax.jit, static_argnames=("davidson", "max_iter"))
+def negative_hessian(x, problem: _Problem, prior, davidson: bool) -> np.ndarray:
+    """Minus the Hessian at x, (m+1, m+1) numpy, through the same compiled function as the Newton solver."""
+    batch = _Problem(*(np.asarray(a)[None] for a in problem))
+    return np.asarray(_evaluate_batch(np.asarray(x, np.float64)[None], batch, np.float64(prior), davidson)[3])[0]
+
+
 def _newton(x0, problem: _Problem, prior, tol, *, davidson: bool, max_iter: int):
-    """Damped Newton ascent; returns (x, iterations, converged)."""
+    """Damped Newton ascent on a batch of problems (leading axis of x0 and of every array of `problem`).
 
-    def step(state):
-        x, _, it, _ = state
-        g = _gradient(x, problem, prior, davidson)
-        h = _negative_hessian(x, problem, prior, davidson)
-        direction = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(h), g)
-        value = _objective(x, problem, prior, davidson)
-        slope = jnp.dot(g, direction)
-
-        def shrink(ls):
-            t, _ = ls
-            return t / 2, _objective(x + t / 2 * direction, problem, prior, davidson)
-
-        def insufficient(ls):
-            t, new_value = ls
+    Each iteration evaluates objective, gradient and Hessian in one compiled call for the whole batch and
+    solves the Newton systems by Cholesky in LAPACK; an Armijo backtracking line search keeps every step an ascent.
+    Finished members stay fixed. Returns numpy (x, iterations, converged, data log-likelihood).
+    """
+    prior_ = np.float64(prior)
+    x = np.array(x0, np.float64)
+    value, data, grad, hess = map(np.array, _evaluate_batch(x, problem, prior_, davidson))
+    batch = x.shape[0]
+    iterations = np.zeros(batch, int)
+    done = np.zeros(batch, bool)
+    for _ in range(max_iter):
+        active = ~done & np.all(np.isfinite(grad), axis=1)
+        if not active.any():
+            break
+        direction = np.zeros_like(x)
+        for i in np.flatnonzero(active):
+            try:
+                direction[i] = scipy.linalg.cho_solve(scipy.linalg.cho_factor(hess[i]), grad[i])
+            except np.linalg.LinAlgError:  # not positive definite: numerically broken, left unconverged
+                active[i] = False
+        slope = np.einsum("bi,bi->b", grad, direction)
+        t = np.where(active, 1.0, 0.0)
+        while True:
+            trial = x + t[:, None] * direction
+            new = list(map(np.array, _evaluate_batch(trial, problem, prior_, davidson)))
             # Armijo condition, with a floor on t so a flat objective (at convergence) cannot loop.
-            return (new_value < value + 1e-4 * t * slope) & (t > 1e-8)
-
-        t, _ = jax.lax.while_loop(insufficient, shrink,
-                                  (1.0, _objective(x + direction, problem, prior, davidson)))
-        size = jnp.max(jnp.abs(t * direction))
-        return x + t * direction, size, it + 1, size < tol
-
-    def keep_going(state):
-        _, size, it, done = state
-        return (~done) & (it < max_iter) & ~jnp.isnan(size)
-
-    init = (x0, jnp.inf, 0, False)
-    x, size, it, done = jax.lax.while_loop(keep_going, step, init)
-    return x, it, done
+            short = active & (new[0] < value + 1e-4 * t * slope) & (t > 1e-8)
+            if not short.any():
+                break
+            t = np.where(short, t / 2, t)
+        size = np.max(np.abs(t[:, None] * direction), axis=1)
+        x = np.where(active[:, None], trial, x)
+        for old, fresh in zip((value, data, grad, hess), new):
+            old[active] = fresh[active]
+        iterations += active
+        done |= active & (size < tol)
+    return x, iterations, done, data
 
 
 # ------------------------------------------------------------------------------------------- diagnostics
@@ -363,24 +410,21 @@ def fit_bradley_terry(counts: PairCounts, *, ties: str = "half", prior: float = 
     elif warn:
         _warn_about_graph(component, unbounded_above, unbounded_below, played, names, prior)
 
-    problem = make_problem(counts, component)
-    x, iterations, converged = _newton(jnp.zeros(m + 1), problem, jnp.float64(prior), jnp.float64(tol),
-                                       davidson=davidson, max_iter=max_iter)
-    x = np.asarray(x)
-    if not (bool(converged) and np.all(np.isfinite(x))):
+    problem = make_problem(counts, component, batch=True)
+    x, iterations, converged, data_loglik = _newton(np.zeros((1, m + 1)), problem, prior, tol, davidson=davidson,
+                                                    max_iter=max_iter)
+    if not (converged[0] and np.all(np.isfinite(x))):
         raise RuntimeError(f"Bradley-Terry Newton iterations did not converge in {max_iter} steps")
+    return _make_fit(x[0], float(data_loglik[0]), int(iterations[0]), (component, unbounded_above, unbounded_below),
+                     played, davidson, anchor=anchor, anchor_rating=anchor_rating, scale=scale, base=base)
+
+
+def _make_fit(x, log_likelihood, iterations, graph, played, davidson, **elo_options) -> BTFit:
     theta = x[:-1]
-    return BTFit(
-        ratings=to_elo(theta, anchor=anchor, anchor_rating=anchor_rating, scale=scale, base=base, played=played),
-        strengths=theta,
-        log_likelihood=float(_data_loglik(jnp.asarray(x), problem, davidson)),
-        iterations=int(iterations),
-        converged=True,
-        tie_strength=float(np.exp(x[-1])) if davidson else float("nan"),
-        component=component,
-        unbounded_above=unbounded_above,
-        unbounded_below=unbounded_below,
-    )
+    return BTFit(ratings=to_elo(theta, played=played, **elo_options), strengths=theta,
+                 log_likelihood=log_likelihood, iterations=iterations, converged=True,
+                 tie_strength=float(np.exp(x[-1])) if davidson else float("nan"),
+                 component=graph[0], unbounded_above=graph[1], unbounded_below=graph[2])
 
 
 def fit_categories(counts_by_category: list[PairCounts], *, ties: str = "half", prior: float = DEFAULT_PRIOR,
@@ -390,8 +434,9 @@ def fit_categories(counts_by_category: list[PairCounts], *, ties: str = "half", 
     """One Bradley-Terry fit per category, solved together in one vmapped Newton run.
 
     All categories are indexed by the same models (a model absent from a category has no battles there and
-    gets a NaN rating in it), so their problems share one shape, padded to the largest pair count, and one
-    compiled solver. The results equal separate `fit_bradley_terry` calls.
+    gets a NaN rating in it), so their dense problems share one shape and one compiled evaluation: each
+    Newton iteration evaluates every category in one call. The results equal separate `fit_bradley_terry`
+    calls.
     """
     _check_options(ties, prior, scale, base)
     if not counts_by_category:
@@ -414,22 +459,12 @@ def fit_categories(counts_by_category: list[PairCounts], *, ties: str = "half", 
             _warn_about_graph(*graph, has_battles, names, prior)
         graphs.append(graph)
         played.append(has_battles)
-    padded = bucket_size(max(c.first.shape[0] for c in counts_by_category))
     problems = [make_problem(c, g[0]) for c, g in zip(counts_by_category, graphs)]
-    stacked = _Problem(*[jnp.stack([jnp.pad(getattr(p, f), (0, padded - getattr(p, f).shape[0]))
-                                    if f != "component" else getattr(p, f) for p in problems])
-                         for f in _Problem._fields])
-    # pad() added zero-count rows (pair (0, 0)), which contribute nothing.
-    solve = jax.vmap(lambda problem: _newton(jnp.zeros(m + 1), problem, jnp.float64(prior), jnp.float64(tol),
-                                             davidson=davidson, max_iter=max_iter))
-    xs, iterations, converged = solve(stacked)
-    data_loglik = jax.vmap(lambda x, problem: _data_loglik(x, problem, davidson))(xs, stacked)
-    xs, iterations, converged = np.asarray(xs), np.asarray(iterations), np.asarray(converged)
+    stacked = _Problem(*(np.stack(arrays) for arrays in zip(*problems)))
+    xs, iterations, converged, data_loglik = _newton(np.zeros((len(problems), m + 1)), stacked, prior, tol,
+                                                     davidson=davidson, max_iter=max_iter)
     if not (converged.all() and np.all(np.isfinite(xs))):
         raise RuntimeError(f"Bradley-Terry Newton iterations did not converge in {max_iter} steps")
-    return [BTFit(ratings=to_elo(x[:-1], anchor=anchor, anchor_rating=anchor_rating, scale=scale, base=base,
-                                 played=has_battles),
-                  strengths=x[:-1], log_likelihood=float(ll), iterations=int(it), converged=True,
-                  tie_strength=float(np.exp(x[-1])) if davidson else float("nan"),
-                  component=graph[0], unbounded_above=graph[1], unbounded_below=graph[2])
+    return [_make_fit(x, float(ll), int(it), graph, has_battles, davidson, anchor=anchor,
+                      anchor_rating=anchor_rating, scale=scale, base=base)
             for x, ll, it, graph, has_battles in zip(xs, data_loglik, iterations, graphs, played)]

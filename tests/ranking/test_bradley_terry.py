@@ -263,22 +263,47 @@ def test_jit_plain_and_vmap_agree():
     xs = jnp.stack([x, 2 * x])
     batched = jax.vmap(lambda v: bt._gradient(v, problem, 0.1, False))(xs)
     np.testing.assert_allclose(batched[1], bt._gradient(2 * x, problem, 0.1, False), rtol=1e-12, atol=1e-12)
-    fits = [bt._newton(jnp.zeros(8), problem, 0.1, 1e-10, davidson=False, max_iter=50)[0] for _ in range(2)]
+    # The Newton solver runs on a batch: two copies of one problem give the same fit, bit for bit, as the
+    # problem alone, and the compiled evaluation agrees with plain (unjitted) JAX.
+    pair = jax.tree.map(lambda a: jnp.stack([a, a]), problem)
+    alone = jax.tree.map(lambda a: a[None], problem)
+    fits = bt._newton(np.zeros((2, 8)), pair, 0.1, 1e-10, davidson=False, max_iter=50)
+    single = bt._newton(np.zeros((1, 8)), alone, 0.1, 1e-10, davidson=False, max_iter=50)
+    assert fits[2].all() and single[2].all()
+    np.testing.assert_array_equal(fits[0][0], fits[0][1])
+    np.testing.assert_array_equal(fits[0][0], single[0][0])
     with jax.disable_jit():
-        unjitted = bt._newton(jnp.zeros(8), problem, 0.1, 1e-10, davidson=False, max_iter=50)[0]
-    np.testing.assert_array_equal(fits[0], fits[1])
-    np.testing.assert_allclose(fits[0], unjitted, atol=1e-9)
+        unjitted = bt._newton(np.zeros((1, 8)), alone, 0.1, 1e-10, davidson=False, max_iter=50)[0]
+    np.testing.assert_allclose(single[0], unjitted, atol=1e-9)
 
 
-def test_bucketed_sizes_reuse_compiled_code():
-    assert [bt.bucket_size(k) for k in (1, 16, 17, 24, 25, 33, 1000)] == [16, 16, 24, 24, 32, 48, 1024]
+def test_dense_counts_hold_each_pair_once_per_side():
+    _, a, b, outcome = simulate(6, 500, seed=19, tie_rate=0.3)
+    counts = pair_counts(a, b, outcome, 6)
+    wins, ties = bt.dense_counts(counts)
+    expected_wins = np.zeros((6, 6))
+    expected_ties = np.zeros((6, 6))
+    for i, j, o in zip(a, b, outcome):
+        if o == A_WINS:
+            expected_wins[i, j] += 1
+        elif o == B_WINS:
+            expected_wins[j, i] += 1
+        else:
+            expected_ties[i, j] += 1
+            expected_ties[j, i] += 1
+    np.testing.assert_array_equal(wins, expected_wins)
+    np.testing.assert_array_equal(ties, expected_ties)
+
+
+def test_fits_over_the_same_models_reuse_compiled_code():
+    """The compiled evaluation depends on the number of models only, not on how many pairs have battles."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bt.RankingWarning)
-        before = bt._newton._cache_size()
-        for seed in range(3):  # same m, pair counts in one bucket
-            _, a, b, outcome = simulate(9, 400, seed=20 + seed)
+        before = bt._evaluate_batch._cache_size()
+        for seed, n in ((20, 400), (21, 3000), (22, 30)):
+            _, a, b, outcome = simulate(9, n, seed=seed)
             bt.fit_bradley_terry(pair_counts(a, b, outcome, 9))
-        assert bt._newton._cache_size() - before <= 1
+        assert bt._evaluate_batch._cache_size() - before <= 1
 
 
 @pytest.mark.parametrize("ties", ["half", "davidson"])
