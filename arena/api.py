@@ -6,7 +6,7 @@ import secrets
 from flask import Blueprint, Response, current_app, jsonify, request, session as cookie
 from sqlalchemy import select
 
-from arena import battles, db
+from arena import battles, db, snapshots
 from arena.errors import ApiError
 from arena.models import WINNERS, Model, Prompt
 
@@ -121,4 +121,5 @@ def vote(battle_id: str):
     if winner not in WINNERS:
         raise ApiError(400, "invalid_winner", "\"winner\" must be one of: " + ", ".join(WINNERS) + ".")
     models = battles.vote(db.session(), battle_id, winner, voter=cookie.get("voter"), address=_address())
+    snapshots.snapshot_if_due(current_app._get_current_object())  # at most one look every few seconds
     return {"battle_id": battle_id, "winner": winner, "models": models}

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, joinedload
 
 from arena import db
+from arena.answer_style import style_counts
 from arena.errors import ApiError
 from arena.models import Battle, Message, Model, Prompt, RecordedAnswer, Vote
 
@@ -335,7 +336,8 @@ class BattleRun:
                 battle_id=self.battle_id, side=side, turn=self.turn, role="assistant", content=text,
                 complete=error is None, error=error,
                 first_token_ms=None if result.first_token is None else 1000 * (result.first_token - result.started),
-                duration_ms=1000 * ((result.finished or time.monotonic()) - result.started)))
+                duration_ms=1000 * ((result.finished or time.monotonic()) - result.started),
+                **style_counts(text)))  # the style-controlled leaderboard's covariates, counted once here
             leak = identity_leak(text, self.identities[side])
             if leak and not self.flagged and not flag:
                 flag = {"flagged": True, "flag_reason": f"side {side} named {leak!r}"}

@@ -41,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
 from arena import db, demo, labs
+from arena.answer_style import style_counts
 from arena.models import Battle, Model, Prompt, RecordedAnswer, Vote
 
 BAD_INPUT, FAILURE = 2, 1
@@ -334,7 +335,8 @@ def answers_import(model_name: str, path: Path) -> None:
                                [f"{path}:{number}: {reason}" for number, reason in problems])
         if not rows:
             raise ValueError(f"{path}: no answers in the file")
-        session.execute(insert(RecordedAnswer), rows)
+        # a bulk insert skips the ORM's listener that counts each answer's style
+        session.execute(insert(RecordedAnswer), [{**row, **style_counts(row["text"])} for row in rows])
         labs.record_action(session, "answers.import", actor=labs.OPERATOR, lab_id=model.lab_id, model_id=model.id,
                            details={"name": model.name, "answers": len(rows), "file": path.name})
         session.commit()
@@ -573,6 +575,14 @@ def audit_list(lab_name: str | None, model_id: int | None, limit: int, as_json: 
 
 # ------------------------------------------------------------------------------------------------ wiring
 
+if __name__ == "__main__":
+    # `python -m arena.cli`: run the module as the package knows it. Run as __main__ this file is a second copy
+    # of arena.cli, and the command modules below import arena.cli's helpers, which would import them again
+    # half-initialised.
+    from arena.cli import main as _main
+
+    sys.exit(_main())
+
 from arena import leaderboard_cli  # noqa: E402  (its commands use the helpers above)
 from arena import board_cli  # noqa: E402  (the milestone board's commands, on the same helpers)
 
@@ -624,6 +634,3 @@ def main(argv: list[str] | None = None) -> int:
             app.extensions["arena.engine"].dispose()
     return result if isinstance(result, int) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

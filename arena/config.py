@@ -66,6 +66,9 @@ class Config:
         # counted votes below which a rating is marked provisional (FastChat shows a model from 300), and a new
         # snapshot after this many new counted votes (0: only when an operator runs `arena snapshot`).
         self.SNAPSHOT_REPLICATES = int(_number("ARENA_SNAPSHOT_REPLICATES", 1000))
+        # The style-controlled board's bootstrap resamples battle rows, not pair counts: each replicate refits
+        # every battle row (a million at a large arena, against 60,000 pair cells), so it takes fewer replicates.
+        self.SNAPSHOT_STYLE_REPLICATES = int(_number("ARENA_SNAPSHOT_STYLE_REPLICATES", 100))
         self.SNAPSHOT_SEED = int(_number("ARENA_SNAPSHOT_SEED", 0))
         self.SNAPSHOT_TIES = os.environ.get("ARENA_SNAPSHOT_TIES") or "half"
         self.PROVISIONAL_VOTES = int(_number("ARENA_PROVISIONAL_VOTES", 300))

@@ -10,13 +10,16 @@ from arena import db, signing, snapshots
 from arena.errors import ApiError
 
 bp = Blueprint("leaderboard_api", __name__, url_prefix="/api/v1/leaderboard")
+MAX_VERSION = 2**31 - 1
 
 _ROW_FIELDS = ("rank_ub", "tier", "model", "organization", "lab", "rating", "ci_low", "ci_high", "battles", "wins",
                "losses", "ties", "provisional", "retired", "status")
 
 
 def _snapshot(version: int | None = None):
-    snapshot = snapshots.get_snapshot(db.session(), version)
+    # versions are 32-bit in the database: a larger number cannot name one (PostgreSQL would refuse the query)
+    too_large = version is not None and version > MAX_VERSION
+    snapshot = None if too_large else snapshots.get_snapshot(db.session(), version)
     if snapshot is None:
         if version is None:
             raise ApiError(404, "no_snapshot", "No leaderboard has been published yet (an operator runs "

@@ -58,6 +58,7 @@ class SnapshotSettings(NamedTuple):
     """The service's ranking settings (ARENA_SNAPSHOT_* and ARENA_PROVISIONAL_VOTES), recorded in each snapshot."""
 
     replicates: int
+    style_replicates: int  # the style-controlled board refits every battle row per replicate: far dearer
     seed: int
     ties: str
     provisional_votes: int
@@ -65,7 +66,8 @@ class SnapshotSettings(NamedTuple):
 
     @classmethod
     def from_config(cls, config) -> "SnapshotSettings":
-        return cls(replicates=int(config["SNAPSHOT_REPLICATES"]), seed=int(config["SNAPSHOT_SEED"]),
+        return cls(replicates=int(config["SNAPSHOT_REPLICATES"]),
+                   style_replicates=int(config["SNAPSHOT_STYLE_REPLICATES"]), seed=int(config["SNAPSHOT_SEED"]),
                    ties=config["SNAPSHOT_TIES"], provisional_votes=int(config["PROVISIONAL_VOTES"]),
                    every_votes=int(config["SNAPSHOT_EVERY_VOTES"]))
 
@@ -175,6 +177,7 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
     version = (latest_version(session) or 0) + 1
     created_at = datetime.now(timezone.utc).replace(microsecond=0)
     votes, models = _gather(session, cut)
+    session.rollback()  # end the read transaction: the fit takes a while, and nothing read is written back
     queried = time.perf_counter()
 
     pseudonym = _pseudonymiser(app.config["SECRET_KEY"])
@@ -434,7 +437,7 @@ def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: Snap
     for category in sorted(battles.categories):
         boards["categories"][category] = board(base_options._replace(category=category))
     if battles.style is not None and settings.ties == "half":
-        boards["style"] = board(base_options._replace(style=True))
+        boards["style"] = board(base_options._replace(style=True, replicates=settings.style_replicates))
     return boards
 
 

@@ -20,7 +20,7 @@ REPLICATES = 20  # enough for intervals and tiers to exist; the numbers' quality
 
 @pytest.fixture
 def demo_app(app, session):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
+    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
     demo.load_demo(session)
     return app
 
@@ -146,6 +146,7 @@ def test_leaderboard_errors_have_the_one_json_shape(app, client, demo_app):
              "/api/v1/leaderboard?style=true&category=knowledge": (400, "invalid_parameter"),
              "/api/v1/leaderboard/snapshots/2": (404, "snapshot_not_found"),
              "/api/v1/leaderboard/snapshots/2/battles": (404, "snapshot_not_found"),
+             "/api/v1/leaderboard/snapshots/99999999999": (404, "snapshot_not_found"),  # beyond a 32-bit id
              "/api/v1/leaderboard/snapshots/1?format=xml": (400, "invalid_parameter"),
              "/api/v1/leaderboard/public-key?format=der": (400, "invalid_parameter")}
     for url, (status, code) in cases.items():
@@ -166,7 +167,8 @@ def _vote_directly(session, model_a, model_b, winner, *, voter, prompt_id=None, 
 
 
 def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_vote_file(app, client, session):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0, PROVISIONAL_VOTES=5)
+    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0,
+                      PROVISIONAL_VOTES=5)
     prompt = gen_prompt(session)
     a, b, c = (gen_recorded_model(session, name, "Org", {prompt.id: f"answer {name}"}) for name in "ABC")
     for i in range(4):
@@ -209,7 +211,7 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
 
 
 def test_a_battle_played_in_the_arena_carries_its_answers_style(app, client, session):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
+    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
     prompt = gen_prompt(session)
     gen_recorded_model(session, "Plain", "Org", {prompt.id: "Short answer."})
     gen_recorded_model(session, "Fancy", "Org", {prompt.id: "# Title\n\n- **one**\n- two\n\nA longer answer."})
@@ -218,8 +220,9 @@ def test_a_battle_played_in_the_arena_carries_its_answers_style(app, client, ses
     assert client.post(f"/api/v1/battles/{created['id']}/vote", json={"winner": "a"}).status_code == 200
     answers = session.scalars(select(Message).where(Message.role == "assistant")).all()
     counts = {m.content: (m.tokens, m.header_count, m.list_count, m.bold_count) for m in answers}
+    # tokens: "#", "Title", "-", "*", "*", "one", "*", "*", "-", "two", "A", "longer", "answer", "."
     assert counts == {"Short answer.": (3, 0, 0, 0),
-                      "# Title\n\n- **one**\n- two\n\nA longer answer.": (14, 1, 2, 1)}  # "#", "Title", "-", 4 x "*", "one", "-", "two", ... "."
+                      "# Title\n\n- **one**\n- two\n\nA longer answer.": (14, 1, 2, 1)}
     build(app)
     line = json.loads(client.get("/api/v1/leaderboard/snapshots/1/battles").data)
     fancy_side = "a" if line["model_a"] == "Fancy" else "b"
@@ -245,7 +248,8 @@ def test_two_workers_asking_at_once_make_one_snapshot(demo_app, session, tmp_pat
     would be): exactly one new snapshot."""
     env = {**os.environ, "ARENA_DATABASE_URL": demo_app.config["DATABASE_URL"],
            "ARENA_INSTANCE_PATH": demo_app.config["INSTANCE_PATH"], "ARENA_SECRET_KEY": "test-secret",
-           "ARENA_SNAPSHOT_REPLICATES": "2", "ARENA_SNAPSHOT_EVERY_VOTES": "100"}
+           "ARENA_SNAPSHOT_REPLICATES": "2", "ARENA_SNAPSHOT_STYLE_REPLICATES": "2",
+           "ARENA_SNAPSHOT_EVERY_VOTES": "100"}
     arena = os.path.join(os.path.dirname(sys.executable), "arena")
     workers = [subprocess.Popen([arena, "snapshot", "--if-due"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -258,7 +262,8 @@ def test_two_workers_asking_at_once_make_one_snapshot(demo_app, session, tmp_pat
 
 
 def test_enough_new_votes_start_a_build_in_the_background(app, client, session, monkeypatch):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=2, SNAPSHOT_CHECK_SECONDS=0)
+    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=2,
+                      SNAPSHOT_CHECK_SECONDS=0)
     prompt = gen_prompt(session)
     gen_recorded_model(session, "One", "Org", {prompt.id: "First answer."})
     gen_recorded_model(session, "Two", "Org", {prompt.id: "Second answer."})
