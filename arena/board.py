@@ -60,7 +60,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from arena import signing, snapshots
+from arena import labs, signing, snapshots
 from arena.models import Milestone, Model, SafetyScore, Snapshot
 
 EXPORT_FORMAT = "arena-board/1"
@@ -324,6 +324,9 @@ def import_scores(session: Session, text: str, *, fmt: str, name: str = "the fil
     try:
         session.execute(insert(SafetyScore), [{**{k: v for k, v in row.items() if not k.startswith("_")},
                                                "imported_at": imported_at} for row in rows])
+        labs.record_action(session, "safety.import", actor=labs.OPERATOR,
+                           details={"file": name, "scores": len(rows),
+                                    "metrics": sorted({row["metric"] for row in rows})})
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -499,6 +502,8 @@ def add_milestones(session: Session, payload) -> list[Milestone]:
     definitions = check_milestones(session, payload)
     added = [Milestone(name=d["name"], definition=d) for d in definitions]
     session.add_all(added)
+    for definition in definitions:
+        labs.record_action(session, "milestone.add", actor=labs.OPERATOR, details={"definition": definition})
     try:
         session.commit()
     except IntegrityError:

@@ -16,7 +16,7 @@ import scipy.stats
 from sqlalchemy import func, insert, select
 
 from arena import board, cli, signing, snapshots
-from arena.models import Battle, Milestone, SafetyScore, Vote
+from arena.models import AuditEvent, Battle, Milestone, SafetyScore, Vote
 from tests.arena.conftest import gen_recorded_model
 
 REPLICATES = 20  # snapshot bootstrap replicates: intervals exist; their quality is tested in tests/ranking
@@ -164,6 +164,10 @@ def test_a_good_csv_json_and_json_lines_file_are_imported(board_app, session):
         ("Model B", "bias", 0.4, pytest.approx(0.3), pytest.approx(0.5), date(2026, 5, 3)),
         ("Model B", "refusal_of_harm", 0.5, None, None, date(2026, 5, 1))]
     assert [s.model for s in board.load_scores(session, model="Model B", metric="bias")] == ["Model B"]
+    audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "safety.import")
+                            .order_by(AuditEvent.id)).all()
+    assert [(e.actor, e.details["scores"], e.details["metrics"]) for e in audit] == [
+        ("operator", 2, ["refusal_of_harm"]), ("operator", 1, ["jailbreak_rate"]), ("operator", 2, ["bias"])]
 
 
 def test_every_bad_line_is_reported_and_nothing_is_stored(board_app, session):
@@ -288,6 +292,8 @@ def test_milestones_are_validated_all_or_nothing_and_never_redefined(board_app, 
         board.add_milestones(session, {**good, "capability": {"min_rating": 1000}})  # a "changed rule"
     assert "definitions are never edited" in caught.value.problems[0]
     assert [m.definition for m in board.list_milestones(session)] == [added.definition]
+    assert [e.details["definition"] for e in session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "milestone.add"))] == [added.definition]  # refusals add none
 
 
 # ------------------------------------------------------------------------------------------------ decisions
