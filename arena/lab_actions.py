@@ -302,10 +302,10 @@ def update_model(session: Session, lab: Lab, model: Model, *, key_prefix: str | 
     if new_key or {"base_url", "endpoint_model"} & new.keys():
         if not new_key and model.endpoint_key_encrypted is not None:
             api_key = _stored_key(model, settings)
-        model_id = model.id
+        model_id, base_url = model.id, new.get("base_url", model.base_url)
+        endpoint_model = new.get("endpoint_model", model.endpoint_model)
         session.rollback()  # hold nothing during the real request
-        check_ms = check_new_endpoint(new.get("base_url", model.base_url),
-                                      new.get("endpoint_model", model.endpoint_model), api_key, settings)
+        check_ms = check_new_endpoint(base_url, endpoint_model, api_key, settings)
         model = own_model(session, lab, model_id)  # anew: it may have changed meanwhile
         if model.status == "retired":
             raise ApiError(409, "model_retired", f"Model {model.id} is retired; retiring is final.")

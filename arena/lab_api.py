@@ -77,7 +77,10 @@ def records_failures(action: str):
 
 
 def _parse(schema: type[BaseModel]):
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the JSON decoder goes: malformed input, not our failure
+        body = None
     g.attempt = lab_actions.loggable(body)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object (Content-Type: application/json).")

@@ -18,13 +18,14 @@ How a replicate is made, all inside one compiled JAX function per chunk of repli
   so few distinct means), one uniform and two table reads per cell. Cells with a zero count stay zero and
   cost nothing.
 - The drawn cells are laid out as a dense m×m matrix and the replicate is refitted by chord Newton steps,
-  x <- x + H0^-1 g_r(x), H0 the full-data Hessian: a replicate is a small perturbation of the data, so this
-  converges linearly and fast (about 7 steps to 1e-9 nats at 200 models), and each step is one pass over the
-  matrix. Half-win ties use sigmoid(t_i - t_j) = e_i / (e_i + e_j) (a division per entry instead of an
-  exponential) and keep the battle counts in float32 (exact below 2^24); the gradient itself is summed in
-  float64. H0^-1 is applied in float32: it only preconditions the iteration, whose fixed point g_r = 0 is
-  computed in float64. The rare replicate that does not converge that way is refitted by the damped Newton
-  solver of bradley_terry.
+  x <- x + P g_r(x), P the full-data inverse Hessian H0^-1 restricted to zero-sum strengths (see
+  _preconditioner): a replicate is a small perturbation of the data, so this converges linearly and fast
+  (7-9 steps to 1e-9 nats at 200-1000 models), and each step is one pass over the matrix. Half-win ties use
+  sigmoid(t_i - t_j) = e_i / (e_i + e_j) (a division per entry instead of an exponential) with the battle
+  counts in float32 (exact below 2^24); the first steps do the per-entry work in float32, the last ones in
+  float64, and only a float64 step below `tol` ends a refit. P is applied in float32: it only preconditions
+  the iteration, whose fixed point g_r = 0 is computed in float64. The rare replicate that does not
+  converge that way is refitted by the damped Newton solver of bradley_terry.
 - Chunks of replicates run on every CPU the process may use (THREADS), each replicate sequentially inside
   its chunk (lax.map), so a replicate's arithmetic never depends on its neighbours. Memory is O(m²) per
   thread plus the (R, m) samples, never O(battles).
@@ -41,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+from scipy.sparse import coo_matrix
 from scipy.stats import norm, poisson
 
 from ranking import bradley_terry as bt
@@ -217,25 +219,39 @@ def replicate_counts(counts: PairCounts, replicate: int, *, seed: int = 0) -> Pa
 
 # ------------------------------------------------------------------------------------------------ refitting
 
-def _replicate_problem(tables: _CellTables, layout: _Layout, component, key, replicate) -> bt._Problem:
-    cells = jnp.append(_draw(tables, key, replicate), 0.0)
-    return bt._Problem(wins=cells[layout.wins], ties=cells[layout.ties], component=component)
+def _replicate_cells(tables: _CellTables, layout: _Layout, key, replicate, dtype):
+    """The replicate's drawn counts as dense (wins, ties) matrices, like bradley_terry.dense_counts."""
+    cells = jnp.append(_draw(tables, key, replicate), 0.0).astype(dtype)
+    return cells[layout.wins], cells[layout.ties]
 
 
-def _half_gradient(theta, scores, battles, same_component, prior):
+def _half_gradient(theta, scores, battles, same_component, prior, *, coarse: bool = False):
     """Gradient of the penalised half-win log-likelihood from a replicate's score sums and battle matrix.
 
     scores: (m,) wins + half ties of each model; battles: (m, m) N[i, j]. The data term is
     scores_i - sum_j N_ij sigmoid(theta_i - theta_j), with sigmoid(theta_i - theta_j) = e_i / (e_i + e_j):
     one division per entry, where an exponential costs several times more. e is taken relative to the
-    largest strength (and floored at e^-700), so it neither overflows nor vanishes.
+    largest strength and floored (at e^-700, or e^-80 in float32), so it neither overflows nor vanishes.
+    `coarse` does the per-entry work in float32 (about three times faster, and accurate to ~1e-6 relative:
+    enough to approach the solution, not to finish).
     """
-    e = jnp.exp(jnp.maximum(theta - theta.max(), -700.0))
-    expected = e * jnp.sum(battles / (e[:, None] + e[None, :]), axis=1, dtype=jnp.float64)
+    if coarse:
+        e = jnp.exp(jnp.maximum(theta - theta.max(), -80.0)).astype(jnp.float32)
+        expected = (e * jnp.sum(battles.astype(jnp.float32) / (e[:, None] + e[None, :]), axis=1))
+        expected = expected.astype(jnp.float64)
+    else:
+        e = jnp.exp(jnp.maximum(theta - theta.max(), -700.0))
+        expected = e * jnp.sum(battles / (e[:, None] + e[None, :]), axis=1, dtype=jnp.float64)
     g = scores - expected - prior * theta
     if same_component is not None:  # the gauge of prior == 0 (see bradley_terry._gauge_weight)
         g = g - same_component @ theta
     return g
+
+
+# Chord steps use the float32 gradient until a step is below COARSE_TOL (nats, ten times its ~1e-6
+# accuracy) or COARSE_MAX_ITER steps are done, then float64 to the end; only a float64 step can end it.
+COARSE_TOL = 1e-5
+COARSE_MAX_ITER = 8
 
 
 @partial(jax.jit, static_argnames=("davidson", "gauge", "narrow", "max_iter"))
@@ -244,43 +260,69 @@ def _refit_chunk(tables: _CellTables, layout: _Layout, component, key, replicate
     """Draw and refit each replicate of a chunk; replicate -1 is padding. Returns (x, converged, iterations).
 
     Each replicate runs its own chord iteration x <- x + P g_r(x), P = H0^-1 (float32), until the largest
-    step is below tol; the chunk's replicates run one after the other (lax.map), so a replicate's arithmetic
-    is the same whatever else is in the chunk.
+    float64 step is below tol; the chunk's replicates run one after the other (lax.map), so a replicate's
+    arithmetic is the same whatever else is in the chunk. `narrow`: every count fits float32 exactly.
     """
     m = x0.shape[0] - 1
 
     def refit(replicate):
-        problem = _replicate_problem(tables, layout, component, key, replicate)
         if davidson:
-            def gradient(x):
+            wins, ties = _replicate_cells(tables, layout, key, replicate, jnp.float64)
+            problem = bt._Problem(wins=wins, ties=ties, component=component)
+
+            def gradient(x, coarse):
                 return bt._gradient(x, problem, prior, True)
         else:
-            scored = problem.wins + problem.ties / 2
-            scores = scored.sum(axis=1)
+            wins, ties = _replicate_cells(tables, layout, key, replicate, jnp.float32 if narrow else jnp.float64)
+            scored = wins + ties / 2
+            scores = jnp.sum(scored, axis=1, dtype=jnp.float64)
             battles = scored + scored.T
-            battles = battles.astype(jnp.float32) if narrow else battles
-            same_component = bt._same_component(problem) if gauge else None
+            same_component = (component[:, None] == component[None, :]).astype(jnp.float64) if gauge else None
 
-            def gradient(x):
-                return jnp.append(_half_gradient(x[:m], scores, battles, same_component, prior), 0.0)
+            def gradient(x, coarse):
+                g = _half_gradient(x[:m], scores, battles, same_component, prior, coarse=coarse)
+                return jnp.append(g, 0.0)
 
         def step(state):
-            x, _, iterations = state
-            delta = jnp.sum(gradient(x).astype(jnp.float32)[:, None] * precondition, axis=0)
-            delta = delta.astype(jnp.float64)
-            return x + delta, jnp.max(jnp.abs(delta)), iterations + 1
+            x, _, iterations, fine, _ = state
+            g = jax.lax.cond(fine, lambda x: gradient(x, False), lambda x: gradient(x, True), x)
+            delta = jnp.sum(g.astype(jnp.float32)[:, None] * precondition, axis=0).astype(jnp.float64)
+            size = jnp.max(jnp.abs(delta))
+            switch = davidson | (size < COARSE_TOL) | (iterations + 1 >= COARSE_MAX_ITER)
+            return x + delta, size, iterations + 1, fine | switch, fine
 
         def keep_going(state):
-            _, size, iterations = state
-            return (size >= tol) & (iterations < max_iter)
+            _, size, iterations, _, was_fine = state
+            return ~(was_fine & (size < tol)) & (iterations < max_iter)
 
-        x, size, iterations = jax.lax.while_loop(keep_going, step, (x0, jnp.inf, 0))
-        return x, size < tol, iterations
+        x, size, iterations, _, was_fine = jax.lax.while_loop(
+            keep_going, step, (x0, jnp.inf, 0, jnp.bool_(davidson), jnp.bool_(False)))
+        return x, was_fine & (size < tol), iterations
 
     def skip(replicate):
         return x0, jnp.bool_(True), 0
 
     return jax.lax.map(lambda r: jax.lax.cond(r >= 0, refit, skip, r), replicates)
+
+
+def _preconditioner(x0, counts: PairCounts, component, prior, davidson: bool) -> np.ndarray:
+    """P = Pi H0^-1 Pi: the full-data inverse Hessian restricted to strengths that sum to zero in each piece.
+
+    Every fit, full-data or replicate, has zero-sum strengths in each connected piece (the data term does not
+    move a piece's sum, the prior or the gauge pins it to zero), so the iteration never needs that direction.
+    Left in, it is H0's weakest one (curvature = the prior, 1e-3): rounding in a gradient, whose data part
+    sums to zero only up to rounding, would come back from H0^-1 multiplied by 1/prior.
+    """
+    m = counts.n_models
+    hessian = bt.negative_hessian(x0, bt.make_problem(counts, component), prior, davidson)
+    inverse = scipy.linalg.cho_solve(scipy.linalg.cho_factor(hessian), np.eye(m + 1))
+    sizes = np.bincount(component)
+    members = coo_matrix((np.ones(m), (component, np.arange(m))), shape=(sizes.size, m + 1)).tocsr()
+
+    def project_rows(a):  # Pi a: subtract each piece's mean row from its rows (phi's row stays)
+        return a - members.T @ ((members @ a) / sizes[:, None])
+
+    return project_rows(project_rows(inverse).T)
 
 
 def _default_batch_size(m: int) -> int:
@@ -362,8 +404,7 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
                                        scale=scale, base=base, names=names)
         component = np.asarray(fit.component, np.int32)
         x0 = np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0)
-        hessian = bt.negative_hessian(x0, bt.make_problem(counts, fit.component), prior, davidson)
-        precondition = scipy.linalg.cho_solve(scipy.linalg.cho_factor(hessian), np.eye(m + 1))
+        precondition = _preconditioner(x0, counts, fit.component, prior, davidson)
         x0, precondition = jax.device_put(x0), jax.device_put(precondition.astype(np.float32))
         if prepared is None:
             tables, layout = _poisson_tables(cells), _layout(counts, cells)

@@ -307,6 +307,18 @@ def test_every_refused_registration_is_on_record_without_the_key(app, client, se
     assert session.scalar(select(func.count()).select_from(Model)) == 1
 
 
+def test_malformed_json_bodies_get_400_never_500(client, two_labs):
+    key_a, _ = two_labs
+    model_id = register_recorded(client, key_a)
+    headers = {**bearer(key_a), "Content-Type": "application/json"}
+    for body in ["[" * 100_000, '{"name": ' * 50_000, "{not json", "", '{"name": "a", "organization": "b", "kind": '
+                 '"recorded", "system_prompt": "\\ud800"}']:
+        for method, url in (("post", "/api/v1/models"), ("patch", f"/api/v1/models/{model_id}")):
+            response = getattr(client, method)(url, data=body, headers=headers)
+            assert response.status_code == 400 and response.json["error"]["code"] in ("invalid_json",
+                                                                                       "invalid_request")
+
+
 def test_names_are_unique_across_the_arena(client, two_labs):
     key_a, key_b = two_labs
     register_recorded(client, key_a, name="Taken")
@@ -678,3 +690,23 @@ def test_recorded_and_retired_models_take_no_endpoint_change(client, two_labs, l
         assert response.status_code == 409 and response.json["error"]["code"] == "model_retired"
     assert len(loopback.requests) == sent and patch_model(client, key_a, endpoint, {"status": "retired"}).json[
         "status"] == "retired"
+
+
+def test_a_vote_that_counts_while_the_new_endpoint_is_checked_keeps_the_old_configuration(client, session, two_labs,
+                                                                                          loopback, monkeypatch):
+    key_a, key_b = two_labs
+    model_id = register_endpoint(client, key_a, loopback.base_url)
+    theirs = register_recorded(client, key_b, "Theirs", "B")
+    check = providers.check_endpoint
+
+    def check_while_a_vote_lands(*args, **kwargs):  # the check holds no transaction: a vote can land meanwhile
+        gen_battle(session, model_id, theirs, winner="a")
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(providers, "check_endpoint", check_while_a_vote_lands)
+    response = patch_model(client, key_a, model_id, {"endpoint": {"model": "slow:0"}})
+    assert response.status_code == 409 and response.json["error"]["code"] == "model_rated"
+    model = stored(session, model_id)
+    assert model.endpoint_model == "echo"
+    assert session.scalar(select(func.count()).select_from(EndpointCheck)) == 1
+    assert session.scalar(select(Battle.state)) == "voted"
