@@ -37,8 +37,8 @@ Beside every metric, its correlation with arena capability across models (Pearso
 percentile bootstrap interval over models) flags a metric that mostly tracks capability: gains on it are
 capability gains presented as safety ("safetywashing", Ren et al. 2024).
 
-This module is imported by the web workers: it uses numpy, never `ranking` (JAX) at module level. Only the
-export imports `ranking.snapshot` (through the signing), when it signs.
+This module is imported by the web workers: it uses numpy, and of `ranking` only `ranking.signature`, which
+loads no JAX.
 """
 from __future__ import annotations
 
@@ -867,8 +867,8 @@ def board_report(session: Session, snapshot: Snapshot, *, threshold: float) -> d
 def export_document(session: Session, config, snapshot: Snapshot, *, threshold: float) -> dict:
     """The board's signed export for one snapshot (format arena-board/1): the overall board's rows, the
     safety scores used, the milestone decisions and the correlations, tied to the snapshot by the SHA-256 of
-    its signed bytes, and signed like the snapshot (`ranking.snapshot.check_signature` verifies it)."""
-    from ranking.snapshot import signed_bytes
+    its signed bytes, and signed like the snapshot (`ranking.signature.check_signature` verifies it)."""
+    from ranking.signature import signed_bytes
 
     document = snapshots.published_document(snapshot)
     report = board_report(session, snapshot, threshold=threshold)
@@ -929,7 +929,7 @@ def _cell(value) -> str:
 
 def sign_bytes(config, data: bytes) -> dict:
     """A detached Ed25519 signature of the bytes, with the arena's key (as arena.signing signs snapshots)."""
-    from ranking.snapshot import SIGNATURE_ALGORITHM, key_id
+    from ranking.signature import SIGNATURE_ALGORITHM, key_id
 
     key = signing.load_or_create_key(config)
     raw = signing.public_key_raw(config)

@@ -1,6 +1,7 @@
 """The published leaderboard under /api/v1/leaderboard: read from stored snapshots only, never recomputed."""
 from __future__ import annotations
 
+import base64
 import csv
 import io
 
@@ -8,6 +9,7 @@ from flask import Blueprint, Response, current_app, request
 
 from arena import db, signing, snapshots
 from arena.errors import ApiError
+from ranking.signature import key_id
 
 bp = Blueprint("leaderboard_api", __name__, url_prefix="/api/v1/leaderboard")
 MAX_VERSION = 2**31 - 1
@@ -121,10 +123,6 @@ def public_key():
         raise ApiError(400, "invalid_parameter", "'format' must be pem or json.")
     pem = signing.public_key_pem(current_app.config)
     if wanted == "json":
-        import base64
-
-        from ranking.snapshot import key_id
-
         raw = signing.public_key_raw(current_app.config)
         return {"algorithm": "ed25519", "public_key": base64.b64encode(raw).decode(), "key_id": key_id(raw),
                 "pem": pem}

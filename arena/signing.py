@@ -15,6 +15,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ranking.signature import SIGNATURE_ALGORITHM, key_id, signed_bytes
+
 
 
 def key_path(config) -> Path:
@@ -60,8 +62,6 @@ def public_key_pem(config) -> str:
 
 def sign_document(config, document: dict) -> dict:
     """The signature block for a document (which must not carry one yet): algorithm, key, key id, value."""
-    from ranking.snapshot import SIGNATURE_ALGORITHM, key_id, signed_bytes  # JAX loads only where one signs
-
     key = load_or_create_key(config)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return {"algorithm": SIGNATURE_ALGORITHM, "public_key": base64.b64encode(raw).decode(), "key_id": key_id(raw),

@@ -478,7 +478,7 @@ def _sampling_policy(models: dict[int, _ModelInfo]) -> dict:
 
 
 def _canonical_text(document: dict) -> str:
-    from ranking.snapshot import canonical_json
+    from ranking.signature import canonical_json
 
     return canonical_json(document).decode("utf-8")
 

@@ -3,25 +3,33 @@
 Pure numerics over arrays: nothing here knows about the web service or its database. Ratings are on the
 Elo scale (400 points per factor of 10 in odds) unless a function says otherwise.
 
-JAX runs in float64 here: Bradley-Terry log-likelihoods over millions of battles lose digits in float32, and
-the ratings we publish must agree with an independent scipy fit to 0.01 Elo points. We switch it on once, in
-this file, because every module of the package relies on it; an application that imports `ranking` gets
-float64 JAX as a consequence.
+JAX runs in float64 (see `ranking._jax`, imported by every module that computes with JAX). The names below
+are loaded on first use, so `import ranking.data` or `ranking.signature` does not import JAX.
 """
-import jax
+import importlib
 
-jax.config.update("jax_enable_x64", True)
+_HOMES = {
+    "ranking.bootstrap": ("BootstrapResult", "Intervals", "bootstrap_ratings", "rank_upper_bound",
+                          "sandwich_intervals"),
+    "ranking.bradley_terry": ("DEFAULT_PRIOR", "BTFit", "RankingWarning", "fit_bradley_terry", "fit_categories"),
+    "ranking.data": ("A_WINS", "B_WINS", "TIE", "TIE_BOTHBAD", "BattleFileError", "Battles", "encode_battles",
+                     "read_battles", "write_battles_jsonl"),
+    "ranking.elo": ("EloResult", "online_elo"),
+    "ranking.leaderboard": ("Leaderboard", "ModelResult", "RankingOptions", "rank_battles"),
+    "ranking.stats": ("PairCounts", "observed_win_rates", "pair_counts", "predicted_win_rates", "win_matrix"),
+    "ranking.style": ("StyleFit", "bootstrap_style_controlled", "fit_style_controlled", "style_covariates"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
-from ranking.bootstrap import BootstrapResult, Intervals, bootstrap_ratings, rank_upper_bound, sandwich_intervals  # noqa: E402
-from ranking.bradley_terry import (DEFAULT_PRIOR, BTFit, RankingWarning, fit_bradley_terry,  # noqa: E402
-                                   fit_categories)
-from ranking.data import (A_WINS, B_WINS, TIE, TIE_BOTHBAD, BattleFileError, Battles,  # noqa: E402
-                          encode_battles, read_battles, write_battles_jsonl)
-from ranking.elo import EloResult, online_elo  # noqa: E402
-from ranking.leaderboard import Leaderboard, ModelResult, RankingOptions, rank_battles  # noqa: E402
-from ranking.stats import (PairCounts, observed_win_rates, pair_counts, predicted_win_rates,  # noqa: E402
-                           win_matrix)
-from ranking.style import StyleFit, bootstrap_style_controlled, fit_style_controlled, style_covariates  # noqa: E402
+
+def __getattr__(name: str):
+    """The public API, imported from its module on first use (PEP 562)."""
+    if name not in _HOME_OF:
+        raise AttributeError(f"module 'ranking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME_OF[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "A_WINS", "B_WINS", "TIE", "TIE_BOTHBAD", "DEFAULT_PRIOR",

@@ -38,7 +38,7 @@ import scipy.linalg
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-import ranking  # noqa: F401  (float64 JAX)
+import ranking._jax  # noqa: F401  (float64 JAX)
 from ranking.stats import PairCounts, battle_counts
 
 DEFAULT_PRIOR = 1e-3

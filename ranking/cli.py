@@ -170,6 +170,7 @@ EXIT_NOT_VERIFIED = 1
 
 def _verify(args) -> int:
     """Print one line per check; exit 0 when all pass, 1 when something does not match, 2 for bad input."""
+    from ranking import signature
     from ranking import snapshot as snap
 
     try:
@@ -182,13 +183,13 @@ def _verify(args) -> int:
     if args.public_key:
         key_path = Path(args.public_key)
         text = key_path.read_bytes() if key_path.is_file() else args.public_key
-        public_key = snap.load_public_key(text)
+        public_key = signature.load_public_key(text)
     failures = 0
 
-    signature = snap.check_signature(document, public_key)
-    print(f"signature: {'ok' if signature.ok else 'FAILED'}"
-          f"{f' (key {signature.key_id})' if signature.key_id else ''}: {signature.message}")
-    failures += not signature.ok
+    checked = signature.check_signature(document, public_key)
+    print(f"signature: {'ok' if checked.ok else 'FAILED'}"
+          f"{f' (key {checked.key_id})' if checked.key_id else ''}: {checked.message}")
+    failures += not checked.ok
 
     battles = read_battles(args.file, format="jsonl")
     published_hash = (document.get("battle_file") or {}).get("sha256")

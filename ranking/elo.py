@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import ranking  # noqa: F401  (float64 JAX)
+import ranking._jax  # noqa: F401  (float64 JAX)
 from ranking.data import A_WINS, B_WINS, TIE, TIE_BOTHBAD
 
 MIN_BATTLE_BUCKET = 1024

@@ -47,7 +47,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-import ranking  # noqa: F401  (float64 JAX)
+import ranking._jax  # noqa: F401  (float64 JAX)
 from ranking.bradley_terry import DEFAULT_PRIOR  # precision per nat^2, shared with plain Bradley-Terry
 from ranking.data import STYLE_FEATURES
 from ranking.elo import MIN_BATTLE_BUCKET, MIN_MODEL_BUCKET, _bucket, _check_battles

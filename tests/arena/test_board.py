@@ -519,7 +519,7 @@ def test_the_milestones_route_and_its_errors(board_app, client, session):
 
 def test_the_json_export_is_tied_to_its_snapshot_and_its_signature_fails_after_a_change(board_app, client, session,
                                                                                       hand_made):
-    from ranking.snapshot import check_signature, signed_bytes
+    from ranking.signature import check_signature, signed_bytes
 
     response = client.get("/api/v1/board/snapshots/1")
     assert response.status_code == 200
@@ -603,7 +603,7 @@ def test_the_commands_import_list_add_evaluate_and_export(board_app, runner, ses
     signature = (tmp_path / "board.csv.sig").read_text().strip()
     assert board.verify_bytes(out.read_bytes(), signature, signing.public_key_raw(board_app.config))
     invoke(runner, "board", "export", "1", "--out", str(tmp_path / "board.json"))
-    from ranking.snapshot import check_signature
+    from ranking.signature import check_signature
 
     exported = json.loads((tmp_path / "board.json").read_text())
     assert check_signature(exported, signing.public_key_raw(board_app.config)).ok

@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from scipy.stats import norm
 
-from ranking import snapshot as snap
+from ranking import signature as snap
+from ranking.snapshot import SNAPSHOT_FORMAT
 from ranking.data import encode_battles
 from ranking.leaderboard import RankingOptions, board_dict, rank_battles, tiers
 
@@ -82,7 +83,7 @@ def _signed(document):
 
 
 def test_the_canonical_form_survives_a_round_trip_through_json_text():
-    document = {"format": snap.SNAPSHOT_FORMAT, "b": [0.1 + 0.2, 1e-300, -0.0, 12345678901234567890],
+    document = {"format": SNAPSHOT_FORMAT, "b": [0.1 + 0.2, 1e-300, -0.0, 12345678901234567890],
                 "a": {"é": "ü", "z": None}}
     signed, raw = _signed(document)
     again = json.loads(json.dumps(signed, indent=3))
@@ -93,12 +94,12 @@ def test_the_canonical_form_survives_a_round_trip_through_json_text():
 
 
 def test_signature_checks_name_what_failed():
-    signed, raw = _signed({"format": snap.SNAPSHOT_FORMAT, "version": 1})
+    signed, raw = _signed({"format": SNAPSHOT_FORMAT, "version": 1})
     assert snap.check_signature(signed).ok and "not who signed it" in snap.check_signature(signed).message
     assert snap.check_signature(signed, raw).key_id == snap.key_id(raw)
     changed = {**signed, "version": 2}
     assert not snap.check_signature(changed, raw).ok
-    other, other_raw = _signed({"format": snap.SNAPSHOT_FORMAT, "version": 1})
+    other, other_raw = _signed({"format": SNAPSHOT_FORMAT, "version": 1})
     assert not snap.check_signature(signed, other_raw).ok
     assert not snap.check_signature({"version": 1}).ok
     pem = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.PEM,
