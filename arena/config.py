@@ -81,6 +81,10 @@ class Config:
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = _flag("ARENA_SECURE_COOKIES")
+        # The voter's cookie is signed when the voter is first seen and lasts PERMANENT_SESSION_LIFETIME (31 days)
+        # from then, not from the last request: re-signing and re-sending it with every response was ~8% of a
+        # vote's server CPU (bench/service.py), and a pseudonymous voter id that expires is no loss for privacy.
+        self.SESSION_REFRESH_EACH_REQUEST = False
         self.TESTING = False
 
     def update(self, overrides: dict | None) -> "Config":
