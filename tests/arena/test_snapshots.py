@@ -285,3 +285,27 @@ def test_enough_new_votes_start_a_build_in_the_background(app, client, session, 
     assert len(started) == 1
     started[0].join(timeout=300)
     assert client.get("/api/v1/leaderboard").get_json()["votes"]["counted"] == 2
+
+
+def test_the_leaderboard_answers_match_the_openapi_document(demo_app):
+    """With a snapshot published, every leaderboard route's success answers what the document promises."""
+    import schemathesis
+
+    from tests.arena.test_openapi import CHECKS
+
+    build(demo_app)
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", demo_app)
+    by_label = {result.ok().label: result.ok() for result in schema.get_all_operations()}
+    cases = [("GET /api/v1/leaderboard", {}, {}), ("GET /api/v1/leaderboard", {}, {"category": "knowledge"}),
+             ("GET /api/v1/leaderboard", {}, {"style": "true"}), ("GET /api/v1/leaderboard/snapshots", {}, {}),
+             ("GET /api/v1/leaderboard/snapshots/{version}", {"version": 1}, {}),
+             ("GET /api/v1/leaderboard/snapshots/{version}", {"version": 1}, {"format": "csv"}),
+             ("GET /api/v1/leaderboard/snapshots/{version}/battles", {"version": 1}, {}),
+             ("GET /api/v1/leaderboard/snapshots/{version}/votes", {"version": 1}, {}),
+             ("GET /api/v1/leaderboard/public-key", {}, {"format": "json"}),
+             ("GET /api/v1/leaderboard/public-key", {}, {})]
+    for label, path_parameters, query in cases:
+        case = by_label[label].Case(path_parameters=path_parameters, query=query)
+        response = case.call()
+        assert response.status_code == 200, (label, query, response.text[:200])
+        case.validate_response(response, checks=CHECKS)
