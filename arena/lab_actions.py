@@ -17,7 +17,7 @@ import math
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -47,14 +47,11 @@ class EndpointSettings(NamedTuple):
     secret_key: str  # encrypts the endpoints' keys (arena.crypto)
     allow_private: bool  # ARENA_ALLOW_PRIVATE_ENDPOINTS
     check_timeout: float  # seconds for the one real request that checks an endpoint
-    longest_answer: float  # seconds: a battle still streaming after this long is dead (its worker is gone)
 
     @classmethod
     def from_config(cls, config) -> "EndpointSettings":
         return cls(secret_key=config["SECRET_KEY"], allow_private=bool(config.get("ALLOW_PRIVATE_ENDPOINTS")),
-                   check_timeout=float(config["ENDPOINT_CHECK_TIMEOUT"]),
-                   longest_answer=(RESOLVE_TIMEOUT + float(config["PROVIDER_CONNECT_TIMEOUT"])
-                                   + float(config["PROVIDER_TOTAL_TIMEOUT"]) + 60.0))
+                   check_timeout=float(config["ENDPOINT_CHECK_TIMEOUT"]))
 
 
 # ------------------------------------------------------------------------------------------------ audit
@@ -258,8 +255,8 @@ def update_model(session: Session, lab: Lab, model: Model, *, key_prefix: str | 
     model_rated): another configuration is another model, to register anew, while this one is retired. The
     endpoint's key is not among them (it authorises, it does not answer) and can change at any time. A change
     before the first counted vote voids the model's battles still waiting for a vote, so that no answer of the
-    old configuration is voted on under the new one; it is refused (409 model_answering) while the model is
-    answering in a battle.
+    old configuration is voted on under the new one (a battle voided while it streams stays void: the stream
+    stores its answers, and its state only if the battle is still streaming).
 
     A new address, model name or key is checked with one real request before anything is stored, as at
     registration. The stored key is never sent to another origin (scheme, host, port): a base URL on a new
@@ -311,7 +308,7 @@ def update_model(session: Session, lab: Lab, model: Model, *, key_prefix: str | 
             raise ApiError(409, "model_retired", f"Model {model.id} is retired; retiring is final.")
         details["checked_ms"] = round(check_ms)
     if new:
-        voided = _void_waiting_battles(session, model, settings)
+        voided = _void_waiting_battles(session, model)
         if voided:
             details["voided_battles"] = voided
     for field, value in new.items():
@@ -369,37 +366,21 @@ def _changed(model: Model, new: dict, key_change: str | bool) -> dict:
     return details
 
 
-def _void_waiting_battles(session: Session, model: Model, settings: EndpointSettings) -> int:
-    """Void the model's battles that could still take a vote (created, ready, or streaming but dead), in the
-    caller's transaction; refuse while a vote has counted meanwhile or an answer is being streamed.
+def _void_waiting_battles(session: Session, model: Model) -> int:
+    """Void the model's battles that could still take a vote (created, streaming or ready), in the caller's
+    transaction; refuse (and roll back) when a vote has counted meanwhile.
 
     The conditional UPDATE comes first: a vote racing with it either lands before (and is seen by the check
     that follows, which refuses) or finds its battle void.
     """
-    waiting = and_(_involves(model.id), Battle.state.in_(("created", "ready")))
-    reason = f"model {model.id}'s configuration changed before the vote"
-    voided = session.execute(update(Battle).where(waiting).values(state="void", void_reason=reason)
+    waiting = and_(_involves(model.id), Battle.state.in_(("created", "streaming", "ready")))
+    voided = session.execute(update(Battle).where(waiting)
+                             .values(state="void", void_reason=f"model {model.id}'s configuration changed before "
+                                                               "the vote")
                              .execution_options(synchronize_session=False)).rowcount
     if counted_vote_exists(session, model.id):
         session.rollback()
         raise _rated(model.id)
-    # A streaming battle's newest message is the prompt of the turn being answered; no answer outlives
-    # settings.longest_answer, so one older than that has lost its worker and will never be stored.
-    streaming = session.execute(select(Battle.id, func.max(Message.created_at))
-                                .join(Message, Message.battle_id == Battle.id)
-                                .where(_involves(model.id), Battle.state == "streaming").group_by(Battle.id)).all()
-    cutoff = utcnow() - timedelta(seconds=settings.longest_answer)
-    if any(_utc(started) > cutoff for _, started in streaming):
-        session.rollback()
-        raise ApiError(409, "model_answering",
-                       f"Model {model.id} is answering in a battle right now, under its current configuration. "
-                       'Pause it (PATCH {"status": "paused"}), wait a minute for its battles to finish, and try '
-                       "again.")
-    if streaming:
-        voided += session.execute(update(Battle).where(Battle.id.in_([b for b, _ in streaming]),
-                                                       Battle.state == "streaming")
-                                  .values(state="void", void_reason=reason)
-                                  .execution_options(synchronize_session=False)).rowcount
     return voided
 
 

@@ -498,7 +498,7 @@ OPERATIONS: tuple[Operation, ...] = (
               description="A new endpoint (base_url, model or api_key) is checked first with one short real "
                           "request, as at registration; a failed check answers 422 and changes nothing. A change "
                           "of what the model is (before its first counted vote) voids its battles still waiting "
-                          "for a vote, and is refused (409 model_answering) while it is answering in one."),
+                          "for a vote."),
     Operation("delete", "/api/v1/models/{model_id}", "Delete a model that has no counted vote", "labs",
               {204: None, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody}, auth=True, path_params=_MODEL_ID,
               description="Its uncounted battles (void, flagged, never voted) go with it. Once a vote has "

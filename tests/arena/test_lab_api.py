@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import socket
 import time
-from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from arena import lab_actions, labs, providers
@@ -16,8 +15,8 @@ from arena.battles import cast_vote
 from arena.crypto import decrypt_secret
 from arena.errors import ApiError
 from arena.loopback_model import LoopbackModelServer
-from arena.models import AuditEvent, Battle, EndpointCheck, Message, Model, RecordedAnswer, Vote, utcnow
-from tests.arena.conftest import gen_prompt
+from arena.models import AuditEvent, Battle, EndpointCheck, Message, Model, RecordedAnswer, Vote
+from tests.arena.conftest import gen_endpoint_model, gen_prompt
 
 ENDPOINT_KEY = "sk-endpoint-secret-0123456789"
 
@@ -653,14 +652,6 @@ def test_a_change_before_the_first_counted_vote_voids_the_battles_waiting_for_on
     streaming = gen_battle(session, model_id, theirs, state="streaming", winner=None).id
     unrelated = gen_battle(session, theirs, register_recorded(client, key_b, "Third", "B"), state="ready",
                            winner=None).id
-    busy = patch_model(client, key_a, model_id, {"system_prompt": "Be brief."})  # an answer is on its way
-    assert busy.status_code == 409 and busy.json["error"]["code"] == "model_answering"
-    assert session.scalar(select(Battle.state).where(Battle.id == ready)) == "ready"  # nothing half-done
-
-    # a stream whose turn began longer ago than any answer can take has lost its worker
-    stale = utcnow() - timedelta(hours=1)
-    session.execute(update(Message).where(Message.battle_id == streaming).values(created_at=stale))
-    session.commit()
     response = patch_model(client, key_a, model_id, {"system_prompt": "Be brief."})
     assert response.status_code == 200, response.json
     session.expire_all()
@@ -673,6 +664,28 @@ def test_a_change_before_the_first_counted_vote_voids_the_battles_waiting_for_on
     with pytest.raises(ApiError, match="void"):  # its answer was the old configuration's: no vote counts for it
         cast_vote(session, session.get(Battle, ready), "a", voter=None, address=None)
     assert client.get(f"/api/v1/models/{model_id}", headers=bearer(key_a)).json["votes"]["counted"] == 0
+
+
+def test_a_battle_streaming_when_the_configuration_changes_stays_void(client, session, two_labs, loopback):
+    """The live path: a voter's battle is answering (slowly) when the lab changes its model; the answers are
+    stored when they end, but the battle stays void and takes no vote."""
+    key_a, _ = two_labs
+    model_id = register_endpoint(client, key_a, loopback.base_url, model="slow:1")
+    gen_endpoint_model(session, "Baseline", "Operator", loopback.base_url, "slow:1")
+    battle_id = client.post("/api/v1/battles", json={"prompt": "Why is the sky blue?"}).json["id"]
+    stream = iter(client.get(f"/api/v1/battles/{battle_id}/stream").response)
+    assert next(stream).startswith(b": stream open")
+    assert session.scalar(select(Battle.state).where(Battle.id == battle_id)) == "streaming"
+    changed = patch_model(client, key_a, model_id, {"sampling_params": {"temperature": 0.1}})
+    assert changed.status_code == 200
+    events = b"".join(stream).decode()
+    assert 'event: end\ndata: {"state": "void"}' in events
+    session.expire_all()
+    assert session.scalar(select(Battle.state).where(Battle.id == battle_id)) == "void"
+    answers = session.scalars(select(Message).where(Message.battle_id == battle_id, Message.role == "assistant"))
+    assert [m.complete for m in answers] == [True, True]  # stored all the same, for the record
+    vote = client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "a"})
+    assert vote.status_code == 409 and vote.json["error"]["code"] == "battle_void"
 
 
 def test_recorded_and_retired_models_take_no_endpoint_change(client, two_labs, loopback):
