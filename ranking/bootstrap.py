@@ -13,10 +13,10 @@ How a replicate is made, all inside one compiled JAX function per chunk of repli
   2014) at position r * 2^32 + c of the stream that the seed selects. A draw is a function of (seed, r, c)
   alone, so the samples are bit-identical for a seed whatever the batch size, the number of threads, or the
   order in which replicates run.
-- Poisson draws are exact (up to the 52-bit resolution of the uniforms and a truncated tail of mass < 1e-20)
-  and branch-free: Walker's alias method over a table per distinct observed count (counts are whole numbers,
-  so few distinct means), one uniform and two table reads per cell. Cells with a zero count stay zero and
-  cost nothing.
+- Poisson draws are exact up to the resolution of the tables (probabilities to ~2^-39) and a truncated tail
+  of mass < 1e-20, and branch-free: Walker's alias method over a table per distinct observed count (counts
+  are whole numbers, so few distinct means), one uniform and one table read per cell. Cells with a zero
+  count stay zero and cost nothing.
 - The drawn cells are laid out as a dense m×m matrix and the replicate is refitted by chord Newton steps,
   x <- x + P g_r(x), P the full-data inverse Hessian H0^-1 restricted to zero-sum strengths (see
   _preconditioner): a replicate is a small perturbation of the data, so this converges linearly and fast
@@ -142,8 +142,7 @@ class _CellTables(NamedTuple):
     base: jax.Array  # (Z,) int32: first entry of the cell's alias table
     width: jax.Array  # (Z,) float64: outcomes in that table
     low: jax.Array  # (Z,) float64: the value of outcome 0
-    threshold: jax.Array  # (T,) float64
-    alias: jax.Array  # (T,) float64, local outcome index
+    table: jax.Array  # (T,) float64: alias + threshold / 2, both read with one gather (threshold to ~2^-39)
 
 
 def _poisson_tables(cells: np.ndarray) -> _CellTables:
@@ -163,7 +162,7 @@ def _poisson_tables(cells: np.ndarray) -> _CellTables:
     stream = ((present.astype(np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN_GAMMA))  # wraps modulo 2^64
     return jax.device_put(_CellTables(stream=stream, base=start[group].astype(np.int32),
                                       width=size[group].astype(np.float64), low=low[group].astype(np.float64),
-                                      threshold=threshold, alias=alias))
+                                      table=alias + threshold / 2))
 
 
 def _draw(tables: _CellTables, key, replicate):
@@ -174,8 +173,9 @@ def _draw(tables: _CellTables, key, replicate):
     u = jax.lax.bitcast_convert_type((bits >> jnp.uint64(12)) | jnp.uint64(0x3FF0000000000000), jnp.float64) - 1
     scaled = u * tables.width
     j = jnp.floor(scaled)
-    entry = tables.base + j.astype(jnp.int32)
-    return jnp.where(scaled - j < tables.threshold[entry], j, tables.alias[entry]) + tables.low
+    packed = tables.table[tables.base + j.astype(jnp.int32)]
+    alias = jnp.floor(packed)
+    return jnp.where(scaled - j < 2 * (packed - alias), j, alias) + tables.low
 
 
 _draw_one = jax.jit(_draw)
