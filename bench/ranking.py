@@ -48,7 +48,9 @@ LABELS = {
     "reference": "scipy reference: L-BFGS-B, gtol 1e-12 (fit only)",
     "ours_cold": "ours, from arrays, cold (incl. JIT compile)",
     "ours_warm": "ours, from arrays, warm (compiled)",
+    "ours_cached": "ours, from arrays, cold + XLA cache on disk",
     "ours_e2e": "ours, end to end from the file (+imports)",
+    "ours_e2e_cached": "ours, end to end + XLA cache on disk",
     "ours_elo": "ours, online Elo, cold / warm",
     "fastchat": "FastChat current: scipy L-BFGS-B, Pool(2)",
     "sklearn": "FastChat older: sklearn LogisticRegression",
@@ -164,6 +166,15 @@ def measure_size(runner: Runner, size: _data.Size, args) -> dict:
     rows["ours_fit"] = runner.child("ours_fit", paths)
     rows["ours_bootstrap"] = runner.child("ours_bootstrap", paths, replicates=R)
     rows["ours_e2e"] = runner.child("ours_e2e", paths, replicates=R)
+    # Fresh processes again, with compiled code kept on disk as `python -m ranking` keeps it: a first run
+    # fills the folder (not timed), then the measured runs load instead of compiling.
+    cache = str(runner.log_dir / f"xla-cache-{size.key}")
+    primed = runner.child("ours_bootstrap", paths, replicates=2, xla_cache=cache, tag="-prime")
+    if "error" in primed:
+        rows["ours_cached"] = rows["ours_e2e_cached"] = primed
+    else:
+        rows["ours_cached"] = runner.child("ours_bootstrap", paths, replicates=R, xla_cache=cache, tag="-cached")
+        rows["ours_e2e_cached"] = runner.child("ours_e2e", paths, replicates=R, xla_cache=cache, tag="-cached")
     rows["ours_elo"] = runner.child("ours_elo", paths)
     # The memory probe (same models, a tenth of the battles) is cheap only while models are few: with 1000
     # models a tenth of 3M battles leaves pairs with under one battle each, where replicates converge slowly.
@@ -243,9 +254,14 @@ def table_rows(result: dict) -> list[list[str]]:
             cpu=boot.get("boot_warm_cpu_s"),
             peak=f"+{boot['growth_mib']:.0f} after enc." if boot.get("growth_mib") is not None else "-",
             ratios=False)
-    e2e = rows["ours_e2e"]
-    add("ours_e2e", LABELS["ours_e2e"], e2e, reps=str(R), fit=None, total=e2e.get("boot_s"),
-        cpu=e2e.get("boot_cpu_s"))
+    cached = rows.get("ours_cached")
+    if cached is not None:
+        add("ours_cached", LABELS["ours_cached"], cached, reps=str(R), fit=None, total=cached.get("boot_s"),
+            cpu=cached.get("boot_cpu_s"), ratios=False)
+    for key in ("ours_e2e", "ours_e2e_cached"):
+        if key in rows:
+            e2e = rows[key]
+            add(key, LABELS[key], e2e, reps=str(R), fit=None, total=e2e.get("boot_s"), cpu=e2e.get("boot_cpu_s"))
     elo = rows["ours_elo"]
     if "error" in elo:
         add("ours_elo", LABELS["ours_elo"], elo, reps="-", fit=None, total=None)
@@ -346,13 +362,18 @@ def summary(results: list[dict], replicates: int) -> list[str]:
             lines.append(f"  [{'PASS' if ok else 'MISS'}] {name}: {detail}")
 
     cold = _get(results, mid, "ours_bootstrap", "boot_s")
+    cold_cpu = _get(results, mid, "ours_bootstrap", "boot_cpu_s")
     warm = _get(results, mid, "ours_bootstrap", "boot_warm_s")
-    check("1000 replicates, 200 x 1M, from encoded arrays < 2 s", cold,
+    cached = _get(results, mid, "ours_cached", "boot_s")
+    check("1000 replicates, 200 x 1M, from encoded arrays < 2 s (fresh process, compiling)", cold,
           cold is not None and cold < TARGETS["boot_arrays_s"],
-          f"{_t(cold)} s cold incl. JIT compile ({_t(warm)} s warm){note}")
-    e2e = _get(results, mid, "ours_e2e", "boot_s")
-    check("same, end to end from the file < 10 s", e2e, e2e is not None and e2e < TARGETS["e2e_s"],
-          f"{_t(e2e)} s (imports + read + encode + fit + bootstrap){note}")
+          f"{_t(cold)} s cold incl. JIT compile, CPU {_t(cold_cpu)} s ({_t(warm)} s warm){note}")
+    check("same, fresh process with the XLA cache on disk (as `python -m ranking` runs)", cached,
+          cached is not None and cached < TARGETS["boot_arrays_s"], f"{_t(cached)} s{note}")
+    for row, how in (("ours_e2e", "compiling"), ("ours_e2e_cached", "XLA cache on disk")):
+        e2e = _get(results, mid, row, "boot_s")
+        check(f"same, end to end from the file < 10 s ({how})", e2e, e2e is not None and e2e < TARGETS["e2e_s"],
+              f"{_t(e2e)} s (imports + read + encode + fit + bootstrap){note}")
     for key, target, label in ((mid, TARGETS["fastchat_x_200x1M"], "200 x 1M"),
                                (big, TARGETS["fastchat_x_1000x3M"], "1000 x 3M")):
         ours = _get(results, key, "ours_bootstrap", "boot_s")

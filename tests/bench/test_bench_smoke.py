@@ -40,11 +40,12 @@ def test_only_ours_prints_a_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout
     for needle in ("method", "max|d| Elo", "scipy reference", "ours, from arrays, cold",
-                   "ours, end to end from the file", "ours, online Elo", "Targets"):
+                   "ours, from arrays, cold + XLA cache on disk", "ours, end to end from the file",
+                   "ours, end to end + XLA cache on disk", "ours, online Elo", "Targets"):
         assert needle in text, f"{needle!r} missing from:\n{text}"
     assert "failed" not in text, text
     rows = json.loads(out_json.read_text())["results"][0]["rows"]
-    for name in ("ours_fit", "ours_bootstrap", "ours_e2e"):
+    for name in ("ours_fit", "ours_bootstrap", "ours_cached", "ours_e2e", "ours_e2e_cached"):
         assert rows[name]["max_diff"] < ATOL_ELO, (name, rows[name])
     assert rows["ours_bootstrap"]["replicates_run"] == 20
 
