@@ -124,7 +124,8 @@ def test_poisson_cell_bootstrap_agrees_with_a_brute_force_row_bootstrap():
     np.testing.assert_allclose(ours.high - ours.low, width, rtol=INTERVAL_RTOL)
 
 
-@pytest.mark.parametrize("ties, prior", [("half", bt.DEFAULT_PRIOR), ("half", 0.0), ("davidson", bt.DEFAULT_PRIOR)])
+@pytest.mark.parametrize("ties, prior", [("half", bt.DEFAULT_PRIOR), ("half", 0.0), ("davidson", bt.DEFAULT_PRIOR),
+                                         ("davidson", 0.0)])
 def test_chord_and_damped_newton_refits_agree(monkeypatch, ties, prior):
     _, a, b, outcome = simulate(8, 3000, seed=31, tie_rate=0.2)
     counts = pair_counts(a, b, outcome, 8)
@@ -133,6 +134,22 @@ def test_chord_and_damped_newton_refits_agree(monkeypatch, ties, prior):
     monkeypatch.setattr(bs, "CHORD_MAX_ITER", 1)  # every replicate falls back to the damped Newton solver
     damped = bs.bootstrap_ratings(counts, replicates=40, seed=5, ties=ties, prior=prior)
     assert damped.refits == 40
+    np.testing.assert_allclose(chord.samples, damped.samples, atol=1e-6)
+
+
+def test_pieces_and_models_without_battles_refit_like_the_damped_solver(monkeypatch):
+    """Two pieces that never met and a model with no battles: each piece keeps its own zero-sum gauge."""
+    _, a1, b1, o1 = simulate(4, 1500, seed=40)
+    _, a2, b2, o2 = simulate(3, 1500, seed=41)
+    a, b = np.concatenate([a1, a2 + 4]), np.concatenate([b1, b2 + 4])
+    counts = pair_counts(a, b, np.concatenate([o1, o2]), 8)  # model 7 never plays
+    with pytest.warns(bt.RankingWarning):
+        chord = bs.bootstrap_ratings(counts, replicates=30, seed=2)
+    assert chord.refits == 0
+    assert np.all(np.isnan(chord.samples[:, 7])) and np.all(np.isfinite(chord.samples[:, :7]))
+    monkeypatch.setattr(bs, "CHORD_MAX_ITER", 1)
+    with pytest.warns(bt.RankingWarning):
+        damped = bs.bootstrap_ratings(counts, replicates=30, seed=2)
     np.testing.assert_allclose(chord.samples, damped.samples, atol=1e-6)
 
 
