@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import random
@@ -260,17 +261,38 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _postgres_cpu() -> dict[int, float]:
-    """CPU seconds of each process named postgres on this machine (the database server and its backends)."""
+def _postgres_cpu(database: str | None) -> dict[int, float]:
+    """CPU seconds of the PostgreSQL server's own processes and of its backends serving `database`.
+
+    Backends of other databases (other people's test runs on the same server) are left to "other". With
+    `database` None (SQLite runs) nothing is counted.
+    """
     found = {}
+    if database is None:
+        return found
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    found[int(entry.name)] = _process_cpu(int(entry.name))
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
+            if backend_database(title) in (None, database):
+                found[int(entry.name)] = _process_cpu(int(entry.name))
     return found
+
+
+def backend_database(title: str) -> str | None:
+    """The database a PostgreSQL backend serves, from its process title, or None for the server's own processes.
+
+    A backend's title is "postgres: VERSION/CLUSTER: USER DATABASE HOST(PORT) STATE" (HOST(PORT) is "[local]" on
+    a Unix socket); the server's own ("postgres: 15/main: walwriter", the postmaster's command line) name no client.
+    """
+    words = title.split()
+    if len(words) >= 5 and words[0] == "postgres:" and ("(" in words[4] or words[4] == "[local]"):
+        return words[3]
+    return None
 
 
 def _machine_busy() -> float:
@@ -287,12 +309,13 @@ def _machine_busy() -> float:
 class CpuProbe:
     server: subprocess.Popen
     model: subprocess.Popen
+    database: str | None = None  # PostgreSQL: the database whose backends count as "postgres"
 
     def sample(self) -> dict:
         workers = {pid: _process_cpu(pid) for pid in _children(self.server.pid)}
         return {"wall": time.monotonic(), "server": _process_cpu(self.server.pid) + sum(workers.values()),
                 "workers": workers, "model": _process_cpu(self.model.pid), "client": time.process_time(),
-                "postgres": _postgres_cpu(), "machine": _machine_busy()}
+                "postgres": _postgres_cpu(self.database), "machine": _machine_busy(), "load": os.getloadavg()[0]}
 
     @staticmethod
     def cores(before: dict, after: dict) -> dict:
@@ -306,6 +329,7 @@ class CpuProbe:
         # Per worker: a gthread worker is one process, so one GIL: it can never use more than one core.
         used["workers"] = sorted((max(0.0, cpu - before["workers"].get(pid, 0.0)) / wall
                                   for pid, cpu in after["workers"].items()), reverse=True)
+        used["load"] = after["load"]  # the 1-minute load average at the end of the window
         return used
 
 
@@ -324,6 +348,12 @@ class Window:
 
 
 # ------------------------------------------------------------------------------------------------ database
+
+def _database_name(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).database
+
 
 def reset_postgres(url: str) -> None:
     from sqlalchemy import create_engine, text
@@ -654,12 +684,20 @@ class RawVoteClient:
     would be CPU taken from the server being measured. This sends the same request (POST, JSON body, the cookie
     the voter's httpx client received) for a small fraction of that. Responses must carry Content-Length (Flask's
     JSON responses do); a connection the server closes is replaced.
+
+    Connections are opened up front (`open`) and taken least recently used first, so the votes spread over all of
+    them, and over the gunicorn workers that accepted them, as many voters' browsers would spread them. Taking the
+    most recently used one instead sent nearly every vote down the same one or two connections, to one worker,
+    whose single GIL then capped the rate while the other worker idled.
     """
 
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = collections.deque()
         self.opened = 0
+
+    async def open(self, count: int) -> None:
+        self.idle.extend(await asyncio.gather(*(self._open() for _ in range(count))))
 
     async def post_json(self, path: str, payload: dict, cookie: str) -> tuple[int, bytes]:
         body = json.dumps(payload).encode()
@@ -667,7 +705,7 @@ class RawVoteClient:
                 f"Content-Length: {len(body)}\r\nCookie: {cookie}\r\n\r\n").encode()
         for attempt in (1, 2):
             reused = attempt == 1 and bool(self.idle)
-            reader, writer = self.idle.pop() if reused else await self._open()
+            reader, writer = self.idle.popleft() if reused else await self._open()
             try:
                 writer.write(head + body)
                 status_line = await reader.readuntil(b"\r\n")
@@ -749,6 +787,8 @@ async def phase_votes_closed(voters: Voters, count: int, concurrency: int, body:
     ready = await prepare_ready_battles(voters, count, concurrency, body, failures)
     prepared = failures.count
     sender = vote_sender(client_kind, voters.base_url)
+    if sender is not None:
+        await sender.open(concurrency)
     latencies: list[float] = []
     window.restart()
     started = time.monotonic()
@@ -778,6 +818,8 @@ async def phase_votes_open(voters: Voters, rate: float, seconds: float, concurre
     ready = await prepare_ready_battles(voters, count, concurrency, body, failures)
     prepared = failures.count
     sender = vote_sender(client_kind, voters.base_url)
+    if sender is not None:
+        await sender.open(concurrency)
     gate = asyncio.Semaphore(max_in_flight)
     latencies: list[float] = []
     lateness: list[float] = []
@@ -872,7 +914,7 @@ def run_database(settings: Settings, database: str, model_url: str, model_proc: 
                 raise NoServer(f"cannot run {command[0]}: {error}") from None
         base = f"http://{HOST}:{port}"
         wait_until_answers(f"{base}/api/v1/prompts", server, 30, "gunicorn", log)
-        probe = CpuProbe(server, model_proc)
+        probe = CpuProbe(server, model_proc, _database_name(url) if database == "postgresql" else None)
         run.phases, run.cpu = asyncio.run(_phases(settings, base, url, fixture, probe))
         if server.poll() is not None:
             raise BenchError(f"gunicorn exited during the run (status {server.returncode}): {tail(log, 6)}")
@@ -980,7 +1022,8 @@ def report(run: Run, settings: Settings) -> tuple[str, list[tuple[str, str]]]:
                    and vo["p99_ms"] < TARGET_VOTE_P99_MS and vo["failures"] == 0)
         rows.append((f"votes at {vo['offered_per_s']:g}/s offered (open loop)",
                      f"{vo['per_s']:.0f}/s done, p50 {_f(vo['p50_ms'], 1)} / p99 {_f(vo['p99_ms'], 1)} / "
-                     f"max {_f(vo['max_ms'], 0)} ms  (client lag p99 {_f(vo['client_lag_p99_ms'], 1)} ms)",
+                     f"max {_f(vo['max_ms'], 0)} ms  (client lag p99 {_f(vo['client_lag_p99_ms'], 1)} ms; server "
+                     f"CPU {_per(cpu['votes_open']['server'], vo['per_s'])} ms/vote)",
                      f"p99 < {TARGET_VOTE_P99_MS:g} ms at >= {TARGET_VOTES_PER_S:g}/s{on_pg}",
                      verdict(open_ok, applies)))
         if full and is_pg:
@@ -1000,14 +1043,15 @@ def report(run: Run, settings: Settings) -> tuple[str, list[tuple[str, str]]]:
             lines.append(f"   ! {name}: {ph.get('failures', 0)} failed, {ph.get('prepare_failures', 0)} failed "
                          f"while preparing: {'; '.join(ph['failure_examples'])}")
     lines.append(f"   CPU cores used per phase (of {os.cpu_count()}; vote phases: the votes only): server = gunicorn "
-                 f"master + workers, client = this load generator, model = loopback model server, postgres = every "
-                 f"postgres process, other = the rest of the machine")
+                 f"master + workers, client = this load generator, model = loopback model server, postgres = the "
+                 f"server's own processes and this database's backends, other = the rest of the machine (other "
+                 f"people's work: the numbers above are only as good as this is small); load = 1-minute load "
+                 f"average at the phase's end")
     for name, used in cpu.items():
         workers = "/".join(f"{w:.2f}" for w in used["workers"])
         lines.append(f"     {name.ljust(18)} server {used['server']:.2f} (workers {workers})  client "
                      f"{used['client']:.2f}  model {used['model']:.2f}  postgres {used['postgres']:.2f}  "
-                     f"other {used['other']:.2f}  "
-                     f"machine {used['machine']:.2f}")
+                     f"other {used['other']:.2f}  machine {used['machine']:.2f}  load {used.get('load', 0):.1f}")
     return "\n".join(lines) + "\n", verdicts
 
 

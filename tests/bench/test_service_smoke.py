@@ -4,6 +4,7 @@ streams open together, and every battle and vote of every phase succeeds.
 The numbers themselves are not checked (they depend on the machine and what else runs on it); what is checked is
 that the harness drives the service end to end the way `make run` serves it.
 """
+import asyncio
 import importlib.util
 import json
 import re
@@ -63,3 +64,48 @@ def test_quick_run_on_sqlite_holds_every_stream(tmp_path):
         assert vote["votes"] > 0 and vote["failures"] == 0 and vote["prepare_failures"] == 0, vote
         assert 0 < vote["p50_ms"] <= vote["p99_ms"]
     assert run["server"]["worker_class"] == "gthread"
+
+
+def test_postgres_backends_are_told_apart_by_database():
+    backend_database = _load_bench().backend_database
+    assert backend_database("postgres: 15/main: postgres test_h2 127.0.0.1(52690) idle in transaction") == "test_h2"
+    assert backend_database("postgres: 15/main: arena arena [local] idle") == "arena"
+    for own in ("postgres: 15/main: walwriter", "postgres: 15/main: logical replication launcher",
+                "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main", "postgres: 15/main: checkpointer"):
+        assert backend_database(own) is None
+
+
+def test_votes_spread_over_every_open_connection():
+    """The raw vote client takes its least recently used connection, so votes reach every connection (and the
+    workers that accepted them) in turn, instead of all going down the one used last."""
+    bench = _load_bench()
+
+    async def scenario():
+        served = []
+
+        async def handle(reader, writer):
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                await reader.readexactly(length)
+                served.append(writer.get_extra_info("peername")[1])
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = bench.RawVoteClient("127.0.0.1", port)
+        await client.open(3)
+        for _ in range(6):
+            assert await client.post_json("/vote", {"winner": "a"}, "session=x") == (200, b"{}")
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return served
+
+    served = asyncio.run(scenario())
+    assert len(set(served)) == 3 and served[:3] == served[3:]  # each connection in turn, twice
