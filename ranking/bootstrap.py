@@ -252,16 +252,20 @@ def _half_gradient(theta, scores, battles, same_component, prior, *, coarse: boo
 # accuracy) or COARSE_MAX_ITER steps are done, then float64 to the end; only a float64 step can end it.
 COARSE_TOL = 1e-5
 COARSE_MAX_ITER = 8
+# Below this many models a refit costs microseconds either way, and compiling the float32 steps too would
+# cost more than they save.
+COARSE_MIN_MODELS = 100
 
 
-@partial(jax.jit, static_argnames=("davidson", "gauge", "narrow", "max_iter"))
+@partial(jax.jit, static_argnames=("davidson", "gauge", "narrow", "coarse", "max_iter"))
 def _refit_chunk(tables: _CellTables, layout: _Layout, component, key, replicates, x0, precondition, prior, tol,
-                 *, davidson: bool, gauge: bool, narrow: bool, max_iter: int):
+                 *, davidson: bool, gauge: bool, narrow: bool, coarse: bool, max_iter: int):
     """Draw and refit each replicate of a chunk; replicate -1 is padding. Returns (x, converged, iterations).
 
     Each replicate runs its own chord iteration x <- x + P g_r(x), P = H0^-1 (float32), until the largest
     float64 step is below tol; the chunk's replicates run one after the other (lax.map), so a replicate's
-    arithmetic is the same whatever else is in the chunk. `narrow`: every count fits float32 exactly.
+    arithmetic is the same whatever else is in the chunk. `narrow`: every count fits float32 exactly;
+    `coarse`: start with float32 steps (half-win ties only).
     """
     m = x0.shape[0] - 1
 
@@ -285,10 +289,13 @@ def _refit_chunk(tables: _CellTables, layout: _Layout, component, key, replicate
 
         def step(state):
             x, _, iterations, fine, _ = state
-            g = jax.lax.cond(fine, lambda x: gradient(x, False), lambda x: gradient(x, True), x)
+            if coarse:
+                g = jax.lax.cond(fine, lambda x: gradient(x, False), lambda x: gradient(x, True), x)
+            else:
+                g = gradient(x, False)
             delta = jnp.sum(g.astype(jnp.float32)[:, None] * precondition, axis=0).astype(jnp.float64)
             size = jnp.max(jnp.abs(delta))
-            switch = davidson | (size < COARSE_TOL) | (iterations + 1 >= COARSE_MAX_ITER)
+            switch = (size < COARSE_TOL) | (iterations + 1 >= COARSE_MAX_ITER)
             return x + delta, size, iterations + 1, fine | switch, fine
 
         def keep_going(state):
@@ -296,7 +303,7 @@ def _refit_chunk(tables: _CellTables, layout: _Layout, component, key, replicate
             return ~(was_fine & (size < tol)) & (iterations < max_iter)
 
         x, size, iterations, _, was_fine = jax.lax.while_loop(
-            keep_going, step, (x0, jnp.inf, 0, jnp.bool_(davidson), jnp.bool_(False)))
+            keep_going, step, (x0, jnp.inf, 0, jnp.bool_(not coarse), jnp.bool_(False)))
         return x, was_fine & (size < tol), iterations
 
     def skip(replicate):
@@ -381,7 +388,7 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
     chunks[-1] = np.where(chunks[-1] < replicates, chunks[-1], -1)
     key = np.uint64(_seed_key(seed))
     static = dict(davidson=davidson, gauge=prior == 0, narrow=bool(counts.totals.max(initial=0) < 2**22),
-                  max_iter=CHORD_MAX_ITER)
+                  coarse=not davidson and m >= COARSE_MIN_MODELS, max_iter=CHORD_MAX_ITER)
 
     with ThreadPoolExecutor(max_workers=min(_threads(), len(chunks))) as pool:
         def run(replicate_ids, x0, precondition):

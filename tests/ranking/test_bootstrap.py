@@ -124,11 +124,14 @@ def test_poisson_cell_bootstrap_agrees_with_a_brute_force_row_bootstrap():
     np.testing.assert_allclose(ours.high - ours.low, width, rtol=INTERVAL_RTOL)
 
 
-@pytest.mark.parametrize("ties, prior", [("half", bt.DEFAULT_PRIOR), ("half", 0.0), ("davidson", bt.DEFAULT_PRIOR),
-                                         ("davidson", 0.0)])
-def test_chord_and_damped_newton_refits_agree(monkeypatch, ties, prior):
+@pytest.mark.parametrize("ties, prior, coarse", [("half", bt.DEFAULT_PRIOR, False), ("half", bt.DEFAULT_PRIOR, True),
+                                                 ("half", 0.0, True), ("davidson", bt.DEFAULT_PRIOR, False),
+                                                 ("davidson", 0.0, False)])
+def test_chord_and_damped_newton_refits_agree(monkeypatch, ties, prior, coarse):
     _, a, b, outcome = simulate(8, 3000, seed=31, tie_rate=0.2)
     counts = pair_counts(a, b, outcome, 8)
+    # `coarse`: the float32 first steps, which the library itself uses from COARSE_MIN_MODELS models on
+    monkeypatch.setattr(bs, "COARSE_MIN_MODELS", 0 if coarse else 10**9)
     chord = bs.bootstrap_ratings(counts, replicates=40, seed=5, ties=ties, prior=prior)
     assert chord.refits == 0
     monkeypatch.setattr(bs, "CHORD_MAX_ITER", 1)  # every replicate falls back to the damped Newton solver
@@ -178,6 +181,7 @@ def test_half_win_gradient_of_the_refit_equals_the_fits_gradient():
 def test_same_seed_same_samples_bit_for_bit_whatever_the_batch_or_threads(monkeypatch):
     _, a, b, outcome = simulate(7, 2000, seed=33)
     counts = pair_counts(a, b, outcome, 7)
+    monkeypatch.setattr(bs, "COARSE_MIN_MODELS", 0)  # every kind of step, float32 ones included
     first = bs.bootstrap_ratings(counts, replicates=50, seed=11)
     for batch_size, threads in ((None, 1), (7, 2), (1, 3), (64, 2)):
         monkeypatch.setattr(bs, "THREADS", threads)
