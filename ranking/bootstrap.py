@@ -9,9 +9,9 @@ independently and in bulk; tests check that its intervals agree with a brute-for
 Monte-Carlo error.
 
 How a replicate is made, all inside one compiled JAX function per chunk of replicates:
-- Random numbers are counter-based: the uniform of cell c in replicate r is SplitMix64 (Steele, Lea & Flood
-  2014) at position r * 2^32 + c of the stream that the seed selects. A draw is a function of (seed, r, c)
-  alone, so the samples are bit-identical for a seed whatever the batch size, the number of threads, or the
+- Random numbers are counter-based: the uniform of cell c in replicate r comes from output r * 2^32 + c + 1
+  of the SplitMix64 stream (Steele, Lea & Flood 2014) that the seed selects. A draw is a function of
+  (seed, r, c) alone, so the samples are bit-identical for a seed whatever the batch size, the number of threads, or the
   order in which replicates run.
 - Poisson draws are exact up to the resolution of the tables (probabilities to ~2^-39) and a truncated tail
   of mass < 1e-20, and branch-free: Walker's alias method over a table per distinct observed count (counts
@@ -50,6 +50,13 @@ from ranking.stats import PairCounts
 
 DEFAULT_REPLICATES = 1000
 CHORD_MAX_ITER = 60
+# Chord steps use the float32 gradient until a step is below COARSE_TOL (nats, ten times its ~1e-6
+# accuracy) or COARSE_MAX_ITER steps are done, then float64 to the end; only a float64 step can end it.
+COARSE_TOL = 1e-5
+COARSE_MAX_ITER = 8
+# Below this many models a refit costs microseconds either way, and compiling the float32 steps too would
+# cost more than they save.
+COARSE_MIN_MODELS = 100
 # Worker threads for the replicates; None: every CPU this process may use. The samples do not depend on it.
 THREADS: int | None = None
 
@@ -248,15 +255,6 @@ def _half_gradient(theta, scores, battles, same_component, prior, *, coarse: boo
     return g
 
 
-# Chord steps use the float32 gradient until a step is below COARSE_TOL (nats, ten times its ~1e-6
-# accuracy) or COARSE_MAX_ITER steps are done, then float64 to the end; only a float64 step can end it.
-COARSE_TOL = 1e-5
-COARSE_MAX_ITER = 8
-# Below this many models a refit costs microseconds either way, and compiling the float32 steps too would
-# cost more than they save.
-COARSE_MIN_MODELS = 100
-
-
 @partial(jax.jit, static_argnames=("davidson", "gauge", "narrow", "coarse", "max_iter"))
 def _refit_chunk(tables: _CellTables, layout: _Layout, component, key, replicates, x0, precondition, prior, tol,
                  *, davidson: bool, gauge: bool, narrow: bool, coarse: bool, max_iter: int):
@@ -376,6 +374,7 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
         raise ValueError("a bootstrap needs at least 2 replicates")
     if not 0 < confidence < 1:
         raise ValueError("confidence must lie strictly between 0 and 1")
+    bt._check_options(ties, prior, scale, base)
     _check_seed(seed)
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
                                    or batch_size < 1):

@@ -242,7 +242,7 @@ def test_rank_upper_bound_matches_a_loop():
 
 
 @pytest.mark.parametrize("bad", [dict(replicates=1), dict(confidence=1.0), dict(seed=-1), dict(seed=2**64),
-                                 dict(seed=1.5), dict(batch_size=0)])
+                                 dict(seed=1.5), dict(batch_size=0), dict(ties="thirds"), dict(prior=-1.0)])
 def test_invalid_bootstrap_options(bad):
     counts = pair_counts(np.array([0, 1]), np.array([1, 0]), np.array([A_WINS, B_WINS], np.int8), 2)
     with pytest.raises(ValueError):
