@@ -11,8 +11,17 @@ from arena.config import instance_folder
 
 bind = f"{os.environ.get('ARENA_HOST', '127.0.0.1')}:{os.environ.get('ARENA_PORT', '8000')}"
 worker_class = "gthread"
-workers = int(os.environ.get("ARENA_WORKERS", "2"))
+# Four workers on two cores: a gthread worker is one process with one GIL, and every thread of a worker that
+# has a request in hand competes for it. With two workers, a burst of votes put dozens of threads behind each GIL,
+# the CPU per vote rose by half (3.5 -> 5+ ms) and the server fell further behind the longer it was behind;
+# four workers kept up with 300 votes/s where two fell behind, in most runs on the shared machine
+# (bench/service.py, bench/README.md). Each still takes up to 256 threads, so any one worker can hold the 200
+# simultaneous streams on its own: workers do not share out connections evenly (128 threads each missed it).
+workers = int(os.environ.get("ARENA_WORKERS", "4"))
 threads = int(os.environ.get("ARENA_THREADS", "256"))
+# The database pool is per worker (ARENA_DB_POOL_SIZE): unless set, 40 connections in all are shared among the
+# workers, so more workers do not run PostgreSQL out of connections (max_connections is 100 by default).
+os.environ.setdefault("ARENA_DB_POOL_SIZE", str(max(2, 40 // workers)))
 worker_connections = 1000
 timeout = 60  # heartbeat of an idle worker, not a limit on a request: gthread streams may run longer
 graceful_timeout = 30
