@@ -180,6 +180,11 @@ def _same_component(problem: _Problem):
     return (problem.component[:, None] == problem.component[None, :]).astype(jnp.float64)
 
 
+def _component_sums(problem: _Problem, theta):
+    """Each model's component sum, C @ theta, as a row sum: a matrix product here costs more to compile."""
+    return jnp.sum(_same_component(problem) * theta[None, :], axis=1)
+
+
 def _entries(x, problem: _Problem, davidson: bool):
     theta, phi = x[:-1], x[-1]
     return _entry_terms(theta[:, None] - theta[None, :], phi, problem.wins, problem.ties, davidson)
@@ -192,7 +197,7 @@ def _data_loglik(x, problem: _Problem, davidson: bool):
 def _penalty(x, problem: _Problem, prior, davidson: bool):
     theta, phi = x[:-1], x[-1]
     return (prior / 2 * (jnp.sum(theta**2) + (phi**2 if davidson else 0.0))
-            + _gauge_weight(prior) / 2 * theta @ _same_component(problem) @ theta)
+            + _gauge_weight(prior) / 2 * jnp.sum(theta * _component_sums(problem, theta)))
 
 
 def _objective(x, problem: _Problem, prior, davidson: bool):
@@ -205,7 +210,7 @@ def _assemble_gradient(x, terms, problem: _Problem, prior, davidson: bool):
     theta, phi = x[:-1], x[-1]
     _, g_d, g_phi = terms[:3]
     g_theta = (g_d.sum(axis=1) - g_d.sum(axis=0) - prior * theta
-               - _gauge_weight(prior) * _same_component(problem) @ theta)
+               - _gauge_weight(prior) * _component_sums(problem, theta))
     g_last = jnp.sum(g_phi) - prior * phi if davidson else jnp.zeros(())
     return jnp.concatenate([g_theta, g_last[None]])
 
