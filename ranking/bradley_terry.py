@@ -55,9 +55,10 @@ class BTFit(NamedTuple):
     """A fitted Bradley-Terry model.
 
     ratings: Elo scale (m,), NaN for a model without battles; strengths: natural-log theta as fitted (m,);
-    log_likelihood: of the data under the fit, without the prior term; tie_strength: Davidson's nu (NaN for half-win ties); component: label of each
-    model's connected piece of the comparison graph; unbounded_above / unbounded_below: the data put no upper /
-    lower limit on that model's rating (its value there is set by the prior).
+    log_likelihood: of the data under the fit, without the prior term; tie_strength: Davidson's nu (NaN for
+    half-win ties); component: label of each model's connected piece of the comparison graph;
+    unbounded_above / unbounded_below: the data put no upper / lower limit on that model's rating (its value
+    there is set by the prior).
     """
 
     ratings: np.ndarray
@@ -264,8 +265,8 @@ def _newton(x0, problem: _Problem, prior, tol, *, davidson: bool, max_iter: int)
     """Damped Newton ascent on a batch of problems (leading axis of x0 and of every array of `problem`).
 
     Each iteration evaluates objective, gradient and Hessian in one compiled call for the whole batch and
-    solves the Newton systems by Cholesky in LAPACK; an Armijo backtracking line search keeps every step an ascent.
-    Finished members stay fixed. Returns numpy (x, iterations, converged, data log-likelihood).
+    solves the Newton systems by Cholesky in LAPACK; an Armijo backtracking line search keeps every step an
+    ascent. Finished members stay fixed. Returns numpy (x, iterations, converged, data log-likelihood).
     """
     prior_ = np.float64(prior)
     x = np.array(x0, np.float64)
@@ -273,16 +274,17 @@ def _newton(x0, problem: _Problem, prior, tol, *, davidson: bool, max_iter: int)
     batch = x.shape[0]
     iterations = np.zeros(batch, int)
     done = np.zeros(batch, bool)
+    broken = np.zeros(batch, bool)  # a Hessian that is not positive definite: numerically lost, not converged
     for _ in range(max_iter):
-        active = ~done & np.all(np.isfinite(grad), axis=1)
+        active = ~done & ~broken & np.all(np.isfinite(grad), axis=1)
         if not active.any():
             break
         direction = np.zeros_like(x)
         for i in np.flatnonzero(active):
             try:
                 direction[i] = scipy.linalg.cho_solve(scipy.linalg.cho_factor(hess[i]), grad[i])
-            except np.linalg.LinAlgError:  # not positive definite: numerically broken, left unconverged
-                active[i] = False
+            except np.linalg.LinAlgError:
+                active[i], broken[i] = False, True
         slope = np.einsum("bi,bi->b", grad, direction)
         t = np.where(active, 1.0, 0.0)
         while True:
