@@ -14,7 +14,7 @@ worker_class = "gthread"
 # Four workers on two cores: a gthread worker is one process with one GIL, and every thread of a worker that
 # has a request in hand competes for it. With two workers, a burst of votes put dozens of threads behind each GIL,
 # the CPU per vote rose by half (3.5 -> 5+ ms) and the server fell further behind the longer it was behind;
-# four workers kept up with 300 votes/s where two fell behind, in most runs on the shared machine
+# at 300 votes/s offered, four workers got more votes done than two in 9 of 11 paired runs on the shared machine
 # (bench/service.py, bench/README.md). Each still takes up to 256 threads, so any one worker can hold the 200
 # simultaneous streams on its own: workers do not share out connections evenly (128 threads each missed it).
 workers = int(os.environ.get("ARENA_WORKERS", "4"))

@@ -422,6 +422,21 @@ def seed(url: str, model_base_url: str, slow: float) -> Fixture:
     return Fixture(prompt_id=prompt_id, groups=groups)
 
 
+def snapshots_built(url: str) -> int | None:
+    """How many leaderboard snapshots are stored (the run starts from an empty database); None if unknown."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT count(*) FROM snapshots")).scalar_one()
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+
+
 def activate(url: str, fixture: Fixture, group: str) -> None:
     """Only `group`'s models stay active, so every battle pairs two of them."""
     from sqlalchemy import update
@@ -872,6 +887,7 @@ class Run:
     phases: dict = field(default_factory=dict)
     cpu: dict = field(default_factory=dict)
     skipped: str | None = None
+    snapshots: int | None = None  # leaderboard snapshots the server built during the run (None: not known)
 
 
 def run_database(settings: Settings, database: str, model_url: str, model_proc: subprocess.Popen,
@@ -916,6 +932,7 @@ def run_database(settings: Settings, database: str, model_url: str, model_proc: 
         wait_until_answers(f"{base}/api/v1/prompts", server, 30, "gunicorn", log)
         probe = CpuProbe(server, model_proc, _database_name(url) if database == "postgresql" else None)
         run.phases, run.cpu = asyncio.run(_phases(settings, base, url, fixture, probe))
+        run.snapshots = snapshots_built(url)
         if server.poll() is not None:
             raise BenchError(f"gunicorn exited during the run (status {server.returncode}): {tail(log, 6)}")
     finally:
@@ -1034,7 +1051,10 @@ def report(run: Run, settings: Settings) -> tuple[str, list[tuple[str, str]]]:
     twidth = max(len(r[2]) for r in rows)
     lines = [f"\n== {title}: {run.note}",
              f"   server: gunicorn {s['worker_class']}, {s['workers']} workers x {s['threads']} threads "
-             f"(gunicorn.conf.py via `gunicorn --config gunicorn.conf.py wsgi:app`)",
+             f"(gunicorn.conf.py via `gunicorn --config gunicorn.conf.py wsgi:app`); automatic snapshot builds: "
+             f"ARENA_SNAPSHOT_EVERY_VOTES={os.environ.get('ARENA_SNAPSHOT_EVERY_VOTES') or 'unset (the default)'}, "
+             f"{'?' if run.snapshots is None else run.snapshots} built during the run (a build runs in a worker, "
+             f"beside the votes)",
              f"   {'metric'.ljust(width)}  {'measured'.ljust(vwidth)}  {'target'.ljust(twidth)}  result"]
     for name, value, target, result in rows:
         lines.append(f"   {name.ljust(width)}  {value.ljust(vwidth)}  {target.ljust(twidth)}  {result}".rstrip())
