@@ -70,8 +70,9 @@ def test_postgres_backends_are_told_apart_by_database():
     backend_database = _load_bench().backend_database
     assert backend_database("postgres: 15/main: postgres test_h2 127.0.0.1(52690) idle in transaction") == "test_h2"
     assert backend_database("postgres: 15/main: arena arena [local] idle") == "arena"
+    postmaster = "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main"
     for own in ("postgres: 15/main: walwriter", "postgres: 15/main: logical replication launcher",
-                "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main", "postgres: 15/main: checkpointer"):
+                "postgres: 15/main: checkpointer", postmaster):
         assert backend_database(own) is None
 
 
