@@ -320,7 +320,8 @@ def _preconditioner(x0, counts: PairCounts, component, prior, davidson: bool) ->
     """
     m = counts.n_models
     hessian = bt.negative_hessian(x0, bt.make_problem(counts, component), prior, davidson)
-    inverse = scipy.linalg.cho_solve(scipy.linalg.cho_factor(hessian), np.eye(m + 1))
+    with bt.one_blas_thread():
+        inverse = scipy.linalg.cho_solve(scipy.linalg.cho_factor(hessian), np.eye(m + 1))
     sizes = np.bincount(component)
     members = coo_matrix((np.ones(m), (component, np.arange(m))), shape=(sizes.size, m + 1)).tocsr()
 

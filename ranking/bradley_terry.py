@@ -28,6 +28,7 @@ part of every cold start.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import NamedTuple
 
@@ -40,6 +41,11 @@ from scipy.sparse.csgraph import connected_components
 
 import ranking._jax  # noqa: F401  (float64 JAX)
 from ranking.stats import PairCounts, battle_counts
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # optional: without it the solves are right, only slower when the cores are contended
+    threadpool_limits = None
 
 DEFAULT_PRIOR = 1e-3
 TIE_MODELS = ("half", "davidson")
@@ -261,6 +267,16 @@ def negative_hessian(x, problem: _Problem, prior, davidson: bool) -> np.ndarray:
     return np.asarray(_evaluate_batch(np.asarray(x, np.float64)[None], batch, np.float64(prior), davidson)[3])[0]
 
 
+def one_blas_thread():
+    """A context in which LAPACK runs on one thread (when threadpoolctl is installed).
+
+    The Newton systems are small (m+1 unknowns) and are solved right after a compiled evaluation: OpenBLAS's
+    worker threads and XLA's then contend for the cores, and a 201-model Cholesky that takes about 1 ms on
+    one thread was measured at 0.15-0.2 s on two.
+    """
+    return threadpool_limits(1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+
+
 def _newton(x0, problem: _Problem, prior, tol, *, davidson: bool, max_iter: int):
     """Damped Newton ascent on a batch of problems (leading axis of x0 and of every array of `problem`).
 
@@ -268,7 +284,11 @@ def _newton(x0, problem: _Problem, prior, tol, *, davidson: bool, max_iter: int)
     solves the Newton systems by Cholesky in LAPACK; an Armijo backtracking line search keeps every step an
     ascent. Finished members stay fixed. Returns numpy (x, iterations, converged, data log-likelihood).
     """
-    prior_ = np.float64(prior)
+    with one_blas_thread():
+        return _damped_newton(x0, problem, np.float64(prior), tol, davidson, max_iter)
+
+
+def _damped_newton(x0, problem: _Problem, prior_, tol, davidson: bool, max_iter: int):
     x = np.array(x0, np.float64)
     value, data, grad, hess = map(np.array, _evaluate_batch(x, problem, prior_, davidson))
     batch = x.shape[0]
