@@ -277,6 +277,17 @@ def test_jit_plain_and_vmap_agree():
     np.testing.assert_allclose(single[0], unjitted, atol=1e-9)
 
 
+def test_fit_does_not_depend_on_threadpoolctl(monkeypatch):
+    """threadpoolctl only pins LAPACK to one thread for speed: without it the fit is the same."""
+    _, a, b, outcome = simulate(9, 3000, seed=23)
+    counts = pair_counts(a, b, outcome, 9)
+    pinned = bt.fit_bradley_terry(counts)
+    monkeypatch.setattr(bt, "threadpool_limits", None)
+    free = bt.fit_bradley_terry(counts)
+    np.testing.assert_allclose(free.ratings, pinned.ratings, atol=1e-9)
+    assert free.iterations == pinned.iterations
+
+
 def test_dense_counts_hold_each_pair_once_per_side():
     _, a, b, outcome = simulate(6, 500, seed=19, tie_rate=0.3)
     counts = pair_counts(a, b, outcome, 6)
