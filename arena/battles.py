@@ -21,7 +21,7 @@ from typing import NamedTuple
 from flask import Flask
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased, joinedload
+from sqlalchemy.orm import Session, joinedload
 
 from arena import db
 from arena.answer_style import style_counts
@@ -199,62 +199,94 @@ def add_turn(session: Session, battle: Battle, text: str) -> int:
     return turn
 
 
-class Ballot(NamedTuple):
-    """A battle as a vote sees it: its state and, to reveal once the vote is in, both sides' identities."""
-    id: str
-    state: str
+class Sides(NamedTuple):
+    """Who answered on each side, as a vote reveals it."""
     model_a: Identity
     model_b: Identity
 
 
-_model_a, _model_b = aliased(_models), aliased(_models)
-_BALLOT = (select(_battles.c.state, _battles.c.voter, _model_a.c.name, _model_a.c.organization, _model_b.c.name,
-                  _model_b.c.organization)
-           .join(_model_a, _model_a.c.id == _battles.c.model_a_id)
-           .join(_model_b, _model_b.c.id == _battles.c.model_b_id)
-           .where(_battles.c.id == bindparam("battle_id")))
+def _identity_of(side_id, column):
+    return select(column).where(_models.c.id == side_id).scalar_subquery()
+
+
+# Closes the voter's ready battle and reads both identities in one statement (UPDATE ... RETURNING, in
+# PostgreSQL and in SQLite from 3.35; SQLite's RETURNING cannot name another table, hence the subqueries, which
+# SQLAlchemy renders unqualified for SQLite: "id" is the model's, "model_a_id" the battle's): ownership and state
+# are checked by the very write that closes the battle, so of two racing votes exactly one gets a row.
+_CLOSE_AND_REVEAL = (
+    update(_battles)
+    .where(_battles.c.id == bindparam("battle_id"), _battles.c.voter == bindparam("owner"),
+           _battles.c.state == "ready")
+    .values(state="voted")
+    .returning(*(_identity_of(side_id, column) for side_id in (_battles.c.model_a_id, _battles.c.model_b_id)
+                 for column in (_models.c.name, _models.c.organization))))
+_BATTLE_STATE = select(_battles.c.state, _battles.c.voter).where(_battles.c.id == bindparam("battle_id"))
 
 
 def vote(session: Session, battle_id: str, winner: str, *, voter: str | None, address: str | None) -> dict:
     """The voter's vote on their battle, cast in one transaction; returns both sides' identities.
 
-    Three statements (read the battle with both models' names, close it, insert the vote) and one commit.
+    Two statements when the vote is taken (close the battle, reading both identities; insert the vote) and one
+    commit: a vote's server CPU is mostly SQLAlchemy's and psycopg's per-statement work. A refused vote reads
+    the battle once more, to say why.
     """
-    row = session.execute(_BALLOT, {"battle_id": battle_id}).first()
-    if row is None or voter is None or row.voter != voter:
-        raise _not_found()
-    ballot = Ballot(battle_id, row.state, Identity(row[2], row[3]), Identity(row[4], row[5]))
-    cast_vote(session, ballot, winner, voter=voter, address=address)
-    return reveal(ballot)
+    closed = None
+    if voter is not None:
+        closed = session.execute(_CLOSE_AND_REVEAL, {"battle_id": battle_id, "owner": voter}).first()
+    if closed is None:
+        session.rollback()
+        battle = session.execute(_BATTLE_STATE, {"battle_id": battle_id}).first()
+        if battle is None or voter is None or battle.voter != voter:
+            raise _not_found()
+        raise _refusal(battle.state) or _already_voted()  # still "ready": a racing vote held it and rolled back
+    _record_vote(session, battle_id, winner, voter=voter, address=address)
+    return reveal(Sides(Identity(closed[0], closed[1]), Identity(closed[2], closed[3])))
 
 
 _CLOSE = (update(_battles).where(_battles.c.id == bindparam("battle_id"), _battles.c.state == "ready")
           .values(state="voted"))
 
 
-def cast_vote(session: Session, battle: Battle | Ballot, winner: str, *, voter: str | None,
-              address: str | None) -> None:
-    """Record the vote and close the battle in one transaction; only a ready battle takes it, exactly once."""
-    if battle.state == "voted":
-        raise ApiError(409, "already_voted", "This battle already has a vote.")
-    if battle.state == "void":
-        raise ApiError(409, "battle_void", "This battle was void: it takes no vote.")
-    if battle.state != "ready":
-        raise ApiError(409, "battle_not_ready", "Both answers must be complete before the vote.")
+def cast_vote(session: Session, battle: Battle, winner: str, *, voter: str | None, address: str | None) -> None:
+    """Record a vote on a battle already loaded (operators' tools, tests) by the rules of `vote`: only a ready
+    battle takes it, exactly once, and the vote and the battle's new state commit together."""
+    refusal = _refusal(battle.state)
+    if refusal is not None:
+        raise refusal
     # The state was read before: a concurrent vote (or a voiding) since then leaves this UPDATE without a row.
     if session.execute(_CLOSE, {"battle_id": battle.id}).rowcount != 1:
         session.rollback()
-        raise ApiError(409, "already_voted", "This battle already has a vote.")
-    session.execute(_INSERT_VOTE, dict(battle_id=battle.id, winner=winner, voter=voter, address_hash=address,
+        raise _already_voted()
+    _record_vote(session, battle.id, winner, voter=voter, address=address)
+
+
+def _refusal(state: str) -> ApiError | None:
+    """Why a battle in `state` takes no vote, or None when it is ready."""
+    if state == "voted":
+        return _already_voted()
+    if state == "void":
+        return ApiError(409, "battle_void", "This battle was void: it takes no vote.")
+    if state != "ready":
+        return ApiError(409, "battle_not_ready", "Both answers must be complete before the vote.")
+    return None
+
+
+def _already_voted() -> ApiError:
+    return ApiError(409, "already_voted", "This battle already has a vote.")
+
+
+def _record_vote(session: Session, battle_id: str, winner: str, *, voter: str | None, address: str | None) -> None:
+    """Insert the vote beside the battle's closing UPDATE and commit both; the unique battle_id is the last guard."""
+    session.execute(_INSERT_VOTE, dict(battle_id=battle_id, winner=winner, voter=voter, address_hash=address,
                                        source="arena"))
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise ApiError(409, "already_voted", "This battle already has a vote.") from None
+        raise _already_voted() from None
 
 
-def reveal(battle: Battle | Ballot) -> dict:
+def reveal(battle: Battle | Sides) -> dict:
     return {side: {"model": model.name, "organization": model.organization}
             for side, model in (("a", battle.model_a), ("b", battle.model_b))}
 

@@ -2,6 +2,7 @@
 import itertools
 import json
 import random
+import threading
 from collections import Counter
 from contextlib import contextmanager
 
@@ -9,7 +10,7 @@ import pytest
 from scipy import stats
 from sqlalchemy import event as sql_events, func, select, update
 
-from arena import battles
+from arena import battles, db
 from arena.models import Battle, Message, Model, Vote
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
@@ -248,7 +249,7 @@ def statements(app):
 
 
 def test_a_battle_costs_few_statements(app, client, session, recorded_pair):
-    """Creating, streaming and voting: 4, 5 and 3 statements, one transaction each (the stream's two: claiming
+    """Creating, streaming and voting: 4, 5 and 2 statements, one transaction each (the stream's two: claiming
     the battle, then storing both answers). A regression here is a regression of the service's throughput."""
     prompt, _, _ = recorded_pair
     for i in range(20):  # models that cannot answer this prompt cost nothing more
@@ -263,10 +264,48 @@ def test_a_battle_costs_few_statements(app, client, session, recorded_pair):
     assert streamed == {"sql": ["SELECT", "UPDATE", "SELECT", "INSERT", "UPDATE"], "commits": 2}
     with statements(app) as voted:
         assert client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "b"}).status_code == 200
-    assert voted == {"sql": ["SELECT", "UPDATE", "INSERT"], "commits": 1}
+    assert voted == {"sql": ["UPDATE", "INSERT"], "commits": 1}  # the UPDATE closes the battle and reveals it
     with statements(app) as again:
         assert client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "a"}).status_code == 409
-    assert again == {"sql": ["SELECT"], "commits": 0}
+    assert again == {"sql": ["UPDATE", "SELECT"], "commits": 0}  # no row to close, then why not
+
+
+def test_of_two_racing_votes_exactly_one_counts(app, client, session, recorded_pair):
+    prompt, alpha, beta = recorded_pair
+    battle_id, _, _, _ = run_battle(client, prompt_id=prompt.id)
+    voter = session.get(Battle, battle_id).voter
+    start, outcomes = threading.Barrier(2), []
+
+    def cast(winner):
+        with db.new_session(app) as own:
+            start.wait()
+            try:
+                outcomes.append(battles.vote(own, battle_id, winner, voter=voter, address=None))
+            except battles.ApiError as error:
+                outcomes.append(error.code)
+
+    threads = [threading.Thread(target=cast, args=(w,)) for w in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    revealed = [o for o in outcomes if isinstance(o, dict)]
+    assert len(revealed) == 1 and [o for o in outcomes if isinstance(o, str)] == ["already_voted"]
+    assert {revealed[0]["a"]["model"], revealed[0]["b"]["model"]} == {alpha.name, beta.name}
+    assert session.scalar(select(func.count()).select_from(Vote)) == 1
+
+
+def test_a_loaded_battle_takes_a_vote_by_the_same_rules(app, client, session, recorded_pair):
+    """cast_vote, for callers that hold the battle (operators' tools): the vote and the closed battle, once."""
+    prompt, _, _ = recorded_pair
+    battle_id, _, _, _ = run_battle(client, prompt_id=prompt.id)
+    battle = session.get(Battle, battle_id)
+    battles.cast_vote(session, battle, "tie", voter=battle.voter, address=None)
+    with pytest.raises(battles.ApiError, match="already has a vote"):
+        battles.cast_vote(session, battle, "a", voter=battle.voter, address=None)  # its state was read as ready
+    session.expire_all()
+    assert session.get(Battle, battle_id).state == "voted"
+    assert [(v.battle_id, v.winner) for v in session.scalars(select(Vote))] == [(battle_id, "tie")]
 
 
 def test_pairs_are_drawn_with_odds_proportional_to_the_product_of_weights():
