@@ -28,7 +28,7 @@ run: install
 test: install
 	@if [ -z "$$ARENA_TEST_DATABASE_URL" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
 		export ARENA_TEST_DATABASE_URL="$(PG_TEST_URL)"; fi; \
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $${ARENA_TEST_WORKERS:-auto}
 
 # Benchmarks need the peers we measure against; they are never dependencies of the package.
 bench: install

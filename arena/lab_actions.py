@@ -25,7 +25,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from arena import labs, providers
+from arena import labs, providers, snapshots
 from arena.crypto import SecretDecryptionError, decrypt_secret, encrypt_secret
 from arena.errors import ApiError
 from arena.models import (AuditEvent, Battle, EndpointCheck, Lab, Message, Model, Prompt, RecordedAnswer, Vote,
@@ -514,18 +514,40 @@ def endpoint_health(session: Session, model: Model) -> dict:
             "error_rate": (sum(1 for _, ok, _ in calls if not ok) / len(calls)) if calls else None}
 
 
+def _leaderboard_entry(session: Session, model: Model) -> dict:
+    """The model's line on the newest snapshot's overall board (read, never computed here)."""
+    document = snapshots.newest_document(session)
+    row = None if document is None else next(
+        (r for r in document["boards"]["overall"]["models"] if r["model"] == model.name), None)
+    if row is None:
+        note = ("No leaderboard snapshot has been published yet." if document is None else
+                f"Snapshot {document['version']} does not rank this model: it had no counted vote by then.")
+        return {"rating": None, "interval": None, "rank": None, "tier": None, "provisional": None,
+                "snapshot": None if document is None else str(document["version"]), "note": note}
+    return {"rating": row["rating"], "interval": [row["ci_low"], row["ci_high"]], "rank": row["rank_ub"],
+            "tier": row["tier"], "provisional": row["provisional"], "snapshot": str(document["version"]),
+            "note": f"Snapshot {document['version']} of {document['created_at']}: rank upper bound {row['rank_ub']}, "
+                    f"tier {row['tier']}, {row['battles']} counted votes"
+                    f"{' (provisional)' if row['provisional'] else ''}."}
+
+
 def model_status(session: Session, model: Model) -> dict:
     """Everything the ModelOut response holds, as plain values."""
     involves = _involves(model.id)
     battles = session.scalar(select(func.count()).select_from(Battle).where(involves)) or 0
-    counted = identity_leak = not_voted = 0
-    for state, flagged, n in session.execute(select(Battle.state, Battle.flagged, func.count(Vote.id))
-                                             .join(Vote, Vote.battle_id == Battle.id).where(involves)
-                                             .group_by(Battle.state, Battle.flagged)):
-        if flagged:
-            identity_leak += n
-        elif state != "voted":
+    counted = identity_leak = not_voted = voter_excluded = 0
+    # the snapshot builder's rules, in its order (arena.snapshots.COUNTING_RULES)
+    by_excluded_voter = Vote.voter.in_(snapshots.excluded_voters(session))
+    for state, flagged, excluded, n in session.execute(
+            select(Battle.state, Battle.flagged, by_excluded_voter, func.count(Vote.id))
+            .join(Vote, Vote.battle_id == Battle.id).where(involves)
+            .group_by(Battle.state, Battle.flagged, by_excluded_voter)):
+        if state != "voted":
             not_voted += n
+        elif flagged:
+            identity_leak += n
+        elif excluded:
+            voter_excluded += n
         else:
             counted += n
     answers = session.scalar(select(func.count()).select_from(RecordedAnswer)
@@ -539,9 +561,9 @@ def model_status(session: Session, model: Model) -> dict:
         "recorded_answers": answers,
         "health": endpoint_health(session, model) if model.kind == "endpoint" else None,
         "battles": battles,
-        "votes": {"counted": counted, "excluded": identity_leak + not_voted,
-                  "excluded_by_reason": {"identity_leak": identity_leak, "battle_void": not_voted}},
-        "leaderboard": {"rating": None, "interval": None, "rank": None, "snapshot": None,
-                        "note": "No leaderboard snapshot ranks this model yet."},
-        "deletable": counted == 0,
+        "votes": {"counted": counted, "excluded": identity_leak + not_voted + voter_excluded,
+                  "excluded_by_reason": {"identity_leak": identity_leak, "battle_void": not_voted,
+                                         "voter_excluded": voter_excluded}},
+        "leaderboard": _leaderboard_entry(session, model),
+        "deletable": counted + voter_excluded == 0,
     }

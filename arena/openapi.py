@@ -148,6 +148,7 @@ class Health(_Out):
 class ExcludedVotes(_Out):
     identity_leak: int = Field(description="Votes on battles where an answer named its model or maker.")
     battle_void: int = Field(description="Votes on battles that are not in the voted state (void).")
+    voter_excluded: int = Field(description="Votes of voters an operator excluded, with a recorded reason.")
 
 
 class Votes(_Out):
@@ -160,7 +161,9 @@ class Leaderboard(_Out):
     rating: float | None = Field(description="Elo-scale rating in the newest leaderboard snapshot; null until "
                                              "a snapshot ranks this model.")
     interval: list[float | None] | None = Field(description="95 % interval [low, high] of the rating.")
-    rank: int | None
+    rank: int | None = Field(description="Rank upper bound: 1 + the models whose interval lies wholly above.")
+    tier: int | None = Field(description="Models in a tier cannot be told apart from its first model at 95 %.")
+    provisional: bool | None = Field(description="Fewer counted votes than the arena's provisional threshold.")
     snapshot: str | None = Field(description="The snapshot's version.")
     note: str
 

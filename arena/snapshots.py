@@ -98,27 +98,42 @@ def get_snapshot(session: Session, version: int | None = None) -> Snapshot | Non
 
 
 def published_document(snapshot: Snapshot) -> dict:
-    """The snapshot as published: the stored document with its signature block."""
-    return _parsed(snapshot.version, snapshot.document, snapshot.signature)
+    """The snapshot as published: the stored document with its signature block. Shared: do not modify."""
+    return _cached(snapshot.version, snapshot.signature) or _parse(snapshot.version, snapshot.document,
+                                                                   snapshot.signature)
+
+
+def newest_document(session: Session) -> dict | None:
+    """The newest snapshot as published, or None. Reads only the version and the signature when this process
+    has parsed that snapshot before (the document itself can be a megabyte). Shared: do not modify."""
+    newest = session.execute(select(Snapshot.version, Snapshot.signature)
+                             .order_by(Snapshot.version.desc()).limit(1)).first()
+    if newest is None:
+        return None
+    return _cached(newest.version, newest.signature) or _parse(
+        newest.version, session.scalar(select(Snapshot.document).where(Snapshot.version == newest.version)),
+        newest.signature)
 
 
 _parsed_cache: dict[tuple[int, str], dict] = {}
 _parsed_lock = threading.Lock()
 
 
-def _parsed(version: int, document: str, signature: str) -> dict:
-    """Parsed documents by version: a snapshot never changes, so each process parses it once."""
-    key = (version, signature)
+def _cached(version: int, signature: str) -> dict | None:
+    """A snapshot never changes, so each process parses it once (keyed by its signature too, should a
+    database be rebuilt under a running process)."""
     with _parsed_lock:
-        cached = _parsed_cache.get(key)
-    if cached is None:
-        cached = json.loads(document)
-        cached["signature"] = json.loads(signature)
-        with _parsed_lock:
-            if len(_parsed_cache) >= 16:
-                _parsed_cache.pop(next(iter(_parsed_cache)))
-            _parsed_cache[key] = cached
-    return cached
+        return _parsed_cache.get((version, signature))
+
+
+def _parse(version: int, document: str, signature: str) -> dict:
+    parsed = json.loads(document)
+    parsed["signature"] = json.loads(signature)
+    with _parsed_lock:
+        if len(_parsed_cache) >= 16:
+            _parsed_cache.pop(next(iter(_parsed_cache)))
+        _parsed_cache[(version, signature)] = parsed
+    return parsed
 
 
 def snapshot_index():
@@ -283,7 +298,7 @@ def _gather(session: Session, cut: int) -> tuple[list[_VoteRow], dict[int, _Mode
               for row in session.execute(select(Model.id, Model.name, Model.organization, Lab.name.label("lab"),
                                                 Model.kind, Model.status, Model.source, Model.sampling_weight)
                                          .outerjoin(Lab, Model.lab_id == Lab.id))}
-    excluded_voters = _excluded_voters(session)
+    left_out_voters = excluded_voters(session)
     styles = _message_styles(session, cut)
     recorded = {(row.model_id, row.prompt_id): tuple(row[2:])
                 for row in session.execute(select(RecordedAnswer.model_id, RecordedAnswer.prompt_id,
@@ -300,7 +315,7 @@ def _gather(session: Session, cut: int) -> tuple[list[_VoteRow], dict[int, _Mode
             reason = "void_battle"
         elif row.flagged:
             reason = "flagged_battle"
-        elif row.voter is not None and row.voter in excluded_voters:
+        elif row.voter is not None and row.voter in left_out_voters:
             reason = "excluded_voter"
         else:
             reason = None
@@ -312,7 +327,7 @@ def _gather(session: Session, cut: int) -> tuple[list[_VoteRow], dict[int, _Mode
     return votes, models
 
 
-def _excluded_voters(session: Session) -> set[str]:
+def excluded_voters(session: Session) -> set[str]:
     """Voters whose latest exclusion record is in force (a later record with `lifted` lifts it)."""
     latest = {}
     for voter, lifted in session.execute(select(VoterExclusion.voter, VoterExclusion.lifted)
@@ -342,7 +357,7 @@ def set_voter_exclusion(session: Session, secret_key: str, voter: str, reason: s
         if not matches:
             raise LookupError(f"no vote was cast by a voter {voter!r} (give a voter id or a vote file's pseudonym)")
         voter = matches[0]
-    excluded = voter in _excluded_voters(session)
+    excluded = voter in excluded_voters(session)
     if excluded != lifted:
         raise ValueError(f"voter {voter!r} is {'already' if excluded else 'not'} excluded")
     session.add(VoterExclusion(voter=voter, reason=reason, lifted=lifted, actor=actor))

@@ -309,3 +309,36 @@ def test_the_leaderboard_answers_match_the_openapi_document(demo_app):
         response = case.call()
         assert response.status_code == 200, (label, query, response.text[:200])
         case.validate_response(response, checks=CHECKS)
+
+
+def test_a_lab_reads_its_models_rating_from_the_newest_snapshot(demo_app, client, session):
+    from arena import labs
+
+    lab, key = labs.create_lab(session, "Rated Lab", actor=labs.OPERATOR)
+    session.execute(update(Model).where(Model.name.in_(["GPT 4", "Claude v1"])).values(lab_id=lab.id))
+    session.commit()
+    unrated = client.post("/api/v1/models", json={"name": "New recorded", "organization": "R", "kind": "recorded"},
+                          headers={"Authorization": f"Bearer {key}"}).get_json()
+    auth = {"Authorization": f"Bearer {key}"}
+    before = {m["name"]: m["leaderboard"] for m in client.get("/api/v1/models", headers=auth).get_json()["models"]}
+    assert before["GPT 4"]["rating"] is None and "No leaderboard snapshot" in before["GPT 4"]["note"]
+
+    document = build(demo_app)
+    row = next(r for r in document["boards"]["overall"]["models"] if r["model"] == "GPT 4")
+    gpt4 = session.scalar(select(Model.id).where(Model.name == "GPT 4"))
+    status = client.get(f"/api/v1/models/{gpt4}", headers=auth).get_json()
+    assert status["leaderboard"] == {"rating": row["rating"], "interval": [row["ci_low"], row["ci_high"]],
+                                     "rank": row["rank_ub"], "tier": row["tier"], "provisional": row["provisional"],
+                                     "snapshot": "1", "note": status["leaderboard"]["note"]}
+    assert status["votes"]["counted"] == row["battles"]
+    new = client.get(f"/api/v1/models/{unrated['id']}", headers=auth).get_json()["leaderboard"]
+    assert new["rating"] is None and new["snapshot"] == "1" and "does not rank this model" in new["note"]
+
+    # an operator's exclusion of a voter shows in the lab's vote counts at once, with its reason
+    voter = session.scalar(select(Vote.voter).join(Battle).where(Battle.model_a_id == gpt4).limit(1))
+    cast = session.scalar(select(func.count()).select_from(Vote).join(Battle).where(
+        Vote.voter == voter, (Battle.model_a_id == gpt4) | (Battle.model_b_id == gpt4)))
+    snapshots.set_voter_exclusion(session, "test-secret", voter, "test", lifted=False)
+    votes = client.get(f"/api/v1/models/{gpt4}", headers=auth).get_json()["votes"]
+    assert votes["excluded_by_reason"]["voter_excluded"] == cast >= 1
+    assert votes["counted"] == row["battles"] - cast
