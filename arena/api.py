@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from arena import battles, db, snapshots
 from arena.errors import ApiError
+from arena.openapi import MAX_ID
 from arena.models import WINNERS, Model, Prompt
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -26,7 +27,10 @@ def _address() -> str | None:
 
 
 def _json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the JSON decoder goes: malformed input, not our failure
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
     return body
@@ -64,6 +68,8 @@ def create_battle():
                            f"A prompt may have at most {current_app.config['MAX_PROMPT_CHARS']} characters.")
     elif isinstance(prompt_id, bool) or not isinstance(prompt_id, int):
         raise ApiError(400, "invalid_prompt_id", "\"prompt_id\" must be an integer.")
+    elif not 1 <= prompt_id <= MAX_ID:  # ids are 32-bit in the database, which would refuse to look one up
+        raise ApiError(404, "prompt_not_found", f"There is no prompt {prompt_id}.")
     battle = battles.create_battle(db.session(), prompt_text=prompt, prompt_id=prompt_id, voter=_voter(),
                                    address=_address())
     response = {"id": battle.id, "prompt": battle.prompt_text, "state": battle.state,

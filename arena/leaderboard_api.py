@@ -9,10 +9,10 @@ from flask import Blueprint, Response, current_app, request
 
 from arena import db, signing, snapshots
 from arena.errors import ApiError
+from arena.openapi import MAX_ID
 from ranking.signature import key_id
 
 bp = Blueprint("leaderboard_api", __name__, url_prefix="/api/v1/leaderboard")
-MAX_VERSION = 2**31 - 1
 
 _ROW_FIELDS = ("rank_ub", "tier", "model", "organization", "lab", "rating", "ci_low", "ci_high", "battles", "wins",
                "losses", "ties", "provisional", "retired", "status")
@@ -20,7 +20,7 @@ _ROW_FIELDS = ("rank_ub", "tier", "model", "organization", "lab", "rating", "ci_
 
 def _snapshot(version: int | None = None):
     # versions are 32-bit in the database: a larger number cannot name one (PostgreSQL would refuse the query)
-    too_large = version is not None and version > MAX_VERSION
+    too_large = version is not None and version > MAX_ID
     snapshot = None if too_large else snapshots.get_snapshot(db.session(), version)
     if snapshot is None:
         if version is None:

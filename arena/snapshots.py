@@ -30,6 +30,7 @@ import time
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+import numpy as np
 from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -195,33 +196,19 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
     session.rollback()  # end the read transaction: the fit takes a while, and nothing read is written back
     queried = time.perf_counter()
 
+    excluded = {name: sum(1 for reason in votes.reason if reason == name) for name, _ in COUNTING_RULES}
+    counted = np.fromiter((reason is None for reason in votes.reason), bool, len(votes.reason))
+    if not counted.any():
+        raise ValueError(f"none of the {len(votes.reason)} votes counts: nothing to rank ({_describe(excluded)})")
     pseudonym = _pseudonymiser(app.config["SECRET_KEY"])
-    records, vote_lines, excluded = [], [], {name: 0 for name, _ in COUNTING_RULES}
-    for vote in votes:
-        record = {"model_a": models[vote.model_a_id].name, "model_b": models[vote.model_b_id].name,
-                  "winner": WINNER_LABELS[vote.winner], "tstamp": _epoch(vote.created_at),
-                  "judge": pseudonym(vote.voter), "anony": True}
-        if vote.category:
-            record["category"] = vote.category
-        if vote.reason is None:
-            if vote.style is not None:
-                record["conv_metadata"] = vote.style
-            records.append(record)
-        else:
-            excluded[vote.reason] += 1
-        vote_lines.append(json.dumps({"vote": vote.id, **record, "source": vote.source,
-                                      "counted": vote.reason is None, "excluded": vote.reason},
-                                     ensure_ascii=False, separators=(",", ":")))
-    if not records:
-        raise ValueError(f"none of the {len(votes)} votes counts: nothing to rank ({_describe(excluded)})")
-
-    battles, battle_bytes = _canonical_battles(records, version)
+    everything = _encode(votes, models, pseudonym)
+    battles, battle_bytes = _canonical_battles(_rows(everything, counted), version)
+    vote_bytes = _vote_file(everything, votes)
     encoded = time.perf_counter()
     base_options = RankingOptions(ties=settings.ties, replicates=settings.replicates, seed=settings.seed)
     ranking_times: dict = {}
     boards = _boards(battles, base_options, models, settings, ranking_times)
     ranked = time.perf_counter()
-    vote_bytes = ("\n".join(vote_lines) + "\n").encode()
 
     document = {
         "format": "arena-snapshot/1",
@@ -229,11 +216,12 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
         "created_at": iso_utc(created_at),
         "code_version": _code_version(),
         "settings": settings._asdict(),
-        "battle_file": {"sha256": battles.sha256, "battles": len(records), "bytes": len(battle_bytes),
+        "battle_file": {"sha256": battles.sha256, "battles": int(counted.sum()), "bytes": len(battle_bytes),
                         "download": f"/api/v1/leaderboard/snapshots/{version}/battles"},
-        "vote_file": {"sha256": hashlib.sha256(vote_bytes).hexdigest(), "votes": len(votes),
+        "vote_file": {"sha256": hashlib.sha256(vote_bytes).hexdigest(), "votes": len(votes.reason),
                       "bytes": len(vote_bytes), "download": f"/api/v1/leaderboard/snapshots/{version}/votes"},
-        "votes": {"considered": len(votes), "counted": len(records), "excluded": excluded, "last_vote_id": cut},
+        "votes": {"considered": len(votes.reason), "counted": int(counted.sum()), "excluded": excluded,
+                  "last_vote_id": cut},
         "counting_rules": [{"name": name, "description": text} for name, text in COUNTING_RULES],
         "sampling": _sampling_policy(models),
         "reproduce": {name: _reproduce(board["options"], name) for name, board in named_boards(boards)},
@@ -247,15 +235,15 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
         document["attribution"] = LLMFAO_ATTRIBUTION
     signature = signing.sign_document(app.config, document)
     snapshot = Snapshot(version=version, created_at=created_at, code_version=document["code_version"],
-                        seed=settings.seed, last_vote_id=cut, votes_counted=len(records),
-                        votes_excluded=len(votes) - len(records), battle_file_sha256=battles.sha256,
+                        seed=settings.seed, last_vote_id=cut, votes_counted=int(counted.sum()),
+                        votes_excluded=int((~counted).sum()), battle_file_sha256=battles.sha256,
                         document=_canonical_text(document), signature=json.dumps(signature, sort_keys=True),
                         key_id=signature["key_id"])
     session.add(snapshot)
     session.flush()
     for kind, data in (("battles", battle_bytes), ("votes", vote_bytes)):
         session.add(SnapshotFile(version=version, kind=kind, sha256=hashlib.sha256(data).hexdigest(),
-                                 size=len(data), gzip=gzip.compress(data, compresslevel=6, mtime=0)))
+                                 size=len(data), gzip=gzip.compress(data, compresslevel=1, mtime=0)))
     session.commit()
     finished = time.perf_counter()
     if timings is not None:
@@ -263,22 +251,24 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
                                     fit=ranking_times.get("fit", 0.0), bootstrap=ranking_times.get("bootstrap", 0.0),
                                     style=ranking_times.get("style", 0.0), storing=finished - ranked,
                                     total=finished - started))
-    log.info("snapshot %d built from %d counted votes (%d excluded) in %.1f s", version, len(records),
-             len(votes) - len(records), finished - started)
+    log.info("snapshot %d built from %d counted votes (%d excluded) in %.1f s", version, snapshot.votes_counted,
+             snapshot.votes_excluded, finished - started)
     return snapshot
 
 
-class _VoteRow(NamedTuple):
-    id: int
-    winner: str
-    created_at: datetime
-    voter: str | None
-    source: str
-    model_a_id: int
-    model_b_id: int
-    category: str | None
-    reason: str | None  # why the vote does not count; None when it counts
-    style: dict | None  # conv_metadata for the battle file, when both answers' style counts are known
+class _Votes(NamedTuple):
+    """Every vote considered, as columns in vote order."""
+
+    id: list[int]
+    winner: list[str]  # "a", "b", "tie" or "bothbad"
+    created_at: list[datetime]
+    voter: list[str | None]
+    source: list[str]
+    model_a_id: list[int]
+    model_b_id: list[int]
+    category: list[str | None]
+    reason: list[str | None]  # why the vote does not count; None when it counts
+    style: np.ndarray  # (n, 2, 4) answer style counts, NaN where not known for both answers
 
 
 class _ModelInfo(NamedTuple):
@@ -291,7 +281,7 @@ class _ModelInfo(NamedTuple):
     sampling_weight: float
 
 
-def _gather(session: Session, cut: int) -> tuple[list[_VoteRow], dict[int, _ModelInfo]]:
+def _gather(session: Session, cut: int) -> tuple[_Votes, dict[int, _ModelInfo]]:
     """Every vote with id <= cut, in vote order, with what the counting rules and the battle file need."""
     models = {row.id: _ModelInfo(row.name, row.organization, row.lab, row.kind, row.status, row.source,
                                  row.sampling_weight)
@@ -303,28 +293,30 @@ def _gather(session: Session, cut: int) -> tuple[list[_VoteRow], dict[int, _Mode
     recorded = {(row.model_id, row.prompt_id): tuple(row[2:])
                 for row in session.execute(select(RecordedAnswer.model_id, RecordedAnswer.prompt_id,
                                                   *(getattr(RecordedAnswer, c) for c in STYLE_COLUMNS)))}
-    statement = (select(Vote.id, Vote.winner, Vote.created_at, Vote.voter, Vote.source, Battle.id.label("battle"),
-                        Battle.state, Battle.flagged, Battle.model_a_id, Battle.model_b_id, Battle.prompt_id,
-                        Prompt.category)
+    statement = (select(Vote.id, Vote.winner, Vote.created_at, Vote.voter, Vote.source, Battle.model_a_id,
+                        Battle.model_b_id, Prompt.category, Battle.state, Battle.flagged, Battle.id,
+                        Battle.prompt_id)
                  .join(Battle, Vote.battle_id == Battle.id).outerjoin(Prompt, Battle.prompt_id == Prompt.id)
-                 .where(Vote.id <= cut).order_by(Vote.created_at, Vote.id)
-                 .execution_options(yield_per=20_000))
-    votes = []
-    for row in session.execute(statement):
-        if row.state == "void":
-            reason = "void_battle"
-        elif row.flagged:
-            reason = "flagged_battle"
-        elif row.voter is not None and row.voter in left_out_voters:
-            reason = "excluded_voter"
-        else:
-            reason = None
-        sides = styles.get(row.battle)
-        if sides is None and row.prompt_id is not None:  # imported battles: the recorded answers were shown
-            sides = (recorded.get((row.model_a_id, row.prompt_id)), recorded.get((row.model_b_id, row.prompt_id)))
-        votes.append(_VoteRow(row.id, row.winner, row.created_at, row.voter, row.source, row.model_a_id,
-                              row.model_b_id, row.category, reason, _conv_metadata(sides)))
-    return votes, models
+                 .where(Vote.id <= cut).order_by(Vote.created_at, Vote.id))
+    rows = session.execute(statement).all()
+    columns = [list(column) for column in zip(*rows)] if rows else [[] for _ in range(12)]
+    states, flags, battle_ids, prompt_ids = columns[8:]
+    reason = ["void_battle" if state == "void" else "flagged_battle" if flagged
+              else "excluded_voter" if voter is not None and voter in left_out_voters else None
+              for state, flagged, voter in zip(states, flags, columns[3])]
+    style = np.full((len(rows), 2, len(STYLE_COLUMNS)), np.nan)
+    for i, (battle_id, model_a, model_b, prompt_id) in enumerate(zip(battle_ids, columns[5], columns[6],
+                                                                      prompt_ids)):
+        sides = styles.get(battle_id)
+        if sides is None and prompt_id is not None:  # imported battles: the recorded answers were shown
+            sides = (recorded.get((model_a, prompt_id)), recorded.get((model_b, prompt_id)))
+        if sides is not None and _complete(sides[0]) and _complete(sides[1]):
+            style[i] = sides
+    return _Votes(*columns[:8], reason, style), models
+
+
+def _complete(counts) -> bool:
+    return counts is not None and None not in counts
 
 
 def excluded_voters(session: Session) -> set[str]:
@@ -380,12 +372,6 @@ def _message_styles(session: Session, cut: int) -> dict[str, tuple]:
     return {battle_id: tuple(sides) for battle_id, sides in styles.items()}
 
 
-def _conv_metadata(sides) -> dict | None:
-    if sides is None or sides[0] is None or sides[1] is None or None in sides[0] or None in sides[1]:
-        return None
-    return {keys[side]: int(sides[side][f]) for f, keys in enumerate(_STYLE_KEYS) for side in (0, 1)}
-
-
 def _pseudonymiser(secret_key: str):
     """Voter -> a stable pseudonym: a keyed hash, so voters can be told apart across snapshots (which the
     per-voter checks need) but not identified; the key never leaves the server."""
@@ -412,12 +398,44 @@ def iso_utc(moment: datetime) -> str:
     return _utc(moment).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _canonical_battles(records: list[dict], version: int):
+def _encode(votes: _Votes, models: dict[int, _ModelInfo], pseudonym):
+    """Every vote considered as ranking's arrays (battle file rows, before the counting rules select them)."""
+    from ranking.data import A_WINS, B_WINS, TIE, TIE_BOTHBAD, Battles
+
+    names = tuple(info.name for info in models.values())
+    position = {model_id: i for i, model_id in enumerate(models)}
+    categories = tuple(sorted({c for c in votes.category if c}))
+    category_code = {c: i for i, c in enumerate(categories)}
+    judges = [pseudonym(voter) for voter in votes.voter]
+    voters = tuple(sorted({j for j in judges if j is not None}))
+    voter_code = {v: i for i, v in enumerate(voters)}
+    outcome_code = {"a": A_WINS, "b": B_WINS, "tie": TIE, "bothbad": TIE_BOTHBAD}
+    n = len(votes.id)
+    return Battles(
+        model_a=np.fromiter((position[m] for m in votes.model_a_id), np.int32, n),
+        model_b=np.fromiter((position[m] for m in votes.model_b_id), np.int32, n),
+        outcome=np.fromiter((outcome_code[w] for w in votes.winner), np.int8, n), models=names,
+        category=np.fromiter((category_code[c] if c else -1 for c in votes.category), np.int32, n),
+        categories=categories,
+        voter=np.fromiter((-1 if j is None else voter_code[j] for j in judges), np.int32, n), voters=voters,
+        tstamp=np.fromiter((_epoch(moment) for moment in votes.created_at), np.float64, n),
+        anony=np.ones(n, bool), style=votes.style, sha256="")
+
+
+def _rows(battles, keep: np.ndarray):
+    """The selected rows of encoded battles (the name tuples stay whole: the file holds names, not codes)."""
+    style = battles.style[keep]
+    return battles._replace(model_a=battles.model_a[keep], model_b=battles.model_b[keep],
+                            outcome=battles.outcome[keep], category=battles.category[keep],
+                            voter=battles.voter[keep], tstamp=battles.tstamp[keep], anony=battles.anony[keep],
+                            style=style if np.isfinite(style).any() else None)
+
+
+def _canonical_battles(encoded, version: int):
     """Write the canonical battle file and read it back: the arrays every board is computed from are the ones
     anyone gets by reading the published bytes. Returns (Battles, the file's bytes)."""
-    from ranking import encode_battles, read_battles, write_battles_jsonl
+    from ranking import read_battles, write_battles_jsonl
 
-    encoded = encode_battles(records, source=f"snapshot {version}")
     with tempfile.TemporaryDirectory(prefix="arena-snapshot-") as folder:
         path = os.path.join(folder, f"snapshot-{version}-battles.jsonl")
         write_battles_jsonl(encoded, path)
@@ -425,6 +443,23 @@ def _canonical_battles(records: list[dict], version: int):
             data = f.read()
         battles = read_battles(path, format="jsonl")
     return battles, data
+
+
+def _vote_file(encoded, votes: _Votes) -> bytes:
+    """Every vote considered, one JSON line each: the battle file's fields, plus the vote's id, source, and
+    whether it counted (with the rule that left it out)."""
+    import orjson
+
+    from ranking import write_battles_jsonl
+
+    with tempfile.TemporaryDirectory(prefix="arena-snapshot-") as folder:
+        path = os.path.join(folder, "votes.jsonl")
+        write_battles_jsonl(encoded, path)
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+    return b"".join(orjson.dumps({"vote": vote_id, **orjson.loads(line), "source": source,
+                                  "counted": reason is None, "excluded": reason}, option=orjson.OPT_APPEND_NEWLINE)
+                    for line, vote_id, source, reason in zip(lines, votes.id, votes.source, votes.reason))
 
 
 def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: SnapshotSettings,

@@ -209,6 +209,15 @@ def write_battles_jsonl(battles: Battles, path: str | os.PathLike) -> None:
     # A style array with no finite value still reads back as an array (not None) if one row carries {}.
     empty_meta_row = 0 if style is not None and not np.isfinite(style).any() else -1
     dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    if style is not None:
+        # Rows whose eight counts are all whole numbers (the usual case) are written from one int list each;
+        # the others go through the general per-value rule below. Same bytes either way.
+        flat = style.transpose(0, 2, 1).reshape(len(a), -1)  # feature-major, side-minor: _STYLE_KEYS' order
+        whole = (np.isfinite(flat) & (np.abs(flat) < 2**53)).all(axis=1)
+        whole &= (np.where(whole[:, None], flat, 0.0) % 1 == 0).all(axis=1)
+        whole_rows = np.where(whole[:, None], flat, 0).astype(np.int64).tolist()
+        whole = whole.tolist()
+        flat_keys = [key for keys in _STYLE_KEYS for key in keys]
     out = []
     for i in range(len(a)):
         rec: dict[str, Any] = {"model_a": models[a[i]], "model_b": models[b[i]], "winner": OUTCOME_LABELS[o[i]]}
@@ -220,12 +229,15 @@ def write_battles_jsonl(battles: Battles, path: str | os.PathLike) -> None:
             rec["judge"] = voters[vot[i]]
         rec["anony"] = anony[i]
         if style is not None:
-            md = {}
-            for f, keys in enumerate(_STYLE_KEYS):
-                for side in (0, 1):
-                    v = float(style[i, side, f])
-                    if math.isfinite(v):
-                        md[keys[side]] = int(v) if v.is_integer() and abs(v) < 2**53 else v
+            if whole[i]:
+                md = dict(zip(flat_keys, whole_rows[i]))
+            else:
+                md = {}
+                for f, keys in enumerate(_STYLE_KEYS):
+                    for side in (0, 1):
+                        v = float(style[i, side, f])
+                        if math.isfinite(v):
+                            md[keys[side]] = int(v) if v.is_integer() and abs(v) < 2**53 else v
             if md or i == empty_meta_row:
                 rec["conv_metadata"] = md
         out.append(dumps(rec, option=opt))
@@ -564,17 +576,19 @@ class _Encoder:
 
         style = None
         if (meta := cols.get("conv_metadata")) is not None:
-            for i, md in enumerate(meta):
-                if md is None:
-                    continue
-                if type(md) is not dict:
-                    raise _Slow
-                if style is None:
+            kinds = set(map(type, meta))
+            if not kinds <= {dict, _NoneType}:
+                raise _Slow
+            if dict in kinds:
+                style = _style_columns(meta, n)
+                if style is None:  # sub-count objects, or something to reject: one record at a time
                     style = np.full((n, 2, len(STYLE_FEATURES)), np.nan)
-                try:
-                    style[i] = _style_values(md, self.noun)
-                except _Reject:
-                    raise _Slow from None
+                    for i, md in enumerate(meta):
+                        if md is not None:
+                            try:
+                                style[i] = _style_values(md, self.noun)
+                            except _Reject:
+                                raise _Slow from None
 
         # Everything checked: commit new names in first-appearance order.
         models = self.models
@@ -704,6 +718,26 @@ def _optional_codes(col: list | None, index: dict[str, int], n: int) -> np.ndarr
     for k in local:
         local[k] = -1 if k is None or k == "" else index.setdefault(k if type(k) is str else str(k), len(index))
     return np.fromiter(map(local.__getitem__, col), np.int32, n)
+
+
+def _style_columns(meta: list, n: int) -> np.ndarray | None:
+    """The fast path's style array, a key at a time, when every count present is a plain finite int or float;
+    None when some value needs `_style_values` (a sub-count object, a bool, NaN, a huge int)."""
+    style = np.full((n, 2, len(STYLE_FEATURES)), np.nan)
+    for f, keys in enumerate(_STYLE_KEYS):
+        for side, key in enumerate(keys):
+            column = [None if md is None else md.get(key) for md in meta]
+            if not set(map(type, column)) <= {int, float, _NoneType}:
+                return None
+            present = np.fromiter((v is not None for v in column), bool, n)
+            try:
+                values = np.array([math.nan if v is None else v for v in column], dtype=np.float64)
+            except OverflowError:
+                return None
+            if not np.isfinite(values[present]).all():
+                return None
+            style[:, side, f] = values
+    return style
 
 
 def _style_values(md: Mapping, noun: str) -> list[list[float]]:

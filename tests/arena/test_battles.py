@@ -114,6 +114,11 @@ def test_a_typed_prompt_needs_endpoint_models(client, recorded_pair):
     for bad in ({}, {"prompt": ""}, {"prompt": "x", "prompt_id": 1}, {"prompt_id": "1"}, {"prompt": 5}):
         assert client.post("/api/v1/battles", json=bad).status_code == 400
     assert client.post("/api/v1/battles", json={"prompt_id": 999}).status_code == 404
+    for beyond in (2**31, 2**63, -1, 0):  # no database lookup of an id no column can hold
+        response = client.post("/api/v1/battles", json={"prompt_id": beyond})
+        assert (response.status_code, response.get_json()["error"]["code"]) == (404, "prompt_not_found")
+    deep = client.post("/api/v1/battles", data="[" * 100_000, content_type="application/json")
+    assert (deep.status_code, deep.get_json()["error"]["code"]) == (400, "invalid_json")
 
 
 def test_prompts_are_listed(client, recorded_pair):

@@ -422,7 +422,7 @@ def test_a_model_with_a_counted_vote_cannot_be_deleted_only_retired(client, sess
     status = client.get(f"/api/v1/models/{mine}", headers=bearer(key_a)).json
     assert status["battles"] == 3 and status["deletable"] is False
     assert status["votes"] == {"counted": 1, "excluded": 1,
-                               "excluded_by_reason": {"identity_leak": 1, "battle_void": 0}}
+                               "excluded_by_reason": {"identity_leak": 1, "battle_void": 0, "voter_excluded": 0}}
     refused = client.delete(f"/api/v1/models/{mine}", headers=bearer(key_a))
     assert refused.status_code == 409 and refused.json["error"]["code"] == "model_has_counted_votes"
     assert session.get(Model, mine) is not None
