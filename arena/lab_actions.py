@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from arena import labs, providers, snapshots
+from arena.answer_style import style_counts
 from arena.crypto import SecretDecryptionError, decrypt_secret, encrypt_secret
 from arena.errors import ApiError
 from arena.models import (AuditEvent, Battle, EndpointCheck, Lab, Message, Model, Prompt, RecordedAnswer, Vote,
@@ -453,7 +454,8 @@ def import_answers(session: Session, lab: Lab, model: Model, data: bytes, *, key
             continue
         seen[record["prompt_id"]] = number
         rows.append({"model_id": model.id, "prompt_id": record["prompt_id"], "text": record["answer"],
-                     "duration_ms": None if record.get("duration_ms") is None else float(record["duration_ms"])})
+                     "duration_ms": None if record.get("duration_ms") is None else float(record["duration_ms"]),
+                     **style_counts(record["answer"])})  # a bulk insert skips the ORM listener that counts them
     if problems:
         raise ApiError(422, "invalid_answers", f"Nothing imported: {len(problems)} of {count} line(s) failed.",
                        details={"lines": problems[:MAX_REPORTED_LINES], "failed": len(problems), "total": count})

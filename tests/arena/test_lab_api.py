@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from arena import lab_actions, labs, providers
+from arena.answer_style import style_counts
 from arena.battles import cast_vote
 from arena.crypto import decrypt_secret
 from arena.errors import ApiError
@@ -332,12 +333,16 @@ def test_answers_upload_stores_all_lines(client, session, two_labs):
     key_a, _ = two_labs
     p1, p2 = gen_prompt(session, "one"), gen_prompt(session, "two")
     model_id = register_recorded(client, key_a)
+    styled = "# Plan\n\n- **one** step\n- two"
     response = upload(client, key_a, model_id, [{"prompt_id": p1.id, "answer": "First.", "duration_ms": 1200},
-                                                "", {"prompt_id": p2.id, "answer": "Second."}])
+                                                "", {"prompt_id": p2.id, "answer": styled}])
     assert response.status_code == 201 and response.json == {"model_id": model_id, "imported": 2}
     stored = session.scalars(select(RecordedAnswer).order_by(RecordedAnswer.prompt_id)).all()
     assert [(a.prompt_id, a.text, a.duration_ms) for a in stored] == [(p1.id, "First.", 1200.0),
-                                                                      (p2.id, "Second.", None)]
+                                                                      (p2.id, styled, None)]
+    # the style-controlled board's covariates are counted on upload, as for every other way answers arrive
+    assert [(a.header_count, a.list_count, a.bold_count) for a in stored] == [(0, 0, 0), (1, 2, 1)]
+    assert [a.tokens for a in stored] == [style_counts("First.")["tokens"], style_counts(styled)["tokens"]]
     assert client.get(f"/api/v1/models/{model_id}", headers=bearer(key_a)).json["recorded_answers"] == 2
     again = upload(client, key_a, model_id, [{"prompt_id": p1.id, "answer": "Again."}])
     assert again.status_code == 422 and "already has an answer" in again.json["error"]["details"]["lines"][0]["error"]
