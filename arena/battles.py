@@ -192,11 +192,20 @@ def add_turn(session: Session, battle: Battle, text: str) -> int:
     if battle.model_a.kind != "endpoint" or battle.model_b.kind != "endpoint":
         raise ApiError(409, "no_follow_up", "This battle's answers are recorded: it takes no follow-up.")
     turn = max(m.turn for m in battle.messages) + 1
-    for side in SIDES:
-        session.add(Message(battle_id=battle.id, side=side, turn=turn, role="user", content=text, complete=True))
-    battle.state = "created"
+    # The state was read before: a vote (or another follow-up) since then leaves this UPDATE without a row, so a
+    # voted battle never reopens and two racing follow-ups cannot both open the same turn.
+    if session.execute(_REOPEN, {"battle_id": battle.id}).rowcount != 1:
+        session.rollback()
+        raise ApiError(409, "battle_not_ready", "A follow-up can be sent only when both answers are complete.")
+    session.add_all(Message(battle_id=battle.id, side=side, turn=turn, role="user", content=text, complete=True)
+                    for side in SIDES)
     session.commit()
+    session.expire(battle, ["state"])
     return turn
+
+
+_REOPEN = (update(_battles).where(_battles.c.id == bindparam("battle_id"), _battles.c.state == "ready")
+           .values(state="created"))
 
 
 class Sides(NamedTuple):

@@ -313,6 +313,25 @@ def test_a_loaded_battle_takes_a_vote_by_the_same_rules(app, client, session, re
     assert [(v.battle_id, v.winner) for v in session.scalars(select(Vote))] == [(battle_id, "tie")]
 
 
+def test_a_follow_up_read_before_a_vote_never_reopens_the_battle(app, client, session, loopback):
+    """The follow-up read the battle as ready; a vote lands before it writes: the battle stays voted, no turn is
+    added, and the follow-up is refused as not ready."""
+    gen_endpoint_model(session, "Echo One", "Org One", loopback.base_url)
+    gen_endpoint_model(session, "Echo Two", "Org Two", loopback.base_url)
+    battle_id, _, _, events = run_battle(client, prompt="Tell me about tides.")
+    assert events[-1][1]["state"] == "ready"
+    with db.new_session(app) as stale:
+        battle = battles.own_battle(stale, battle_id, session.get(Battle, battle_id).voter)
+        battle.messages  # loaded now, as the view does before it writes
+        assert client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "a"}).status_code == 200
+        with pytest.raises(battles.ApiError, match="only when both answers are complete"):
+            battles.add_turn(stale, battle, "And the moon?")
+    session.expire_all()
+    assert session.get(Battle, battle_id).state == "voted"
+    assert session.scalar(select(func.count()).select_from(Message).where(Message.battle_id == battle_id,
+                                                                          Message.role == "user")) == 2
+
+
 def test_pairs_are_drawn_with_odds_proportional_to_the_product_of_weights():
     """pick_pair against the brute-force distribution over all pairs: P({i, j}) = w_i w_j / sum over pairs."""
     models = [battles.Candidate(id=i, sampling_weight=w) for i, w in enumerate([1.0, 2.0, 3.0, 0.5, 1.0])]
