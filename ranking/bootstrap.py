@@ -15,7 +15,8 @@ How a replicate is made, all inside one compiled JAX function per chunk of repli
   order in which replicates run.
 - Poisson draws are exact up to the resolution of the tables (probabilities to ~2^-39) and a truncated tail
   of mass < 1e-20, and branch-free: Walker's alias method over a table per distinct observed count (counts
-  are whole numbers, so few distinct means), one uniform and one table read per cell. Cells with a zero
+  are whole numbers but for down-weighted battles, so few distinct means), one uniform and one table read
+  per cell. Cells with a zero
   count stay zero and cost nothing.
 - The drawn cells are laid out as a dense m×m matrix and the replicate is refitted by chord Newton steps,
   x <- x + P g_r(x), P the full-data inverse Hessian H0^-1 restricted to zero-sum strengths (see
@@ -352,10 +353,11 @@ def _check_seed(seed) -> None:
 
 
 def _whole_cells(counts: PairCounts) -> np.ndarray:
-    cells = _cells(counts)
-    if np.any(cells != np.round(cells)):
-        raise ValueError("the bootstrap resamples battles: counts must be whole numbers (no weights)")
-    return cells
+    """The cells to resample. A cell of weighted battles (down-weighted repeats, weights <= 1) is redrawn as
+    Poisson(its weighted count c): its variance c is at least the sum of squared weights that resampling the
+    weighted battles one by one would give, so its intervals are if anything wider, never narrower. Whole
+    counts are the plain Poisson bootstrap, unchanged."""
+    return _cells(counts)
 
 
 def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATES, seed: int = 0,

@@ -73,6 +73,9 @@ class Battles(NamedTuple):
     anony: np.ndarray  # bool (n,), True where the row has no `anony` field
     style: np.ndarray | None  # float64 (n, 2, len(STYLE_FEATURES)): [side a, side b]; NaN rows lack metadata
     sha256: str  # of the file's bytes; "" for battles built from records in memory
+    # float64 (n,) per-battle weights (the `weight` field, 1 where a row has none), or None when no row has one.
+    # The arena down-weights battles on heavily repeated prompts; the fits count a battle `weight` times.
+    weight: np.ndarray | None = None
 
 
 FORMATS = ("json", "jsonl", "csv")
@@ -93,8 +96,8 @@ _STYLE_KEYS = (
 )
 
 _REQUIRED = ("model_a", "model_b", "winner")
-_OPTIONAL = ("tstamp", "category", "category_tag", "voter", "judge", "anony", "conv_metadata")
-_CSV_OPTIONAL = ("tstamp", "category", "voter", "judge", "anony")
+_OPTIONAL = ("tstamp", "category", "category_tag", "voter", "judge", "anony", "conv_metadata", "weight")
+_CSV_OPTIONAL = ("tstamp", "category", "voter", "judge", "anony", "weight")
 
 # Records per chunk: big enough that per-chunk overhead vanishes, small enough that a chunk's parsed
 # objects are freed early (a million parsed dicts at once cost ~0.5 GB) and that a bad record is found by
@@ -195,7 +198,7 @@ def write_battles_jsonl(battles: Battles, path: str | os.PathLike) -> None:
 
     Fields: model_a, model_b, winner; tstamp and category where present; ``judge`` (FastChat's name for the
     voter) where present; anony always (the arrays cannot tell a default True from a written one);
-    conv_metadata where the style row has any finite value, with each feature written as one number (the
+    ``weight`` where a battle's weight is not 1; conv_metadata where the style row has any finite value, with each feature written as one number (the
     sum of FastChat's sub-counts) and NaN features left out (and ``{}`` on the first row when the style
     array exists but holds no finite value, so it reads back as an array). `read_battles` gives back
     identical arrays for battles whose name tuples are in first-appearance order (as `read_battles` and
@@ -205,6 +208,7 @@ def write_battles_jsonl(battles: Battles, path: str | os.PathLike) -> None:
     a, b, o = battles.model_a.tolist(), battles.model_b.tolist(), battles.outcome.tolist()
     cat, vot, anony = battles.category.tolist(), battles.voter.tolist(), battles.anony.tolist()
     ts = battles.tstamp.tolist()
+    weights = None if battles.weight is None else battles.weight.tolist()
     style = battles.style
     # A style array with no finite value still reads back as an array (not None) if one row carries {}.
     empty_meta_row = 0 if style is not None and not np.isfinite(style).any() else -1
@@ -228,6 +232,8 @@ def write_battles_jsonl(battles: Battles, path: str | os.PathLike) -> None:
         if vot[i] >= 0:
             rec["judge"] = voters[vot[i]]
         rec["anony"] = anony[i]
+        if weights is not None and weights[i] != 1.0:
+            rec["weight"] = weights[i]
         if style is not None:
             if whole[i]:
                 md = dict(zip(flat_keys, whole_rows[i]))
@@ -388,7 +394,7 @@ def _read_csv(name: str, body: bytes) -> Battles:
             if column not in where:
                 continue
             raw = transposed[where[column]]
-            if field == "tstamp":
+            if field in ("tstamp", "weight"):
                 cols[field] = [_csv_number(v) for v in raw]
             elif field == "anony":
                 cols[field] = [_csv_bool(v) for v in raw]
@@ -506,10 +512,13 @@ class _Encoder:
                  for s, p in zip(styles, self.parts)]
             )
         cat = lambda k: np.concatenate(cols[k])  # noqa: E731
+        weight = None
+        if any(w is not None for w in cols[8]):
+            weight = np.concatenate([w if w is not None else np.ones(len(p[0])) for w, p in zip(cols[8], self.parts)])
         return Battles(
             model_a=cat(0), model_b=cat(1), outcome=cat(2), models=tuple(self.models),
             category=cat(3), categories=tuple(self.categories), voter=cat(4), voters=tuple(self.voters),
-            tstamp=cat(5), anony=cat(6), style=style, sha256="",
+            tstamp=cat(5), anony=cat(6), style=style, sha256="", weight=weight,
         )
 
     # -- fast path: whole columns; any doubt -> _Slow. Commits names to the dicts only once all is checked.
@@ -590,6 +599,17 @@ class _Encoder:
                             except _Reject:
                                 raise _Slow from None
 
+        weight = None
+        if (wt := cols.get("weight")) is not None:
+            if not set(map(type, wt)) <= {float, int, _NoneType}:
+                raise _Slow
+            try:
+                weight = np.array([1.0 if v is None else v for v in wt], dtype=np.float64)
+            except OverflowError:
+                raise _Slow from None
+            if not (np.isfinite(weight).all() and (weight >= 0).all()):
+                raise _Slow
+
         # Everything checked: commit new names in first-appearance order.
         models = self.models
         remap = np.fromiter(
@@ -598,7 +618,7 @@ class _Encoder:
         return (
             remap[a_local], remap[b_local], outcome,
             _optional_codes(category, self.categories, n), _optional_codes(voter, self.voters, n),
-            tstamp, anony, style,
+            tstamp, anony, style, weight,
         )
 
     # -- slow path: the reference, one record at a time, first broken rule raises
@@ -612,11 +632,11 @@ class _Encoder:
         voter = np.full(n, -1, np.int32)
         tstamp = np.full(n, np.nan)
         anony = np.ones(n, bool)
-        style = None
+        style = weight = None
         models, categories, voters = self.models, self.categories, self.voters
         for i, rec in enumerate(recs):
             try:
-                ma, mb, o, ts, cat, vot, an, st = self._check(rec)
+                ma, mb, o, ts, cat, vot, an, st, wt = self._check(rec)
             except _Reject as e:
                 line, prefix = locate(i)
                 raise BattleFileError(self.path, line, prefix + str(e.args[0])) from None
@@ -633,7 +653,11 @@ class _Encoder:
                 if style is None:
                     style = np.full((n, 2, len(STYLE_FEATURES)), np.nan)
                 style[i] = st
-        return a, b, outcome, category, voter, tstamp, anony, style
+            if wt is not None:
+                if weight is None:
+                    weight = np.ones(n)
+                weight[i] = wt
+        return a, b, outcome, category, voter, tstamp, anony, style, weight
 
     def _name(self, field: str) -> str:
         return f"{self.noun} {self.display.get(field, field)!r}"
@@ -707,7 +731,18 @@ class _Encoder:
             if not isinstance(md, Mapping):
                 raise _Reject(f"{self._name('conv_metadata')} must be an object, got {_show(md)}")
             st = _style_values(md, self.noun)
-        return pair[0], pair[1], o, ts, (str(cat) if cat is not None else None), vot, an, st
+
+        wt = rec.get("weight")
+        if wt is not None:
+            if not _is_number(wt):
+                raise _Reject(f"{self._name('weight')} must be a number, got {_show(wt)}")
+            try:
+                wt = float(wt)
+            except OverflowError:
+                raise _Reject(f"{self._name('weight')} is out of range: {_show(wt)}") from None
+            if not (math.isfinite(wt) and wt >= 0):
+                raise _Reject(f"{self._name('weight')} must be a finite number >= 0, got {_show(wt)}")
+        return pair[0], pair[1], o, ts, (str(cat) if cat is not None else None), vot, an, st, wt
 
 
 def _optional_codes(col: list | None, index: dict[str, int], n: int) -> np.ndarray:

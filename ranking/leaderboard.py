@@ -142,7 +142,8 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
             raise ValueError(f"anchor model {options.anchor!r} does not appear in the battles")
         anchor = battles.models.index(options.anchor)
     fit_options = dict(anchor=anchor, anchor_rating=options.anchor_rating, scale=options.scale, base=options.base)
-    counts = pair_counts(a, b, outcome, m)
+    # Weighted battles (the arena down-weights heavily repeated prompts) count `weight` times in every fit.
+    counts = pair_counts(a, b, outcome, m, weights=None if battles.weight is None else battles.weight[keep])
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", bt.RankingWarning)
@@ -231,9 +232,11 @@ def _style_controlled(battles: Battles, keep, options: RankingOptions, fit_optio
     rows = np.flatnonzero(keep)[mask]
     args = (battles.model_a[rows], battles.model_b[rows], battles.outcome[rows], covariates[mask],
             len(battles.models))
-    fit = style.fit_style_controlled(*args, prior=options.prior, **fit_options)
+    weights = None if battles.weight is None else battles.weight[rows]
+    fit = style.fit_style_controlled(*args, prior=options.prior, weights=weights, **fit_options)
     boot = style.bootstrap_style_controlled(*args, replicates=options.replicates, seed=options.seed,
-                                            prior=options.prior, confidence=options.confidence, **fit_options)
+                                            prior=options.prior, confidence=options.confidence, weights=weights,
+                                            **fit_options)
     coefficients = {name: {"value": float(fit.coefficients[i]), "ci_low": float(boot.coef_low[i]),
                            "ci_high": float(boot.coef_high[i])} for i, name in enumerate(names) if i in used}
     return fit.ratings, boot.ratings_low, boot.ratings_high, boot.rating_samples, coefficients

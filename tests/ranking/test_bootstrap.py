@@ -249,8 +249,20 @@ def test_invalid_bootstrap_options(bad):
         bs.bootstrap_ratings(counts, **bad)
 
 
-def test_weighted_counts_are_refused():
-    counts = pair_counts(np.array([0, 1]), np.array([1, 0]), np.array([A_WINS, B_WINS], np.int8), 2,
-                         weights=np.array([0.5, 1.0]))
-    with pytest.raises(ValueError, match="whole numbers"):
-        bs.bootstrap_ratings(counts, replicates=10)
+def test_weighted_cells_are_drawn_as_poisson_of_their_weighted_count():
+    """A down-weighted cell is redrawn as Poisson(weighted count): mean and variance both that count."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 3, 400)
+    b = (a + 1 + rng.integers(0, 2, 400)) % 3
+    counts = pair_counts(a, b, rng.choice([A_WINS, B_WINS], 400).astype(np.int8), 3,
+                         weights=rng.choice([0.25, 1 / 3, 1.0], 400))
+    draws = np.array([bs._cells(bs.replicate_counts(counts, r, seed=5)) for r in range(2000)])
+    cells = bs._cells(counts)
+    assert np.all(draws == np.round(draws))
+    drawn = cells > 0
+    se = np.sqrt(cells[drawn] / len(draws))
+    assert np.all(draws[:, ~drawn] == 0)
+    assert np.all(np.abs(draws[:, drawn].mean(axis=0) - cells[drawn]) < 5 * se)
+    assert np.all(np.abs(draws[:, drawn].var(axis=0) / cells[drawn] - 1) < 0.15)
+    result = bs.bootstrap_ratings(counts, replicates=50, seed=1)
+    assert np.all(np.isfinite(result.low)) and np.all(result.low < result.fit.ratings)
