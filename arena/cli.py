@@ -8,6 +8,7 @@
     arena battles import FILE [--source NAME]
     arena votes export [--out FILE] [--format jsonl|csv]
     arena audit list [--lab NAME] [--model ID] [--limit N] [--json]
+    arena export ARCHIVE | import ARCHIVE [--replace]     the whole arena, between databases (arena.transfer)
 
 What these commands change in labs and models (labs create and rotate-key, models add-endpoint, pause, resume,
 retire and weight, answers import, battles import) is recorded in the audit log with the actor "operator", in
@@ -35,7 +36,7 @@ from pathlib import Path
 import click
 from alembic.util.exc import CommandError as AlembicCommandError
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
@@ -573,6 +574,35 @@ def audit_list(lab_name: str | None, model_id: int | None, limit: int, as_json: 
         click.echo("no audit events")
 
 
+# ------------------------------------------------------------------------------------------------ whole arena
+
+@click.command("export")
+@with_appcontext
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@reports_errors
+def arena_export(archive: Path) -> None:
+    """Write the whole arena (every table, ids kept) to ARCHIVE, a tar that `arena import` loads (arena.transfer)."""
+    from arena import transfer
+
+    result = transfer.export_arena(current_app.extensions["arena.engine"], archive)
+    click.echo(f"wrote {result.rows} rows of {len(result.tables)} tables (schema revision {result.schema_revision}) "
+               f"to {archive} in {result.seconds:.1f} s")
+
+
+@click.command("import")
+@with_appcontext
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Delete everything in the database first (same transaction).")
+@reports_errors
+def arena_import(archive: Path, replace: bool) -> None:
+    """Load an `arena export` archive into an empty database, ids kept, all of it or nothing."""
+    from arena import transfer
+
+    result = transfer.import_arena(current_app.extensions["arena.engine"], archive, replace=replace)
+    click.echo(f"imported {result.rows} rows of {len(result.tables)} tables (schema revision "
+               f"{result.schema_revision}) in {result.seconds:.1f} s; 'arena db upgrade' brings the schema to head")
+
+
 # ------------------------------------------------------------------------------------------------ wiring
 
 if __name__ == "__main__":
@@ -587,7 +617,7 @@ from arena import leaderboard_cli  # noqa: E402  (its commands use the helpers a
 from arena import board_cli  # noqa: E402  (the milestone board's commands, on the same helpers)
 
 GROUPS = (db_cli, demo_cli, labs_cli, models_cli, answers_cli, battles_cli, votes_cli, audit_cli,
-          *leaderboard_cli.GROUPS, *board_cli.GROUPS)
+          *leaderboard_cli.GROUPS, *board_cli.GROUPS, arena_export, arena_import)
 
 
 @click.group("arena", help="Operate an arena: database, demo data, labs, models, imports and exports.")
