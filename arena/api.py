@@ -6,7 +6,7 @@ import secrets
 from flask import Blueprint, Response, current_app, jsonify, request, session as cookie
 from sqlalchemy import select
 
-from arena import battles, db, snapshots
+from arena import battles, challenge, db, snapshots
 from arena.errors import ApiError
 from arena.openapi import MAX_ID
 from arena.models import WINNERS, Model, Prompt
@@ -76,6 +76,9 @@ def create_battle():
                 "stream": f"/api/v1/battles/{battle.id}/stream"}
     if battle.attribution:
         response["attribution"] = battle.attribution
+    vote_challenge = challenge.issue(current_app.config, battle.id)
+    if vote_challenge is not None:
+        response["challenge"] = vote_challenge
     return jsonify(response), 201
 
 
@@ -89,10 +92,14 @@ def show_battle(battle_id: str):
             turns[message.turn]["prompt"] = message.content
         else:
             turns[message.turn][message.side] = message.content if message.complete else None
-    body = {"id": battle.id, "state": battle.state, "turns": [turns[t] for t in sorted(turns)]}
+    body = {"id": battle.id, "state": battle.state, "turns": [turns[t] for t in sorted(turns)],
+            # whether a follow-up turn is possible (both answer live): says nothing about which models answer
+            "follow_up": battle.model_a.kind == "endpoint" and battle.model_b.kind == "endpoint"}
     if battle.state == "voted":
         body["winner"] = battle.vote.winner
         body["models"] = battles.reveal(battle)
+    elif battle.state != "void" and (vote_challenge := challenge.issue(current_app.config, battle.id)):
+        body["challenge"] = vote_challenge  # a reloaded page solves it again
     return body
 
 
@@ -126,6 +133,7 @@ def vote(battle_id: str):
     winner = body.get("winner")
     if winner not in WINNERS:
         raise ApiError(400, "invalid_winner", "\"winner\" must be one of: " + ", ".join(WINNERS) + ".")
+    challenge.check(current_app.config, battle_id, body.get("proof"))
     models = battles.vote(db.session(), battle_id, winner, voter=cookie.get("voter"), address=_address())
     snapshots.snapshot_if_due(current_app._get_current_object())  # at most one look every few seconds
     return {"battle_id": battle_id, "winner": winner, "models": models}

@@ -62,6 +62,10 @@ class Config:
         self.ENDPOINT_CHECK_TIMEOUT = _number("ARENA_ENDPOINT_CHECK_TIMEOUT", 10.0)  # a lab's registration check
         self.MAX_PROMPT_CHARS = int(_number("ARENA_MAX_PROMPT_CHARS", 8000))
         self.MAX_CONTENT_LENGTH = int(_number("ARENA_MAX_REQUEST_BYTES", 1 << 20))
+        # The vote's proof of work (arena.challenge): on unless ARENA_VOTE_CHALLENGE=off. 16 bits is 65,536 SHA-256
+        # on average: ~0.03 s in this machine's JavaScript, well under a second on a phone, while answers stream.
+        self.VOTE_CHALLENGE = _flag("ARENA_VOTE_CHALLENGE", True)
+        self.VOTE_CHALLENGE_BITS = int(_number("ARENA_VOTE_CHALLENGE_BITS", 16))
         # Leaderboard snapshots (arena.snapshots): bootstrap replicates and seed, the tie model, the number of
         # counted votes below which a rating is marked provisional (FastChat shows a model from 300), and a new
         # snapshot after this many new counted votes (0: only when an operator runs `arena snapshot`).
@@ -80,7 +84,10 @@ class Config:
         self.SIGNING_KEY_FILE = os.environ.get("ARENA_SIGNING_KEY_FILE") or None
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
-        self.SESSION_COOKIE_SECURE = _flag("ARENA_SECURE_COOKIES")
+        self.SESSION_COOKIE_SECURE = _flag("ARENA_SECURE_COOKIES")  # else Secure whenever the request is https
+        # Reverse proxies in front of gunicorn (0: none). Only then are X-Forwarded-For/-Proto/-Host believed: the
+        # client address the rate limits key on, and https for the session cookie's Secure flag (arena.security).
+        self.TRUST_PROXY = int(_number("ARENA_TRUST_PROXY", 0))
         # The voter's cookie is signed when the voter is first seen and lasts PERMANENT_SESSION_LIFETIME (31 days)
         # from then, not from the last request: re-signing and re-sending it with every response was ~8% of a
         # vote's server CPU (bench/service.py), and a pseudonymous voter id that expires is no loss for privacy.

@@ -254,12 +254,21 @@ class BattleCreate(BaseModel):
     prompt_id: Id | None = None
 
 
+class Challenge(_Out):
+    """The vote's proof of work: send as the vote's "proof" a string p with SHA-256(salt + ":" + p) beginning
+    with `difficulty` zero bits. Absent when the arena runs without the challenge."""
+    algorithm: Literal["sha256"]
+    salt: str
+    difficulty: int
+
+
 class BattleCreated(_Out):
     id: str
     prompt: str
     state: str
     stream: str
     attribution: str | None = None
+    challenge: Challenge | None = None
 
 
 class Turn(_Out):
@@ -284,6 +293,8 @@ class BattleOut(_Out):
     turns: list[Turn]
     winner: Literal[WINNERS] | None = None  # type: ignore[valid-type]
     models: Reveal | None = None
+    follow_up: bool = Field(description="Whether the battle takes follow-up turns (both sides answer live).")
+    challenge: Challenge | None = None
 
 
 class TurnCreate(BaseModel):
@@ -299,6 +310,7 @@ class TurnCreated(_Out):
 
 class VoteIn(BaseModel):
     winner: Literal[WINNERS]  # type: ignore[valid-type]
+    proof: str | None = Field(None, max_length=64, description="Solves the battle's challenge (403 otherwise).")
 
 
 class VoteOut(_Out):
@@ -420,9 +432,10 @@ class BoardExport(_Open):
 JSONL = "application/jsonl"
 SSE = "text/event-stream"
 _STATUS_TEXT = {200: "OK", 201: "Created", 204: "Deleted", 400: "Invalid request", 401: "Missing or invalid API key",
+                403: "Refused: a missing or wrong vote proof, or a write from another site",
                 404: "Not found (or another lab's)", 405: "Method not allowed", 409: "Conflict with the current state",
                 413: "Request body too large", 422: "Rejected: see the message and details",
-                503: "Not enough models right now"}
+                429: "Too many requests: wait Retry-After seconds", 503: "Not enough models right now"}
 
 
 CSV = "text/csv"
@@ -528,7 +541,8 @@ OPERATIONS: tuple[Operation, ...] = (
               {201: TurnCreated, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody},
               body=TurnCreate, path_params=_BATTLE_ID),
     Operation("post", "/api/v1/battles/{battle_id}/vote", "Vote (once); reveals both models", "voters",
-              {200: VoteOut, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody}, body=VoteIn, path_params=_BATTLE_ID),
+              {200: VoteOut, 400: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody}, body=VoteIn,
+              path_params=_BATTLE_ID),
     *LEADERBOARD_OPERATIONS,
     *BOARD_OPERATIONS,
 )

@@ -60,7 +60,10 @@ def app(database_url, tmp_path):
     application = create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path), "TESTING": True,
                               "SECRET_KEY": "test-secret", "REPLAY_MAX_SECONDS": 0.0, "DB_POOL_SIZE": 5,
                               "PROVIDER_CONNECT_TIMEOUT": 2.0, "PROVIDER_FIRST_TOKEN_TIMEOUT": 2.0,
-                              "PROVIDER_TOTAL_TIMEOUT": 5.0})
+                              "PROVIDER_TOTAL_TIMEOUT": 5.0,
+                              # Tests of other features vote without solving the challenge (test_integrity_gates
+                              # turns it on).
+                              "VOTE_CHALLENGE": False})
     yield application
     application.extensions["arena.engine"].dispose()
 
