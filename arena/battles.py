@@ -449,12 +449,14 @@ def _call_endpoint(model: Model, conversation: list, api_key: str | None, config
     """Stream one endpoint model's answer. A lab's endpoint is checked again here, not only at registration:
     its host may have been pointed at a forbidden address since (operators' own models are trusted)."""
     from arena import providers
-    from arena.lab_actions import check_endpoint_address
+    from arena.lab_actions import check_endpoint_address, endpoint_client
 
+    client = None
     if model.lab_id is not None:
         check_endpoint_address(model.base_url, allow_private=config["ALLOW_PRIVATE_ENDPOINTS"])
+        client = endpoint_client(allow_private=config["ALLOW_PRIVATE_ENDPOINTS"])  # vets what it dials too
     return providers.stream_chat(
-        model.base_url, model.endpoint_model, conversation, api_key=api_key,
+        model.base_url, model.endpoint_model, conversation, api_key=api_key, client=client,
         params=model.sampling_params or None, connect_timeout=config["PROVIDER_CONNECT_TIMEOUT"],
         first_token_timeout=config["PROVIDER_FIRST_TOKEN_TIMEOUT"], total_timeout=config["PROVIDER_TOTAL_TIMEOUT"])
 

@@ -11,6 +11,7 @@ current endpoint began, and the health a lab reads counts calls from then on.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import math
@@ -147,6 +148,14 @@ def address_problem(address: str, *, allow_private: bool) -> str | None:
     return None
 
 
+def endpoint_client(*, allow_private: bool):
+    """The HTTP client for labs' endpoints: it connects only to addresses `address_problem` accepts, checked on
+    the addresses it dials (`check_endpoint_address` before a call gives the clear message; this closes the
+    window between that check and the connection)."""
+    return providers.vetted_client(("labs", allow_private),
+                                   functools.partial(address_problem, allow_private=allow_private))
+
+
 def check_endpoint_address(base_url: str, *, allow_private: bool) -> None:
     """Refuse a base URL whose host is, or resolves to, any address the arena must not call."""
     parts = urlsplit(base_url)
@@ -208,7 +217,8 @@ def register_endpoint_model(session: Session, lab: Lab, *, key_prefix: str | Non
         raise ApiError(400, "invalid_base_url", str(e)) from None
     _name_taken(session, name)
     session.rollback()  # end the read transaction: the check may take seconds, hold nothing meanwhile
-    duration_ms = check_new_endpoint(base_url, endpoint_model, api_key, settings)
+    duration_ms = check_new_endpoint(base_url, endpoint_model, api_key, settings, system_prompt=system_prompt,
+                                     sampling_params=sampling_params)
     model = Model(lab=lab, name=name, organization=organization, kind="endpoint", status="active",
                   base_url=base_url, endpoint_model=endpoint_model, system_prompt=system_prompt,
                   endpoint_key_encrypted=encrypt_secret(settings.secret_key, api_key) if api_key else None,
@@ -224,15 +234,19 @@ def register_endpoint_model(session: Session, lab: Lab, *, key_prefix: str | Non
     return model
 
 
-def check_new_endpoint(base_url: str, endpoint_model: str, api_key: str | None, settings: EndpointSettings) -> float:
-    """Refuse a forbidden address, then make the one short real request; its duration in ms, or ApiError 422.
+def check_new_endpoint(base_url: str, endpoint_model: str, api_key: str | None, settings: EndpointSettings, *,
+                       system_prompt: str | None = None, sampling_params: dict | None = None) -> float:
+    """Refuse a forbidden address, then make the one short real request (with the model's system prompt and
+    sampling parameters, as battles send them); its duration in ms, or ApiError 422.
 
     Hold no transaction while calling this: the check may take `settings.check_timeout` seconds.
     """
     check_endpoint_address(base_url, allow_private=settings.allow_private)
     started = time.monotonic()
     try:
-        providers.check_endpoint(base_url, endpoint_model, api_key=api_key, timeout=settings.check_timeout)
+        providers.check_endpoint(base_url, endpoint_model, api_key=api_key, timeout=settings.check_timeout,
+                                 system_prompt=system_prompt, params=sampling_params or None,
+                                 client=endpoint_client(allow_private=settings.allow_private))
     except providers.ProviderError as e:
         # An endpoint may echo the key it was sent; the message goes to the lab and to the audit log
         message = e.message.replace(api_key, "[the API key]") if api_key else e.message
@@ -297,13 +311,16 @@ def update_model(session: Session, lab: Lab, model: Model, *, key_prefix: str | 
 
     details = _changed(model, new, new_key and ("changed" if api_key else "removed"))
     check_ms = None
-    if new_key or {"base_url", "endpoint_model"} & new.keys():
+    if model.kind == "endpoint" and (new_key or set(RATED_FIELDS) & new.keys()):
         if not new_key and model.endpoint_key_encrypted is not None:
             api_key = _stored_key(model, settings)
         model_id, base_url = model.id, new.get("base_url", model.base_url)
         endpoint_model = new.get("endpoint_model", model.endpoint_model)
+        system_prompt = new.get("system_prompt", model.system_prompt)
+        sampling_params = new.get("sampling_params", model.sampling_params)
         session.rollback()  # hold nothing during the real request
-        check_ms = check_new_endpoint(base_url, endpoint_model, api_key, settings)
+        check_ms = check_new_endpoint(base_url, endpoint_model, api_key, settings, system_prompt=system_prompt,
+                                      sampling_params=sampling_params)
         model = own_model(session, lab, model_id)  # anew: it may have changed meanwhile
         if model.status == "retired":
             raise ApiError(409, "model_retired", f"Model {model.id} is retired; retiring is final.")

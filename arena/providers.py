@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+import httpcore
 import httpx
 
 KINDS = frozenset({"connect", "timeout", "http", "garbage", "empty", "interrupted"})
@@ -70,6 +71,59 @@ def shared_client() -> httpx.Client:
             _client = httpx.Client(limits=POOL_LIMITS, follow_redirects=False,
                                    headers={"User-Agent": "arena-providers"})
         return _client
+
+
+class _VettedBackend(httpcore.SyncBackend):
+    """A network backend that dials only addresses `vet` accepts, vetted at the moment of connecting.
+
+    Checking a host's addresses before a request leaves a window: a host under someone else's control can
+    resolve to a public address for the check and to a metadata or private one for the connection that follows
+    (DNS rebinding). Here the addresses are resolved once, every one is vetted, and the connection goes to those
+    very addresses, so what was checked is what is called. TLS still verifies the certificate against the host
+    name (httpcore starts TLS with the name, not the address).
+    """
+
+    def __init__(self, vet: Callable[[str], str | None]):
+        self._vet = vet
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        try:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as error:
+            raise httpcore.ConnectError(f"cannot resolve {host!r}: {error}") from error
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        for address in addresses:
+            problem = self._vet(address)
+            if problem:
+                raise httpcore.ConnectError(f"the connection to {host!r} was refused: {problem}")
+        failure = httpcore.ConnectError(f"{host!r} has no address")
+        for address in addresses:
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as error:
+                failure = error
+        raise failure
+
+
+_vetted_clients: dict[object, httpx.Client] = {}
+
+
+def vetted_client(key: object, vet: Callable[[str], str | None]) -> httpx.Client:
+    """A pooled client, one per `key` and process, that connects only to addresses `vet` accepts (see
+    `_VettedBackend`); `vet(address)` returns why an address is refused, or None."""
+    with _client_lock:
+        client = _vetted_clients.get(key)
+        if client is None or client.is_closed:
+            transport = httpx.HTTPTransport(limits=POOL_LIMITS)
+            # httpx has no public way to pass a network backend; its transport wraps an httpcore pool, rebuilt
+            # here with the same limits and the vetting backend.
+            transport._pool = httpcore.ConnectionPool(
+                ssl_context=httpx.create_ssl_context(), max_connections=POOL_LIMITS.max_connections,
+                max_keepalive_connections=POOL_LIMITS.max_keepalive_connections,
+                keepalive_expiry=POOL_LIMITS.keepalive_expiry, network_backend=_VettedBackend(vet))
+            client = _vetted_clients[key] = httpx.Client(transport=transport, follow_redirects=False,
+                                                         headers={"User-Agent": "arena-providers"})
+        return client
 
 
 def chat_completions_url(base_url: str) -> str:
@@ -389,15 +443,20 @@ def _completion_text(payload, url: str) -> str:
 
 
 def check_endpoint(base_url: str, model: str, *, api_key: str | None = None, timeout: float = 10.0,
+                   system_prompt: str | None = None, params: dict | None = None,
                    client: httpx.Client | None = None) -> None:
     """One short real request (non-streamed, max_tokens 8) to check that an endpoint serves `model`.
 
-    Returns None when the endpoint answers with a chat completion, even an empty one (a model that thinks first
-    may spend 8 tokens before saying anything); raises ProviderError otherwise. `timeout` bounds the whole call.
+    The request carries the model's system prompt and sampling parameters as battles will send them, so an
+    endpoint that refuses them fails here, not in front of voters. Returns None when the endpoint answers with
+    a chat completion, even an empty one (a model that thinks first may spend 8 tokens before saying anything);
+    raises ProviderError otherwise. `timeout` bounds the whole call.
     """
     url = chat_completions_url(base_url)
-    body = {"model": model, "messages": [{"role": "user", "content": "Reply with the single word: ok"}],
-            "max_tokens": 8, "stream": False}
+    messages = [{"role": "user", "content": "Reply with the single word: ok"}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    body = {**(params or {}), "model": model, "messages": messages, "max_tokens": 8, "stream": False}
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     deadline: _Deadline | None = None
     try:

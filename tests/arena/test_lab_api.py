@@ -243,6 +243,46 @@ def test_loopback_endpoints_need_the_operator_setting(app, client, two_labs, loo
     assert client.post("/api/v1/models", headers=bearer(key_a), json=body).status_code == 201
 
 
+def test_a_host_that_rebinds_after_the_check_is_never_called(app, client, two_labs, loopback, monkeypatch):
+    """DNS rebinding: the host resolves to a public address when its address is checked, then to loopback for
+    the connection. The client vets the addresses it dials, so no request reaches loopback."""
+    key_a, _ = two_labs
+    app.config["ALLOW_PRIVATE_ENDPOINTS"] = False
+    real_getaddrinfo, lookups = socket.getaddrinfo, []
+
+    def rebinding(host, port, *args):
+        if host != "rebind.example":
+            return real_getaddrinfo(host, port, *args)
+        lookups.append(host)
+        address = "93.184.216.34" if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    port = loopback.base_url.split(":")[2].split("/")[0]
+    response = client.post("/api/v1/models", headers=bearer(key_a), json={
+        "name": "Rebinder", "organization": "Lab A Inc",
+        "endpoint": {"base_url": f"http://rebind.example:{port}/v1", "model": "echo"}})
+    assert response.status_code == 422 and response.json["error"]["details"]["kind"] == "connect"
+    assert "refused" in response.json["error"]["message"] and len(lookups) == 2
+    assert loopback.requests == []
+    # the same client connects to what it vetted when the address is allowed
+    allowed = lab_actions.endpoint_client(allow_private=True)
+    assert allowed.post(f"http://rebind.example:{port}/v1/chat/completions", json={
+        "model": "echo", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    assert len(loopback.requests) == 1
+
+
+def test_the_check_sends_the_system_prompt_and_sampling_parameters(client, two_labs, loopback):
+    key_a, _ = two_labs
+    model_id = register_endpoint(client, key_a, loopback.base_url, system_prompt="Answer in French.",
+                                 sampling_params={"temperature": 0.25, "max_tokens": 900})
+    check = loopback.requests[-1]
+    assert check["messages"][0] == {"role": "system", "content": "Answer in French."}
+    assert check["temperature"] == 0.25 and check["max_tokens"] == 8  # the check stays short
+    assert patch_model(client, key_a, model_id, {"sampling_params": {"temperature": 0.75}}).status_code == 200
+    assert loopback.requests[-1]["temperature"] == 0.75 and len(loopback.requests) == 2  # checked again
+
+
 def test_every_address_a_host_resolves_to_is_checked(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a: [
         (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
@@ -609,7 +649,7 @@ def test_a_wrong_new_key_is_refused_and_an_echoed_key_never_reaches_the_log(clie
         assert wrong.status_code == 422 and wrong.json["error"]["details"] == {"kind": "http", "status": 401}
     assert decrypt_secret("test-secret", stored(session, model_id).endpoint_key_encrypted) == ENDPOINT_KEY
 
-    def echoing_check(base_url, model, *, api_key=None, timeout=10.0):
+    def echoing_check(base_url, model, *, api_key=None, **options):
         raise providers.ProviderError("http", f"HTTP 401 from {base_url}: invalid key {api_key}", status=401)
 
     monkeypatch.setattr(providers, "check_endpoint", echoing_check)
@@ -665,7 +705,8 @@ def test_a_change_before_the_first_counted_vote_voids_the_battles_waiting_for_on
         "void", "void", "void", "voted", "ready"]
     assert "configuration changed" in session.get(Battle, ready).void_reason
     event = session.scalars(select(AuditEvent).where(AuditEvent.action == "model.update")).one()
-    assert event.details == {"system_prompt": "changed", "voided_battles": 3}
+    checked_ms = event.details.pop("checked_ms")  # a new system prompt is checked against the endpoint
+    assert event.details == {"system_prompt": "changed", "voided_battles": 3} and checked_ms >= 0
     with pytest.raises(ApiError, match="void"):  # its answer was the old configuration's: no vote counts for it
         cast_vote(session, session.get(Battle, ready), "a", voter=None, address=None)
     assert client.get(f"/api/v1/models/{model_id}", headers=bearer(key_a)).json["votes"]["counted"] == 0
