@@ -22,6 +22,7 @@ from typing import NamedTuple
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from arena import labs
 from arena.answer_style import style_counts
 from arena.models import Battle, Model, Prompt, RecordedAnswer, Vote
 
@@ -148,6 +149,8 @@ def load_demo(session: Session, data_dir: Path | str = DEMO_DATA) -> dict:
         raise ValueError(f"prompt id(s) already taken: {', '.join(map(str, taken_ids))}")
     try:
         counts = _insert_all(session, data)
+        # on the operators' record like every other import (the loader runs from the command line)
+        labs.record_action(session, "demo.load", actor=labs.OPERATOR, details={"source": SOURCE, **counts})
         session.commit()
     except BaseException:
         session.rollback()

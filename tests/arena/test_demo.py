@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from arena import demo
-from arena.models import Battle, Model, Prompt, RecordedAnswer, Vote
+from arena.models import AuditEvent, Battle, Model, Prompt, RecordedAnswer, Vote
 from ranking.data import read_battles
 from tests.arena.conftest import gen_prompt, gen_recorded_model
 
@@ -47,6 +47,9 @@ def test_the_demo_loads_every_model_prompt_answer_and_vote(runner, session):
                                "votes": 8931}
     assert demo.demo_counts(session) == {"models": 70, "prompts": 19, "answers": 1133, "battles": 8931,
                                          "votes": 8931}
+    event = session.scalars(select(AuditEvent)).one()  # the load is on the operators' record
+    assert (event.actor, event.action, event.details["votes"], event.details["models"]) == (
+        "operator", "demo.load", 8931, 70)
 
     models = {m.name: m for m in session.scalars(select(Model))}
     assert {(r["name"], r["org"]) for r in jsonl("models.jsonl")} == \
