@@ -6,11 +6,12 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app, g
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+DB_CONNECT_TIMEOUT_S = 5
 
 
 class Base(DeclarativeBase):
@@ -39,7 +40,16 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
         return engine
     # No overflow: every worker holds at most pool_size connections, so workers × pool_size can be kept under
     # the server's max_connections (overflow connections were opened and closed per burst, and ran out).
-    return create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True)
+    # pool_pre_ping: after a server restart the pooled connections are dead; each is tested (and replaced) when
+    # checked out, so the service recovers by itself (a disconnect seen mid-request also invalidates the pool).
+    # connect_timeout and TCP keepalives: an unreachable server fails a request in seconds (a 503, see
+    # arena.errors) instead of holding a worker thread on a connect or a dead socket for minutes.
+    connect_args = {}
+    if make_url(url).get_driver_name() in ("psycopg", "psycopg2"):  # libpq's parameters
+        connect_args = {"connect_timeout": DB_CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 10,
+                        "keepalives_interval": 5, "keepalives_count": 3}
+    return create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True,
+                         connect_args=connect_args)
 
 
 def init_app(app: Flask) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, request
+from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -47,3 +48,38 @@ def init_app(app: Flask) -> None:
         if _wants_json():
             return jsonify(error_body("internal_error", "something went wrong on our side")), 500
         return "Something went wrong on our side.", 500
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(PoolTimeout)
+    def _database_error(error: Exception):
+        if not database_unavailable(error):
+            return _unexpected(error)
+        # One line, not a traceback: while the database is away every request lands here.
+        log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                    " ".join(str(getattr(error, "orig", None) or error).split())[:300])
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
+        if _wants_json():
+            return jsonify(error_body("database_unavailable", "the arena's database is unavailable for the "
+                                      "moment; try again shortly")), 503, headers
+        return "The arena's database is unavailable for the moment; try again shortly.", 503, headers
+
+
+DATABASE_RETRY_AFTER_S = 2
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether a database error means "not reachable or overloaded right now" (503) rather than a bug (500).
+
+    A lost connection (server restarted, network cut: SQLAlchemy marks it invalidated and the pool refills
+    after), a refused new connection, a pool with no free connection within its timeout, and SQLite's locked
+    or unopenable file. SQLite also raises OperationalError for a missing table or bad SQL: those stay 500s.
+    """
+    if isinstance(error, PoolTimeout):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    message = str(error.orig).lower()
+    return not any(bug in message for bug in ("no such table", "no such column", "syntax error"))
