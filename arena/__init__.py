@@ -12,11 +12,12 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=settings.INSTANCE_PATH, static_folder=None)
     app.config.from_object(settings)
 
-    from arena import db, errors, security
+    from arena import db, errors, ratelimit, security
 
     db.init_app(app)
     errors.init_app(app)
     security.init_app(app)
+    ratelimit.init_app(app)
 
     from arena import api, board_api, lab_api, leaderboard_api
 

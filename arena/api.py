@@ -6,7 +6,7 @@ import secrets
 from flask import Blueprint, Response, current_app, jsonify, request, session as cookie
 from sqlalchemy import select
 
-from arena import battles, challenge, db, snapshots
+from arena import battles, challenge, db, ratelimit, snapshots
 from arena.errors import ApiError
 from arena.openapi import MAX_ID
 from arena.models import WINNERS, Model, Prompt
@@ -57,6 +57,7 @@ def sampling_policy():
 @bp.post("/battles")
 def create_battle():
     body = _json_body()
+    ratelimit.check("battles", voter=_voter(), address=_address())
     prompt, prompt_id = body.get("prompt"), body.get("prompt_id")
     if (prompt is None) == (prompt_id is None):
         raise ApiError(400, "invalid_request", "Send exactly one of \"prompt\" (text) or \"prompt_id\".")
@@ -130,6 +131,7 @@ def add_turn(battle_id: str):
 @bp.post("/battles/<battle_id>/vote")
 def vote(battle_id: str):
     body = _json_body()
+    ratelimit.check("votes", voter=cookie.get("voter"), address=_address())
     winner = body.get("winner")
     if winner not in WINNERS:
         raise ApiError(400, "invalid_winner", "\"winner\" must be one of: " + ", ".join(WINNERS) + ".")

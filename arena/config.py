@@ -66,6 +66,14 @@ class Config:
         # on average: ~0.03 s in this machine's JavaScript, well under a second on a phone, while answers stream.
         self.VOTE_CHALLENGE = _flag("ARENA_VOTE_CHALLENGE", True)
         self.VOTE_CHALLENGE_BITS = int(_number("ARENA_VOTE_CHALLENGE_BITS", 16))
+        # Rate limits (arena.ratelimit), moving windows shared through Redis when ARENA_REDIS_URL is set. A person
+        # reads two answers before the next battle: 20 a minute is far above that. An address can be a whole
+        # office or campus behind one NAT, hence ten times more.
+        self.RATE_LIMITS = _flag("ARENA_RATE_LIMITS", True)
+        for action in ("BATTLES", "VOTES"):
+            for scope, default in (("VOTER", "20/minute;300/hour"), ("ADDRESS", "200/minute;3000/hour")):
+                name = f"RATE_LIMIT_{action}_PER_{scope}"
+                setattr(self, name, os.environ.get(f"ARENA_{name}", default))
         # Leaderboard snapshots (arena.snapshots): bootstrap replicates and seed, the tie model, the number of
         # counted votes below which a rating is marked provisional (FastChat shows a model from 300), and a new
         # snapshot after this many new counted votes (0: only when an operator runs `arena snapshot`).

@@ -13,9 +13,11 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error a client can act on; `code` is a stable machine-readable name."""
 
-    def __init__(self, status: int, code: str, message: str, *, details: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, *, details: dict | None = None,
+                 headers: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers = headers  # e.g. Retry-After on a 429
 
 
 def error_body(code: str, message: str, details: dict | None = None) -> dict:
@@ -32,7 +34,7 @@ def _wants_json() -> bool:
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
-        return jsonify(error_body(error.code, error.message, error.details)), error.status
+        return jsonify(error_body(error.code, error.message, error.details)), error.status, error.headers or {}
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):

@@ -61,9 +61,9 @@ def app(database_url, tmp_path):
                               "SECRET_KEY": "test-secret", "REPLAY_MAX_SECONDS": 0.0, "DB_POOL_SIZE": 5,
                               "PROVIDER_CONNECT_TIMEOUT": 2.0, "PROVIDER_FIRST_TOKEN_TIMEOUT": 2.0,
                               "PROVIDER_TOTAL_TIMEOUT": 5.0,
-                              # Tests of other features vote without solving the challenge (test_integrity_gates
-                              # turns it on).
-                              "VOTE_CHALLENGE": False})
+                              # Tests of other features vote without solving the challenge and create battles
+                              # faster than a person would (test_integrity_gates turns both gates on).
+                              "VOTE_CHALLENGE": False, "RATE_LIMITS": False})
     yield application
     application.extensions["arena.engine"].dispose()
 

@@ -1,13 +1,18 @@
 """The request-side gates on voting: the proof-of-work challenge and the rate limits, through the voters' API."""
 import hashlib
+import logging
+import os
 import shutil
+import socket
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from arena import challenge
+from arena import challenge, ratelimit
 from arena.models import Vote
 from tests.arena.conftest import gen_prompt, gen_recorded_model
 
@@ -151,3 +156,182 @@ def test_the_browser_solver_finds_proofs_the_server_accepts(tmp_path):
         assert (int(proof) - start) % step == 0
         if bits:  # the first hit: no smaller nonce of its stride solves it
             assert not any(challenge.solves(salt, str(n), bits) for n in range(start, int(proof), step))
+
+
+# ------------------------------------------------------------------------------------------------ rate limits
+
+def limit(app, **settings):
+    """Turn the rate limits on with these settings (the rest unlimited) and rebuild the app's limiter."""
+    for action in ratelimit.ACTIONS:
+        for scope in ratelimit.SCOPES:
+            app.config[ratelimit.setting_name(action, scope)] = settings.get(f"{action}_per_{scope}", "")
+    app.config.update(RATE_LIMITS=True, RATE_LIMIT_KEY_PREFIX=f"test-{uuid.uuid4().hex}",
+                      REDIS_URL=settings.get("redis_url"))
+    ratelimit.init_app(app)
+    return app
+
+
+def create(client, prompt_id):
+    return client.post("/api/v1/battles", json={"prompt_id": prompt_id})
+
+
+def assert_limited(response):
+    assert response.status_code == 429, response.get_json()
+    assert response.get_json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+def test_battles_are_limited_per_voter(app, client, prompt_id):
+    limit(app, battles_per_voter="3/minute")
+    assert [create(client, prompt_id).status_code for _ in range(3)] == [201] * 3
+    assert_limited(create(client, prompt_id))
+    assert create(app.test_client(), prompt_id).status_code == 201  # another voter (same address) is not held
+
+
+def test_battles_are_limited_per_address_whatever_the_cookie(app, prompt_id):
+    limit(app, battles_per_address="4/minute")
+    fresh = [app.test_client() for _ in range(5)]  # a script that drops its cookie every time
+    assert [create(c, prompt_id).status_code for c in fresh[:4]] == [201] * 4
+    assert_limited(create(fresh[4], prompt_id))
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    assert create(elsewhere, prompt_id).status_code == 201
+
+
+def test_votes_are_limited_per_voter_and_a_refused_vote_is_not_stored(app, client, session, prompt_id):
+    battles_ready = [ready_battle(client, prompt_id) for _ in range(3)]
+    limit(app, votes_per_voter="2/minute")
+    for battle in battles_ready[:2]:
+        assert client.post(f"/api/v1/battles/{battle['id']}/vote", json={"winner": "a"}).status_code == 200
+    assert_limited(client.post(f"/api/v1/battles/{battles_ready[2]['id']}/vote", json={"winner": "a"}))
+    assert votes_stored(session) == 2
+
+
+def test_the_address_limit_counts_votes_of_every_voter(app, prompt_id):
+    voters = [app.test_client() for _ in range(3)]
+    battles_ready = [(v, ready_battle(v, prompt_id)) for v in voters]
+    limit(app, votes_per_address="2/minute")
+    statuses = [v.post(f"/api/v1/battles/{b['id']}/vote", json={"winner": "b"}).status_code for v, b in battles_ready]
+    assert statuses == [200, 200, 429]
+
+
+def test_rate_limits_off_means_no_limit(app, client, prompt_id):
+    limit(app, battles_per_voter="1/minute", battles_per_address="1/minute")
+    app.config["RATE_LIMITS"] = False
+    assert [create(client, prompt_id).status_code for _ in range(3)] == [201] * 3
+
+
+def test_defaults_are_on_and_a_malformed_limit_stops_the_app_at_start(monkeypatch, database_url, tmp_path):
+    from arena import create_app
+    from arena.config import Config
+
+    defaults = Config()
+    assert defaults.RATE_LIMITS is True and defaults.RATE_LIMIT_VOTES_PER_VOTER == "20/minute;300/hour"
+    assert ratelimit.parse_limits({"RATE_LIMIT_VOTES_PER_ADDRESS": "200/minute;3000/hour"})["votes"][0].items
+    monkeypatch.setenv("ARENA_RATE_LIMITS", "off")
+    assert Config().RATE_LIMITS is False
+    with pytest.raises(ValueError, match="ARENA_RATE_LIMIT_VOTES_PER_VOTER"):
+        create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path),
+                    "RATE_LIMIT_VOTES_PER_VOTER": "lots"})
+
+
+def test_the_redis_password_never_reaches_the_log():
+    assert ratelimit.redacted("redis://user:s3cret@cache.example:6380/2") == "redis://user:***@cache.example:6380/2"
+    assert ratelimit.redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except Exception:  # noqa: BLE001 - any failure means: no Redis to test with
+        return False
+
+
+REDIS_URL = os.environ.get("ARENA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.mark.skipif(not _redis_answers(REDIS_URL), reason=f"no Redis at {REDIS_URL}")
+def test_two_workers_share_their_counts_through_redis(app, database_url, tmp_path, prompt_id):
+    """Two apps stand for two gunicorn workers (or hosts): with Redis they count together, and each alone
+    would have let all six through."""
+    from arena import create_app
+
+    limit(app, battles_per_address="4/minute", redis_url=REDIS_URL)
+    other = create_app({**app.config})  # same settings, same key prefix, its own limiter and memory
+    assert other.extensions["arena.ratelimit"] is not app.extensions["arena.ratelimit"]
+    try:
+        statuses = [create(worker.test_client(), prompt_id).status_code for worker in (app, other) * 3]
+        assert statuses == [201, 201, 201, 201, 429, 429]
+        assert app.extensions["arena.ratelimit"].shared and other.extensions["arena.ratelimit"].shared
+    finally:
+        other.extensions["arena.engine"].dispose()
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis server of this test's own on a free port, which the test may stop and start again."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    class Server:
+        url = f"redis://127.0.0.1:{port}/0"
+        process = None
+
+        def start(self):
+            self.process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                             "--appendonly", "no", "--dir", str(tmp_path)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while not _redis_answers(self.url):
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+        def stop(self):
+            if self.process is not None:
+                self.process.terminate()
+                self.process.wait(timeout=10)
+                self.process = None
+
+    server = Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_down_falls_back_to_memory_with_one_log_line_and_recovers(own_redis, caplog):
+    limits = ratelimit.parse_limits({"RATE_LIMIT_VOTES_PER_VOTER": "3/minute"})
+    limiter = ratelimit.RateLimiter(limits, own_redis.url, key_prefix="fallback", retry_seconds=0.2)
+    caplog.set_level(logging.INFO, logger="arena.ratelimit")
+    assert limiter.hit("votes", {"voter": "v1"}) is None and limiter.shared
+
+    own_redis.stop()
+    started = time.monotonic()
+    outcomes = [limiter.hit("votes", {"voter": "v2"}) for _ in range(5)]
+    assert time.monotonic() - started < 2.0  # no request hangs on the dead Redis
+    assert outcomes[:3] == [None] * 3 and all(1 <= wait <= 60 for wait in outcomes[3:])  # still limited, in memory
+    assert not limiter.shared
+    time.sleep(0.3)
+    limiter.hit("votes", {"voter": "v3"})  # a retry that fails again: no second line
+    down = [r for r in caplog.records if "is unreachable" in r.getMessage()]
+    assert len(down) == 1 and down[0].levelno == logging.WARNING and own_redis.url in down[0].getMessage()
+
+    own_redis.start()  # an empty Redis (it keeps nothing on disk): counts start again there
+    time.sleep(0.3)
+    assert limiter.hit("votes", {"voter": "v1"}) is None and limiter.shared
+    back = [r for r in caplog.records if "answers again after" in r.getMessage()]
+    assert len(back) == 1 and back[0].levelno == logging.INFO
+    assert [limiter.hit("votes", {"voter": "v4"}) is None for _ in range(4)] == [True, True, True, False]
+
+
+def test_without_redis_configured_counts_stay_in_memory(caplog):
+    limiter = ratelimit.RateLimiter(ratelimit.parse_limits({"RATE_LIMIT_BATTLES_PER_ADDRESS": "2/minute"}))
+    assert [limiter.hit("battles", {"address": "h"}) for _ in range(2)] == [None, None]
+    assert limiter.hit("battles", {"address": "h"}) is not None
+    assert limiter.hit("battles", {"address": None, "voter": "x"}) is None  # unknown address: not limited
+    assert not limiter.shared and not caplog.records

@@ -1,0 +1,165 @@
+"""Rate limits on battle creation and on votes, per voter session and per address hash.
+
+Each action has limits per voter (the random id in the signed session cookie) and per address (the keyed hash
+of the client address that battles store as `address_hash`; the address is the proxy's unless ARENA_TRUST_PROXY
+says how many proxies to believe). A request over any of them answers 429 `rate_limited` with a Retry-After
+header (whole seconds) and is not carried out. Limits are moving windows in the `limits` library's notation,
+several separated by ";" ("20/minute;300/hour"), set by ARENA_RATE_LIMIT_{BATTLES,VOTES}_PER_{VOTER,ADDRESS};
+an empty value removes that limit and ARENA_RATE_LIMITS=off removes them all.
+
+**Where the counts live.** With ARENA_REDIS_URL, in Redis: every gunicorn worker and every host counts together,
+so a limit holds across a whole deployment. Without it, in each worker process's memory: exact for one worker;
+with W workers a client whose requests spread over them can get up to W times a limit.
+
+**When Redis does not answer** (connect and read time out after REDIS_TIMEOUT seconds), the limiter:
+- logs ONE warning line (`rate limits: Redis at ... is unreachable ...`), with the URL's password left out;
+- counts in this process's memory instead, so requests go on being limited (per worker, as without Redis) and
+  never fail or wait because Redis is down: a looser limit for a while, never an error;
+- tries Redis again with the next request after REDIS_RETRY_SECONDS (that one request pays at most the timeout);
+- on the first success logs ONE info line (`rate limits: Redis at ... answers again ...`) and shares again.
+Counts made in memory meanwhile are not carried over to Redis (they age out within their windows).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import NamedTuple
+from urllib.parse import urlsplit, urlunsplit
+
+from flask import Flask, current_app
+from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from arena.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("battles", "votes")
+SCOPES = ("voter", "address")
+REDIS_TIMEOUT = 0.25  # seconds: a vote must not hang on a dead Redis
+REDIS_RETRY_SECONDS = 5.0
+
+
+def setting_name(action: str, scope: str) -> str:
+    return f"RATE_LIMIT_{action.upper()}_PER_{scope.upper()}"
+
+
+class Limit(NamedTuple):
+    action: str
+    scope: str
+    items: tuple[RateLimitItem, ...]
+
+
+def parse_limits(config) -> dict[str, list[Limit]]:
+    """The limits of each action from the settings; a malformed one stops the app at start, naming its variable."""
+    limits: dict[str, list[Limit]] = {action: [] for action in ACTIONS}
+    for action in ACTIONS:
+        for scope in SCOPES:
+            text = (config.get(setting_name(action, scope)) or "").strip()
+            if not text:
+                continue
+            try:
+                items = tuple(parse_many(text))
+            except ValueError:
+                raise ValueError(f"ARENA_{setting_name(action, scope)} must look like \"20/minute\" or "
+                                 f"\"20/minute;300/hour\", not {text!r}") from None
+            limits[action].append(Limit(action, scope, items))
+    return limits
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for log lines."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RateLimiter:
+    """Moving-window counters in Redis when configured and answering, else in this process's memory."""
+
+    def __init__(self, limits: dict[str, list[Limit]], redis_url: str | None = None, *, key_prefix: str = "arena",
+                 retry_seconds: float = REDIS_RETRY_SECONDS):
+        self.limits = limits
+        self.redis_url = redis_url
+        self.retry_seconds = retry_seconds
+        self._memory = MovingWindowRateLimiter(MemoryStorage())
+        self._shared = None
+        if redis_url:
+            storage = RedisStorage(redis_url, key_prefix=f"{key_prefix}-ratelimit", wrap_exceptions=True,
+                                   socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+            self._shared = MovingWindowRateLimiter(storage)
+        self._lock = threading.Lock()
+        self._down_since: float | None = None  # monotonic time Redis was found unreachable; None while it answers
+        self._next_try = 0.0
+
+    @property
+    def shared(self) -> bool:
+        """Whether counts currently go to Redis."""
+        return self._shared is not None and self._down_since is None
+
+    def hit(self, action: str, identities: dict[str, str | None]) -> int | None:
+        """Count one `action` for each identity ({"voter": ..., "address": ...}; None: not known, not limited).
+        Returns None when every limit allows it, else the seconds to wait before one would."""
+        for limit in self.limits[action]:
+            identity = identities.get(limit.scope)
+            if identity is None:
+                continue
+            for item in limit.items:
+                key = (action, limit.scope, identity)
+                if not self._call("hit", item, key):
+                    reset_time, _ = self._call("get_window_stats", item, key)
+                    return max(1, math.ceil(reset_time - time.time()))
+        return None
+
+    def _call(self, method: str, item: RateLimitItem, key: tuple[str, ...]):
+        if self._shared is not None and (self._down_since is None or time.monotonic() >= self._next_try):
+            try:
+                result = getattr(self._shared, method)(item, *key)
+            except StorageError as error:
+                self._went_down(error)
+            else:
+                if self._down_since is not None:
+                    self._came_back()
+                return result
+        return getattr(self._memory, method)(item, *key)
+
+    def _went_down(self, error: Exception) -> None:
+        with self._lock:
+            self._next_try = time.monotonic() + self.retry_seconds
+            if self._down_since is not None:
+                return  # still down: said once already
+            self._down_since = time.monotonic()
+        cause = error.__cause__ or error
+        log.warning("rate limits: Redis at %s is unreachable (%s: %s); counting in this process's memory until it "
+                    "answers again (tried every %g s)", redacted(self.redis_url), type(cause).__name__,
+                    str(cause).splitlines()[0] if str(cause) else "", self.retry_seconds)
+
+    def _came_back(self) -> None:
+        with self._lock:
+            if self._down_since is None:
+                return
+            down_for, self._down_since = time.monotonic() - self._down_since, None
+        log.info("rate limits: Redis at %s answers again after %.0f s; limits are shared again",
+                 redacted(self.redis_url), down_for)
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["arena.ratelimit"] = RateLimiter(parse_limits(app.config), app.config.get("REDIS_URL"),
+                                                    key_prefix=app.config.get("RATE_LIMIT_KEY_PREFIX", "arena"))
+
+
+def check(action: str, *, voter: str | None, address: str | None) -> None:
+    """Count this request against `action`'s limits; 429 rate_limited (with Retry-After) when over one."""
+    if not current_app.config["RATE_LIMITS"]:
+        return
+    wait = current_app.extensions["arena.ratelimit"].hit(action, {"voter": voter, "address": address})
+    if wait is not None:
+        what = "battles" if action == "battles" else "votes"
+        raise ApiError(429, "rate_limited", f"Too many {what} in a short time: try again in {wait} s.",
+                       headers={"Retry-After": str(wait)})
