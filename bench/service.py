@@ -63,6 +63,14 @@ RECORDED_ANSWER = ("The sky looks blue because air molecules scatter short wavel
                    "strongly than long ones (Rayleigh scattering, proportional to 1/wavelength^4), so blue light "
                    "reaches the eye from every direction of the sky, while the sun itself looks slightly yellow.")
 WINNERS = ("a", "b", "tie", "bothbad")
+# The vote gates stay on, as in production, at settings that never hold the load generator back: the challenge
+# at 1 bit (the client solves it in two hashes; the server checks every proof exactly as at 16 bits, where only
+# the browser's work grows) and the rate limits far above its rate (every battle and vote still counted by the
+# limiter; one loopback address and a few dozen voters would otherwise be limited at once).
+GATE_SETTINGS = {"ARENA_VOTE_CHALLENGE_BITS": "1",
+                 **{f"ARENA_RATE_LIMIT_{action}_PER_{scope}": "1000000/minute"
+                    for action in ("BATTLES", "VOTES") for scope in ("VOTER", "ADDRESS")}}
+PROOFS: dict[str, str] = {}  # battle id -> the proof its vote sends, solved when the battle is created
 EXIT_NO_SERVER = 3  # gunicorn cannot be run here (a server that starts and then fails is exit status 1)
 
 
@@ -515,7 +523,17 @@ async def create_battle(voter: httpx.AsyncClient, body: dict) -> str:
     response = await voter.post("/api/v1/battles", json=body)
     if response.status_code != 201:
         raise BenchError(f"create: HTTP {response.status_code} {response.text[:120]}")
-    return response.json()["id"]
+    created = response.json()
+    if "challenge" in created:
+        from arena.challenge import solve
+
+        PROOFS[created["id"]] = solve(created["challenge"])
+    return created["id"]
+
+
+def vote_body(battle_id: str, winner: str) -> dict:
+    proof = PROOFS.pop(battle_id, None)
+    return {"winner": winner} if proof is None else {"winner": winner, "proof": proof}
 
 
 async def stream_to_end(voter: httpx.AsyncClient, battle_id: str) -> str:
@@ -530,7 +548,7 @@ async def stream_to_end(voter: httpx.AsyncClient, battle_id: str) -> str:
 
 
 async def cast_vote(voter: httpx.AsyncClient, battle_id: str) -> None:
-    response = await voter.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": random.choice(WINNERS)})
+    response = await voter.post(f"/api/v1/battles/{battle_id}/vote", json=vote_body(battle_id, random.choice(WINNERS)))
     if response.status_code != 200:
         raise BenchError(f"vote: HTTP {response.status_code} {response.text[:120]}")
 
@@ -775,10 +793,10 @@ async def timed_vote(sender, user: httpx.AsyncClient, battle_id: str, latencies:
     t0 = time.monotonic()
     try:
         if isinstance(sender, RawVoteClient):
-            status, data = await sender.post_json(f"/api/v1/battles/{battle_id}/vote", {"winner": winner},
-                                                  session_cookie(user))
+            status, data = await sender.post_json(f"/api/v1/battles/{battle_id}/vote",
+                                                  vote_body(battle_id, winner), session_cookie(user))
         else:
-            response = await user.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": winner})
+            response = await user.post(f"/api/v1/battles/{battle_id}/vote", json=vote_body(battle_id, winner))
             status, data = response.status_code, response.content
         if status != 200:
             raise BenchError(f"vote: HTTP {status} {data[:120].decode(errors='replace')}")
@@ -914,6 +932,8 @@ def run_database(settings: Settings, database: str, model_url: str, model_proc: 
            "ARENA_INSTANCE_PATH": str(instance), "ARENA_SECRET_KEY": SECRET_KEY, "ARENA_REPLAY_MAX_SECONDS": "0",
            "PYTHONUNBUFFERED": "1"}
     env.pop("ARENA_ACCESS_LOG", None)
+    for key, value in GATE_SETTINGS.items():
+        env.setdefault(key, value)  # an operator's own setting in the environment is measured as it is
     for key, value in (("ARENA_WORKERS", settings.workers), ("ARENA_THREADS", settings.threads)):
         if value is not None:
             env[key] = str(value)
@@ -1055,6 +1075,10 @@ def report(run: Run, settings: Settings) -> tuple[str, list[tuple[str, str]]]:
              f"ARENA_SNAPSHOT_EVERY_VOTES={os.environ.get('ARENA_SNAPSHOT_EVERY_VOTES') or 'unset (the default)'}, "
              f"{'?' if run.snapshots is None else run.snapshots} built during the run (a build runs in a worker, "
              f"beside the votes)",
+             f"   vote gates on: challenge at ARENA_VOTE_CHALLENGE_BITS="
+             f"{os.environ.get('ARENA_VOTE_CHALLENGE_BITS') or GATE_SETTINGS['ARENA_VOTE_CHALLENGE_BITS']} (solved by "
+             f"the client), rate limits {'off' if os.environ.get('ARENA_RATE_LIMITS') == 'off' else 'counted'} "
+             f"(limits set far above the load); Redis: {'yes' if os.environ.get('ARENA_REDIS_URL') else 'no'}",
              f"   {'metric'.ljust(width)}  {'measured'.ljust(vwidth)}  {'target'.ljust(twidth)}  result"]
     for name, value, target, result in rows:
         lines.append(f"   {name.ljust(width)}  {value.ljust(vwidth)}  {target.ljust(twidth)}  {result}".rstrip())
