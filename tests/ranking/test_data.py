@@ -641,3 +641,76 @@ def test_property_bad_value_reported_at_its_record_by_both_paths(records, data):
         errors.append(info.value)
     assert errors[0].line == errors[1].line == k + 1
     assert str(errors[0]) == str(errors[1])
+
+
+def _reference_line(battles: Battles, i: int) -> bytes:
+    """The canonical line of battle i the plain way: one dict, one orjson.dumps (what the column writer must
+    reproduce byte for byte)."""
+    import orjson
+
+    rec = {"model_a": battles.models[battles.model_a[i]], "model_b": battles.models[battles.model_b[i]],
+           "winner": OUTCOME_LABELS[battles.outcome[i]]}
+    if not math.isnan(battles.tstamp[i]):
+        rec["tstamp"] = float(battles.tstamp[i])
+    if battles.category[i] >= 0:
+        rec["category"] = battles.categories[battles.category[i]]
+    if battles.voter[i] >= 0:
+        rec["judge"] = battles.voters[battles.voter[i]]
+    rec["anony"] = bool(battles.anony[i])
+    if battles.weight is not None and battles.weight[i] != 1.0:
+        rec["weight"] = float(battles.weight[i])
+    if battles.style is not None:
+        md = {}
+        for f, keys in enumerate(D._STYLE_KEYS):
+            for side in (0, 1):
+                v = float(battles.style[i, side, f])
+                if math.isfinite(v):
+                    md[keys[side]] = int(v) if v.is_integer() and abs(v) < 2**53 else v
+        if md or (i == 0 and not np.isfinite(battles.style).any()):
+            rec["conv_metadata"] = md
+    return orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE)
+
+
+@pytest.mark.parametrize("with_style, with_weight", [(True, True), (True, False), (False, True), (False, False)])
+def test_the_column_writer_writes_what_orjson_writes_row_by_row(tmp_path, with_style, with_weight):
+    rng = np.random.default_rng(7)
+    n = 3000
+    names = ('plain', 'quote " and \\ backslash', "ünïcödé ✓ 🚀", "tab\tnew\nline", "\x01ctl", "</script>")
+    style = None
+    if with_style:
+        style = rng.integers(0, 5000, (n, 2, len(STYLE_FEATURES))).astype(np.float64)
+        style[rng.random(n) < 0.2] = np.nan  # rows without metadata
+        partial = rng.random((n, 2, len(STYLE_FEATURES))) < 0.05
+        style[partial] = np.nan  # a feature missing here and there
+        fractional = rng.random(n) < 0.05
+        style[fractional, 0, 0] += 0.5
+        style[5, 1, 2] = 1e17  # whole but beyond 2**53: written as a float
+    weight = None
+    if with_weight:
+        weight = np.where(rng.random(n) < 0.7, 1.0, rng.choice([0.5, 0.25, 1 / 3, 2.0], n))
+    tstamp = rng.uniform(1.6e9, 1.8e9, n)
+    tstamp[rng.random(n) < 0.1] = np.nan
+    tstamp[:3] = [1.7e9, 1e16, 1e-7]  # whole, exponent and tiny floats, where float formats differ most
+    battles = Battles(
+        model_a=rng.integers(0, len(names), n).astype(np.int32),
+        model_b=rng.integers(0, len(names), n).astype(np.int32),
+        outcome=rng.integers(0, 4, n).astype(np.int8), models=names,
+        category=rng.integers(-1, 3, n).astype(np.int32), categories=("coding", "ünï", 'x"y'),
+        voter=rng.integers(-1, 40, n).astype(np.int32), voters=tuple(f"voter-{k}\u2028" for k in range(40)),
+        tstamp=tstamp, anony=rng.random(n) < 0.5, style=style, sha256="", weight=weight)
+    expected = [_reference_line(battles, i) for i in range(n)]
+    assert D.battles_jsonl_lines(battles) == expected
+    out = tmp_path / "b.jsonl"
+    write_battles_jsonl(battles, out)
+    assert out.read_bytes() == b"".join(expected)
+
+
+def test_a_style_array_without_any_value_still_writes_the_empty_metadata_once():
+    n = 4
+    battles = Battles(model_a=np.zeros(n, np.int32), model_b=np.ones(n, np.int32), outcome=np.zeros(n, np.int8),
+                      models=("x", "y"), category=np.full(n, -1, np.int32), categories=(),
+                      voter=np.full(n, -1, np.int32), voters=(), tstamp=np.full(n, np.nan), anony=np.ones(n, bool),
+                      style=np.full((n, 2, len(STYLE_FEATURES)), np.nan), sha256="")
+    lines = D.battles_jsonl_lines(battles)
+    assert lines == [_reference_line(battles, i) for i in range(n)]
+    assert lines[0].endswith(b',"conv_metadata":{}}\n') and b"conv_metadata" not in b"".join(lines[1:])
