@@ -62,10 +62,11 @@ class Identity(NamedTuple):
     name: str
     organization: str
     aliases: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()  # the model families it belongs to ("Llama", "GPT"): naming one reveals it
 
     @classmethod
     def of(cls, model: Model) -> "Identity":
-        return cls(model.name, model.organization, tuple(model.aliases or ()))
+        return cls(model.name, model.organization, tuple(model.aliases or ()), tuple(model.families or ()))
 
 
 def _normalise(text: str) -> str:
@@ -73,13 +74,13 @@ def _normalise(text: str) -> str:
 
 
 def identity_leak(answer: str, model: Model | Identity) -> str | None:
-    """The name, organisation or alias of `model` that `answer` reveals, if any.
+    """The name, organisation, alias or family of `model` that `answer` reveals, if any.
 
     Case, punctuation and spacing are ignored ("GPT-3.5 turbo" matches "GPT 3.5 Turbo"), and matches are whole
     words, so an organisation called "Meta" does not match "metaphor".
     """
     text = _normalise(answer)
-    for label in [model.name, model.organization, *(model.aliases or [])]:
+    for label in [model.name, model.organization, *(model.aliases or []), *(model.families or [])]:
         needle = _normalise(label or "")
         if needle.strip() and needle in text:
             return label

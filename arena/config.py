@@ -85,6 +85,20 @@ class Config:
         self.SNAPSHOT_TIES = os.environ.get("ARENA_SNAPSHOT_TIES") or "half"
         self.PROVISIONAL_VOTES = int(_number("ARENA_PROVISIONAL_VOTES", 300))
         self.SNAPSHOT_EVERY_VOTES = int(_number("ARENA_SNAPSHOT_EVERY_VOTES", 1000))
+        # Vote integrity rules applied by every snapshot build (arena.integrity; bench/rigging.py measures them).
+        # A voter's counted votes per UTC day: reading two answers takes a minute or more, so 100 a day is
+        # hours of reading; beyond it a voter looks like a script. 0: no cap.
+        self.VOTER_DAILY_CAP = int(_number("ARENA_VOTER_DAILY_CAP", 100))
+        self.INTEGRITY_RULES = _flag("ARENA_INTEGRITY_RULES", True)  # off: only void/flagged/excluded voters
+        self.INTEGRITY_RECHECK_LEAKS = _flag("ARENA_INTEGRITY_RECHECK_LEAKS", True)  # stored answers re-read
+        # Each statistical test flags an honest voter with about this probability (per test, per snapshot).
+        self.INTEGRITY_ALPHA = _number("ARENA_INTEGRITY_ALPHA", 1e-4)
+        self.INTEGRITY_MIN_VOTES = int(_number("ARENA_INTEGRITY_MIN_VOTES", 20))  # a voter is tested from here
+        self.INTEGRITY_MIN_CROWD = int(_number("ARENA_INTEGRITY_MIN_CROWD", 10))  # a pair's history to judge by
+        self.INTEGRITY_IMPROBABLE_BELOW = _number("ARENA_INTEGRITY_IMPROBABLE_BELOW", 0.1)  # the fit's P(outcome)
+        self.INTEGRITY_IMPROBABLE_MIN_COUNT = int(_number("ARENA_INTEGRITY_IMPROBABLE_MIN_COUNT", 3))
+        # A free-text prompt counts as at most this many votes in all (its votes down-weighted); 0: no limit.
+        self.REPEATED_PROMPT_VOTES = int(_number("ARENA_REPEATED_PROMPT_VOTES", 50))
         # The milestone board flags a safety metric whose |Spearman| with the arena rating reaches this: at 0.7,
         # rho^2 ~ 0.5, half of the metric's variance tracks capability ("safetywashing", Ren et al. 2024).
         self.BOARD_CORRELATION_FLAG = _number("ARENA_BOARD_CORRELATION_FLAG", 0.7)

@@ -91,8 +91,10 @@ class Model(Base):
     endpoint_key_encrypted: Mapped[str | None] = mapped_column(Text)
     system_prompt: Mapped[str | None] = mapped_column(Text)
     sampling_params: Mapped[dict] = mapped_column(JSON, default=dict)
-    # Other names the model or its makers go by, for identity-leak checks (family names, aliases).
+    # Other names the model or its makers go by, for identity-leak checks: aliases of this model, and the
+    # families it belongs to ("Llama", "GPT"), both set by its lab or an operator (arena.integrity).
     aliases: Mapped[list] = mapped_column(JSON, default=list)
+    families: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
     source: Mapped[str] = mapped_column(String(32), default="arena")  # "llmfao" for the demo's models
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

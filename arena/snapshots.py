@@ -35,7 +35,7 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from arena import db, locks, signing
+from arena import db, integrity, locks, signing
 from arena.models import (Battle, Lab, Message, Model, Prompt, RecordedAnswer, Snapshot, SnapshotFile, Vote,
                           VoterExclusion)
 
@@ -52,6 +52,7 @@ COUNTING_RULES = (
     ("void_battle", "the battle was void (an answer failed), so its vote cannot be judged"),
     ("flagged_battle", "an answer revealed its model's identity before the vote (FastChat leaves these out)"),
     ("excluded_voter", "an operator excluded the voter, with a recorded reason (`arena voters exclude`)"),
+    *integrity.RULES,  # identity leaks re-checked, the daily cap, and the statistical tests (arena.integrity)
 )
 
 
@@ -193,15 +194,25 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
     version = (latest_version(session) or 0) + 1
     created_at = datetime.now(timezone.utc).replace(microsecond=0)
     votes, models = _gather(session, cut)
+    rules = integrity.IntegritySettings.from_config(app.config)
+    leaked, prompts = integrity.read_evidence(session, cut, votes.battle_id, votes.model_a_id, votes.model_b_id,
+                                              votes.prompt_id, votes.reason, rules)
     session.rollback()  # end the read transaction: the fit takes a while, and nothing read is written back
     queried = time.perf_counter()
 
+    pseudonym = _pseudonymiser(app.config["SECRET_KEY"])
+    everything = _encode(votes, models, pseudonym)
+    checked = integrity.apply_rules(integrity.VoteTable(
+        everything.model_a, everything.model_b, everything.outcome, everything.voter,
+        integrity.day_numbers(everything.tstamp), prompts, leaked, votes.reason,
+        tested=np.array([source == "arena" for source in votes.source], bool)), len(models),
+        len(everything.voters), rules)
+    votes = votes._replace(reason=checked.reason)
+    everything = everything._replace(weight=checked.weight)  # written where not 1: repeated prompts
     excluded = {name: sum(1 for reason in votes.reason if reason == name) for name, _ in COUNTING_RULES}
     counted = np.fromiter((reason is None for reason in votes.reason), bool, len(votes.reason))
     if not counted.any():
         raise ValueError(f"none of the {len(votes.reason)} votes counts: nothing to rank ({_describe(excluded)})")
-    pseudonym = _pseudonymiser(app.config["SECRET_KEY"])
-    everything = _encode(votes, models, pseudonym)
     battles, battle_bytes = _canonical_battles(_rows(everything, counted), version)
     vote_bytes = _vote_file(everything, votes)
     encoded = time.perf_counter()
@@ -223,6 +234,7 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
         "votes": {"considered": len(votes.reason), "counted": int(counted.sum()), "excluded": excluded,
                   "last_vote_id": cut},
         "counting_rules": [{"name": name, "description": text} for name, text in COUNTING_RULES],
+        "integrity": checked.report,  # the integrity rules' settings, votes excluded and voters flagged by each
         "sampling": _sampling_policy(models),
         "reproduce": {name: _reproduce(board["options"], name) for name, board in named_boards(boards)},
         "boards": boards,
@@ -269,6 +281,8 @@ class _Votes(NamedTuple):
     category: list[str | None]
     reason: list[str | None]  # why the vote does not count; None when it counts
     style: np.ndarray  # (n, 2, 4) answer style counts, NaN where not known for both answers
+    battle_id: list[str] | None = None  # for the integrity rules' reads (arena.integrity.read_evidence)
+    prompt_id: list[int | None] | None = None
 
 
 class _ModelInfo(NamedTuple):
@@ -312,7 +326,7 @@ def _gather(session: Session, cut: int) -> tuple[_Votes, dict[int, _ModelInfo]]:
             sides = (recorded.get((model_a, prompt_id)), recorded.get((model_b, prompt_id)))
         if sides is not None and _complete(sides[0]) and _complete(sides[1]):
             style[i] = sides
-    return _Votes(*columns[:8], reason, style), models
+    return _Votes(*columns[:8], reason, style, battle_ids, prompt_ids), models
 
 
 def _complete(counts) -> bool:
@@ -428,7 +442,8 @@ def _rows(battles, keep: np.ndarray):
     return battles._replace(model_a=battles.model_a[keep], model_b=battles.model_b[keep],
                             outcome=battles.outcome[keep], category=battles.category[keep],
                             voter=battles.voter[keep], tstamp=battles.tstamp[keep], anony=battles.anony[keep],
-                            style=style if np.isfinite(style).any() else None)
+                            style=style if np.isfinite(style).any() else None,
+                            weight=None if battles.weight is None else battles.weight[keep])
 
 
 def _canonical_battles(encoded, version: int):

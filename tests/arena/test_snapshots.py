@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import orjson
 import pytest
 from sqlalchemy import func, select, update
 
@@ -170,7 +171,8 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
     app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0,
                       PROVISIONAL_VOTES=5)
     prompt = gen_prompt(session)
-    a, b, c = (gen_recorded_model(session, name, "Org", {prompt.id: f"answer {name}"}) for name in "ABC")
+    # answers that do not name their model (one-letter names: "answer A" would be an identity leak)
+    a, b, c = (gen_recorded_model(session, name, "Org", {prompt.id: f"answer {i}"}) for i, name in enumerate("ABC"))
     for i in range(4):
         _vote_directly(session, a, b, "a", voter="honest", prompt_id=prompt.id)
         _vote_directly(session, b, c, "a", voter="honest", prompt_id=prompt.id)
@@ -186,7 +188,8 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
 
     document = build(app)
     assert document["votes"]["considered"] == 17 and document["votes"]["counted"] == 12
-    assert document["votes"]["excluded"] == {"void_battle": 1, "flagged_battle": 1, "excluded_voter": 3}
+    assert {rule: n for rule, n in document["votes"]["excluded"].items() if n} == {
+        "void_battle": 1, "flagged_battle": 1, "excluded_voter": 3}
     rows = {row["model"]: row for row in document["boards"]["overall"]["models"]}
     assert set(rows) == {"A", "B", "C"} and rows["C"]["retired"] and rows["C"]["status"] == "retired"
     assert rows["A"]["battles"] == 8 and rows["A"]["provisional"] is False
@@ -199,6 +202,13 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
     assert len(battle_lines) == 12 and len(vote_lines) == 17
     reasons = [line["excluded"] for line in vote_lines if not line["counted"]]
     assert sorted(reasons) == ["excluded_voter"] * 3 + ["flagged_battle", "void_battle"]
+    # each vote line is the battle's line with the vote's fields around it, byte for byte as orjson writes it
+    raw_votes = client.get("/api/v1/leaderboard/snapshots/1/votes").data.splitlines(keepends=True)
+    assert raw_votes == [orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE) for line in vote_lines]
+    assert [list(line)[:4] for line in vote_lines] == [["vote", "model_a", "model_b", "winner"]] * 17
+    assert [list(line)[-3:] for line in vote_lines] == [["source", "counted", "excluded"]] * 17
+    assert [{k: v for k, v in line.items() if k not in ("vote", "source", "counted", "excluded")}
+            for line in vote_lines if line["counted"]] == [json.loads(line) for line in battle_lines]
     judges = {line["judge"] for line in vote_lines}
     assert len(judges) == 2 and not {"honest", "rigger"} & judges  # pseudonymised, still told apart
     assert all("answer" not in line for line in battle_lines)
