@@ -49,6 +49,7 @@ def init_app(app: Flask) -> None:
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
     app.session_interface = SessionInterface()
+    app.before_request(refuse_nul_in_url)
     app.before_request(refuse_cross_site_writes)
     app.after_request(add_security_headers)
 
@@ -57,6 +58,13 @@ def add_security_headers(response):
     for name, value in HEADERS:
         response.headers.setdefault(name, value)
     return response
+
+
+def refuse_nul_in_url() -> None:
+    """400 for a NUL byte in the path or query: no page or resource has one in its name, and PostgreSQL refuses
+    NUL in text, so it would otherwise reach the database as a query parameter and fail there as a 500."""
+    if "\x00" in request.path or b"%00" in request.query_string:
+        raise ApiError(400, "invalid_request", "The address contains a NUL character.")
 
 
 def refuse_cross_site_writes() -> None:
