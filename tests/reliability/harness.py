@@ -27,7 +27,11 @@ from sqlalchemy import create_engine, insert, select, text
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
-SECRET_KEY = "reliability-tests-secret-key"
+# Per test process: address hashes (keyed by it) and so the rate limits' Redis keys differ from any other run's.
+SECRET_KEY = "reliability-tests-" + secrets.token_hex(8)
+# Rate limits stay on, so that every request counts through Redis, but far above what the tests send.
+UNLIMITED = {f"ARENA_RATE_LIMIT_{action}_PER_{scope}": "100000/minute"
+             for action in ("BATTLES", "VOTES") for scope in ("VOTER", "ADDRESS")}
 
 
 def free_port() -> int:
@@ -191,7 +195,7 @@ class Server:
                     "ARENA_SIGNING_KEY_FILE": str(workdir / "signing_key.pem"), "ARENA_REPLAY_MAX_SECONDS": "0",
                     "ARENA_WORKERS": str(workers), "ARENA_THREADS": str(threads), "ARENA_DB_POOL_SIZE": str(pool),
                     "ARENA_VOTE_CHALLENGE": "off", "ARENA_SNAPSHOT_EVERY_VOTES": "0",
-                    "ARENA_ALLOW_PRIVATE_ENDPOINTS": "1", "PYTHONUNBUFFERED": "1", **(extra or {})}
+                    "ARENA_ALLOW_PRIVATE_ENDPOINTS": "1", "PYTHONUNBUFFERED": "1", **UNLIMITED, **(extra or {})}
         self.env.pop("ARENA_ACCESS_LOG", None)
         self.process: subprocess.Popen | None = None
 
