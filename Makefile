@@ -24,11 +24,18 @@ run: install
 	$(BIN)/arena snapshot --if-none
 	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
-# The suite runs on SQLite, and on PostgreSQL too whenever a server answers on 127.0.0.1:5432.
+# The dependency audit fails the run on a known vulnerability and warns when the advisory service cannot be asked.
+# The suite runs on SQLite, and on PostgreSQL too whenever a server answers on 127.0.0.1:5432. The browser tests
+# drive Debian's chromium (installed here when missing; playwright's own browser download is not used) and stay on
+# one xdist worker (--dist loadgroup), which starts their server once.
 test: install
+	$(BIN)/python tools/audit_dependencies.py
+	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+		|| echo "chromium could not be installed: the browser tests will be skipped"; }
 	@if [ -z "$$ARENA_TEST_DATABASE_URL" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
 		export ARENA_TEST_DATABASE_URL="$(PG_TEST_URL)"; fi; \
-	$(BIN)/python -m pytest -n $${ARENA_TEST_WORKERS:-auto}
+	$(BIN)/python -m pytest -n $${ARENA_TEST_WORKERS:-auto} --dist loadgroup
 
 # Benchmarks need the peers we measure against; they are never dependencies of the package.
 bench: install

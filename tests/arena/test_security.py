@@ -278,3 +278,37 @@ def test_every_page_survives_malformed_cookies_headers_queries_and_forms(app, se
             assert_answered(response, (method, url[:120], str(headers)[:120]))
             requests += 1
     assert requests > 50
+
+
+# ------------------------------------------------------------------------------------------------ dependency audit
+
+def _audit_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "audit_dependencies.py"
+    spec = importlib.util.spec_from_file_location("audit_dependencies", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_audit_fails_on_a_known_vulnerability_and_warns_when_it_cannot_ask():
+    verdict = _audit_module().verdict
+    vulnerable = {"dependencies": [
+        {"name": "flask", "version": "3.1.3", "vulns": []},
+        {"name": "jinja2", "version": "2.10", "vulns": [{"id": "PYSEC-2019-217", "fix_versions": ["2.10.1"],
+                                                         "aliases": ["CVE-2019-10906"]}]},
+        {"name": "arena", "skip_reason": "distribution marked as editable"}]}
+    status, lines = verdict(vulnerable, 1, "")
+    assert status == 1 and "jinja2 2.10: PYSEC-2019-217 (CVE-2019-10906); fixed in: 2.10.1" in "\n".join(lines)
+
+    clean = {"dependencies": [{"name": "flask", "version": "3.1.3", "vulns": []},
+                              {"name": "private-thing", "skip_reason": "Dependency not found on PyPI"}]}
+    status, lines = verdict(clean, 0, "")
+    assert status == 0 and "1 packages audited, no known vulnerability" in lines[0] and "private-thing" in lines[1]
+
+    unanswered = {"dependencies": [{"name": "flask", "skip_reason": "Dependency not found on PyPI"},
+                                   {"name": "arena", "skip_reason": "distribution marked as editable"}]}
+    for status, lines in (verdict(unanswered, 0, ""), verdict(None, 1, "ConnectionError: pypi.org\n")):
+        assert status == 0 and lines[0].startswith("WARNING: dependency audit NOT DONE")
