@@ -335,3 +335,43 @@ def test_without_redis_configured_counts_stay_in_memory(caplog):
     assert limiter.hit("battles", {"address": "h"}) is not None
     assert limiter.hit("battles", {"address": None, "voter": "x"}) is None  # unknown address: not limited
     assert not limiter.shared and not caplog.records
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is missing")
+def test_challenge_js_solves_in_a_browser_with_workers_and_without(tmp_path):
+    """window.arenaChallenge.solve in chromium: through Web Workers, and on the page when Worker is missing;
+    the server's check accepts both proofs."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "js").mkdir()
+    for name in ("challenge.js", "challenge-worker.js"):
+        shutil.copy(REPO / "static" / "js" / name, tmp_path / "js" / name)
+    (tmp_path / "index.html").write_text('<!doctype html><script src="js/challenge.js" defer></script>')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    issued = {"algorithm": "sha256", "salt": challenge.salt("k", "browser-battle"), "difficulty": 12}
+    solve = "c => window.arenaChallenge.solve(c)"
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
+                page.wait_for_function("() => window.arenaChallenge !== undefined")
+                with_workers = page.evaluate(solve, issued)
+                page.evaluate("() => { window.Worker = undefined; }")
+                on_the_page = page.evaluate(solve, issued)
+                refused = page.evaluate("c => window.arenaChallenge.solve(c).then(() => 'solved', e => e.message)",
+                                        {"algorithm": "md5", "salt": "x", "difficulty": 1})
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+    assert challenge.solves(issued["salt"], with_workers, 12) and challenge.solves(issued["salt"], on_the_page, 12)
+    assert on_the_page == challenge.solve(issued)  # one thread tries 0, 1, 2, ... like the Python solver
+    assert refused == "unknown vote challenge"
