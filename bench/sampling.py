@@ -1,0 +1,299 @@
+"""How many votes each sampling policy spends before the ranking can tell the tiers apart, and whether it is fair.
+
+    .venv/bin/python bench/sampling.py            # arenas of 20, 100 and 300 models (several minutes)
+    .venv/bin/python bench/sampling.py --quick    # 20 and 100 models (under a minute)
+
+The simulated arena:
+- M models with known ratings in T true tiers of equal size: every model of a tier has the same rating, and
+  neighbouring tiers are GAP_ELO apart (the truth has ties, so "the order within a tier" is noise by design).
+  Outcomes follow Davidson's tie model with tie strength NU (about 20 % ties between equal models).
+- Models belong to labs of unequal size (LAB_SIZES, as shares of the models, assigned at random), and carry
+  operator weights: most 1, a few 2 and a few 0.5 (WEIGHTS). A tenth of the models join late, after
+  LATE_JOIN_PER_MODEL * M votes, as new models do.
+- Each policy draws every pair with `ranking.sampling.draw_pair`, the very function the service calls per
+  battle, from a state refreshed the way the service refreshes it: a refit every REFIT_EVERY votes stands for
+  a stored snapshot (the project's Bradley-Terry fit with Davidson ties on the counts so far, standard errors
+  from the Fisher information: `ranking.bootstrap.sandwich_intervals(robust=False)`), and between refits the
+  votes counted since update it every REFRESH_EVERY votes (`update_with_votes`), as the service does every few
+  seconds.
+
+What is measured, per arena and policy:
+- "votes to separate": the first refit at which the 95 % intervals separate every pair of neighbouring true
+  tiers, i.e. for every t, min over tier t of ci_low > max over tier t+1 of ci_high (all models rated); the
+  resolution is REFIT_EVERY votes. "-" when not reached within the vote budget (max_votes).
+- Kendall's tau-b of the fitted ratings against the true ones after N = TAU_VOTES_PER_MODEL * M votes, and how
+  many votes the active policy needed to reach uniform's tau at N.
+- Each lab's share of battle sides against its rule: the share the policy's own probabilities gave the lab's
+  models (summed over every draw, from `pair_probabilities` of the state the draw used), and the largest
+  relative difference |observed / rule - 1| over labs. The share a lab would have by its number of models is
+  printed beside it.
+- The time per pick for 300 models: `draw_pair` on a state of 300 models, each policy (the active one with its
+  score matrix restricted to the models that can answer, as the service does per battle).
+Targets (issue #8): the active policy reaches the uniform policy's accuracy with at most half the votes; no lab's
+share off its rule by more than 10 %. The last line is `votes ratio active/uniform: X` for the 100-model arena.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+from scipy.stats import kendalltau  # noqa: E402
+
+from ranking import sampling  # noqa: E402
+
+GAP_ELO = 100.0
+NU = 0.6  # Davidson tie strength: P(tie) = 0.6 / 2.6, 23 %, between equal models
+LAB_SIZES = (0.4, 0.25, 0.15, 0.1, 0.1)
+WEIGHTS = ((2.0, 0.05), (0.5, 0.05))  # (weight, share of the models); the rest weigh 1
+LATE_SHARE = 0.1
+LATE_JOIN_PER_MODEL = 10
+TAU_VOTES_PER_MODEL = 60
+ARENAS = {20: 4, 100: 10, 300: 15}  # models: true tiers
+RULE = sampling.SamplingRule(provisional_votes=100)  # sim scale: a model is provisional below 100 votes
+TARGET_RATIO = 0.5
+TARGET_LAB_DEVIATION = 0.10
+
+
+class Arena(NamedTuple):
+    truth: np.ndarray  # (m,) nats
+    tier: np.ndarray  # (m,) 0 = best
+    lab: np.ndarray  # (m,) lab index
+    weights: np.ndarray  # (m,)
+    joins_at: np.ndarray  # (m,) the vote count from which the model can be drawn
+
+
+class Result(NamedTuple):
+    policy: str
+    votes_to_separate: int | None
+    tau_at_n: float
+    tau_curve: list  # (votes, tau) at every refit
+    lab_observed: np.ndarray
+    lab_rule: np.ndarray
+    votes: int
+    seconds: float
+    information: float  # mean Fisher information of a vote on the drawn pair about its difference, at the truth
+
+
+def make_arena(m: int, tiers: int, seed: int) -> Arena:
+    rng = np.random.default_rng(seed)
+    tier = np.repeat(np.arange(tiers), m // tiers)
+    tier = np.concatenate([tier, np.full(m - tier.size, tiers - 1)])
+    truth = -tier * GAP_ELO * sampling.NATS_PER_ELO
+    truth = truth - truth.mean()
+    lab = rng.permutation(np.repeat(np.arange(len(LAB_SIZES)), np.ceil(np.array(LAB_SIZES) * m).astype(int))[:m])
+    weights = np.ones(m)
+    shuffled = rng.permutation(m)
+    start = 0
+    for value, share in WEIGHTS:
+        count = max(1, round(share * m))
+        weights[shuffled[start:start + count]] = value
+        start += count
+    joins_at = np.zeros(m, int)
+    joins_at[rng.choice(m, max(1, round(LATE_SHARE * m)), replace=False)] = LATE_JOIN_PER_MODEL * m
+    return Arena(truth, tier, lab, weights, joins_at)
+
+
+def refit(wins: np.ndarray, ties: np.ndarray):
+    """Bradley-Terry (Davidson ties) on the counts so far; ratings and 95 % Fisher intervals, Elo scale."""
+    from ranking import bootstrap as bs
+    from ranking import bradley_terry as bt
+    from ranking.stats import PairCounts
+
+    m = wins.shape[0]
+    first, second = np.triu_indices(m, 1)
+    played = (wins[first, second] + wins[second, first] + ties[first, second]) > 0
+    first, second = first[played], second[played]
+    counts = PairCounts(first.astype(np.int32), second.astype(np.int32), wins[first, second],
+                        wins[second, first], ties[first, second], m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bt.fit_bradley_terry(counts, ties="davidson", warn=False)
+        intervals = bs.sandwich_intervals(counts, fit, ties="davidson", robust=False)
+    return fit.ratings, intervals.low, intervals.high
+
+
+def separated(arena: Arena, ratings, low, high) -> bool:
+    if not np.isfinite(ratings).all():
+        return False
+    tiers = arena.tier.max() + 1
+    return all(low[arena.tier == t].min() > high[arena.tier == t + 1].max() for t in range(tiers - 1))
+
+
+def simulate(arena: Arena, policy: str, *, max_votes: int, refit_every: int, refresh_every: int,
+             seed: int) -> Result:
+    started = time.perf_counter()
+    rule = RULE._replace(policy=policy)
+    m = arena.truth.shape[0]
+    rng = np.random.default_rng(seed)
+    draw_rng = random.Random(seed)
+    wins, ties = np.zeros((m, m)), np.zeros((m, m))
+    since_wins, since_ties = np.zeros((m, m)), np.zeros((m, m))
+    labs = arena.lab.max() + 1
+    lab_sides, lab_rule = np.zeros(labs), np.zeros(labs)
+    base = sampling.state_from_intervals(np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan))
+    tau_votes = TAU_VOTES_PER_MODEL * m
+    votes_to_separate, tau_at_n, curve = None, float("nan"), []
+    votes, information = 0, 0.0
+    while votes < max_votes:
+        # the service's refresh: the newest "snapshot" plus the votes counted since
+        first, second = np.nonzero(np.triu(since_wins + since_wins.T + since_ties, 1))
+        state = sampling.update_with_votes(base, first, second,
+                                           since_wins[first, second] + since_ties[first, second] / 2,
+                                           since_wins[first, second] + since_wins[second, first]
+                                           + since_ties[first, second])
+        can = np.flatnonzero(arena.joins_at <= votes)
+        played = wins.sum(axis=1) + wins.sum(axis=0) + ties.sum(axis=1)
+        scores = sampling.active_pair_scores(sampling.ActiveState(state.strengths[can], state.variances[can])) \
+            if policy == "active" else None
+        probabilities = sampling.pair_probabilities(rule, arena.weights[can], votes=played[can], scores=scores)
+        shares = sampling.model_shares(probabilities)
+        block = min(refresh_every, max_votes - votes)
+        lab_rule += block * 2 * np.bincount(arena.lab[can], shares, labs)
+        pairs = np.array([sampling.draw_pair(rule, arena.weights[can], draw_rng, votes=played[can], scores=scores)
+                          for _ in range(block)])
+        a, b = can[pairs[:, 0]], can[pairs[:, 1]]
+        lab_sides += np.bincount(arena.lab[a], minlength=labs) + np.bincount(arena.lab[b], minlength=labs)
+        d = arena.truth[a] - arena.truth[b]
+        norm = np.exp(d / 2) + np.exp(-d / 2) + NU
+        information += davidson_information(d).sum()
+        u = rng.random(block)
+        a_wins = u < np.exp(d / 2) / norm
+        tied = ~a_wins & (u < (np.exp(d / 2) + NU) / norm)
+        b_wins = ~a_wins & ~tied
+        for target_wins, target_ties in ((wins, ties), (since_wins, since_ties)):
+            np.add.at(target_wins, (a[a_wins], b[a_wins]), 1)
+            np.add.at(target_wins, (b[b_wins], a[b_wins]), 1)
+            np.add.at(target_ties, (a[tied], b[tied]), 1)
+            np.add.at(target_ties, (b[tied], a[tied]), 1)
+        votes += block
+        if votes % refit_every == 0 or votes >= max_votes:
+            ratings, low, high = refit(wins, ties)
+            rated = np.isfinite(ratings)
+            tau = kendalltau(arena.truth[rated], ratings[rated]).statistic if rated.sum() > 1 else float("nan")
+            curve.append((votes, tau))
+            if votes_to_separate is None and separated(arena, ratings, low, high):
+                votes_to_separate = votes
+            if votes == tau_votes:
+                tau_at_n = tau
+            base = sampling.state_from_intervals(ratings, low, high)
+            since_wins[:], since_ties[:] = 0, 0
+            if votes_to_separate is not None and votes >= tau_votes:
+                break
+    return Result(policy, votes_to_separate, tau_at_n, curve, lab_sides / lab_sides.sum(),
+                  lab_rule / lab_rule.sum(), votes, time.perf_counter() - started, information / votes)
+
+
+def davidson_information(d):
+    """Fisher information about d = theta_a - theta_b of one Davidson battle: E[(d/dd log P(outcome))^2]."""
+    half = np.exp(d / 2), np.exp(-d / 2)
+    norm = half[0] + half[1] + NU
+    p_a, p_b = half[0] / norm, half[1] / norm
+    slope = (half[0] - half[1]) / (2 * norm)  # d/dd log norm
+    return p_a * (0.5 - slope) ** 2 + p_b * (-0.5 - slope) ** 2 + (1 - p_a - p_b) * slope**2
+
+
+def votes_to_reach(curve, tau: float) -> int | None:
+    return next((votes for votes, value in curve if value >= tau), None)
+
+
+def time_per_pick(m: int = 300, picks: int = 2000, seed: int = 1) -> dict:
+    """Seconds per draw_pair at m models, each policy: the active one restricts its cached score matrix to the
+    models that can answer (90 % of them here), as the service does for each battle."""
+    rng = np.random.default_rng(seed)
+    ratings = rng.normal(1000, 150, m)
+    half = rng.uniform(10, 60, m)
+    state = sampling.state_from_intervals(ratings, ratings - half, ratings + half)
+    scores = sampling.active_pair_scores(state)
+    weights = np.ones(m)
+    votes = rng.integers(0, 1000, m)
+    draw_rng = random.SystemRandom()
+    timings = {}
+    for policy in sampling.POLICIES:
+        rule = sampling.SamplingRule(policy=policy)
+        can = np.sort(rng.choice(m, int(0.9 * m), replace=False))
+        started = time.perf_counter()
+        for _ in range(picks):
+            sub = scores[np.ix_(can, can)] if policy == "active" else None
+            sampling.draw_pair(rule, weights[can], draw_rng, votes=votes[can], scores=sub)
+        timings[policy] = (time.perf_counter() - started) / picks
+    started = time.perf_counter()
+    for _ in range(20):
+        sampling.active_pair_scores(state)
+    timings["refresh (active scores)"] = (time.perf_counter() - started) / 20
+    return timings
+
+
+def _fmt_votes(votes: int | None, budget: int) -> str:
+    return f"{votes:,}" if votes is not None else f"> {budget:,}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="20 and 100 models only (under a minute)")
+    parser.add_argument("--models", type=int, nargs="*", help="arena sizes (default 20 100 300)")
+    parser.add_argument("--policies", nargs="*", default=list(sampling.POLICIES), choices=sampling.POLICIES)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sizes = args.models or ([20, 100] if args.quick else [20, 100, 300])
+    print(f"truth: tiers of equal ratings {GAP_ELO:g} Elo apart, Davidson ties nu={NU} (23 % between equals); "
+          f"labs of {', '.join(f'{s:.0%}' for s in LAB_SIZES)} of the models; weights "
+          f"{', '.join(f'{w:g} for {s:.0%}' for w, s in WEIGHTS)}, 1 for the rest; {LATE_SHARE:.0%} of the models "
+          f"join after {LATE_JOIN_PER_MODEL}*M votes")
+    print(f"rule settings: boost {RULE.boost:g} below {RULE.provisional_votes} votes, active floor {RULE.floor:g}")
+    print("separated: every neighbouring pair of true tiers t, t+1 has min ci_low(t) > max ci_high(t+1), 95 % "
+          "Fisher intervals of a Bradley-Terry (Davidson) refit")
+    ratios = {}
+    for m in sizes:
+        tiers = ARENAS.get(m, max(2, m // 10))
+        arena = make_arena(m, tiers, args.seed)
+        refit_every = max(100, 5 * m)
+        refresh_every = max(20, m // 2)
+        max_votes = 1000 * m if not args.quick else 400 * m
+        print(f"\n== {m} models in {tiers} tiers: refit every {refit_every} votes, refresh every {refresh_every}, "
+              f"tau after N = {TAU_VOTES_PER_MODEL * m:,} votes, budget {max_votes:,} votes")
+        print(f"{'policy':<16} {'votes to separate':>18} {'tau@N':>7} {'lab share vs rule (max |d|)':>28} "
+              f"{'info/vote':>9} {'seconds':>8}")
+        results = {}
+        for policy in args.policies:
+            result = simulate(arena, policy, max_votes=max_votes, refit_every=refit_every,
+                              refresh_every=refresh_every, seed=args.seed + 1)
+            results[policy] = result
+            deviation = np.max(np.abs(result.lab_observed / result.lab_rule - 1))
+            print(f"{policy:<16} {_fmt_votes(result.votes_to_separate, max_votes):>18} {result.tau_at_n:>7.3f} "
+                  f"{deviation:>27.1%} {result.information:>9.3f} {result.seconds:>8.1f}")
+        by_count = np.bincount(arena.lab) / m
+        print("lab shares of battle sides, observed (rule) [share by number of models]:")
+        for lab in range(len(by_count)):
+            cells = "  ".join(f"{p}: {results[p].lab_observed[lab]:.3f} ({results[p].lab_rule[lab]:.3f})"
+                              for p in results)
+            print(f"  lab {lab} [{by_count[lab]:.3f}]  {cells}")
+        if "active" in results and "uniform" in results:
+            active, uniform = results["active"], results["uniform"]
+            if active.votes_to_separate and uniform.votes_to_separate:
+                ratios[m] = active.votes_to_separate / uniform.votes_to_separate
+            reach = votes_to_reach(active.tau_curve, uniform.tau_at_n)
+            print(f"active reaches uniform's tau@N ({uniform.tau_at_n:.3f}) after "
+                  f"{_fmt_votes(reach, active.votes)} votes (N = {TAU_VOTES_PER_MODEL * m:,}); separation "
+                  f"ratio {ratios.get(m, float('nan')):.2f}")
+    print("\ntime per pick, 300 models (draw_pair; the service adds its eligibility query):")
+    for name, seconds in time_per_pick().items():
+        print(f"  {name:<24} {seconds * 1e3:8.3f} ms")
+    print(f"Targets: active/uniform votes <= {TARGET_RATIO}; every lab within {TARGET_LAB_DEVIATION:.0%} of its rule")
+    if 100 in sizes:
+        print(f"votes ratio active/uniform: {ratios.get(100, float('nan')):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
