@@ -6,10 +6,10 @@ import secrets
 from flask import Blueprint, Response, current_app, jsonify, request, session as cookie
 from sqlalchemy import select
 
-from arena import battles, challenge, db, ratelimit, snapshots
+from arena import battles, challenge, db, ratelimit, sampling, snapshots
 from arena.errors import ApiError
 from arena.openapi import MAX_ID
-from arena.models import WINNERS, Model, Prompt
+from arena.models import WINNERS, Prompt
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -47,11 +47,8 @@ def list_prompts():
 
 @bp.get("/sampling")
 def sampling_policy():
-    """The published sampling rule: every active model's weight (a pair is drawn with odds w_i · w_j)."""
-    models = db.session().scalars(select(Model).where(Model.status == "active").order_by(Model.name)).all()
-    return {"policy": "weighted pairs, probability proportional to the product of the two weights",
-            "models": [{"model": m.name, "organization": m.organization, "weight": m.sampling_weight,
-                        "kind": m.kind} for m in models]}
+    """The published sampling rule: the policy, its settings, and each active model's weight and share."""
+    return sampling.published(current_app._get_current_object(), db.session())
 
 
 @bp.post("/battles")

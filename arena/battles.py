@@ -117,24 +117,18 @@ def eligible_models(session: Session, prompt_id: int | None) -> list[Candidate]:
 
 
 def pick_pair(models: list[Candidate], rng=_system_random) -> tuple[Candidate, Candidate]:
-    """Two different models, the pair {i, j} drawn with probability proportional to w_i · w_j.
+    """Two different models by the weighted rule, the pair {i, j} with probability proportional to w_i · w_j.
 
-    With equal weights that is uniform over pairs, so every model is in a battle equally often; the weights
-    are the operators' published per-model sampling weights. Drawn in two steps, in time linear in the number
-    of models (not one weight per pair): the first model i with odds w_i · (W - w_i), W the total weight (its
-    share of all pairs), then the second among the others with odds w_j, so the ordered pair has probability
-    w_i · w_j / Z. The sides are then shuffled.
+    The same draw as the service's (`ranking.sampling.draw_pair`, linear in the number of models, sides
+    shuffled) for callers that hold candidates but no configured policy; battles go through
+    `arena.sampling.pick_pair`, which applies the operator's policy and leaves failing models out.
     """
-    weights = [m.sampling_weight for m in models]
-    total = sum(weights)
-    first_odds = [w * (total - w) for w in weights]
-    if len(models) < 2 or not any(first_odds):
+    from ranking.sampling import SamplingRule, draw_pair
+
+    pair = draw_pair(SamplingRule(policy="weighted"), [m.sampling_weight for m in models], rng)
+    if pair is None:
         raise ApiError(503, "no_models", "Not enough models can answer this prompt right now.")
-    i = rng.choices(range(len(models)), weights=first_odds)[0]
-    others = models[:i] + models[i + 1:]
-    second = rng.choices(others, weights=weights[:i] + weights[i + 1:])[0]
-    first = models[i]
-    return (first, second) if rng.random() < 0.5 else (second, first)
+    return models[pair[0]], models[pair[1]]
 
 
 class NewBattle(NamedTuple):
@@ -149,8 +143,13 @@ _INSERT_BATTLE, _INSERT_MESSAGES, _INSERT_VOTE = insert(_battles), insert(_messa
 
 
 def create_battle(session: Session, *, prompt_text: str | None, prompt_id: int | None, voter: str,
-                  address: str | None) -> NewBattle:
-    """Pair two eligible models on the prompt and store the battle with each side's first user message."""
+                  address: str | None, app: Flask | None = None) -> NewBattle:
+    """Pair two eligible models on the prompt by the sampling policy (arena.sampling; `app`: the current one by
+    default) and store the battle, with the policy that drew it, and each side's first user message."""
+    from flask import current_app
+
+    from arena import sampling
+
     attribution = None
     if prompt_id is not None:
         prompt = session.execute(_PROMPT, {"prompt_id": prompt_id}).first()
@@ -159,12 +158,12 @@ def create_battle(session: Session, *, prompt_text: str | None, prompt_id: int |
         prompt_text = prompt.text
         attribution = LLMFAO_ATTRIBUTION if prompt.source == "llmfao" else None
     models = eligible_models(session, prompt_id)
-    model_a, model_b = pick_pair(models)
+    model_a, model_b, policy = sampling.pick_pair(app or current_app._get_current_object(), session, models)
     battle_id = secrets.token_urlsafe(16)
     session.execute(_INSERT_BATTLE, dict(
         id=battle_id, prompt_id=prompt_id, prompt_text=prompt_text, model_a_id=model_a.id, model_b_id=model_b.id,
         state="created", voter=voter, address_hash=address,
-        sampling_policy="weighted" if any(m.sampling_weight != 1.0 for m in models) else "uniform"))
+        sampling_policy=policy))
     session.execute(_INSERT_MESSAGES, [dict(battle_id=battle_id, side=side, turn=0, role="user",
                                             content=prompt_text, complete=True) for side in SIDES])
     session.commit()

@@ -78,13 +78,29 @@ class Config:
         # counted votes below which a rating is marked provisional (FastChat shows a model from 300), and a new
         # snapshot after this many new counted votes (0: only when an operator runs `arena snapshot`).
         self.SNAPSHOT_REPLICATES = int(_number("ARENA_SNAPSHOT_REPLICATES", 1000))
-        # The style-controlled board's bootstrap resamples battle rows, not pair counts: each replicate refits
-        # every battle row (a million at a large arena, against 60,000 pair cells), so it takes fewer replicates.
-        self.SNAPSHOT_STYLE_REPLICATES = int(_number("ARENA_SNAPSHOT_STYLE_REPLICATES", 100))
+        # The style-controlled board is fitted on battle rows, not pair counts: a bootstrap replicate refits every
+        # row (a million at a large arena: ~0.5 s each). 0, the default, gives sandwich intervals instead, the
+        # row bootstrap's large-sample limit, in one pass over the rows (ranking.style.sandwich_style_intervals);
+        # 2 or more gives a row bootstrap of that many replicates.
+        self.SNAPSHOT_STYLE_REPLICATES = int(_number("ARENA_SNAPSHOT_STYLE_REPLICATES", 0))
         self.SNAPSHOT_SEED = int(_number("ARENA_SNAPSHOT_SEED", 0))
         self.SNAPSHOT_TIES = os.environ.get("ARENA_SNAPSHOT_TIES") or "half"
         self.PROVISIONAL_VOTES = int(_number("ARENA_PROVISIONAL_VOTES", 300))
         self.SNAPSHOT_EVERY_VOTES = int(_number("ARENA_SNAPSHOT_EVERY_VOTES", 1000))
+        # Which pair answers a battle (arena.sampling, ranking.sampling): uniform | weighted | new_model_boost |
+        # active. The boost multiplies a provisional model's weight (new_model_boost); the floor is the share of
+        # battles the active policy draws by the weighted rule, so every model keeps at least that fraction of
+        # its weighted share, and the focus the exponent on its scores (bench/sampling.py). Each process re-reads
+        # the fit at most every REFRESH seconds. A model whose calls in the last FAILING_SECONDS failed at
+        # FAILING_RATE or more (over FAILING_MIN_CALLS calls at least) is not drawn until its failures age out.
+        self.SAMPLING_POLICY = os.environ.get("ARENA_SAMPLING_POLICY") or "active"
+        self.SAMPLING_BOOST = _number("ARENA_SAMPLING_BOOST", 3.0)
+        self.SAMPLING_ACTIVE_FLOOR = _number("ARENA_SAMPLING_ACTIVE_FLOOR", 0.1)
+        self.SAMPLING_ACTIVE_FOCUS = _number("ARENA_SAMPLING_ACTIVE_FOCUS", 3.0)
+        self.SAMPLING_REFRESH_SECONDS = _number("ARENA_SAMPLING_REFRESH_SECONDS", 5.0)
+        self.SAMPLING_FAILING_RATE = _number("ARENA_SAMPLING_FAILING_RATE", 0.5)
+        self.SAMPLING_FAILING_MIN_CALLS = int(_number("ARENA_SAMPLING_FAILING_MIN_CALLS", 4))
+        self.SAMPLING_FAILING_SECONDS = _number("ARENA_SAMPLING_FAILING_SECONDS", 600.0)
         # Vote integrity rules applied by every snapshot build (arena.integrity; bench/rigging.py measures them).
         # A voter's counted votes per UTC day: reading two answers takes a minute or more, so 100 a day is
         # hours of reading; beyond it a voter looks like a script. 0: no cap.

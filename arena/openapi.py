@@ -236,15 +236,30 @@ class PromptList(_Out):
     attribution: str | None = None
 
 
+class FailingCalls(_Out):
+    failed: int
+    calls: int
+
+
 class SampledModel(_Out):
     model: str
     organization: str
-    weight: float
+    weight: float = Field(description="The operator's published weight (0: never drawn)")
     kind: str
+    votes: int = Field(description="Counted votes: the newest snapshot's and those since")
+    provisional: bool
+    share: float = Field(description="Expected share of battle sides under the rule now, for a prompt every "
+                                     "active model answers (shares sum to 1)")
+    failing: FailingCalls | None = Field(description="Set when the model's recent calls failed too often: it is "
+                                                     "not drawn until they age out")
 
 
 class SamplingOut(_Out):
-    policy: str
+    policy: Literal["uniform", "weighted", "new_model_boost", "active"]
+    rule: str
+    settings: dict[str, Any]
+    snapshot: int | None = Field(description="The snapshot whose fit the rule reads (active, new_model_boost)")
+    refreshed_at: str
     models: list[SampledModel]
 
 
@@ -529,7 +544,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/api/v1/keys/rotate", "Replace your API key (the old one stops working at once)", "labs",
               {200: KeyRotated, 401: ErrorBody}, auth=True),
     Operation("get", "/api/v1/prompts", "The prompt set", "voters", {200: PromptList}),
-    Operation("get", "/api/v1/sampling", "The published sampling weights", "voters", {200: SamplingOut}),
+    Operation("get", "/api/v1/sampling", "The sampling policy: its rule, settings, each model's weight and share",
+              "voters", {200: SamplingOut}),
     Operation("post", "/api/v1/battles", "Start a battle", "voters",
               {201: BattleCreated, 400: ErrorBody, 404: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody},
               body=BattleCreate),

@@ -60,7 +60,7 @@ class SnapshotSettings(NamedTuple):
     """The service's ranking settings (ARENA_SNAPSHOT_* and ARENA_PROVISIONAL_VOTES), recorded in each snapshot."""
 
     replicates: int
-    style_replicates: int  # the style-controlled board refits every battle row per replicate: far dearer
+    style_replicates: int  # 0: sandwich intervals on the style board (a row bootstrap refits every battle row)
     seed: int
     ties: str
     provisional_votes: int
@@ -235,7 +235,7 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
                   "last_vote_id": cut},
         "counting_rules": [{"name": name, "description": text} for name, text in COUNTING_RULES],
         "integrity": checked.report,  # the integrity rules' settings, votes excluded and voters flagged by each
-        "sampling": _sampling_policy(models),
+        "sampling": _sampling_policy(models, app.config),
         "reproduce": {name: _reproduce(board["options"], name) for name, board in named_boards(boards)},
         "boards": boards,
         "models": _registry(models, battles),
@@ -462,19 +462,18 @@ def _canonical_battles(encoded, version: int):
 
 def _vote_file(encoded, votes: _Votes) -> bytes:
     """Every vote considered, one JSON line each: the battle file's fields, plus the vote's id, source, and
-    whether it counted (with the rule that left it out)."""
+    whether it counted (with the rule that left it out). Each line is the battle's canonical line with those
+    fields spliced in around it, the bytes orjson would write for {"vote", **battle, "source", "counted",
+    "excluded"}, without parsing and dumping a million lines again."""
     import orjson
 
-    from ranking import write_battles_jsonl
+    from ranking.data import battles_jsonl_lines
 
-    with tempfile.TemporaryDirectory(prefix="arena-snapshot-") as folder:
-        path = os.path.join(folder, "votes.jsonl")
-        write_battles_jsonl(encoded, path)
-        with open(path, "rb") as f:
-            lines = f.read().splitlines()
-    return b"".join(orjson.dumps({"vote": vote_id, **orjson.loads(line), "source": source,
-                                  "counted": reason is None, "excluded": reason}, option=orjson.OPT_APPEND_NEWLINE)
-                    for line, vote_id, source, reason in zip(lines, votes.id, votes.source, votes.reason))
+    quoted = {value: orjson.dumps(value) for value in {*votes.source, *votes.reason}}
+    return b"".join(b'{"vote":%d,%b,"source":%b,"counted":%b,"excluded":%b}\n' % (
+        vote_id, line[1:-2], quoted[source], b"true" if reason is None else b"false", quoted[reason])
+        for line, vote_id, source, reason in zip(battles_jsonl_lines(encoded), votes.id, votes.source,
+                                                 votes.reason))
 
 
 def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: SnapshotSettings,
@@ -536,10 +535,12 @@ def _registry(models: dict[int, _ModelInfo], battles) -> list[dict]:
             for info in sorted(models.values(), key=lambda info: info.name)]
 
 
-def _sampling_policy(models: dict[int, _ModelInfo]) -> dict:
+def _sampling_policy(models: dict[int, _ModelInfo], config) -> dict:
+    """The sampling policy in force (name, rule, settings: arena.sampling) and every active model's weight."""
+    from arena.sampling import snapshot_record
+
     active = sorted((info for info in models.values() if info.status == "active"), key=lambda info: info.name)
-    return {"policy": "weighted pairs, probability proportional to the product of the two weights",
-            "weights": {info.name: info.sampling_weight for info in active}}
+    return {**snapshot_record(config), "weights": {info.name: info.sampling_weight for info in active}}
 
 
 def _canonical_text(document: dict) -> str:

@@ -260,6 +260,9 @@ def test_a_battle_costs_few_statements(app, client, session, recorded_pair):
     for i in range(20):  # models that cannot answer this prompt cost nothing more
         gen_recorded_model(session, f"Other {i}", "O", {})
     app.config["SNAPSHOT_EVERY_VOTES"] = 0  # the automatic snapshot check has its own queries, counted elsewhere
+    from arena import sampling
+
+    sampling.policy_state(app, session)  # read once per process every few seconds (tests/arena/test_sampling.py)
     with statements(app) as created:
         battle_id = client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"]
     assert created == {"sql": ["SELECT", "SELECT", "INSERT", "INSERT"], "commits": 1}
