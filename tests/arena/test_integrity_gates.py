@@ -416,3 +416,20 @@ def test_idle_keys_are_forgotten(monkeypatch):
     clock[0] += 61 + limiter.SWEEP_SECONDS
     limiter.hit(parse("2/minute"), "votes", "voter", "new")
     assert len(limiter._hits) == 1
+
+
+def test_a_redis_that_never_answers_costs_one_request_a_timeout_then_memory(caplog):
+    """A server that accepts connections and never replies (a hung Redis, a half-open network path)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        limiter = ratelimit.RateLimiter(ratelimit.parse_limits({"RATE_LIMIT_VOTES_PER_VOTER": "2/minute"}), url)
+        started = time.monotonic()
+        first = limiter.hit("votes", {"voter": "v"})
+        waited = time.monotonic() - started
+        started = time.monotonic()
+        rest = [limiter.hit("votes", {"voter": "v"}) for _ in range(2)]
+        assert first is None and rest[0] is None and rest[1] is not None  # limited all along, in memory
+        assert waited < 2 * ratelimit.REDIS_TIMEOUT + 0.5 and time.monotonic() - started < 0.1
+    assert len([r for r in caplog.records if "is unreachable" in r.getMessage()]) == 1
