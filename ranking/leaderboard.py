@@ -152,7 +152,8 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
             with clock("style"):
                 ratings, low, high, samples, style_coefficients = _style_controlled(battles, keep, options,
                                                                                     fit_options)
-            method = f"bootstrap ({options.replicates} replicates, style-controlled rows)"
+            method = (f"bootstrap ({options.replicates} replicates, style-controlled rows)" if options.replicates
+                      else "sandwich (robust normal approximation, style-controlled rows)")
         else:
             with clock("fit"):
                 fit = bt.fit_bradley_terry(counts, ties=options.ties, prior=options.prior, names=battles.models,
@@ -222,8 +223,6 @@ def _style_controlled(battles: Battles, keep, options: RankingOptions, fit_optio
 
     if options.ties != "half":
         raise ValueError("style control is fitted with half-win ties only")
-    if not options.replicates:
-        raise ValueError("style control reports bootstrap intervals: use at least 2 replicates")
     used = style_features_used(battles, keep)
     counts = battles.style[keep].copy()
     # A feature that no selected battle reports is held constant: it standardises to 0 and gets no coefficient.
@@ -234,12 +233,18 @@ def _style_controlled(battles: Battles, keep, options: RankingOptions, fit_optio
             len(battles.models))
     weights = None if battles.weight is None else battles.weight[rows]
     fit = style.fit_style_controlled(*args, prior=options.prior, weights=weights, **fit_options)
-    boot = style.bootstrap_style_controlled(*args, replicates=options.replicates, seed=options.seed,
-                                            prior=options.prior, confidence=options.confidence, weights=weights,
-                                            **fit_options)
+    if options.replicates:
+        boot = style.bootstrap_style_controlled(*args, replicates=options.replicates, seed=options.seed,
+                                                prior=options.prior, confidence=options.confidence,
+                                                weights=weights, **fit_options)
+        samples = boot.rating_samples
+    else:  # one pass over the rows instead of a fit per replicate (see style.sandwich_style_intervals)
+        boot = style.sandwich_style_intervals(*args, confidence=options.confidence, fit=fit, prior=options.prior,
+                                              weights=weights, **fit_options)
+        samples = None
     coefficients = {name: {"value": float(fit.coefficients[i]), "ci_low": float(boot.coef_low[i]),
                            "ci_high": float(boot.coef_high[i])} for i, name in enumerate(names) if i in used}
-    return fit.ratings, boot.ratings_low, boot.ratings_high, boot.rating_samples, coefficients
+    return fit.ratings, boot.ratings_low, boot.ratings_high, samples, coefficients
 
 
 def tiers(ratings, low, high, samples=None, *, confidence: float = 0.95) -> list[int]:

@@ -206,39 +206,68 @@ def _derivatives(x, eta, problem: _Problem, prior):
     """Analytic gradient and minus the Hessian of `_objective` at x (eta: its linear predictor).
 
     Per row: residual r = w (y - p) and curvature h = w p (1 - p), with 1 - p = sigmoid(-eta) computed without
-    cancellation. The gradient scatters r per model (+ side a, - side b) and sums z_j r; minus the Hessian,
-    (m + p, m + p), is assembled by scatter-adds and sums in O(n p^2 + m^2):
-        theta-theta: h on the (a, b) cells, symmetrised, as a weighted Laplacian, + prior I + gauge 1 1^T
-        theta-beta:  h z_j per model (+ side a, - side b);   beta-beta: sum h z_j z_k
+    cancellation. The gradient scatters r per model (+ side a, - side b) and sums z_j r; minus the Hessian is
+    the rows' curvature matrix (`_curvature_blocks` with h) + prior I + gauge 1 1^T on the theta block.
     """
     m = problem.real_model.shape[0]
-    a, b, z, y = problem.model_a, problem.model_b, problem.covariates, problem.target
+    z = problem.covariates
     p = z.shape[0]
     theta = x[:m]
-    # p = sigmoid(eta) and 1 - p = sigmoid(-eta) from one exponential, each without cancellation.
+    r, h = _residual_and_curvature(eta, problem)
+    gauge = _tree_sum(problem.real_model * theta) * problem.real_model
+    g_theta = _per_model(r, problem) - prior * theta - gauge
+    g_beta = jnp.stack([_tree_sum(r * z[j]) for j in range(p)]) if p else jnp.zeros(0)
+    gradient = jnp.concatenate([g_theta, g_beta])
+    laplacian, theta_beta, beta_beta = _curvature_blocks(h, problem)
+    theta_theta = laplacian + prior * jnp.eye(m) + jnp.outer(problem.real_model, problem.real_model)
+    return gradient, jnp.block([[theta_theta, theta_beta], [theta_beta.T, beta_beta]])
+
+
+def _residual_and_curvature(eta, problem: _Problem):
+    """r = w (y - p) and h = w p (1 - p) per row, p = sigmoid(eta) and 1 - p = sigmoid(-eta) from one
+    exponential, each without cancellation."""
     small = jnp.exp(-jnp.abs(eta))
     big_side, small_side = 1 / (1 + small), small / (1 + small)
     prob_a, prob_b = jnp.where(eta >= 0, big_side, small_side), jnp.where(eta >= 0, small_side, big_side)
-    r = problem.weight * (y * prob_b - (1 - y) * prob_a)
-    h = problem.weight * prob_a * prob_b
+    y = problem.target
+    return problem.weight * (y * prob_b - (1 - y) * prob_a), problem.weight * prob_a * prob_b
 
-    def per_model(values):  # sum over the rows where the model is side a, minus where it is side b
-        return (jax.ops.segment_sum(values, a, num_segments=m) - jax.ops.segment_sum(values, b, num_segments=m))
 
-    gauge = _tree_sum(problem.real_model * theta) * problem.real_model
-    g_theta = per_model(r) - prior * theta - gauge
-    g_beta = jnp.stack([_tree_sum(r * z[j]) for j in range(p)]) if p else jnp.zeros(0)
+def _per_model(values, problem: _Problem):
+    """Sum over the rows where the model is side a, minus where it is side b."""
+    m = problem.real_model.shape[0]
+    return (jax.ops.segment_sum(values, problem.model_a, num_segments=m)
+            - jax.ops.segment_sum(values, problem.model_b, num_segments=m))
+
+
+def _curvature_blocks(h, problem: _Problem):
+    """The blocks of sum_rows h x x^T, x = (e_a - e_b, z) the row's design vector, in O(n p^2 + m^2):
+        theta-theta: h on the (a, b) cells, symmetrised, as a weighted Laplacian
+        theta-beta:  h z_j per model (+ side a, - side b);   beta-beta: sum h z_j z_k
+    With h = w p (1 - p) it is the data part of minus the Hessian; with h = r^2 the sandwich's meat."""
+    m = problem.real_model.shape[0]
+    a, b, z = problem.model_a, problem.model_b, problem.covariates
+    p = z.shape[0]
     pair = jax.ops.segment_sum(h, a * m + b, num_segments=m * m).reshape(m, m)
     pair = pair + pair.T
-    theta_theta = (jnp.diag(_tree_sum(pair)) - pair + prior * jnp.eye(m)
-                   + jnp.outer(problem.real_model, problem.real_model))
+    laplacian = jnp.diag(_tree_sum(pair)) - pair
     hz = [h * z[j] for j in range(p)]
-    theta_beta = jnp.stack([per_model(column) for column in hz], axis=1) if p else jnp.zeros((m, 0))
+    theta_beta = jnp.stack([_per_model(column, problem) for column in hz], axis=1) if p else jnp.zeros((m, 0))
     products = {(j, k): _tree_sum(hz[j] * z[k]) for j in range(p) for k in range(j + 1)}
     beta_beta = (jnp.stack([jnp.stack([products[max(j, k), min(j, k)] for k in range(p)]) for j in range(p)])
                  if p else jnp.zeros((0, 0)))
-    gradient = jnp.concatenate([g_theta, g_beta])
-    return gradient, jnp.block([[theta_theta, theta_beta], [theta_beta.T, beta_beta]])
+    return laplacian, theta_beta, beta_beta
+
+
+@jax.jit
+def _sandwich_parts(x, problem: _Problem, prior):
+    """(bread, meat) at x: minus the Hessian of the objective, and sum_rows s s^T with s = r x the rows'
+    scores (r = w (y - p), so a row of weight w counts as w^2, as in the Poisson bootstrap's w * Poisson(1))."""
+    eta = _linear_predictor(x, problem)
+    _, bread = _derivatives(x, eta, problem, prior)
+    r, _ = _residual_and_curvature(eta, problem)
+    laplacian, theta_beta, beta_beta = _curvature_blocks(r * r, problem)
+    return bread, jnp.block([[laplacian, theta_beta], [theta_beta.T, beta_beta]])
 
 
 def _gradient(x, problem: _Problem, prior):
@@ -496,3 +525,77 @@ def bootstrap_style_controlled(model_a, model_b, outcome, covariates, n_models: 
         converged=converged,
         fit=fit,
     )
+
+
+class StyleSandwich(NamedTuple):
+    """Normal-approximation intervals of a style-controlled fit from the sandwich (robust) covariance.
+
+    ratings_low / ratings_high: (m,) Elo; coef_low / coef_high: (p,); ratings_se: (m,) standard errors in Elo
+    points of each rating (as reported: against the mean, or against the anchor); coef_se: (p,);
+    fit: the full-data StyleFit.
+    """
+
+    ratings_low: np.ndarray
+    ratings_high: np.ndarray
+    coef_low: np.ndarray
+    coef_high: np.ndarray
+    ratings_se: np.ndarray
+    coef_se: np.ndarray
+    fit: StyleFit
+
+
+def sandwich_style_intervals(model_a, model_b, outcome, covariates, n_models: int, *, confidence: float = 0.95,
+                             fit: StyleFit | None = None, **fit_options) -> StyleSandwich:
+    """Intervals for a style-controlled fit without refitting: V = H^-1 B H^-1 at the fit.
+
+    H is minus the Hessian of the penalised objective, B = sum_rows s s^T the rows' score outer products
+    (`_sandwich_parts`). It is the large-sample limit of the row-level Poisson bootstrap (which reweights the
+    same score terms), at the cost of one pass over the rows instead of one Newton fit per replicate: on a
+    million rows, ~1 s instead of ~0.5 s per replicate. It stays honest when the model's variance is wrong
+    (half-win ties), like `ranking.bootstrap.sandwich_intervals` for the pair-count fit. Ratings are contrasts
+    (against the mean strength, or the anchor), so the direction fixed by the gauge term drops out.
+    fit_options are those of fit_style_controlled; `fit`, when given, must be its result on the same rows.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    unknown = set(fit_options) - {"prior", "anchor", "anchor_rating", "scale", "base", "tol", "max_iter",
+                                  "weights"}
+    if unknown:
+        raise TypeError(f"unknown fit options: {sorted(unknown)}")
+    if fit is None:
+        fit = fit_style_controlled(model_a, model_b, outcome, covariates, n_models, **fit_options)
+    options = dict(prior=DEFAULT_PRIOR, anchor=None, anchor_rating=1000.0, scale=400.0, base=10.0,
+                   weights=None) | fit_options
+    model_a, model_b, outcome, covariates, weights = _check_rows(model_a, model_b, outcome, covariates,
+                                                                  n_models, options["weights"])
+    problem, _ = _make_problem(model_a, model_b, outcome, covariates, weights, n_models)
+    models, p = problem.real_model.shape[0], covariates.shape[1]
+    x = jnp.asarray(np.concatenate([fit.strengths, np.zeros(models - n_models), fit.coefficients]))
+    bread, meat = (np.asarray(part) for part in _sandwich_parts(x, problem, jnp.float64(options["prior"])))
+    # The padding models have no rows: they decouple (their bread is prior I, their meat 0). Drop them.
+    keep = np.r_[np.arange(n_models), models + np.arange(p)]
+    bread, meat = bread[np.ix_(keep, keep)], meat[np.ix_(keep, keep)]
+    # A parameter without curvature (a covariate that is 0 on every row: a feature no battle reports) carries no
+    # information and does not move in the bootstrap either (the Newton solve's ridge holds it): variance 0.
+    active = np.flatnonzero(np.diagonal(bread) > 0)
+    bread, meat = bread[np.ix_(active, active)], meat[np.ix_(active, active)]
+    half = np.linalg.solve(bread, meat)  # H^-1 B
+    covariance = np.zeros((keep.size, keep.size))
+    covariance[np.ix_(active, active)] = np.linalg.solve(bread, half.T).T  # H^-1 B H^-1 (B and H symmetric)
+    covariance = (covariance + covariance.T) / 2
+    # Ratings are L theta: theta - mean(theta), or theta - theta_anchor.
+    contrast = np.eye(n_models)
+    if options["anchor"] is None:
+        contrast -= 1.0 / n_models
+    else:
+        contrast[:, options["anchor"]] -= 1.0
+    theta_cov = covariance[:n_models, :n_models]
+    elo = options["scale"] / np.log(options["base"])
+    ratings_se = elo * np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", contrast, theta_cov, contrast), 0.0))
+    coef_se = np.sqrt(np.maximum(np.diagonal(covariance)[n_models:], 0.0))
+    from scipy.stats import norm
+
+    z = norm.ppf(0.5 + confidence / 2)
+    return StyleSandwich(ratings_low=fit.ratings - z * ratings_se, ratings_high=fit.ratings + z * ratings_se,
+                         coef_low=fit.coefficients - z * coef_se, coef_high=fit.coefficients + z * coef_se,
+                         ratings_se=ratings_se, coef_se=coef_se, fit=fit)

@@ -45,12 +45,17 @@ def export(client, version, folder):
     return paths
 
 
-def test_a_demo_snapshot_is_reproduced_exactly_from_its_published_battle_file(demo_app, client, tmp_path, capsys):
+@pytest.mark.parametrize("style_replicates", [0, REPLICATES])  # the style board's sandwich (default), bootstrap
+def test_a_demo_snapshot_is_reproduced_exactly_from_its_published_battle_file(demo_app, client, tmp_path, capsys,
+                                                                              style_replicates):
+    demo_app.config["SNAPSHOT_STYLE_REPLICATES"] = style_replicates
     document = build(demo_app)
     assert document["version"] == 1 and document["votes"]["counted"] == 8931
     assert document["attribution"].startswith("Prompts and answers from the Crowdsourced LLM Benchmark")
     assert set(document["boards"]["categories"]) == {"creativity", "instruct", "knowledge", "reflexion"}
-    assert document["boards"]["style"]["style_coefficients"]  # the demo's recorded answers give lengths
+    style_board = document["boards"]["style"]
+    assert style_board["style_coefficients"]  # the demo's recorded answers give lengths
+    assert style_board["interval_method"].startswith("sandwich" if style_replicates == 0 else "bootstrap")
     snapshot_path, battles_path, key_path = export(client, 1, tmp_path)
 
     assert ranking_main(["verify", str(snapshot_path), str(battles_path), "--public-key", str(key_path)]) == 0

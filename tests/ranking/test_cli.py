@@ -215,3 +215,11 @@ def test_style_control_reports_a_length_effect(tmp_path, capsys):
     length = document["style_coefficients"]["sum_assistant_tokens"]
     assert length["ci_low"] > 0 and length["ci_low"] <= length["value"] <= length["ci_high"]
     assert [m["model"] for m in document["models"]] == ["b", "a", "c"]
+    # --bootstrap 0: sandwich intervals on the same fit, close to the bootstrap's (30 replicates: loosely)
+    assert main(["fit", str(path), "--style", "--bootstrap", "0", "--format", "json"]) == 0
+    sandwich = json.loads(capsys.readouterr().out)
+    assert sandwich["interval_method"].startswith("sandwich")
+    for boot_row, sandwich_row in zip(document["models"], sandwich["models"]):
+        assert sandwich_row["rating"] == boot_row["rating"]
+        width = sandwich_row["ci_high"] - sandwich_row["ci_low"]
+        assert 0.6 < width / (boot_row["ci_high"] - boot_row["ci_low"]) < 1.6
