@@ -79,5 +79,10 @@ export function renderMarkdown(text, { highlight = false } = {}) {
       hljs.highlightElement(block);
     }
   }
+  if (!fragment.textContent.trim() && text.trim() && !fragment.querySelector("img, hr")) {
+    const raw = document.createElement("pre");  // e.g. an answer that is only "#": show what it is
+    raw.textContent = text;
+    fragment.replaceChildren(raw);
+  }
   return fragment;
 }

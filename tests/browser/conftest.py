@@ -207,3 +207,14 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+README_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def readme_screenshot(page, name: str) -> None:
+    """With ARENA_README_SCREENSHOTS=1, the README's pictures are taken again (what the window shows, not the
+    whole page): `ARENA_README_SCREENSHOTS=1 .venv/bin/python -m pytest -p no:xdist tests/browser`."""
+    if os.environ.get("ARENA_README_SCREENSHOTS"):
+        README_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(README_SCREENSHOTS / f"{name}.png"))

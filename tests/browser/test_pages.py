@@ -11,7 +11,7 @@ import pytest
 
 from arena import db, snapshots
 from arena.battles import Identity, identity_leak
-from tests.browser.conftest import ECHO_MODELS, HOSTILE_MODEL, MILESTONE, screenshot
+from tests.browser.conftest import ECHO_MODELS, HOSTILE_MODEL, MILESTONE, readme_screenshot, screenshot
 
 READY_TIMEOUT_MS = 30_000  # both answers complete and the vote open (the loopback models answer in about 1 s)
 VOTE_BUTTONS = "#votes button[data-winner]"
@@ -103,6 +103,9 @@ def test_a_whole_battle_on_the_demo_data_from_the_first_page_to_the_reveal(arena
             assert "not ranked yet" in shown
     assert page.inner_text("#label-a").startswith("Model A: ") and not votes_enabled(page)
     screenshot(page, "arena-reveal-desktop")
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.evaluate("window.scrollTo(0, document.getElementById('status').offsetTop - 16)")
+    readme_screenshot(page, "arena")
     page.keyboard.press("n")  # a new battle
     assert page.is_hidden("#battle") and page.evaluate("document.activeElement.id") == "prompt"
     assert watch.errors == [] and watch.dialogs == []
@@ -233,6 +236,8 @@ def test_the_leaderboard_shows_the_stored_snapshot_its_chart_and_heatmap(arena_s
     assert page.eval_on_selector_all("#heatmap svg rect.cell", "cells => cells.length") == 15 * 14
     assert "provisional" in page.inner_text("#leaderboard")
 
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    readme_screenshot(page, "leaderboard")
     page.click("#leaderboard th:nth-child(3) button")  # sort by model name
     names = page.eval_on_selector_all("#leaderboard tbody td:nth-child(3)", "cells => cells.map(c => c.dataset.sort)")
     assert names == sorted(names, key=str.lower)
