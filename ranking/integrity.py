@@ -223,8 +223,9 @@ class Influence(NamedTuple):
     influence[v, k]: how much voter v's votes moved model k's rating (ratings centred on their mean, as
     published); removing the voter moves it back by about that much. z[v, k]: that push over its standard
     deviation under the null (the voter's votes drawn from the fit). top_model[v]: argmax_k |z[v, k]|;
-    flagged[v]: |z[v, top_model]| >= threshold. threshold: the z the settings give (see
-    influence_concentration).
+    flagged[v]: |z[v, top_model]| >= threshold, or the voter is one of a group pushing one model together.
+    threshold: the z the settings give; pushed: (model, +1 or -1) for each model that a group of voters
+    pushed up or down together (see influence_concentration); group: per voter, flagged as one of them.
     """
 
     influence: np.ndarray
@@ -232,11 +233,13 @@ class Influence(NamedTuple):
     top_model: np.ndarray
     flagged: np.ndarray
     threshold: float
+    pushed: list
+    group: np.ndarray
 
 
 def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, strengths, *, prior: float,
-                            alpha: float, min_votes: int = 10, weights=None,
-                            chunk: int = 65536) -> Influence:
+                            alpha: float, min_votes: int = 10, group_z: float = 3.0, group_min_votes: int = 5,
+                            weights=None, chunk: int = 65536) -> Influence:
     """Voters whose votes concentrate on raising or lowering one model, through any battles.
 
     Bradley-Terry couples every model: a vote in a battle between j and l moves j and l, and through them every
@@ -250,6 +253,16 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
     z[v, k] is standard normal to first order. A voter is flagged when max_k |z[v, k]| >= Phi^-1(1 - alpha/2m)
     (two-sided, Bonferroni over the m models: an honest voter is flagged with probability about alpha). Voters
     with fewer than `min_votes` votes are not tested (the normal approximation needs a few votes).
+
+    Many identities with a few votes each (sybils) stay below that threshold one by one, but together they
+    are many voters pushing the same model the same way. For each model k and direction s = +1 (up) or -1
+    (down), N_ks counts the voters with at least `group_min_votes` votes and s z[v, k] >= group_z. Under the
+    null each voter exceeds it with a probability q that the data estimate robustly: the larger of the normal
+    tail Phi(-group_z) and the median of N_ks / (voters tested) over every (k, s) (few-vote z-scores have
+    heavier tails than the normal, and an attack raises one or a few of the 2m counts, not their median).
+    When P(Binomial(voters tested, q) >= N_ks) <= alpha / 2m, model k was pushed in direction s, and every
+    voter counted in N_ks is flagged: the attackers, and the few honest voters who happened to push that model
+    as hard (about q of the voters, the price of catching the group).
 
     `strengths`: the fit's natural-log strengths (BTFit.strengths) on the same votes with the same `prior`
     and `weights`; models without votes are left at 0 and have no influence.
@@ -294,7 +307,23 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
     threshold = float(norm.isf(alpha / (2 * max(int(played.sum()), 1))))
     votes = np.bincount(v[rows], minlength=n_voters)
     flagged = (np.abs(z[np.arange(n_voters), top]) >= threshold) & (votes >= min_votes)
-    return Influence(influence, z, top, flagged, threshold)
+    pushed, group = [], np.zeros(n_voters, bool)
+    eligible = votes >= group_min_votes
+    tested = int(eligible.sum())
+    if tested and played.any():
+        from scipy.stats import binom
+
+        columns = np.flatnonzero(played)
+        counts = np.stack([(z[eligible][:, columns] >= group_z).sum(axis=0),
+                           (z[eligible][:, columns] <= -group_z).sum(axis=0)])  # (2, models played)
+        q = max(float(norm.sf(group_z)), float(np.median(counts)) / tested)
+        tails = binom.sf(counts - 1, tested, q)
+        for direction, j in zip(*np.nonzero(tails <= alpha / (2 * columns.size))):
+            sign = 1 if direction == 0 else -1
+            k = int(columns[j])
+            pushed.append((k, sign))
+            group |= eligible & (sign * z[:, k] >= group_z)
+    return Influence(influence, z, top, flagged | group, threshold, pushed, group)
 
 
 # ------------------------------------------------------------------------------------------------ rules 5, 6
