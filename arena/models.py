@@ -76,6 +76,8 @@ class Model(Base):
         CheckConstraint("kind in ('endpoint', 'recorded')", name="model_kind"),
         CheckConstraint("status in ('active', 'paused', 'retired')", name="model_status"),
         CheckConstraint("sampling_weight >= 0", name="model_weight"),
+        # A deleted model's id stays in the audit log: SQLite must not hand it to a new model (migration 0005).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -491,6 +491,19 @@ def test_a_model_without_counted_votes_is_deleted_with_its_uncounted_battles(cli
     assert event.model_id == mine and event.details["battles"] == 2 and event.details["uncounted_votes"] == 1
 
 
+def test_a_deleted_models_id_is_never_given_to_another(client, session, two_labs):
+    """The audit log keeps a deleted model's id: a new model must not inherit its history (SQLite would reuse
+    the largest id without AUTOINCREMENT, migration 0005)."""
+    key_a, _ = two_labs
+    first = register_recorded(client, key_a, "First")
+    newest = register_recorded(client, key_a, "Newest")
+    assert client.delete(f"/api/v1/models/{newest}", headers=bearer(key_a)).status_code == 204
+    again = register_recorded(client, key_a, "Again")
+    assert again > newest > first
+    history = session.scalars(select(AuditEvent.action).where(AuditEvent.model_id == again)).all()
+    assert history == ["model.create"]
+
+
 def test_endpoint_health_counts_the_answers_in_battles(client, session, two_labs, loopback):
     key_a, key_b = two_labs
     created = client.post("/api/v1/models", headers=bearer(key_a), json={
