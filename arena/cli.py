@@ -4,6 +4,7 @@
     arena demo load [--if-empty]
     arena labs create NAME | list | rotate-key NAME
     arena models list [--lab NAME] | add-endpoint ... | pause NAME | resume NAME | retire NAME | weight NAME W
+    arena sampling show [--json]                          the sampling policy, its settings, each model's share
     arena answers import MODEL FILE.jsonl
     arena battles import FILE [--source NAME]
     arena votes export [--out FILE] [--format jsonl|csv]
@@ -315,6 +316,34 @@ def models_weight(name: str, weight: float) -> None:
         click.echo(f"model {model.name!r} has sampling weight {model.sampling_weight:g}")
 
 
+# ------------------------------------------------------------------------------------------------ sampling
+
+sampling_cli = _Group("sampling", help="The sampling policy (ARENA_SAMPLING_POLICY): which pair answers a battle.")
+
+
+@sampling_cli.command("show")
+@click.option("--json", "as_json", is_flag=True, help="The same JSON as GET /api/v1/sampling.")
+@reports_errors
+def sampling_show(as_json: bool) -> None:
+    """The policy, its rule and settings, and each active model's weight, counted votes and share of battles."""
+    from arena import sampling
+
+    with _session() as session:
+        published = sampling.published(current_app._get_current_object(), session)
+    if as_json:
+        click.echo(json.dumps(published, indent=2))
+        return
+    click.echo(f"policy: {published['policy']} ({published['rule']})")
+    click.echo(f"settings: {json.dumps(published['settings'], sort_keys=True)}")
+    click.echo(f"fit: snapshot {published['snapshot'] or '(none yet)'} and the votes since, read at "
+               f"{published['refreshed_at']}")
+    rows = [[m["model"], m["organization"] or "-", m["kind"], f"{m['weight']:g}", m["votes"],
+             f"{m['share']:.4f}", ("failing: %(failed)d of %(calls)d calls" % m["failing"]) if m["failing"] else
+             ("provisional" if m["provisional"] else "")] for m in published["models"]]
+    _table(["model", "organization", "kind", "weight", "votes", "share", "note"], rows)
+    click.echo("weights: arena models weight NAME W (0: never drawn)")
+
+
 # ------------------------------------------------------------------------------------------------ answers
 
 answers_cli = _Group("answers", help="Recorded answers to the prompt set.")
@@ -616,7 +645,7 @@ if __name__ == "__main__":
 from arena import leaderboard_cli  # noqa: E402  (its commands use the helpers above)
 from arena import board_cli  # noqa: E402  (the milestone board's commands, on the same helpers)
 
-GROUPS = (db_cli, demo_cli, labs_cli, models_cli, answers_cli, battles_cli, votes_cli, audit_cli,
+GROUPS = (db_cli, demo_cli, labs_cli, models_cli, sampling_cli, answers_cli, battles_cli, votes_cli, audit_cli,
           *leaderboard_cli.GROUPS, *board_cli.GROUPS, arena_export, arena_import)
 
 

@@ -151,9 +151,9 @@ def active_pair_scores(state: ActiveState, *, confidence: float = 0.95) -> np.nd
 
     k runs over neighbouring pairs on the board (a(k) just above b(k)) and omega_k is how much more precision
     there would part their intervals (`boundary_weights`): the uncertainty that matters is where the published
-    intervals are about to tell neighbours apart. The variance of a difference is read as the published intervals present it, the sum
-    of the two models' own variances v (the ratings' covariance taken as diagonal), so the objective is
-    sum_i B_i v_i, B_i the summed weights of model i's (at most two) boundaries. One vote adds Fisher
+    intervals are about to tell neighbours apart. The variance of a difference is read as the published
+    intervals present it, the sum of the two models' own variances v (the ratings' covariance taken as
+    diagonal), so the objective is sum_i B_i v_i, B_i the summed weights of model i's (at most two) boundaries. One vote adds Fisher
     information I_ij = p_ij (1 - p_ij) along e_i - e_j, and by Sherman-Morrison v_i drops by
     I v_i² / (1 + I (v_i + v_j)), so
 

@@ -216,3 +216,20 @@ def test_an_unknown_policy_is_refused(app, client, session, arena):
     app.config["SAMPLING_POLICY"] = "favourites"
     with pytest.raises(ValueError, match="sampling policy must be one of"):
         sampling.SamplingSettings.from_config(app.config)
+
+
+def test_operators_see_the_policy_on_the_command_line(app, session, arena):
+    prompt, models = arena
+    models["Beta"].sampling_weight = 0.0
+    session.commit()
+    runner = app.test_cli_runner()
+    shown = runner.invoke(args=["sampling", "show"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].startswith("policy: active (") and "floor" in lines[1]
+    assert any(line.startswith("Beta ") and " 0.0000 " in line for line in lines)  # weight 0: no share
+    as_json = runner.invoke(args=["sampling", "show", "--json"])
+    assert as_json.exit_code == 0
+    import json
+
+    assert {m["model"] for m in json.loads(as_json.output)["models"]} == set(models)
