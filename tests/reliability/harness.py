@@ -225,7 +225,7 @@ class Server:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=5)  # a test server: no need to wait out keep-alive connections
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=5)
@@ -294,7 +294,8 @@ def seed(url: str, *, voters: int, battles_per_voter: int) -> Arena:
                 model_ids.append(connection.execute(insert(Model).values(
                     name=name, organization="Org", kind="recorded", status="active", sampling_weight=1.0,
                     sampling_params={}, aliases=[], source="arena").returning(Model.id)).scalar_one())
-                answer = f"{name}'s answer: Rayleigh scattering makes short wavelengths dominate the sky."
+                # (not naming the model: an answer that does is an identity leak, its votes not counted)
+                answer = f"Rayleigh scattering makes short wavelengths dominate the sky ({len(model_ids)})."
                 connection.execute(insert(RecordedAnswer).values(model_id=model_ids[-1], prompt_id=prompt_id,
                                                                  text=answer, duration_ms=10.0,
                                                                  **style_counts(answer)))
@@ -358,6 +359,7 @@ class VoteStream:
     threads: int = 8
     pause: float = 0.0  # seconds between one voter's votes
     timeout: float = 10.0
+    spread: bool = False  # each voter's votes go to the bases in turn (else each voter keeps to one base)
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -386,10 +388,10 @@ class VoteStream:
         winners = ("a", "b", "tie", "bothbad")
         clients = {}
         try:
-            for voter in voters:
-                base = self.bases[len(clients) % len(self.bases)]
-                clients[voter] = httpx.Client(base_url=base, timeout=self.timeout,
-                                              cookies={"session": voter_cookie(voter)})
+            for v, voter in enumerate(voters):
+                bases = self.bases if self.spread else [self.bases[(index + v) % len(self.bases)]]
+                clients[voter] = [httpx.Client(base_url=base, timeout=self.timeout,
+                                               cookies={"session": voter_cookie(voter)}) for base in bases]
             queue = [(voter, battle) for voter in voters for battle in self.arena.ready[voter]]
             # interleave voters, as many voters would
             queue.sort(key=lambda item: self.arena.ready[item[0]].index(item[1]))
@@ -399,8 +401,9 @@ class VoteStream:
                 started = time.monotonic()
                 status = code = None
                 try:
-                    response = clients[voter].post(f"/api/v1/battles/{battle_id}/vote",
-                                                   json={"winner": winners[n % 4]})
+                    choices = clients[voter]
+                    response = choices[n % len(choices)].post(f"/api/v1/battles/{battle_id}/vote",
+                                                              json={"winner": winners[n % 4]})
                     status = response.status_code
                     if status >= 400:
                         try:
@@ -413,8 +416,9 @@ class VoteStream:
                 if self.pause:
                     time.sleep(self.pause)
         finally:
-            for client in clients.values():
-                client.close()
+            for choices in clients.values():
+                for client in choices:
+                    client.close()
 
 
 def accepted(outcomes: list[Outcome]) -> set[str]:
