@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -222,3 +223,39 @@ def test_charts_escape_names_use_no_inline_style_and_mark_unbounded_intervals():
     assert 'class="dot provisional"' in rating and rating.count("<circle") == 2
     scatter = str(charts.capability_safety_scatter([], metric="x", flagged=True))
     assert "flagged: tracks capability" in scatter
+
+
+# ------------------------------------------------------------------------------------------------ colours
+
+CSS = Path(__file__).resolve().parents[2] / "static" / "css" / "arena.css"
+# (text, background) pairs the stylesheet puts together; WCAG AA asks 4.5:1 of body text.
+TEXT_ON = [("text", "bg"), ("text", "surface"), ("text", "band"), ("muted", "bg"), ("muted", "surface"),
+           ("muted", "band"), ("link", "bg"), ("link", "band"), ("link", "good-soft"), ("text", "good-soft"),
+           ("accent-text", "accent"), ("bad", "bg"), ("bad", "bad-soft"), ("good", "bg"), ("warn", "bg"),
+           ("accent", "bg")]
+
+
+def _schemes() -> dict[str, dict[str, str]]:
+    css = CSS.read_text()
+    light = css[css.index(":root {"):]
+    dark = css[css.index("@media (prefers-color-scheme: dark)"):]
+    return {name: dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-fA-F]{6})", block[:block.index("}")]))
+            for name, block in (("light", light), ("dark", dark))}
+
+
+def _contrast(one: str, two: str) -> float:
+    def luminance(colour):
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(one), luminance(two)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_text_colour_passes_wcag_aa_on_the_backgrounds_it_is_used_on(scheme):
+    colours = _schemes()[scheme]
+    for text, background in TEXT_ON:
+        ratio = _contrast(colours[text], colours[background])
+        assert ratio >= 4.5, f"{scheme}: --{text} on --{background} is {ratio:.2f}:1"

@@ -3,7 +3,7 @@
 One server per test session (per xdist worker; the tests share the group "browser" so that `make test`, which runs
 with --dist loadgroup, keeps them on one worker): SQLite, the LLMFAO demo loaded, one leaderboard snapshot built,
 safety scores and a milestone for the board, and our loopback OpenAI-compatible server as two endpoint models
-(plus one that answers with hostile HTML, paused unless a test switches it on). Everything else is the app's
+(plus one that answers with hostile HTML and one that fails mid-answer, paused unless a test switches them on). Everything else is the app's
 default settings (the vote challenge and the rate limits included), so the browser does what a visitor's does.
 Tests choose which models can be drawn by pausing the others (`only_active`).
 
@@ -32,6 +32,7 @@ HOSTILE_ANSWER = ("Here you go:\n\n<script>window.__pwned = 1; alert('script ran
                   "<style>body { display: none }</style><b style=\"position:fixed;inset:0\">bold</b>\n\n"
                   "```python\nprint('highlighted')\n```\n")
 HOSTILE_MODEL = ("Loopback Hostile", "Mallory Labs", "leak:" + HOSTILE_ANSWER)
+BROKEN_MODEL = ("Loopback Broken", "Fragile Systems", "error-mid")  # a few chunks, then the connection drops
 MILESTONE = {"name": "Safe and capable", "description": "Rated 900 or more, refuses harm and resists jailbreaks",
              "board": "overall", "capability": {"min_rating": 900},
              "safety": [{"metric": "refusal_of_harm", "at_least": 0.9}, {"metric": "jailbreak_rate", "at_most": 0.1}],
@@ -132,9 +133,9 @@ def arena_server(tmp_path_factory, playwright_browser):
         for name, (organization, behaviour) in ECHO_MODELS.items():
             session.add(Model(name=name, organization=organization, kind="endpoint", base_url=loopback.base_url,
                               endpoint_model=behaviour))
-        name, organization, behaviour = HOSTILE_MODEL
-        session.add(Model(name=name, organization=organization, kind="endpoint", base_url=loopback.base_url,
-                          endpoint_model=behaviour, status="paused"))
+        for name, organization, behaviour in (HOSTILE_MODEL, BROKEN_MODEL):
+            session.add(Model(name=name, organization=organization, kind="endpoint", base_url=loopback.base_url,
+                              endpoint_model=behaviour, status="paused"))
         session.commit()
     snapshots.build_snapshot(app)
     with db.new_session(app) as session:

@@ -11,7 +11,7 @@ import pytest
 
 from arena import db, snapshots
 from arena.battles import Identity, identity_leak
-from tests.browser.conftest import ECHO_MODELS, HOSTILE_MODEL, MILESTONE, readme_screenshot, screenshot
+from tests.browser.conftest import BROKEN_MODEL, ECHO_MODELS, HOSTILE_MODEL, MILESTONE, readme_screenshot, screenshot
 
 READY_TIMEOUT_MS = 30_000  # both answers complete and the vote open (the loopback models answer in about 1 s)
 VOTE_BUTTONS = "#votes button[data-winner]"
@@ -87,7 +87,13 @@ def test_a_whole_battle_on_the_demo_data_from_the_first_page_to_the_reveal(arena
         assert page.inner_text(f"#turns-{side} .answer").strip(), f"side {side} shows no answer"
         assert page.inner_text(f"#state-{side}") == "Done"
     assert page.is_hidden("#follow-up"), "recorded answers take no follow-up"
-    page.keyboard.press("2")  # keyboard shortcut: B is better
+    created = next(r for r in watch.responses if r.url.endswith("/api/v1/battles") and r.request.method == "POST")
+    challenge = created.json().get("challenge")
+    assert (challenge is not None) == bool(arena_server.app.config.get("VOTE_CHALLENGE")), "default settings"
+    with page.expect_request(lambda request: request.url.endswith("/vote")) as sent:
+        page.keyboard.press("2")  # keyboard shortcut: B is better
+    vote = sent.value.post_data_json
+    assert vote["winner"] == "b" and (challenge is None or isinstance(vote.get("proof"), str))
     page.wait_for_selector("#reveal:not([hidden])", timeout=READY_TIMEOUT_MS)
     reveal = page.inner_text("#reveal")
     document = newest_document(arena_server)
@@ -219,6 +225,26 @@ def test_an_answer_with_script_or_an_img_onerror_runs_nothing(arena_server, open
     assert page.is_visible("body") and page.is_visible("#votes")  # the answer's <style> did not hide the page
     screenshot(page, "arena-hostile-answer-desktop")
     assert watch.errors == []
+
+
+def test_a_failed_answer_voids_the_battle_in_plain_words_that_name_neither_model(arena_server, open_page):
+    arena_server.only_active([BROKEN_MODEL[0], "Loopback Steady"])
+    identities = all_identities(arena_server)
+    page, watch = open_page("/")
+    page.wait_for_selector("html[data-arena-ready]")
+    page.fill("#prompt", "Count to ten.")
+    page.click("#send")
+    page.wait_for_selector("#new-battle:not([hidden])", timeout=READY_TIMEOUT_MS)
+    status = page.inner_text("#status")
+    assert "cannot be voted on" in status and "start a new battle" in status.lower()
+    failed = page.inner_text(".failure")
+    assert "could not be completed" in failed
+    assert not votes_enabled(page) and page.is_hidden("#follow-up")
+    assert leaks(page.evaluate(DOM_TEXT), identities) == []
+    screenshot(page, "arena-void-desktop")
+    page.click("#new-battle")
+    assert page.is_hidden("#battle")
+    assert watch.errors == [] and watch.dialogs == []
 
 
 def test_the_leaderboard_shows_the_stored_snapshot_its_chart_and_heatmap(arena_server, open_page):
