@@ -1,0 +1,200 @@
+"""The integrity rules as the snapshot builder applies them: each leaves its planted votes out with its reason,
+spares the honest voters, is counted and described in the snapshot with its settings, and a snapshot built with
+the rules on is still reproduced exactly by `python -m ranking verify` from its published battle file."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from sqlalchemy import insert, update
+
+from arena import integrity, snapshots
+from arena.battles import Identity, identity_leak
+from arena.models import Battle, Message, Model, Vote
+from ranking.cli import main as ranking_main
+from tests.arena.conftest import gen_prompt, gen_recorded_model
+from tests.arena.test_snapshots import export
+
+REPLICATES = 20
+MODELS = 8
+DAY0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
+
+
+class Arena:
+    """Battles and votes written in bulk, as the service stores them (no streaming)."""
+
+    def __init__(self, session, prompt, models):
+        self.session, self.prompt, self.models = session, prompt, models
+        self.battles, self.votes = [], []
+
+    def vote(self, a: int, b: int, winner: str, voter: str, at: datetime, *, prompt_id="set", text="?"):
+        battle_id = f"t{len(self.battles)}"
+        self.battles.append({"id": battle_id, "prompt_id": self.prompt.id if prompt_id == "set" else prompt_id,
+                             "prompt_text": text, "model_a_id": self.models[a].id, "model_b_id": self.models[b].id,
+                             "state": "voted", "flagged": False, "voter": voter, "created_at": at})
+        self.votes.append({"battle_id": battle_id, "winner": winner, "voter": voter, "created_at": at})
+        return battle_id
+
+    def store(self):
+        self.session.execute(insert(Battle), self.battles)
+        self.session.execute(insert(Vote), self.votes)
+        self.session.commit()
+
+
+@pytest.fixture
+def arena(app, session):
+    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0,
+                      PROVISIONAL_VOTES=5, VOTER_DAILY_CAP=40, REPEATED_PROMPT_VOTES=20)
+    prompt = gen_prompt(session, "Explain tides.")
+    models = [gen_recorded_model(session, f"Model {i}", f"Org {i}", {prompt.id: "Tides come from the moon."})
+              for i in range(MODELS)]
+    return Arena(session, prompt, models)
+
+
+def honest_votes(arena: Arena, rng, *, voters=150, per_voter=20, strength=None):
+    """Votes drawn from Bradley-Terry with known strengths, spread over ten days."""
+    strength = np.linspace(1.2, -1.2, MODELS) if strength is None else strength
+    for voter in range(voters):
+        for _ in range(per_voter):
+            a, b = rng.choice(MODELS, 2, replace=False)
+            p = 1 / (1 + np.exp(strength[b] - strength[a]))
+            winner = "tie" if rng.random() < 0.1 else ("a" if rng.random() < p else "b")
+            at = DAY0 + timedelta(days=int(rng.integers(0, 10)), seconds=int(rng.integers(0, 86000)))
+            arena.vote(a, b, winner, f"honest-{voter}", at)
+
+
+def build(app) -> dict:
+    return snapshots.published_document(snapshots.build_snapshot(app))
+
+
+def vote_file(client, version=1) -> list[dict]:
+    return [json.loads(line) for line in
+            client.get(f"/api/v1/leaderboard/snapshots/{version}/votes").data.decode().splitlines()]
+
+
+def test_each_rule_leaves_its_planted_votes_out_and_the_snapshot_records_counts_and_settings(app, client, session,
+                                                                                           arena, tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    honest_votes(arena, rng)
+    # a voter pushing model 6 (second weakest): 80 votes for it over two days, under the daily cap
+    for i in range(80):
+        other = int(rng.choice([m for m in range(MODELS) if m != 6]))
+        at = DAY0 + timedelta(days=3 + i % 2, seconds=60 * i)
+        arena.vote(6, other, "a", "rigger", at) if i % 2 else arena.vote(other, 6, "b", "rigger", at)
+    # an eager but honest-looking voter: 60 votes in one day, 20 over the cap of 40
+    for i in range(60):
+        a, b = rng.choice(MODELS, 2, replace=False)
+        arena.vote(int(a), int(b), "a" if a < b else "b", "eager", DAY0 + timedelta(days=5, seconds=60 * i))
+    # one greeting typed 30 times (free text, no prompt of the set): counts as 20 votes in all
+    for i in range(30):
+        a, b = rng.choice(MODELS, 2, replace=False)
+        arena.vote(int(a), int(b), "a" if a < b else "b", f"greeter-{i}", DAY0 + timedelta(days=6, seconds=i),
+                   prompt_id=None, text="  Hi ")
+    # a streamed battle whose answer names an alias registered only after the vote
+    leaked = arena.vote(0, 1, "a", "honest-0", DAY0 + timedelta(days=7), prompt_id=None, text="Who are you?")
+    arena.store()
+    session.add_all([Message(battle_id=leaked, side="a", role="assistant", content="I'm Zephyr-Prime, by the way.",
+                             complete=True),
+                     Message(battle_id=leaked, side="b", role="assistant", content="An assistant.", complete=True)])
+    session.execute(update(Model).where(Model.id == arena.models[0].id).values(aliases=["zephyr prime"]))
+    session.commit()
+
+    document = build(app)
+    lines = vote_file(client)
+    by_voter: dict[str, list] = {}
+    for line in lines:
+        by_voter.setdefault(line["judge"], []).append(line)
+    reasons = [line["excluded"] for line in lines]
+    counts = {rule: reasons.count(rule) for rule, _ in snapshots.COUNTING_RULES}
+    assert document["votes"]["excluded"] == counts  # one count per rule, every rule listed
+    assert document["votes"]["counted"] == reasons.count(None) == len(lines) - sum(counts.values())
+
+    # the rigger: all left out, by one of the statistical rules
+    pseudonym = snapshots._pseudonymiser("test-secret")
+    rigger = by_voter[pseudonym("rigger")]
+    assert all(line["excluded"] in ("sequential_test", "improbable_votes", "concentrated_influence")
+               for line in rigger)
+    # the daily cap: the eager voter's 41st to 60th votes of that day
+    eager = by_voter[pseudonym("eager")]
+    assert [line["excluded"] for line in eager] == [None] * 40 + ["daily_cap"] * 20
+    # the identity leak found at this build, though the battle was never flagged
+    assert counts["identity_leak"] == 1 and counts["flagged_battle"] == 0
+    # honest voters spared
+    honest = [line for voter in range(150) for line in by_voter[pseudonym(f"honest-{voter}")]]
+    assert sum(line["excluded"] not in (None, "identity_leak") for line in honest) / len(honest) < 0.02
+
+    # settings and counts recorded: what was filtered, and how to redo it
+    report = document["integrity"]
+    assert report["settings"] == integrity.IntegritySettings.from_config(app.config)._asdict()
+    assert report["settings"]["daily_cap"] == 40 and report["settings"]["repeated_prompt_votes"] == 20
+    for rule, _ in integrity.RULES:
+        assert report["rules"][rule]["excluded"] == counts[rule]
+    assert report["rules"]["concentrated_influence"]["z_threshold"] > 3
+    assert [rule["name"] for rule in document["counting_rules"]][-len(integrity.RULES):] == [
+        rule for rule, _ in integrity.RULES]
+
+    # the repeated greeting's counted votes weigh 20 in all, written in the battle file
+    greetings = [line for i in range(30) for line in by_voter[pseudonym(f"greeter-{i}")] if line["counted"]]
+    assert len(greetings) == 30 and sum(line["weight"] for line in greetings) == pytest.approx(20)
+    assert report["repeated_prompts"]["votes_down_weighted"] == 30
+
+    # and `python -m ranking verify` reproduces every board from the published battle file, weights included
+    snapshot_path, battles_path, key_path = export(client, 1, tmp_path)
+    assert sum('"weight":' in line for line in battles_path.read_text().splitlines()) == 30
+    assert ranking_main(["verify", str(snapshot_path), str(battles_path), "--public-key", str(key_path)]) == 0
+    assert "snapshot 1: verified" in capsys.readouterr().out
+
+
+def test_rules_off_leave_only_the_builders_own_rules(app, client, arena):
+    rng = np.random.default_rng(8)
+    honest_votes(arena, rng, voters=20, per_voter=10)
+    for i in range(60):
+        arena.vote(0, 1, "b", "eager", DAY0 + timedelta(days=1, seconds=i))
+    arena.store()
+    app.config["INTEGRITY_RULES"] = False
+    document = build(app)
+    assert document["integrity"]["enabled"] is False and document["votes"]["counted"] == 260
+    assert not any(document["votes"]["excluded"].values())
+
+
+def test_a_family_registered_later_applies_to_old_imported_battles(app, client, session, arena):
+    """Battles shown recorded answers are checked on those answers at each build."""
+    rng = np.random.default_rng(9)
+    honest_votes(arena, rng, voters=10, per_voter=10)
+    arena.store()
+    first = build(app)
+    assert first["votes"]["excluded"]["identity_leak"] == 0
+    from arena.models import RecordedAnswer
+    session.execute(update(RecordedAnswer).where(RecordedAnswer.model_id == arena.models[3].id)
+                    .values(text="As a Zephyr model, I think tides come from the moon."))
+    session.execute(update(Model).where(Model.id == arena.models[3].id).values(families=["Zephyr"]))
+    session.commit()
+    second = build(app)
+    involving = sum(1 for b in arena.battles if arena.models[3].id in (b["model_a_id"], b["model_b_id"]))
+    assert second["votes"]["excluded"]["identity_leak"] == involving > 0
+
+
+def test_identity_leak_matches_families_and_aliases_case_and_spacing_insensitively():
+    model = Identity("Foo 7B Chat", "Foo Labs", aliases=("foo-7b",), families=("FooLM", "Llama"))
+    assert identity_leak("I am FOOLM, nice to meet you", model) == "FooLM"
+    assert identity_leak("built on  llama weights", model) == "Llama"
+    assert identity_leak("call me Foo 7b", model) == "foo-7b"
+    assert identity_leak("a llamas' world", model) is None  # whole words only
+    assert identity_leak("nothing to see", model) is None
+
+
+def test_settings_default_to_the_services_configuration(monkeypatch, tmp_path):
+    from arena.config import Config
+
+    monkeypatch.setenv("ARENA_INSTANCE_PATH", str(tmp_path))
+    defaults = {key: getattr(Config(), key) for key in dir(Config()) if key.isupper()}
+    assert integrity.IntegritySettings.from_config(defaults) == integrity.IntegritySettings.from_config({})
+
+
+def test_identity_labels_are_cleaned_and_checked():
+    assert integrity.clean_labels([" Zephyr  Prime ", "zephyr prime", "ZP-1"], "aliases") == ["Zephyr Prime", "ZP-1"]
+    for bad in ("Zephyr", [1], [""], ["---"], ["x" * 201]):
+        with pytest.raises(ValueError):
+            integrity.clean_labels(bad, "families")
