@@ -316,6 +316,32 @@ def models_weight(name: str, weight: float) -> None:
         click.echo(f"model {model.name!r} has sampling weight {model.sampling_weight:g}")
 
 
+@models_cli.command("identity")
+@click.argument("name")
+@click.option("--alias", "aliases", multiple=True, help="Add an alias (repeatable).")
+@click.option("--family", "families", multiple=True, help="Add a model family, e.g. Llama (repeatable).")
+@click.option("--remove-alias", "remove_aliases", multiple=True, help="Remove an alias (repeatable).")
+@click.option("--remove-family", "remove_families", multiple=True, help="Remove a family (repeatable).")
+@reports_errors
+def models_identity(name, aliases, families, remove_aliases, remove_families) -> None:
+    """Show or change the names a model's answers must not reveal it by (besides its name and organization).
+
+    The next snapshot re-checks every stored answer against them: votes on answers naming one are left out
+    (rule identity_leak), in earlier battles too."""
+    from arena import integrity
+
+    with _session() as session:
+        model = labs.model_by_name(session, name)
+        changed = integrity.set_identity_labels(session, model, add_aliases=aliases, add_families=families,
+                                                remove_aliases=remove_aliases, remove_families=remove_families,
+                                                actor=labs.OPERATOR, lab_id=model.lab_id)
+        session.commit()
+        asked = aliases or families or remove_aliases or remove_families
+        note = " (unchanged)" if asked and not changed else ""
+        click.echo(f"model {model.name!r}: aliases {list(model.aliases or [])}, "
+                   f"families {list(model.families or [])}{note}")
+
+
 # ------------------------------------------------------------------------------------------------ sampling
 
 sampling_cli = _Group("sampling", help="The sampling policy (ARENA_SAMPLING_POLICY): which pair answers a battle.")

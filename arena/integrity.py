@@ -305,3 +305,37 @@ def read_evidence(session: Session, cut: int, battle_ids: list[str], model_a_ids
     prompts = (prompt_codes(session, battle_ids, prompt_ids) if settings.repeated_prompt_votes > 0
                else np.full(n, -1, np.int64))
     return leaked, prompts
+
+
+def merge_labels(current, wanted: list[str]) -> tuple[list[str], list[str]]:
+    """(current + the wanted labels not already there, case-insensitively; the ones added)."""
+    have = list(current or [])
+    known = {label.lower() for label in have}
+    added = [label for label in wanted if label.lower() not in known]
+    return have + added, added
+
+
+def set_identity_labels(session: Session, model, *, add_aliases=(), add_families=(), remove_aliases=(),
+                        remove_families=(), actor: str, lab_id: int | None = None,
+                        key_prefix: str | None = None) -> dict:
+    """Add (or, for an operator, remove) a model's aliases and families, with one audit record; the caller
+    commits. Returns what changed ({"aliases": {"added": [...], "removed": [...]}, ...}, empty if nothing).
+
+    Labs can only add: an answer that names its maker's family reveals the model whatever the lab says later,
+    and removing a name would let votes on such answers count again. The next snapshot build re-checks every
+    stored answer against the names as they are then (rule identity_leak)."""
+    from arena import labs
+
+    changes: dict = {}
+    for field, add, remove in (("aliases", add_aliases, remove_aliases), ("families", add_families, remove_families)):
+        labels, added = merge_labels(getattr(model, field), clean_labels(list(add), field))
+        gone = {label.lower() for label in clean_labels(list(remove), field)}
+        removed = [label for label in labels if label.lower() in gone]
+        labels = [label for label in labels if label.lower() not in gone]
+        if added or removed:
+            setattr(model, field, labels)
+            changes[field] = {key: value for key, value in (("added", added), ("removed", removed)) if value}
+    if changes:
+        labs.record_action(session, "model.identity", actor=actor, lab_id=lab_id, key_prefix=key_prefix,
+                           model_id=model.id, details={"name": model.name, **changes})
+    return changes

@@ -26,7 +26,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from arena import labs, providers, snapshots
+from arena import integrity, labs, providers, snapshots
 from arena.answer_style import style_counts
 from arena.crypto import SecretDecryptionError, decrypt_secret, encrypt_secret
 from arena.errors import ApiError
@@ -191,22 +191,36 @@ def _commit_new_model(session: Session, name: str) -> None:
         raise ApiError(409, "name_taken", f"A model named {name!r} already exists in the arena.") from None
 
 
+def identity_labels(aliases, families) -> dict:
+    """Aliases and families as sent by a lab, cleaned (arena.integrity.clean_labels); 400 if malformed."""
+    try:
+        return {"aliases": integrity.clean_labels(aliases, "aliases"),
+                "families": integrity.clean_labels(families, "families")}
+    except ValueError as e:
+        raise ApiError(400, "invalid_request", str(e)) from None
+
+
+def _labels_details(labels: dict) -> dict:
+    return {field: values for field, values in labels.items() if values}
+
+
 def register_recorded_model(session: Session, lab: Lab, *, key_prefix: str | None, name: str, organization: str,
-                            system_prompt: str | None = None) -> Model:
+                            system_prompt: str | None = None, aliases=None, families=None) -> Model:
     _name_taken(session, name)
+    labels = identity_labels(aliases, families)
     model = Model(lab=lab, name=name, organization=organization, kind="recorded", status="active",
-                  system_prompt=system_prompt, sampling_params={}, aliases=[], created_at=utcnow())
+                  system_prompt=system_prompt, sampling_params={}, **labels, created_at=utcnow())
     session.add(model)
     session.flush()
     audit(session, lab, "model.create", key_prefix=key_prefix, model_id=model.id,
-          details={"name": name, "organization": organization, "kind": "recorded"})
+          details={"name": name, "organization": organization, "kind": "recorded", **_labels_details(labels)})
     _commit_new_model(session, name)
     return model
 
 
 def register_endpoint_model(session: Session, lab: Lab, *, key_prefix: str | None, settings: EndpointSettings,
                             name: str, organization: str, base_url: str, endpoint_model: str, api_key: str | None,
-                            system_prompt: str | None, sampling_params: dict) -> Model:
+                            system_prompt: str | None, sampling_params: dict, aliases=None, families=None) -> Model:
     """Check the URL and the endpoint (one short real request), then store the model with the check's result.
 
     Nothing is stored when the check fails: the ApiError (422) says what failed.
@@ -216,20 +230,21 @@ def register_endpoint_model(session: Session, lab: Lab, *, key_prefix: str | Non
     except ValueError as e:
         raise ApiError(400, "invalid_base_url", str(e)) from None
     _name_taken(session, name)
+    labels = identity_labels(aliases, families)
     session.rollback()  # end the read transaction: the check may take seconds, hold nothing meanwhile
     duration_ms = check_new_endpoint(base_url, endpoint_model, api_key, settings, system_prompt=system_prompt,
                                      sampling_params=sampling_params)
     model = Model(lab=lab, name=name, organization=organization, kind="endpoint", status="active",
                   base_url=base_url, endpoint_model=endpoint_model, system_prompt=system_prompt,
                   endpoint_key_encrypted=encrypt_secret(settings.secret_key, api_key) if api_key else None,
-                  sampling_params=sampling_params, aliases=[], created_at=utcnow())
+                  sampling_params=sampling_params, **labels, created_at=utcnow())
     session.add(model)
     session.flush()
     session.add(EndpointCheck(model_id=model.id, ok=True, duration_ms=duration_ms, created_at=utcnow()))
     audit(session, lab, "model.create", key_prefix=key_prefix, model_id=model.id,
           details={"name": name, "organization": organization, "kind": "endpoint", "base_url": base_url,
                    "model": endpoint_model, "api_key": "set" if api_key else "none",
-                   "checked_ms": round(duration_ms)})
+                   "checked_ms": round(duration_ms), **_labels_details(labels)})
     _commit_new_model(session, name)
     return model
 
@@ -280,6 +295,8 @@ def update_model(session: Session, lab: Lab, model: Model, *, key_prefix: str | 
     """
     endpoint = changes.get("endpoint") or {}
     status = changes.get("status")
+    # Aliases and families are only ever added by a lab (arena.integrity.set_identity_labels says why).
+    labels = identity_labels(changes.get("aliases"), changes.get("families"))
     if model.kind == "recorded" and ("endpoint" in changes or "sampling_params" in changes):
         raise ApiError(400, "invalid_request", "A recorded model has no endpoint or sampling_params.")
     if model.status == "retired" and (set(changes) - {"status"} or status not in (None, "retired")):
@@ -336,6 +353,11 @@ def update_model(session: Session, lab: Lab, model: Model, *, key_prefix: str | 
     if check_ms is not None:
         session.add(EndpointCheck(model_id=model.id, ok=True, duration_ms=check_ms, created_at=utcnow()))
 
+    for field, wanted in labels.items():
+        merged, added = integrity.merge_labels(getattr(model, field), wanted)
+        if added:
+            setattr(model, field, merged)
+            details[field] = {"added": added}
     if status is not None and status != model.status:
         details["status"] = {"from": model.status, "to": status}
         audit(session, lab, f"model.{_ACTION_FOR_STATUS[status]}", key_prefix=key_prefix, model_id=model.id,
@@ -577,6 +599,7 @@ def model_status(session: Session, model: Model) -> dict:
         "endpoint": ({"base_url": model.base_url, "model": model.endpoint_model,
                       "has_api_key": model.endpoint_key_encrypted is not None} if model.kind == "endpoint" else None),
         "system_prompt": model.system_prompt, "sampling_params": model.sampling_params or {},
+        "aliases": list(model.aliases or []), "families": list(model.families or []),
         "recorded_answers": answers,
         "health": endpoint_health(session, model) if model.kind == "endpoint" else None,
         "battles": battles,

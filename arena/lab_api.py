@@ -117,7 +117,7 @@ def create_model():
     body = _parse(openapi.ModelCreate)
     session = db.session()
     common = {"key_prefix": g.key_prefix, "name": body.name, "organization": body.organization,
-              "system_prompt": body.system_prompt}
+              "system_prompt": body.system_prompt, "aliases": body.aliases, "families": body.families}
     if body.kind == "recorded":
         if body.endpoint is not None or body.sampling_params is not None:
             raise ApiError(400, "invalid_request", "A recorded model takes no endpoint or sampling_params.")
@@ -151,7 +151,7 @@ def update_model(model_id: int):
                                       if body.sampling_params else {})
     if not changes:
         raise ApiError(400, "invalid_request",
-                       "Send at least one of: status, endpoint, system_prompt, sampling_params.")
+                       "Send at least one of: status, endpoint, system_prompt, sampling_params, aliases, families.")
     if "endpoint" in changes and not changes["endpoint"]:
         raise ApiError(400, "invalid_request", "Send at least one of endpoint.base_url, .model, .api_key.")
     session = db.session()

@@ -90,6 +90,12 @@ class EndpointIn(_In):
         None, description="The endpoint's key. Write-only: stored encrypted, never returned.")
 
 
+_ALIASES = ("Other names of this model that its answers could reveal it by (e.g. a short name, a code name); "
+            "case, punctuation and spacing are ignored, whole words only. An answer naming one leaves its vote "
+            "out of the ranking, in past battles too.")
+_FAMILIES = ("The model families it belongs to (e.g. \"Llama\", \"GPT\"), matched like aliases.")
+
+
 class ModelCreate(_In):
     """An endpoint model: `endpoint`; a recorded one: `"kind": "recorded"`, then upload its answers."""
     name: Name = Field(description="The public name, unique in the arena.")
@@ -98,6 +104,8 @@ class ModelCreate(_In):
     endpoint: EndpointIn | None = None
     system_prompt: _text(20000) | None = None
     sampling_params: SamplingParams | None = None
+    aliases: list[Name] = Omittable(max_length=50, description=_ALIASES)
+    families: list[Name] = Omittable(max_length=50, description=_FAMILIES)
 
 
 class EndpointPatch(_In):
@@ -121,6 +129,9 @@ class ModelPatch(_In):
     system_prompt: _text(20000) | None = None
     sampling_params: SamplingParams | None = Field(None, description="Replaces the stored ones; endpoint models "
                                                                      "only.")
+    aliases: list[Name] = Omittable(max_length=50, description="Added to the stored aliases (never removed: "
+                                                               "an operator can). " + _ALIASES)
+    families: list[Name] = Omittable(max_length=50, description="Added to the stored families (never removed).")
 
 
 class EndpointOut(_Out):
@@ -178,6 +189,8 @@ class ModelOut(_Out):
     endpoint: EndpointOut | None
     system_prompt: str | None
     sampling_params: dict[str, Any]
+    aliases: list[str] = Field(description="Names its answers must not reveal it by, besides name and organization.")
+    families: list[str]
     recorded_answers: int = Field(description="Recorded answers stored (recorded models).")
     health: Health | None = Field(description="Endpoint models only.")
     battles: int

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 
 from arena import integrity, snapshots
 from arena.battles import Identity, identity_leak
@@ -198,3 +198,43 @@ def test_identity_labels_are_cleaned_and_checked():
     for bad in ("Zephyr", [1], [""], ["---"], ["x" * 201]):
         with pytest.raises(ValueError):
             integrity.clean_labels(bad, "families")
+
+
+def test_labs_register_and_add_aliases_and_families_but_never_remove_them(client, session):
+    from arena import labs
+    from tests.arena.test_lab_api import bearer
+
+    lab, key = labs.create_lab(session, "Zephyr Lab")
+    created = client.post("/api/v1/models", headers=bearer(key), json={
+        "name": "Zephyr 2", "organization": "Zephyr Lab", "kind": "recorded",
+        "aliases": [" zephyr-2 ", "Zephyr-2"], "families": ["Zephyr"]})
+    assert created.status_code == 201, created.json
+    assert created.json["aliases"] == ["zephyr-2"] and created.json["families"] == ["Zephyr"]
+    model_id = created.json["id"]
+    patched = client.patch(f"/api/v1/models/{model_id}", headers=bearer(key),
+                           json={"aliases": ["ZP2"], "families": ["zephyr", "Breeze"]})
+    assert patched.status_code == 200, patched.json
+    assert patched.json["aliases"] == ["zephyr-2", "ZP2"] and patched.json["families"] == ["Zephyr", "Breeze"]
+    for bad in ({"aliases": "Zephyr"}, {"families": ["---"]}, {"aliases": [None]}):
+        response = client.patch(f"/api/v1/models/{model_id}", headers=bearer(key), json=bad)
+        assert response.status_code in (400, 422) and "error" in response.json
+    model = session.get(Model, model_id)
+    session.refresh(model)
+    assert model.families == ["Zephyr", "Breeze"]
+
+
+def test_operators_change_identity_labels_from_the_command_line(app, session):
+    from arena.models import AuditEvent
+
+    model = gen_recorded_model(session, "Gale 1", "Gale Inc", {})
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["models", "identity", "Gale 1", "--family", "Gale", "--alias", "g1"])
+    assert result.exit_code == 0 and "families ['Gale']" in result.output, result.output
+    result = runner.invoke(args=["models", "identity", "Gale 1", "--remove-alias", "G1"])
+    assert result.exit_code == 0 and "aliases []" in result.output
+    session.refresh(model)
+    assert model.aliases == [] and model.families == ["Gale"]
+    actions = session.scalars(select(AuditEvent.action).where(AuditEvent.model_id == model.id)).all()
+    assert actions == ["model.identity", "model.identity"]
+    bad = runner.invoke(args=["models", "identity", "Gale 1", "--family", "***"])
+    assert bad.exit_code != 0 and "error" in bad.output
