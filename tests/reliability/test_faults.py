@@ -56,9 +56,8 @@ def service(tmp_path_factory):
     arena = seed(url, voters=VOTERS, battles_per_voter=BATTLES_PER_VOTER)
     workdir = tmp_path_factory.mktemp("faults")
     with TcpProxy(upstream(url)) as postgres, TcpProxy(REDIS) as redis, LoopbackModelServer() as models:
-        settings = {"ARENA_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
-                    "ARENA_PROVIDER_CONNECT_TIMEOUT": "1", "ARENA_PROVIDER_FIRST_TOKEN_TIMEOUT": str(FIRST_TOKEN_TIMEOUT),
-                    "ARENA_PROVIDER_TOTAL_TIMEOUT": "4"}
+        settings = {"ARENA_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "ARENA_PROVIDER_CONNECT_TIMEOUT": "1",
+                    "ARENA_PROVIDER_FIRST_TOKEN_TIMEOUT": str(FIRST_TOKEN_TIMEOUT), "ARENA_PROVIDER_TOTAL_TIMEOUT": "4"}
         with Server(workdir, through(url, postgres.port), workers=2, threads=48, pool=6, extra=settings) as server:
             yield Service(server, postgres, redis, models, url, arena)
 
