@@ -93,7 +93,7 @@ class PolicyState(NamedTuple):
     position: dict[int, int]  # model id -> index
     votes: np.ndarray  # counted votes per model: the snapshot's, plus those since
     fit: rule_math.ActiveState
-    scores: np.ndarray | None  # active_pair_scores, for the active policy
+    odds: np.ndarray | None  # active_odds of the active_pair_scores, for the active policy
     failing: dict[int, tuple[int, int]]  # model id -> (failed calls, calls) in the window, for failing models
 
 
@@ -150,10 +150,12 @@ def build_state(session: Session, settings: SamplingSettings, *, now: datetime |
     first, second, score, battles = _votes_since(session, last_vote_id, position)
     votes += np.bincount(first, battles, m) + np.bincount(second, battles, m)
     fit = rule_math.update_with_votes(fit, first, second, score, battles)
-    scores = rule_math.active_pair_scores(fit, confidence=confidence) if settings.policy == "active" else None
+    odds = None
+    if settings.policy == "active":
+        odds = rule_math.active_odds(rule_math.active_pair_scores(fit, confidence=confidence), settings.active_focus)
     return PolicyState(settings=settings, snapshot=None if document is None else int(document["version"]),
                        refreshed=started, refreshed_at=now.replace(microsecond=0), position=position, votes=votes,
-                       fit=fit, scores=scores, failing=failing_models(session, settings, now=now))
+                       fit=fit, odds=odds, failing=failing_models(session, settings, now=now))
 
 
 def _votes_since(session: Session, last_vote_id: int, position: dict[int, int]):
@@ -210,22 +212,27 @@ def failing_models(session: Session, settings: SamplingSettings, *, now: datetim
 
 def choose_pair(state: PolicyState, candidates: list, rng=_system_random) -> tuple:
     """Two of `candidates` (objects with .id and .sampling_weight, the models that can answer) drawn by the
-    state's rule, sides shuffled; failing models are left out. ApiError 503 when fewer than two remain."""
+    state's rule, sides shuffled; failing models are left out. ApiError 503 when fewer than two remain.
+
+    The draw runs over every model of the state, those that cannot be drawn now weighing 0, so that no
+    matrix is copied per battle (see `ranking.sampling.draw_pair`).
+    """
     usable = [c for c in candidates if c.id not in state.failing]
-    index = [state.position.get(c.id) for c in usable]
-    votes = np.array([state.votes[i] if i is not None else 0.0 for i in index])
-    weights = np.array([c.sampling_weight for c in usable], np.float64)
-    scores = None
-    if state.scores is not None:
-        known = np.array([i if i is not None else 0 for i in index], np.int64)
-        scores = state.scores[np.ix_(known, known)]
-        unknown = np.array([i is None for i in index])
-        if unknown.any():  # not in the state yet (a refresh is due): drawn by the floor's weighted rule only
-            scores[unknown, :] = scores[:, unknown] = 0.0
-    pair = rule_math.draw_pair(state.settings.rule, weights, rng, votes=votes, scores=scores)
-    if pair is None:
+    rule = state.settings.rule
+    if all(c.id in state.position for c in usable):
+        index = [state.position[c.id] for c in usable]
+        weights = np.zeros(len(state.position))
+        weights[index] = [c.sampling_weight for c in usable]
+        pair = rule_math.draw_pair(rule, weights, rng, votes=state.votes, odds=state.odds)
+        by_index = dict(zip(index, usable))
+        pair = pair and (by_index[pair[0]], by_index[pair[1]])
+    else:  # a model the state does not know yet (it was refreshed meanwhile): the weighted rule, by the floor
+        votes = [state.votes[state.position[c.id]] if c.id in state.position else 0.0 for c in usable]
+        pair = rule_math.draw_pair(rule._replace(floor=1.0), [c.sampling_weight for c in usable], rng, votes=votes)
+        pair = pair and (usable[pair[0]], usable[pair[1]])
+    if not pair:
         raise ApiError(503, "no_models", "Not enough models can answer this prompt right now.")
-    return usable[pair[0]], usable[pair[1]]
+    return pair
 
 
 def pick_pair(app: Flask, session: Session, candidates: list, rng=_system_random) -> tuple:
@@ -249,13 +256,13 @@ def published(app: Flask, session: Session) -> dict:
     drawn = [row for row in models if row.id not in state.failing and row.sampling_weight > 0]
     index = np.array([state.position.get(row.id, -1) for row in drawn], np.int64)
     votes = np.array([state.votes[i] if i >= 0 else 0.0 for i in index])
-    scores = None
-    if state.scores is not None:
-        scores = state.scores[np.ix_(np.maximum(index, 0), np.maximum(index, 0))]
-        scores[index < 0, :] = scores[:, index < 0] = 0.0
+    odds = None
+    if state.odds is not None:
+        odds = state.odds[np.ix_(np.maximum(index, 0), np.maximum(index, 0))]
+        odds[index < 0, :] = odds[:, index < 0] = 0.0
     probabilities = rule_math.pair_probabilities(state.settings.rule,
                                                  np.array([r.sampling_weight for r in drawn], np.float64),
-                                                 votes=votes, scores=scores)
+                                                 votes=votes, odds=odds)
     shares = dict(zip((row.id for row in drawn), rule_math.model_shares(probabilities)))
     rule = state.settings.rule
     rows = []

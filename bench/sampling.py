@@ -10,8 +10,9 @@ The simulated arena:
 - Models belong to labs of unequal size (LAB_SIZES, as shares of the models, assigned at random), and carry
   operator weights: most 1, a few 2 and a few 0.5 (WEIGHTS). A tenth of the models join late, after
   LATE_JOIN_PER_MODEL * M votes, as new models do.
-- Each policy draws every pair with `ranking.sampling.draw_pair`, the very function the service calls per
-  battle, from a state refreshed the way the service refreshes it: a refit every REFIT_EVERY votes stands for
+- Each policy draws its pairs from `ranking.sampling.pair_probabilities`, the probabilities that the service's
+  per-battle `draw_pair` follows (tests/ranking/test_sampling.py), from a state refreshed the way the service
+  refreshes it: a refit every REFIT_EVERY votes stands for
   a stored snapshot (the project's Bradley-Terry fit with Davidson ties on the counts so far, standard errors
   from the Fisher information: `ranking.bootstrap.sandwich_intervals(robust=False)`), and between refits the
   votes counted since update it every REFRESH_EVERY votes (`update_with_votes`), as the service does every few
@@ -136,7 +137,6 @@ def simulate(arena: Arena, policy: str, *, max_votes: int, refit_every: int, ref
     rule = RULE._replace(policy=policy)
     m = arena.truth.shape[0]
     rng = np.random.default_rng(seed)
-    draw_rng = random.Random(seed)
     wins, ties = np.zeros((m, m)), np.zeros((m, m))
     since_wins, since_ties = np.zeros((m, m)), np.zeros((m, m))
     labs = arena.lab.max() + 1
@@ -154,15 +154,21 @@ def simulate(arena: Arena, policy: str, *, max_votes: int, refit_every: int, ref
                                            + since_ties[first, second])
         can = np.flatnonzero(arena.joins_at <= votes)
         played = wins.sum(axis=1) + wins.sum(axis=0) + ties.sum(axis=1)
-        scores = sampling.active_pair_scores(sampling.ActiveState(state.strengths[can], state.variances[can])) \
-            if policy == "active" else None
-        probabilities = sampling.pair_probabilities(rule, arena.weights[can], votes=played[can], scores=scores)
+        odds = None
+        if policy == "active":
+            odds = sampling.active_odds(sampling.active_pair_scores(
+                sampling.ActiveState(state.strengths[can], state.variances[can])), rule.focus)
+        probabilities = sampling.pair_probabilities(rule, arena.weights[can], votes=played[can], odds=odds)
         shares = sampling.model_shares(probabilities)
         block = min(refresh_every, max_votes - votes)
         lab_rule += block * 2 * np.bincount(arena.lab[can], shares, labs)
-        pairs = np.array([sampling.draw_pair(rule, arena.weights[can], draw_rng, votes=played[can], scores=scores)
-                          for _ in range(block)])
-        a, b = can[pairs[:, 0]], can[pairs[:, 1]]
+        # the block's pairs, drawn from the rule's probabilities (tests/ranking/test_sampling.py checks that the
+        # service's one-at-a-time draw_pair follows them), sides at random
+        upper_first, upper_second = np.triu_indices(can.size, 1)
+        drawn = rng.choice(upper_first.size, size=block, p=_unit(probabilities[upper_first, upper_second]))
+        swap = rng.random(block) < 0.5
+        a = can[np.where(swap, upper_second[drawn], upper_first[drawn])]
+        b = can[np.where(swap, upper_first[drawn], upper_second[drawn])]
         lab_sides += np.bincount(arena.lab[a], minlength=labs) + np.bincount(arena.lab[b], minlength=labs)
         d = arena.truth[a] - arena.truth[b]
         norm = np.exp(d / 2) + np.exp(-d / 2) + NU
@@ -203,34 +209,61 @@ def davidson_information(d):
     return p_a * (0.5 - slope) ** 2 + p_b * (-0.5 - slope) ** 2 + (1 - p_a - p_b) * slope**2
 
 
+def _unit(p: np.ndarray) -> np.ndarray:
+    return p / p.sum()  # the rule's probabilities sum to 1 up to rounding; numpy's choice wants it exact
+
+
 def votes_to_reach(curve, tau: float) -> int | None:
     return next((votes for votes, value in curve if value >= tau), None)
 
 
 def time_per_pick(m: int = 300, picks: int = 2000, seed: int = 1) -> dict:
-    """Seconds per draw_pair at m models, each policy: the active one restricts its cached score matrix to the
-    models that can answer (90 % of them here), as the service does for each battle."""
+    """Seconds per pick at m models: `draw_pair` for each policy, the active one with its cached score matrix
+    restricted to the models that can answer (90 % of them), and the service's whole pick
+    (`arena.sampling.choose_pair` on a cached state: failing models left out, the restriction, the draw)."""
+    from datetime import datetime, timezone
+
+    from arena import sampling as service
+    from arena.battles import Candidate
+
     rng = np.random.default_rng(seed)
     ratings = rng.normal(1000, 150, m)
     half = rng.uniform(10, 60, m)
     state = sampling.state_from_intervals(ratings, ratings - half, ratings + half)
-    scores = sampling.active_pair_scores(state)
+    odds = sampling.active_odds(sampling.active_pair_scores(state), RULE.focus)
     weights = np.ones(m)
-    votes = rng.integers(0, 1000, m)
+    votes = rng.integers(0, 1000, m).astype(float)
     draw_rng = random.SystemRandom()
+    can = np.sort(rng.choice(m, int(0.9 * m), replace=False))
     timings = {}
     for policy in sampling.POLICIES:
-        rule = sampling.SamplingRule(policy=policy)
-        can = np.sort(rng.choice(m, int(0.9 * m), replace=False))
+        rule = RULE._replace(policy=policy)
         started = time.perf_counter()
         for _ in range(picks):
-            sub = scores[np.ix_(can, can)] if policy == "active" else None
-            sampling.draw_pair(rule, weights[can], draw_rng, votes=votes[can], scores=sub)
-        timings[policy] = (time.perf_counter() - started) / picks
+            can_weights = np.zeros(m)  # the models that cannot answer weigh 0, as in the service
+            can_weights[can] = weights[can]
+            sampling.draw_pair(rule, can_weights, draw_rng, votes=votes, odds=odds)
+        timings[f"draw_pair, {policy}"] = (time.perf_counter() - started) / picks
+    settings = service.SamplingSettings(policy="active", boost=RULE.boost, provisional_votes=RULE.provisional_votes,
+                                        active_floor=RULE.floor, active_focus=RULE.focus, refresh_seconds=5.0,
+                                        failing_rate=0.5, failing_min_calls=4, failing_seconds=600.0)
+    cached = service.PolicyState(settings=settings, snapshot=1, refreshed=time.monotonic(),
+                                 refreshed_at=datetime.now(timezone.utc), position={i: i for i in range(m)},
+                                 votes=votes, fit=state, odds=odds, failing={int(can[0]): (5, 5)})
+    candidates = [Candidate(int(i), 1.0) for i in can]
+    started = time.perf_counter()
+    for _ in range(picks):
+        service.choose_pair(cached, candidates, draw_rng)
+    timings["arena.sampling.choose_pair, active"] = (time.perf_counter() - started) / picks
     started = time.perf_counter()
     for _ in range(20):
         sampling.active_pair_scores(state)
-    timings["refresh (active scores)"] = (time.perf_counter() - started) / 20
+    timings["a refresh's active_pair_scores (per process)"] = (time.perf_counter() - started) / 20
+    scores = sampling.active_pair_scores(state)
+    started = time.perf_counter()
+    for _ in range(20):
+        sampling.active_odds(scores, RULE.focus)
+    timings["a refresh's active_odds"] = (time.perf_counter() - started) / 20
     return timings
 
 
@@ -240,59 +273,77 @@ def _fmt_votes(votes: int | None, budget: int) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="20 and 100 models only (under a minute)")
+    parser.add_argument("--quick", action="store_true",
+                        help="20 models (every policy) and 100 (uniform and active), fewer replicates")
     parser.add_argument("--models", type=int, nargs="*", help="arena sizes (default 20 100 300)")
-    parser.add_argument("--policies", nargs="*", default=list(sampling.POLICIES), choices=sampling.POLICIES)
+    parser.add_argument("--policies", nargs="*", choices=sampling.POLICIES)
+    parser.add_argument("--replicates", type=int, help="simulated arenas per size (default 5; --quick: 3)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = args.models or ([20, 100] if args.quick else [20, 100, 300])
+    replicates = args.replicates or (3 if args.quick else 5)
     print(f"truth: tiers of equal ratings {GAP_ELO:g} Elo apart, Davidson ties nu={NU} (23 % between equals); "
           f"labs of {', '.join(f'{s:.0%}' for s in LAB_SIZES)} of the models; weights "
           f"{', '.join(f'{w:g} for {s:.0%}' for w, s in WEIGHTS)}, 1 for the rest; {LATE_SHARE:.0%} of the models "
           f"join after {LATE_JOIN_PER_MODEL}*M votes")
-    print(f"rule settings: boost {RULE.boost:g} below {RULE.provisional_votes} votes, active floor {RULE.floor:g}")
+    print(f"rule settings: boost {RULE.boost:g} below {RULE.provisional_votes} votes; active floor {RULE.floor:g}, "
+          f"focus {RULE.focus:g}")
     print("separated: every neighbouring pair of true tiers t, t+1 has min ci_low(t) > max ci_high(t+1), 95 % "
-          "Fisher intervals of a Bradley-Terry (Davidson) refit")
+          "Fisher intervals of a Bradley-Terry (Davidson) refit; the median over replicates is shown")
     ratios = {}
     for m in sizes:
         tiers = ARENAS.get(m, max(2, m // 10))
-        arena = make_arena(m, tiers, args.seed)
-        refit_every = max(100, 5 * m)
+        policies = args.policies or (["uniform", "active"] if args.quick and m >= 100 else list(sampling.POLICIES))
+        refit_every = max(100, 10 * m)
         refresh_every = max(20, m // 2)
-        max_votes = 1000 * m if not args.quick else 400 * m
-        print(f"\n== {m} models in {tiers} tiers: refit every {refit_every} votes, refresh every {refresh_every}, "
-              f"tau after N = {TAU_VOTES_PER_MODEL * m:,} votes, budget {max_votes:,} votes")
-        print(f"{'policy':<16} {'votes to separate':>18} {'tau@N':>7} {'lab share vs rule (max |d|)':>28} "
-              f"{'info/vote':>9} {'seconds':>8}")
-        results = {}
-        for policy in args.policies:
-            result = simulate(arena, policy, max_votes=max_votes, refit_every=refit_every,
-                              refresh_every=refresh_every, seed=args.seed + 1)
-            results[policy] = result
-            deviation = np.max(np.abs(result.lab_observed / result.lab_rule - 1))
-            print(f"{policy:<16} {_fmt_votes(result.votes_to_separate, max_votes):>18} {result.tau_at_n:>7.3f} "
-                  f"{deviation:>27.1%} {result.information:>9.3f} {result.seconds:>8.1f}")
-        by_count = np.bincount(arena.lab) / m
-        print("lab shares of battle sides, observed (rule) [share by number of models]:")
-        for lab in range(len(by_count)):
-            cells = "  ".join(f"{p}: {results[p].lab_observed[lab]:.3f} ({results[p].lab_rule[lab]:.3f})"
-                              for p in results)
+        max_votes = 1000 * m
+        print(f"\n== {m} models in {tiers} tiers, {replicates} replicates: refit every {refit_every} votes, refresh "
+              f"every {refresh_every}, tau after N = {TAU_VOTES_PER_MODEL * m:,} votes, budget {max_votes:,} votes")
+        print(f"{'policy':<16} {'votes to separate (each replicate)':>44} {'tau@N':>7} {'lab |obs/rule-1|':>17} "
+              f"{'info/vote':>9} {'s/run':>6}")
+        results: dict[str, list[Result]] = {}
+        labs = []
+        for policy in policies:
+            runs = results[policy] = []
+            for r in range(replicates):
+                arena = make_arena(m, tiers, args.seed + 1000 * r)
+                if policy == policies[0]:
+                    labs.append(np.bincount(arena.lab, minlength=len(LAB_SIZES)) / m)
+                runs.append(simulate(arena, policy, max_votes=max_votes, refit_every=refit_every,
+                                     refresh_every=refresh_every, seed=args.seed + 1000 * r + 1))
+            observed = sum(run.lab_observed for run in runs)
+            rule = sum(run.lab_rule for run in runs)
+            each = " ".join(_fmt_votes(run.votes_to_separate, max_votes) for run in runs)
+            print(f"{policy:<16} {_fmt_votes(_median_votes(runs, max_votes), max_votes):>9} ({each:>32}) "
+                  f"{np.mean([run.tau_at_n for run in runs]):>7.3f} {np.max(np.abs(observed / rule - 1)):>16.1%} "
+                  f"{np.mean([run.information for run in runs]):>9.3f} {np.mean([run.seconds for run in runs]):>6.1f}")
+        print("lab shares of battle sides, observed (rule) [share by number of models], all replicates:")
+        by_count = np.mean(labs, axis=0)
+        for lab in range(len(LAB_SIZES)):
+            cells = "  ".join(f"{p}: {sum(r.lab_observed for r in runs)[lab] / len(runs):.3f} "
+                              f"({sum(r.lab_rule for r in runs)[lab] / len(runs):.3f})" for p, runs in results.items())
             print(f"  lab {lab} [{by_count[lab]:.3f}]  {cells}")
         if "active" in results and "uniform" in results:
             active, uniform = results["active"], results["uniform"]
-            if active.votes_to_separate and uniform.votes_to_separate:
-                ratios[m] = active.votes_to_separate / uniform.votes_to_separate
-            reach = votes_to_reach(active.tau_curve, uniform.tau_at_n)
-            print(f"active reaches uniform's tau@N ({uniform.tau_at_n:.3f}) after "
-                  f"{_fmt_votes(reach, active.votes)} votes (N = {TAU_VOTES_PER_MODEL * m:,}); separation "
-                  f"ratio {ratios.get(m, float('nan')):.2f}")
-    print("\ntime per pick, 300 models (draw_pair; the service adds its eligibility query):")
+            ratios[m] = _median_votes(active, max_votes) / _median_votes(uniform, max_votes)
+            reach = [votes_to_reach(a.tau_curve, u.tau_at_n) for a, u in zip(active, uniform)]
+            best = float(davidson_information(np.zeros(1))[0])
+            print(f"active/uniform votes to separate (medians): {ratios[m]:.2f}; active reaches uniform's tau@N "
+                  f"after {' '.join(_fmt_votes(v, max_votes) for v in reach)} votes (N = {TAU_VOTES_PER_MODEL * m:,}); "
+                  f"information per vote uniform {np.mean([u.information for u in uniform]):.3f}, active "
+                  f"{np.mean([a.information for a in active]):.3f}, at most {best:.3f} (two equal models)")
+    print("\ntime per pick, 300 models, 90 % of them able to answer:")
     for name, seconds in time_per_pick().items():
-        print(f"  {name:<24} {seconds * 1e3:8.3f} ms")
+        print(f"  {name:<44} {seconds * 1e3:8.3f} ms")
     print(f"Targets: active/uniform votes <= {TARGET_RATIO}; every lab within {TARGET_LAB_DEVIATION:.0%} of its rule")
-    if 100 in sizes:
-        print(f"votes ratio active/uniform: {ratios.get(100, float('nan')):.2f}")
+    if 100 in ratios:
+        print(f"votes ratio active/uniform: {ratios[100]:.2f}")
     return 0
+
+
+def _median_votes(runs: list[Result], budget: int) -> int:
+    """The median of the replicates' votes to separate, a run that never separated counting as the budget."""
+    return int(np.median([run.votes_to_separate or budget for run in runs]))
 
 
 if __name__ == "__main__":

@@ -153,9 +153,9 @@ def active_pair_scores(state: ActiveState, *, confidence: float = 0.95) -> np.nd
     there would part their intervals (`boundary_weights`): the uncertainty that matters is where the published
     intervals are about to tell neighbours apart. The variance of a difference is read as the published
     intervals present it, the sum of the two models' own variances v (the ratings' covariance taken as
-    diagonal), so the objective is sum_i B_i v_i, B_i the summed weights of model i's (at most two) boundaries. One vote adds Fisher
-    information I_ij = p_ij (1 - p_ij) along e_i - e_j, and by Sherman-Morrison v_i drops by
-    I v_i² / (1 + I (v_i + v_j)), so
+    diagonal), so the objective is sum_i B_i v_i, B_i the summed weights of model i's (at most two) boundaries.
+    One vote adds Fisher information I_ij = p_ij (1 - p_ij) along e_i - e_j, and by Sherman-Morrison v_i drops
+    by I v_i² / (1 + I (v_i + v_j)), so
 
         s_ij = I_ij / (1 + I_ij (v_i + v_j)) * (v_i² B_i + v_j² B_j).
 
@@ -193,17 +193,27 @@ def model_weights(rule: SamplingRule, weights, votes=None) -> np.ndarray:
     return weights.copy()
 
 
-def pair_probabilities(rule: SamplingRule, weights, *, votes=None, scores=None) -> np.ndarray:
+def active_odds(scores, focus: float) -> np.ndarray:
+    """s_ij ** focus: the active policy's odds before the weights, computed once per refresh of the fit."""
+    scores = np.asarray(scores, np.float64)
+    if focus == 1:
+        return scores.copy()
+    if focus == 3:  # the default: two products cost a fraction of a general power
+        return scores * scores * scores
+    return scores**focus
+
+
+def pair_probabilities(rule: SamplingRule, weights, *, votes=None, odds=None) -> np.ndarray:
     """P[i, j] = P[j, i] = probability that the next battle is the pair {i, j}; the pairs i < j sum to 1.
 
-    `scores` (m, m): `active_pair_scores` of these models, for the active policy. A model's share of battle
-    sides is P.sum(axis=1) / 2. All zeros when fewer than two models can be drawn.
+    `odds` (m, m): `active_odds` of these models' `active_pair_scores`, for the active policy. A model's share
+    of battle sides is P.sum(axis=1) / 2. All zeros when fewer than two models can be drawn.
     """
     w = model_weights(rule, weights, votes)
     product = _normalised(np.outer(w, w))
     if rule.policy != "active" or rule.floor >= 1:
         return product
-    active = _normalised(np.outer(w, w) * _focused(scores, rule.focus))
+    active = _normalised(np.outer(w, w) * np.asarray(odds, np.float64))
     if not active.any():  # nothing left to learn, by this fit: the weighted rule alone
         return product
     return rule.floor * product + (1 - rule.floor) * active
@@ -212,15 +222,6 @@ def pair_probabilities(rule: SamplingRule, weights, *, votes=None, scores=None) 
 def model_shares(probabilities) -> np.ndarray:
     """Each model's share of battle sides (sums to 1): half its marginal probability of being in a battle."""
     return np.asarray(probabilities).sum(axis=1) / 2
-
-
-def _focused(scores, focus: float) -> np.ndarray:
-    scores = np.asarray(scores, np.float64)
-    if focus == 1:
-        return scores
-    if focus == 3:  # the default: two products cost a fraction of a general power
-        return scores * scores * scores
-    return scores**focus
 
 
 def _normalised(odds: np.ndarray) -> np.ndarray:
@@ -232,23 +233,24 @@ def _normalised(odds: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------ drawing
 
-def draw_pair(rule: SamplingRule, weights, rng, *, votes=None, scores=None) -> tuple[int, int] | None:
+def draw_pair(rule: SamplingRule, weights, rng, *, votes=None, odds=None) -> tuple[int, int] | None:
     """One pair drawn by the rule, as (side a, side b) indices, or None when no two models can be drawn.
 
-    Draws with the probabilities of `pair_probabilities` without building the whole matrix for the
-    product-form policies: the first model i with odds w_i (W - w_i), W the total, then the second among the
-    others with odds w_j, in time linear in the number of models. The active policy picks its mixture's
-    component first, then draws by row sums of its odds and a row. The sides are then shuffled. `rng` is
-    anything with .random() in [0, 1) (random.SystemRandom in the service: pairs nobody can predict).
+    Draws with the probabilities of `pair_probabilities` without building the pair matrix. Product-form
+    policies: the first model i with odds w_i (W - w_i), W the total, then the second among the others with
+    odds w_j, in time linear in the number of models. The active policy picks its mixture's component first,
+    then i with odds w_i (A w)_i (one matrix-vector product with the `active_odds` A, zero diagonal) and j with
+    odds w_j A_ij. A model that cannot be drawn has weight 0, so the service passes every model of its cached
+    state and copies no matrix. The sides are then shuffled. `rng` is anything with .random() in [0, 1)
+    (random.SystemRandom in the service: pairs nobody can predict).
     """
     w = model_weights(rule, weights, votes)
     if rule.policy == "active" and rule.floor < 1 and rng.random() >= rule.floor:
-        odds = np.outer(w, w) * _focused(scores, rule.focus)
-        np.fill_diagonal(odds, 0.0)
-        row_odds = odds.sum(axis=1)
+        odds = np.asarray(odds, np.float64)
+        row_odds = w * (odds @ w)
         if row_odds.sum() > 0:
             i = _choose(row_odds, rng.random())
-            return _shuffled(i, _choose(odds[i], rng.random()), rng)
+            return _shuffled(i, _choose(w * odds[i], rng.random()), rng)
     total = w.sum()
     first_odds = w * (total - w)
     if np.count_nonzero(w) < 2 or not (first_odds > 0).any():

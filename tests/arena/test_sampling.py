@@ -103,7 +103,7 @@ def test_long_run_shares_match_the_published_ones(app, client, session, arena):
     from ranking import sampling as rule_math
 
     expected = rule_math.model_shares(rule_math.pair_probabilities(
-        state.settings.rule, weights, votes=state.votes[index], scores=state.scores[np.ix_(index, index)]))
+        state.settings.rule, weights, votes=state.votes[index], odds=state.odds[np.ix_(index, index)]))
     observed = [sides[c.id] for c in candidates]
     assert stats.chisquare(observed, expected * 2 * draws).pvalue > P_MIN
     weighted = weights * (weights.sum() - weights) / (weights * (weights.sum() - weights)).sum()

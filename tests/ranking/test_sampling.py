@@ -31,11 +31,11 @@ def _state(m=6, seed=3):
     return sampling.state_from_intervals(ratings, ratings - half, ratings + half)
 
 
-def _draw_counts(rule, weights, *, votes=None, scores=None, draws=DRAWS, seed=20240611):
+def _draw_counts(rule, weights, *, votes=None, odds=None, draws=DRAWS, seed=20240611):
     rng = random.Random(seed)
     pairs, first_is_lower = Counter(), 0
     for _ in range(draws):
-        a, b = sampling.draw_pair(rule, weights, rng, votes=votes, scores=scores)
+        a, b = sampling.draw_pair(rule, weights, rng, votes=votes, odds=odds)
         assert a != b
         pairs[(min(a, b), max(a, b))] += 1
         first_is_lower += a < b
@@ -47,13 +47,13 @@ def test_draws_follow_the_rule_probabilities(policy):
     """Every policy's per-battle draw has, in the long run, the pair probabilities the rule publishes."""
     weights = np.array([1.0, 2.0, 0.5, 1.0, 3.0, 1.0])
     votes = np.array([0, 500, 20, 400, 299, 301])
-    scores = sampling.active_pair_scores(_state())
-    rule = SamplingRule(policy=policy, boost=3.0, provisional_votes=300, floor=0.25)
-    probabilities = sampling.pair_probabilities(rule, weights, votes=votes, scores=scores)
+    rule = SamplingRule(policy=policy, boost=3.0, provisional_votes=300, floor=0.25, focus=3.0)
+    odds = sampling.active_odds(sampling.active_pair_scores(_state()), rule.focus)
+    probabilities = sampling.pair_probabilities(rule, weights, votes=votes, odds=odds)
     pairs = list(itertools.combinations(range(6), 2))
     expected = np.array([probabilities[i, j] for i, j in pairs])
     assert expected.sum() == pytest.approx(1.0, rel=RTOL)
-    counts, first_is_lower = _draw_counts(rule, weights, votes=votes, scores=scores)
+    counts, first_is_lower = _draw_counts(rule, weights, votes=votes, odds=odds)
     assert stats.chisquare([counts[p] for p in pairs], expected * DRAWS).pvalue > P_MIN
     assert stats.binomtest(first_is_lower, DRAWS).pvalue > P_MIN  # the sides are shuffled
 
@@ -82,11 +82,11 @@ def test_the_active_floor_keeps_every_model_a_share():
     scores = sampling.active_pair_scores(ActiveState(theta, var))
     for floor in (0.0, 0.1, 0.5):
         rule = SamplingRule("active", floor=floor)
-        shares = sampling.model_shares(sampling.pair_probabilities(rule, weights, scores=scores))
+        shares = sampling.model_shares(sampling.pair_probabilities(rule, weights, odds=scores))
         assert shares.min() >= floor * (1 / 8) * (1 - 1e-12)
         assert shares[0] > (1 - floor) * 0.5 * 0.999  # the uncertain model is in nearly every active battle
     # a fit with nothing left to learn falls back to the weighted rule
-    assert sampling.pair_probabilities(SamplingRule("active"), weights, scores=np.zeros((8, 8))) == \
+    assert sampling.pair_probabilities(SamplingRule("active"), weights, odds=np.zeros((8, 8))) == \
         pytest.approx(sampling.pair_probabilities(SamplingRule("weighted"), weights), rel=RTOL)
 
 
@@ -152,9 +152,9 @@ def test_no_pair_without_two_drawable_models():
     rng = random.Random(1)
     for policy in sampling.POLICIES:
         rule = SamplingRule(policy)
-        assert sampling.draw_pair(rule, [1.0], rng, scores=np.zeros((1, 1))) is None
-        assert sampling.draw_pair(rule, [1.0, 0.0, 0.0], rng, scores=np.ones((3, 3))) is None
-        assert sampling.draw_pair(rule, [], rng, scores=np.zeros((0, 0))) is None
+        assert sampling.draw_pair(rule, [1.0], rng, odds=np.zeros((1, 1))) is None
+        assert sampling.draw_pair(rule, [1.0, 0.0, 0.0], rng, odds=np.ones((3, 3)) - np.eye(3)) is None
+        assert sampling.draw_pair(rule, [], rng, odds=np.zeros((0, 0))) is None
 
 
 def test_bad_rules_are_refused():
