@@ -95,6 +95,8 @@ class PolicyState(NamedTuple):
     fit: rule_math.ActiveState
     odds: np.ndarray | None  # active_odds of the active_pair_scores, for the active policy
     failing: dict[int, tuple[int, int]]  # model id -> (failed calls, calls) in the window, for failing models
+    since: dict[tuple[int, int], tuple[float, float]]  # (model id, model id) -> (first's score, votes) since
+    read_up_to: int  # the newest vote id read into `since`
 
 
 # ------------------------------------------------------------------------------------------------ the state
@@ -112,7 +114,8 @@ def policy_state(app: Flask, session: Session, *, known: tuple[int, ...] = ()) -
     try:
         current = holder["state"]
         if current is None or _stale(app, current, known):
-            current = holder["state"] = build_state(session, SamplingSettings.from_config(app.config))
+            current = holder["state"] = build_state(session, SamplingSettings.from_config(app.config),
+                                                    previous=current)
         return current
     finally:
         holder["lock"].release()
@@ -124,8 +127,12 @@ def _stale(app: Flask, state: PolicyState, known: tuple[int, ...]) -> bool:
     return any(model_id not in state.position for model_id in known)
 
 
-def build_state(session: Session, settings: SamplingSettings, *, now: datetime | None = None) -> PolicyState:
-    """Read the newest snapshot's fit, the votes counted since and the failing models: a few cheap queries."""
+def build_state(session: Session, settings: SamplingSettings, *, now: datetime | None = None,
+                previous: PolicyState | None = None) -> PolicyState:
+    """Read the newest snapshot's fit, the votes counted since and the failing models: a few cheap queries.
+
+    The votes since the snapshot are read incrementally: a refresh on the same snapshot as `previous` reads only
+    the votes after the ones it read (so a refresh stays cheap when snapshots are rare or off)."""
     started = time.monotonic()
     now = now or datetime.now(timezone.utc)
     models = session.execute(select(Model.id, Model.name).where(Model.status == "active").order_by(Model.id)).all()
@@ -147,41 +154,52 @@ def build_state(session: Session, settings: SamplingSettings, *, now: datetime |
                 high[i] = np.nan if row["ci_high"] is None else row["ci_high"]
                 votes[i] = row["battles"]
     fit = rule_math.state_from_intervals(ratings, low, high, confidence=confidence)
-    first, second, score, battles = _votes_since(session, last_vote_id, position)
+    version = None if document is None else int(document["version"])
+    if previous is not None and previous.snapshot == version:
+        since, read_up_to = dict(previous.since), previous.read_up_to
+    else:
+        since, read_up_to = {}, last_vote_id
+    read_up_to = _read_votes_since(session, read_up_to, since)
+    first, second, score, battles = _pairs(since, position)
     votes += np.bincount(first, battles, m) + np.bincount(second, battles, m)
     fit = rule_math.update_with_votes(fit, first, second, score, battles)
     odds = None
     if settings.policy == "active":
         odds = rule_math.active_odds(rule_math.active_pair_scores(fit, confidence=confidence), settings.active_focus)
-    return PolicyState(settings=settings, snapshot=None if document is None else int(document["version"]),
-                       refreshed=started, refreshed_at=now.replace(microsecond=0), position=position, votes=votes,
-                       fit=fit, odds=odds, failing=failing_models(session, settings, now=now))
+    return PolicyState(settings=settings, snapshot=version, refreshed=started,
+                       refreshed_at=now.replace(microsecond=0), position=position, votes=votes, fit=fit, odds=odds,
+                       failing=failing_models(session, settings, now=now), since=since, read_up_to=read_up_to)
 
 
-def _votes_since(session: Session, last_vote_id: int, position: dict[int, int]):
-    """Votes after the snapshot's last one that the cheap rules count (battle voted, not flagged), per pair:
-    (first, second, first's wins + half the ties, votes), for the models in `position`."""
-    rows = session.execute(
-        select(Battle.model_a_id, Battle.model_b_id, Vote.winner, func.count())
-        .join(Battle, Vote.battle_id == Battle.id)
-        .where(Vote.id > last_vote_id, Battle.state == "voted", Battle.flagged.is_(False))
-        .group_by(Battle.model_a_id, Battle.model_b_id, Vote.winner)).all()
-    pairs: dict[tuple[int, int], list[float]] = {}
-    for model_a, model_b, winner, n in rows:
-        if model_a not in position or model_b not in position:
-            continue
-        i, j = position[model_a], position[model_b]
+def _read_votes_since(session: Session, after: int, since: dict) -> int:
+    """Add to `since` the votes with id > `after` that the cheap rules count (battle voted, not flagged), per
+    pair of model ids (smaller id first): (first's wins + half the ties, votes). Returns the newest id read.
+
+    A vote committed late with an id below one already read is missed until the next snapshot: these counts
+    only steer sampling between two snapshots, and the snapshot counts every vote."""
+    newest = after
+    for model_a, model_b, winner, n, last in session.execute(
+            select(Battle.model_a_id, Battle.model_b_id, Vote.winner, func.count(), func.max(Vote.id))
+            .join(Battle, Vote.battle_id == Battle.id)
+            .where(Vote.id > after, Battle.state == "voted", Battle.flagged.is_(False))
+            .group_by(Battle.model_a_id, Battle.model_b_id, Vote.winner)):
         a_score = {"a": 1.0, "b": 0.0}.get(winner, 0.5)
-        first, second, first_score = (i, j, a_score) if i < j else (j, i, 1.0 - a_score)
-        cell = pairs.setdefault((first, second), [0.0, 0.0])
-        cell[0] += first_score * n
-        cell[1] += n
-    if not pairs:
+        key, first_score = ((model_a, model_b), a_score) if model_a < model_b else ((model_b, model_a), 1 - a_score)
+        score, count = since.get(key, (0.0, 0.0))
+        since[key] = (score + first_score * n, count + n)
+        newest = max(newest, int(last))
+    return newest
+
+
+def _pairs(since: dict, position: dict[int, int]):
+    """`since` as arrays over the state's positions: (first, second, first's score, votes)."""
+    rows = [(position[a], position[b], score, n) for (a, b), (score, n) in since.items()
+            if a in position and b in position]
+    if not rows:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0), np.zeros(0)
-    keys = np.array(list(pairs), np.int64)
-    values = np.array(list(pairs.values()))
-    return keys[:, 0], keys[:, 1], values[:, 0], values[:, 1]
+    first, second, score, n = (np.array(column) for column in zip(*rows))
+    return first.astype(np.int64), second.astype(np.int64), score.astype(float), n.astype(float)
 
 
 def failing_models(session: Session, settings: SamplingSettings, *, now: datetime) -> dict[int, tuple[int, int]]:

@@ -249,7 +249,8 @@ def time_per_pick(m: int = 300, picks: int = 2000, seed: int = 1) -> dict:
                                         failing_rate=0.5, failing_min_calls=4, failing_seconds=600.0)
     cached = service.PolicyState(settings=settings, snapshot=1, refreshed=time.monotonic(),
                                  refreshed_at=datetime.now(timezone.utc), position={i: i for i in range(m)},
-                                 votes=votes, fit=state, odds=odds, failing={int(can[0]): (5, 5)})
+                                 votes=votes, fit=state, odds=odds, failing={int(can[0]): (5, 5)}, since={},
+                                 read_up_to=0)
     candidates = [Candidate(int(i), 1.0) for i in can]
     started = time.perf_counter()
     for _ in range(picks):
@@ -277,11 +278,11 @@ def main(argv=None) -> int:
                         help="20 models (every policy) and 100 (uniform and active), fewer replicates")
     parser.add_argument("--models", type=int, nargs="*", help="arena sizes (default 20 100 300)")
     parser.add_argument("--policies", nargs="*", choices=sampling.POLICIES)
-    parser.add_argument("--replicates", type=int, help="simulated arenas per size (default 5; --quick: 3)")
+    parser.add_argument("--replicates", type=int,
+                        help="simulated arenas per size (default 5, 2 from 300 models; --quick: 3)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = args.models or ([20, 100] if args.quick else [20, 100, 300])
-    replicates = args.replicates or (3 if args.quick else 5)
     print(f"truth: tiers of equal ratings {GAP_ELO:g} Elo apart, Davidson ties nu={NU} (23 % between equals); "
           f"labs of {', '.join(f'{s:.0%}' for s in LAB_SIZES)} of the models; weights "
           f"{', '.join(f'{w:g} for {s:.0%}' for w, s in WEIGHTS)}, 1 for the rest; {LATE_SHARE:.0%} of the models "
@@ -293,6 +294,7 @@ def main(argv=None) -> int:
     ratios = {}
     for m in sizes:
         tiers = ARENAS.get(m, max(2, m // 10))
+        replicates = args.replicates or (3 if args.quick else 5 if m < 300 else 2)
         policies = args.policies or (["uniform", "active"] if args.quick and m >= 100 else list(sampling.POLICIES))
         refit_every = max(100, 10 * m)
         refresh_every = max(20, m // 2)

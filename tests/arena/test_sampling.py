@@ -233,3 +233,19 @@ def test_operators_see_the_policy_on_the_command_line(app, session, arena):
     import json
 
     assert {m["model"] for m in json.loads(as_json.output)["models"]} == set(models)
+
+
+def test_votes_since_are_read_incrementally(app, session, arena):
+    """A refresh on the same snapshot reads only the votes after those it read; a new snapshot starts afresh."""
+    prompt, models = arena
+    add_votes(session, models, 60)
+    snapshots.build_snapshot(app)
+    add_votes(session, models, 30, seed=1)
+    first = sampling.policy_state(app, session)
+    assert sum(n for _, n in first.since.values()) == 30
+    add_votes(session, models, 20, seed=2)
+    second = sampling.build_state(session, first.settings, previous=first)
+    assert second.read_up_to > first.read_up_to and sum(n for _, n in second.since.values()) == 50
+    assert second.votes.sum() == 2 * 110
+    fresh = sampling.build_state(session, first.settings)  # the same counts, read from the snapshot's cut
+    assert fresh.since == second.since and np.array_equal(fresh.votes, second.votes)

@@ -91,15 +91,20 @@ def test_the_active_floor_keeps_every_model_a_share():
 
 
 def test_active_scores_match_the_sherman_morrison_reduction():
-    """s_ij against a brute-force reference: the weighted variance of neighbour differences under diagonal
-    covariance, before and after a rank-one Fisher update along e_i - e_j (the models' own variances)."""
+    """s_ij against a brute-force reference: the models' variances weighted by their boundaries under diagonal
+    covariance, before and after a rank-one Fisher update along e_i - e_j."""
     state = _state(m=7)
     theta, var = state
     order, omega = sampling.boundary_weights(state)
     scores = sampling.active_pair_scores(state)
 
+    weight = np.zeros(7)
+    for w, a, b in zip(omega, order[:-1], order[1:]):  # each model: twice the mean of its boundaries' weights
+        weight[a] += w if a != order[0] else 2 * w
+        weight[b] += w if b != order[-1] else 2 * w
+
     def objective(variances):
-        return sum(w * (variances[a] + variances[b]) for w, a, b in zip(omega, order[:-1], order[1:]))
+        return weight @ variances
 
     for i, j in itertools.combinations(range(7), 2):
         p = 1 / (1 + math.exp(-(theta[i] - theta[j])))
