@@ -64,8 +64,9 @@ def populate(app) -> None:
         prompt = gen_prompt(session, text="Pourquoi le ciel est-il bleu ? 🌤", category="knowledge")
         other = gen_prompt(session, text="Write a haiku", category="creativity")
         names = ["Alpha", "Beta", "Gamma", "Delta"]
-        models = [gen_recorded_model(session, name, "Org", {prompt.id: f"## {name}\n- **bold** answer",
-                                                             other.id: f"{name} haiku"}) for name in names]
+        # (answers never name their model: an answer that does is an identity leak, its vote not counted)
+        models = [gen_recorded_model(session, name, "Org", {prompt.id: f"## Answer {n}\n- **bold** answer",
+                                                             other.id: f"haiku {n}"}) for n, name in enumerate(names)]
         endpoint = Model(name="Endpoint", organization="Lab Ünïcode", kind="endpoint", lab_id=lab.id,
                          base_url="http://127.0.0.1:8100/v1", endpoint_model="echo",
                          endpoint_key_encrypted=encrypt_secret(SECRET, "sk-secret"), system_prompt="Be brief.",
@@ -92,7 +93,7 @@ def populate(app) -> None:
                     for side, model in (("a", first), ("b", second)):
                         session.add(Message(battle_id=battle.id, side=side, role="user", content=battle.prompt_text))
                         session.add(Message(battle_id=battle.id, side=side, role="assistant", complete=True,
-                                            content=f"# {model.name}\n1. **x**", first_token_ms=12.5,
+                                            content=f"# Answer {model.id}\n1. **x**", first_token_ms=12.5,
                                             duration_ms=250.0, created_at=base + timedelta(minutes=number)))
                     session.add(Vote(battle_id=battle.id, winner=winner, voter=battle.voter,
                                      created_at=base + timedelta(minutes=number, seconds=30)))

@@ -27,7 +27,7 @@ from tests.reliability.harness import (Arena, Outcome, Server, TcpProxy, VoteStr
                                        check_no_vote_lost_or_doubled, reset_postgres, seed, voter_cookie, wait_until)
 
 VOTERS, BATTLES_PER_VOTER = 128, 16
-FIRST_TOKEN_TIMEOUT = 1.5
+FIRST_TOKEN_TIMEOUT = 2.5  # seconds; votes must not wait anywhere near this long behind the silent model
 REDIS = ("127.0.0.1", 6379)
 
 
@@ -57,7 +57,7 @@ def service(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("faults")
     with TcpProxy(upstream(url)) as postgres, TcpProxy(REDIS) as redis, LoopbackModelServer() as models:
         settings = {"ARENA_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "ARENA_PROVIDER_CONNECT_TIMEOUT": "1",
-                    "ARENA_PROVIDER_FIRST_TOKEN_TIMEOUT": str(FIRST_TOKEN_TIMEOUT), "ARENA_PROVIDER_TOTAL_TIMEOUT": "4"}
+                    "ARENA_PROVIDER_FIRST_TOKEN_TIMEOUT": str(FIRST_TOKEN_TIMEOUT), "ARENA_PROVIDER_TOTAL_TIMEOUT": "5"}
         with Server(workdir, through(url, postgres.port), workers=2, threads=48, pool=6, extra=settings) as server:
             yield Service(server, postgres, redis, models, url, arena)
 
