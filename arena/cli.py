@@ -354,6 +354,7 @@ def sampling_show(as_json: bool) -> None:
     """The policy, its rule and settings, and each active model's weight, counted votes and share of battles."""
     from arena import sampling
 
+    sampling.SamplingSettings.from_config(current_app.config)  # a bad setting: its one line, exit status 2
     with _session() as session:
         published = sampling.published(current_app._get_current_object(), session)
     if as_json:

@@ -114,8 +114,11 @@ def policy_state(app: Flask, session: Session, *, known: tuple[int, ...] = ()) -
     try:
         current = holder["state"]
         if current is None or _stale(app, current, known):
-            current = holder["state"] = build_state(session, SamplingSettings.from_config(app.config),
-                                                    previous=current)
+            try:
+                settings = SamplingSettings.from_config(app.config)
+            except ValueError as error:  # a misconfigured policy stops new battles with a clear answer, not a 500
+                raise ApiError(503, "sampling_misconfigured", f"The arena's sampling settings are invalid: {error}.")
+            current = holder["state"] = build_state(session, settings, previous=current)
         return current
     finally:
         holder["lock"].release()

@@ -216,6 +216,10 @@ def test_an_unknown_policy_is_refused(app, client, session, arena):
     app.config["SAMPLING_POLICY"] = "favourites"
     with pytest.raises(ValueError, match="sampling policy must be one of"):
         sampling.SamplingSettings.from_config(app.config)
+    response = client.post("/api/v1/battles", json={"prompt_id": arena[0].id})
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "sampling_misconfigured"
+    shown = app.test_cli_runner().invoke(args=["sampling", "show"])
+    assert shown.exit_code == 2 and "error: sampling policy must be one of" in shown.output
 
 
 def test_operators_see_the_policy_on_the_command_line(app, session, arena):
