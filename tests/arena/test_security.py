@@ -224,7 +224,7 @@ FORM_BODIES = [("application/x-www-form-urlencoded", b"a=%zz&&b=\xff\xfe&=" + b"
                ("text/plain", b"\x00\x01\x02")]
 
 
-def page_urls(app) -> list[tuple[str, set[str]]]:
+def page_urls(app, values=GARBAGE_VALUES) -> list[tuple[str, set[str]]]:
     """Every route outside the JSON API, with garbage in each of its URL variables."""
     urls = []
     for rule in app.url_map.iter_rules():
@@ -234,7 +234,7 @@ def page_urls(app) -> list[tuple[str, set[str]]]:
         if not rule.arguments:
             urls.append((rule.rule, methods))
             continue
-        for value in GARBAGE_VALUES:
+        for value in values:
             path = rule.rule
             for argument in rule.arguments:
                 path = path.replace(f"<{argument}>", value)
@@ -255,7 +255,22 @@ def assert_answered(response, what):
 
 def test_every_page_survives_malformed_cookies_headers_queries_and_forms(app, session, prompt_id):
     """Walks app.url_map, so a page added later is fuzzed too: never a 5xx, a 4xx is JSON or HTML."""
-    urls = page_urls(app)
+    fuzz_pages(app, page_urls(app))
+
+
+def test_every_page_with_a_published_leaderboard_survives_the_same(app, session):
+    """The same with the LLMFAO demo loaded and a snapshot published, so the pages have boards, models and
+    charts to draw; real model names stand beside the garbage in the URLs."""
+    from arena import demo, snapshots
+
+    app.config.update(SNAPSHOT_REPLICATES=20, SNAPSHOT_STYLE_REPLICATES=20, SNAPSHOT_EVERY_VOTES=0)
+    demo.load_demo(session)
+    snapshots.build_snapshot(app)
+    names = session.scalars(text("SELECT name FROM models ORDER BY id LIMIT 2")).all()
+    fuzz_pages(app, page_urls(app, [*names, *GARBAGE_VALUES]))
+
+
+def fuzz_pages(app, urls) -> None:
     assert urls
     other = Flask("elsewhere")
     other.secret_key = "another-key"  # a well-formed session signed with someone else's key
