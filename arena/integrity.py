@@ -44,6 +44,8 @@ RULES = (
 
 
 SUSPECT_Z = 2.0  # concentrated_influence: voters left out of the next fit it tests everyone against
+SUSPECT_TAIL = 1e-3
+SUSPECT_PUSHES = 3
 INFLUENCE_ROUNDS = 4
 
 
@@ -157,12 +159,20 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
         influence = integrity.influence_concentration(a, b, o, v, n_voters, fit.strengths, **test)
         flagged = influence.flagged
         # Many identities pushing one model drag the fit along, and then each looks like chance against it.
-        # Test everyone again against the fit without the voters who pushed any model at |z| >= 2 (a few per
-        # cent of honest voters, whose absence leaves the fit unbiased).
-        # Repeated while it finds more (at most INFLUENCE_ROUNDS fits), each fit without every voter flagged
-        # so far and the new suspects.
+        # For the SUSPECT_PUSHES models pushed one way most unusually at z >= SUSPECT_Z (tail <= SUSPECT_TAIL), test
+        # everyone again against a fit without the voters who pushed that model that way at z >= SUSPECT_Z (a
+        # few per cent of honest voters, whose absence leaves the fit unbiased); repeated while it finds more,
+        # at most INFLUENCE_ROUNDS fits, each without every voter flagged so far.
         for _ in range(INFLUENCE_ROUNDS):
-            clean = ~_votes_of(v, flagged | (np.abs(influence.z) >= SUSPECT_Z).any(axis=1))
+            suspects = np.zeros(n_voters, bool)
+            tail = influence.suspect_tail
+            nearest = np.argsort(tail, axis=None, kind="stable")[:SUSPECT_PUSHES]
+            for direction, k in zip(*np.unravel_index(nearest, tail.shape)):
+                if tail[direction, k] <= SUSPECT_TAIL:
+                    suspects |= (1 - 2 * direction) * influence.z[:, k] >= SUSPECT_Z
+            if not suspects.any():
+                break
+            clean = ~_votes_of(v, flagged | suspects)
             if clean.all() or not clean.any():
                 break
             refit = _fit(a[clean], b[clean], o[clean], n_models, settings.prior)

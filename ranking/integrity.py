@@ -20,6 +20,7 @@ never tested themselves).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -34,6 +35,9 @@ from ranking.data import A_WINS, B_WINS
 # there and far more precise than any level anyone sets.
 EXACT_TRIALS = 4000
 ELO_PER_NAT = 400 / np.log(10)
+# The tests compute exact tails only where the refined normal approximation says they may be below this; a
+# p-value above it is reported from the approximation (it is then far above any level used to flag a voter).
+SCREEN_TAIL = 0.05
 
 
 # ------------------------------------------------------------------------------------------------ tails
@@ -65,10 +69,12 @@ def _refined_normal_sf(p: np.ndarray, k: int) -> float:
     var = (p * (1 - p)).sum()
     if var <= 0:
         return float(k <= mean)
-    sd = np.sqrt(var)
-    skew = (p * (1 - p) * (1 - 2 * p)).sum() / sd**3
-    x = (k - 0.5 - mean) / sd
-    return float(np.clip(norm.sf(x) - skew * (1 - x * x) * norm.pdf(x) / 6, 0.0, 1.0))
+    sd = math.sqrt(var)
+    skew = float((p * (1 - p) * (1 - 2 * p)).sum()) / sd**3
+    x = (k - 0.5 - float(mean)) / sd
+    sf = 0.5 * math.erfc(x / math.sqrt(2))  # scalar math: this runs once per voter and checkpoint
+    pdf = math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+    return min(1.0, max(0.0, sf - skew * (1 - x * x) * pdf / 6))
 
 
 # ------------------------------------------------------------------------------------------------ rule 2
@@ -106,6 +112,8 @@ def crowd_disagreement_test(model_a, model_b, outcome, voter, n_voters: int, *, 
       votes like the crowd: vote t picks i with probability r_t, independently) vote t disagrees with
       probability q_t = min(r_t, 1 - r_t), so the number of disagreements among a voter's first n judged
       votes, D_n, is Poisson-binomial(q_1..q_n) and p_n = P(D_n >= observed) is exact (poisson_binomial_sf).
+    - p-values above SCREEN_TAIL come from the refined normal approximation instead (saving the exact
+      recursion for the voters who might be flagged).
     - Sequential: the test looks at checkpoints n_j = min_votes * 2^j judged votes (j = 0, 1, ...), the last
       one at the voter's total, and rejects at checkpoint j when p_{n_j} <= alpha / 2^(j+1). The levels sum
       to alpha, so an honest voter is flagged with probability at most alpha however many votes they cast
@@ -148,7 +156,12 @@ def crowd_disagreement_test(model_a, model_b, outcome, voter, n_voters: int, *, 
         running = np.cumsum(disagrees[mine])
         best, first_reject = 1.0, 0
         for j, n in enumerate(_checkpoints(mine.size, min_votes)):
-            adjusted = min(1.0, poisson_binomial_sf(q[mine[:n]], int(running[n - 1])) * 2.0 ** (j + 1))
+            # Far from any level anyone sets, the refined normal tail is exact enough and skips the O(n^2)
+            # recursion, which most honest voters would otherwise cost.
+            tail = _refined_normal_sf(q[mine[:n]], int(running[n - 1]))
+            if tail <= SCREEN_TAIL:
+                tail = poisson_binomial_sf(q[mine[:n]], int(running[n - 1]))
+            adjusted = min(1.0, tail * 2.0 ** (j + 1))
             best = min(best, adjusted)
             if adjusted <= alpha and not first_reject:
                 first_reject = n
@@ -235,11 +248,14 @@ class Influence(NamedTuple):
     threshold: float
     pushed: list
     group: np.ndarray
+    group_tail: np.ndarray  # (2, m): the binomial tail of N_k+ and N_k- (1 for models without votes)
+    suspect_tail: np.ndarray  # (2, m): the same with suspect_z instead of group_z (more sensitive, less specific)
 
 
 def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, strengths, *, prior: float,
                             alpha: float, min_votes: int = 10, group_z: float = 3.0, group_min_votes: int = 5,
-                            weights=None, chunk: int = 65536) -> Influence:
+                            suspect_z: float = 2.0, null_replicates: int = 4, seed: int = 0, weights=None,
+                            chunk: int = 65536) -> Influence:
     """Voters whose votes concentrate on raising or lowering one model, through any battles.
 
     Bradley-Terry couples every model: a vote in a battle between j and l moves j and l, and through them every
@@ -256,13 +272,16 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
 
     Many identities with a few votes each (sybils) stay below that threshold one by one, but together they
     are many voters pushing the same model the same way. For each model k and direction s = +1 (up) or -1
-    (down), N_ks counts the voters with at least `group_min_votes` votes and s z[v, k] >= group_z. Under the
-    null each voter exceeds it with a probability q that the data estimate robustly: the larger of the normal
-    tail Phi(-group_z) and the median of N_ks / (voters tested) over every (k, s) (few-vote z-scores have
-    heavier tails than the normal, and an attack raises one or a few of the 2m counts, not their median).
-    When P(Binomial(voters tested, q) >= N_ks) <= alpha / 2m, model k was pushed in direction s, and every
-    voter counted in N_ks is flagged: the attackers, and the few honest voters who happened to push that model
-    as hard (about q of the voters, the price of catching the group).
+    (down), N_ks counts the voters with at least `group_min_votes` votes and s z[v, k] >= group_z. Few-vote
+    z-scores are far from normal (a weak model's rare win is a large push), so the null count is simulated:
+    `null_replicates` times every vote is redrawn from the fit (seeded by `seed`) and the same count N'_ks
+    taken over the replicates. Under the null N_ks and N'_ks are Poisson counts with means in the ratio
+    1 : R, so given N_ks + N'_ks, N_ks is Binomial(N_ks + N'_ks, 1 / (R + 1)): its tail is exact, with the
+    null's estimation included. When it is <= alpha / 2m, model k was pushed in direction s and every voter
+    counted in N_ks is flagged: the group, and the few honest voters who happened to push that model as hard
+    (a fraction ~ Phi(-group_z) of the voters, the price of catching the group). The same test at `suspect_z`
+    gives suspect_tail, which tells a caller where to look again (arena.integrity refits without the voters
+    beyond suspect_z there: a group large enough drags the fit with it, which hides each of its members).
 
     `strengths`: the fit's natural-log strengths (BTFit.strengths) on the same votes with the same `prior`
     and `weights`; models without votes are left at 0 and have no influence.
@@ -289,15 +308,22 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
 
     has_voter = v >= 0
     rows = np.flatnonzero(has_voter)
-    residual = w * (y - pi)
-    gradient = np.zeros((n_voters, m))
-    np.add.at(gradient, (v[rows], a[rows]), residual[rows])
-    np.add.at(gradient, (v[rows], b[rows]), -residual[rows])
-    influence = gradient @ c.T
+    def pushes(residual):
+        """Each voter's summed score G_v (n_voters, m), through the fit's influence: (n_voters, m) Elo."""
+        cell_a = v[rows].astype(np.int64) * m + a[rows]
+        cell_b = v[rows].astype(np.int64) * m + b[rows]
+        gradient = (np.bincount(cell_a, weights=residual[rows], minlength=n_voters * m)
+                    - np.bincount(cell_b, weights=residual[rows], minlength=n_voters * m)).reshape(n_voters, m)
+        return gradient @ c.T
+
+    influence = pushes(w * (y - pi))
     variance = np.zeros((n_voters, m))
+    columns_of = np.ascontiguousarray(c.T)  # row j: how a push on model j moves every model
     for start in range(0, rows.size, chunk):
         part = rows[start:start + chunk]
-        spread = (c[:, a[part]] - c[:, b[part]]).T ** 2  # (votes, m)
+        spread = columns_of[a[part]]
+        spread -= columns_of[b[part]]
+        np.square(spread, out=spread)  # (votes, m)
         owner = csr_matrix(((w[part] ** 2) * pi[part] * (1 - pi[part]), (v[part], np.arange(part.size))),
                            shape=(n_voters, part.size))
         variance += owner @ spread
@@ -308,22 +334,36 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
     votes = np.bincount(v[rows], minlength=n_voters)
     flagged = (np.abs(z[np.arange(n_voters), top]) >= threshold) & (votes >= min_votes)
     pushed, group = [], np.zeros(n_voters, bool)
+    tails, suspect_tails = np.ones((2, m)), np.ones((2, m))
     eligible = votes >= group_min_votes
     tested = int(eligible.sum())
     if tested and played.any():
         from scipy.stats import binom
 
         columns = np.flatnonzero(played)
-        counts = np.stack([(z[eligible][:, columns] >= group_z).sum(axis=0),
-                           (z[eligible][:, columns] <= -group_z).sum(axis=0)])  # (2, models played)
-        q = max(float(norm.sf(group_z)), float(np.median(counts)) / tested)
-        tails = binom.sf(counts - 1, tested, q)
-        for direction, j in zip(*np.nonzero(tails <= alpha / (2 * columns.size))):
+        scale = np.sqrt(variance[eligible][:, columns])
+
+        def exceed(pushed_elo):
+            """(2 thresholds, 2 directions, models played): voters beyond group_z and suspect_z."""
+            with np.errstate(invalid="ignore", divide="ignore"):
+                zz = np.where(scale > 0, pushed_elo[eligible][:, columns] / scale, 0.0)
+            return np.stack([np.stack([(zz >= t).sum(axis=0), (zz <= -t).sum(axis=0)])
+                             for t in (group_z, suspect_z)])
+
+        counts = exceed(influence)
+        # The null counts, by simulation: every vote redrawn from the fit (decisive, so with the variance the
+        # z-scores assume: wider than votes with ties, which only makes the test more cautious).
+        rng = np.random.default_rng(seed)
+        simulated = sum(exceed(pushes(w * ((rng.random(pi.size) < pi) - pi))) for _ in range(null_replicates))
+        # Conditional on N + N', N ~ Binomial(N + N', 1 / (R + 1)) under the null: exact, estimate included.
+        both = binom.sf(counts - 1, counts + simulated, 1 / (null_replicates + 1))
+        tails[:, columns], suspect_tails[:, columns] = both[0], both[1]
+        for direction, k in zip(*np.nonzero(tails <= alpha / (2 * columns.size))):
             sign = 1 if direction == 0 else -1
-            k = int(columns[j])
+            k = int(k)
             pushed.append((k, sign))
             group |= eligible & (sign * z[:, k] >= group_z)
-    return Influence(influence, z, top, flagged | group, threshold, pushed, group)
+    return Influence(influence, z, top, flagged | group, threshold, pushed, group, tails, suspect_tails)
 
 
 # ------------------------------------------------------------------------------------------------ rules 5, 6

@@ -238,3 +238,29 @@ def test_operators_change_identity_labels_from_the_command_line(app, session):
     assert actions == ["model.identity", "model.identity"]
     bad = runner.invoke(args=["models", "identity", "Gale 1", "--family", "***"])
     assert bad.exit_code != 0 and "error" in bad.output
+
+
+def test_apply_rules_catches_many_identities_that_drag_the_fit_along():
+    """100 identities with 10 votes each for one model: each alone looks like chance against a fit they
+    dragged along; against a fit without the suspects they are a group."""
+    from ranking.data import A_WINS, B_WINS, TIE
+
+    rng = np.random.default_rng(11)
+    models, n, voters = 12, 20000, 1000
+    strength = np.sort(rng.normal(0, 0.6, models))[::-1]
+    a = rng.integers(0, models, n)
+    b = (a + rng.integers(1, models, n)) % models
+    p = 1 / (1 + np.exp(strength[b] - strength[a]))
+    o = np.where(rng.random(n) < 0.1, TIE, np.where(rng.random(n) < p, A_WINS, B_WINS))
+    v = rng.integers(0, voters, n)
+    target, sybils = 6, 100
+    other = (target + rng.integers(1, models, sybils * 10)) % models
+    a, b = np.r_[a, np.full(sybils * 10, target)], np.r_[b, other]
+    o = np.r_[o, np.full(sybils * 10, A_WINS)].astype(np.int8)
+    v = np.r_[v, voters + np.repeat(np.arange(sybils), 10)]
+    table = integrity.VoteTable(a, b, o, v, np.zeros(a.size, np.int64), np.full(a.size, -1), np.zeros(a.size, bool),
+                                [None] * a.size)
+    result = integrity.apply_rules(table, models, voters + sybils, integrity.IntegritySettings.from_config({}))
+    reason = np.array(result.reason, object)
+    assert (reason[n:] == "concentrated_influence").mean() > 0.8
+    assert (reason[:n] != None).mean() < 0.02  # noqa: E711 - elementwise
