@@ -113,6 +113,7 @@ def stream_battle(battle_id: str):
 @bp.post("/battles/<battle_id>/turns")
 def add_turn(battle_id: str):
     body = _json_body()
+    ratelimit.check("battles", voter=cookie.get("voter"), address=_address())  # two model calls, like a battle
     text = body.get("prompt")
     if not isinstance(text, str) or not text.strip():
         raise ApiError(400, "invalid_prompt", "\"prompt\" must be a non-empty string.")

@@ -567,7 +567,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/api/v1/battles/{battle_id}/stream", "The answers, as Server-Sent Events", "voters",
               {200: SSE, 404: ErrorBody, 409: ErrorBody}, path_params=_BATTLE_ID),
     Operation("post", "/api/v1/battles/{battle_id}/turns", "A follow-up prompt", "voters",
-              {201: TurnCreated, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody},
+              {201: TurnCreated, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody, 429: ErrorBody},
               body=TurnCreate, path_params=_BATTLE_ID),
     Operation("post", "/api/v1/battles/{battle_id}/vote", "Vote (once); reveals both models", "voters",
               {200: VoteOut, 400: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 429: ErrorBody},

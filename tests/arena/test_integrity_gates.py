@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from arena import challenge, ratelimit
+from arena import challenge, openapi, ratelimit
 from arena.models import Vote
-from tests.arena.conftest import gen_prompt, gen_recorded_model
+from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
 REPO = Path(__file__).resolve().parents[2]
 BITS = 10  # small enough that the Python solver takes a millisecond or so
@@ -52,6 +52,7 @@ def votes_stored(session) -> int:
 def test_a_battle_carries_its_challenge_and_a_solved_vote_counts(gated, client, session, prompt_id):
     battle = ready_battle(client, prompt_id)
     issued = battle["challenge"]
+    openapi.BattleCreated.model_validate(battle)  # as the OpenAPI document describes it
     assert issued == {"algorithm": "sha256", "salt": challenge.salt("test-secret", battle["id"]),
                       "difficulty": BITS}
     assert client.get(f"/api/v1/battles/{battle['id']}").get_json()["challenge"] == issued  # a reloaded page
@@ -186,6 +187,19 @@ def test_battles_are_limited_per_voter(app, client, prompt_id):
     assert [create(client, prompt_id).status_code for _ in range(3)] == [201] * 3
     assert_limited(create(client, prompt_id))
     assert create(app.test_client(), prompt_id).status_code == 201  # another voter (same address) is not held
+
+
+def test_a_follow_up_turn_counts_as_a_battle(app, client, session, loopback):
+    for name in ("Echo One", "Echo Two"):
+        gen_endpoint_model(session, name, f"Org {name}", loopback.base_url)
+    limit(app, battles_per_voter="2/minute")
+    created = client.post("/api/v1/battles", json={"prompt": "Tell me about tides."}).get_json()
+    path = f"/api/v1/battles/{created['id']}"
+    assert b'"state": "ready"' in client.get(f"{path}/stream").data
+    assert client.post(f"{path}/turns", json={"prompt": "And the moon?"}).status_code == 201
+    assert b'"state": "ready"' in client.get(f"{path}/stream").data
+    assert_limited(client.post(f"{path}/turns", json={"prompt": "And the sun?"}))
+    assert_limited(client.post("/api/v1/battles", json={"prompt": "Another one"}))
 
 
 def test_battles_are_limited_per_address_whatever_the_cookie(app, prompt_id):
