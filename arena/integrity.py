@@ -43,7 +43,13 @@ RULES = (
 )
 
 
-SUSPECT_Z = 2.0  # concentrated_influence: voters left out of the next fit it tests everyone against
+# concentrated_influence (ranking.integrity.influence_concentration): the group test's z, the votes a voter
+# needs to count in it, and its simulated null (replicates, seed); recorded in every snapshot.
+GROUP_Z = 3.0
+GROUP_MIN_VOTES = 5
+NULL_REPLICATES = 4
+NULL_SEED = 0
+SUSPECT_Z = 2.0  # voters left out of the next fit it tests everyone against
 SUSPECT_TAIL = 1e-3
 SUSPECT_PUSHES = 3
 INFLUENCE_ROUNDS = 4
@@ -139,6 +145,9 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
     sequential = integrity.crowd_disagreement_test(a, b, o, v, n_voters, alpha=settings.alpha,
                                                    min_votes=settings.min_votes, min_crowd=settings.min_crowd)
     exclude("sequential_test", _votes_of(table.voter, sequential.flagged), int(sequential.flagged.sum()))
+    report["rules"]["sequential_test"]["checkpoints"] = (f"{settings.min_votes}, {2 * settings.min_votes}, "
+                                                         f"{4 * settings.min_votes}, ... judged votes and the last; "
+                                                         "level alpha / 2^(j+1) at checkpoint j")
 
     rows, a, b, o, v = current()
     if rows.size:
@@ -155,7 +164,9 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
     rows, a, b, o, v = current()
     if rows.size:
         fit = _fit(a, b, o, n_models, settings.prior)  # the fit without the improbable votes just left out
-        test = dict(prior=settings.prior, alpha=settings.alpha, min_votes=settings.min_votes)
+        test = dict(prior=settings.prior, alpha=settings.alpha, min_votes=settings.min_votes, group_z=GROUP_Z,
+                    group_min_votes=GROUP_MIN_VOTES, suspect_z=SUSPECT_Z, null_replicates=NULL_REPLICATES,
+                    seed=NULL_SEED)
         influence = integrity.influence_concentration(a, b, o, v, n_voters, fit.strengths, **test)
         flagged = influence.flagged
         # Many identities pushing one model drag the fit along, and then each looks like chance against it.
@@ -181,7 +192,10 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
                 break
             flagged = flagged | influence.flagged
         exclude("concentrated_influence", _votes_of(table.voter, flagged), int(flagged.sum()))
-        report["rules"]["concentrated_influence"]["z_threshold"] = round(influence.threshold, 6)
+        report["rules"]["concentrated_influence"].update(
+            z_threshold=round(influence.threshold, 6), group_z=GROUP_Z, group_min_votes=GROUP_MIN_VOTES,
+            null_replicates=NULL_REPLICATES, null_seed=NULL_SEED, suspect_z=SUSPECT_Z, suspect_tail=SUSPECT_TAIL,
+            suspect_pushes=SUSPECT_PUSHES, rounds=INFLUENCE_ROUNDS)
     else:
         exclude("concentrated_influence", np.zeros(counted.size, bool), 0)
 
