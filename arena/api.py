@@ -54,7 +54,7 @@ def sampling_policy():
 @bp.post("/battles")
 def create_battle():
     body = _json_body()
-    ratelimit.check("battles", voter=_voter(), address=_address())
+    ratelimit.check("battles", voter=_voter(), address=request.remote_addr)
     prompt, prompt_id = body.get("prompt"), body.get("prompt_id")
     if (prompt is None) == (prompt_id is None):
         raise ApiError(400, "invalid_request", "Send exactly one of \"prompt\" (text) or \"prompt_id\".")
@@ -113,7 +113,7 @@ def stream_battle(battle_id: str):
 @bp.post("/battles/<battle_id>/turns")
 def add_turn(battle_id: str):
     body = _json_body()
-    ratelimit.check("battles", voter=cookie.get("voter"), address=_address())  # two model calls, like a battle
+    ratelimit.check("battles", voter=cookie.get("voter"), address=request.remote_addr)  # calls both models again
     text = body.get("prompt")
     if not isinstance(text, str) or not text.strip():
         raise ApiError(400, "invalid_prompt", "\"prompt\" must be a non-empty string.")
@@ -129,7 +129,7 @@ def add_turn(battle_id: str):
 @bp.post("/battles/<battle_id>/vote")
 def vote(battle_id: str):
     body = _json_body()
-    ratelimit.check("votes", voter=cookie.get("voter"), address=_address())
+    ratelimit.check("votes", voter=cookie.get("voter"), address=request.remote_addr)
     winner = body.get("winner")
     if winner not in WINNERS:
         raise ApiError(400, "invalid_winner", "\"winner\" must be one of: " + ", ".join(WINNERS) + ".")

@@ -1,8 +1,9 @@
 """Rate limits on battle creation and on votes, per voter session and per address hash.
 
 Each action has limits per voter (the random id in the signed session cookie) and per address (the keyed hash
-of the client address that battles store as `address_hash`; the address is the proxy's unless ARENA_TRUST_PROXY
-says how many proxies to believe). A request over any of them answers 429 `rate_limited` with a Retry-After
+of the client address, as battles store it in `address_hash`, but of the whole /64 for IPv6; the address is the
+proxy's unless ARENA_TRUST_PROXY says how many proxies to believe). Follow-up turns count as battles (each calls
+both models again). A request over any limit answers 429 `rate_limited` with a Retry-After
 header (whole seconds) and is not carried out. Limits are moving windows in the `limits` library's notation,
 several separated by ";" ("20/minute;300/hour"), set by ARENA_RATE_LIMIT_{BATTLES,VOTES}_PER_{VOTER,ADDRESS};
 an empty value removes that limit and ARENA_RATE_LIMITS=off removes them all.
@@ -21,6 +22,7 @@ Counts made in memory meanwhile are not carried over to Redis (they age out with
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
@@ -35,6 +37,7 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, WindowStats
 
+from arena.battles import address_hash
 from arena.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -203,11 +206,27 @@ def init_app(app: Flask) -> None:
                                                     key_prefix=app.config.get("RATE_LIMIT_KEY_PREFIX", "arena"))
 
 
+def address_key(secret_key: str, address: str | None) -> str | None:
+    """The keyed hash that the per-address limits count under: of the IPv4 address (as battles.address_hash), or
+    of the IPv6 address's /64, the block one subscriber is given (any address in it costs nothing to take)."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address_hash(secret_key, address)
+    if ip.version == 6:
+        address = str(ip.ipv4_mapped or ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address_hash(secret_key, address)
+
+
 def check(action: str, *, voter: str | None, address: str | None) -> None:
-    """Count this request against `action`'s limits; 429 rate_limited (with Retry-After) when over one."""
+    """Count this request (from client `address`) against `action`'s limits; 429 rate_limited with Retry-After
+    when over one."""
     if not current_app.config["RATE_LIMITS"]:
         return
-    wait = current_app.extensions["arena.ratelimit"].hit(action, {"voter": voter, "address": address})
+    key = address_key(current_app.config["SECRET_KEY"], address)
+    wait = current_app.extensions["arena.ratelimit"].hit(action, {"voter": voter, "address": key})
     if wait is not None:
         what = "battles" if action == "battles" else "votes"
         raise ApiError(429, "rate_limited", f"Too many {what} in a short time: try again in {wait} s.",

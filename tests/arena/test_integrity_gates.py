@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from arena import challenge, openapi, ratelimit
+from arena import battles, challenge, openapi, ratelimit
 from arena.models import Vote
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
@@ -210,6 +210,24 @@ def test_battles_are_limited_per_address_whatever_the_cookie(app, prompt_id):
     elsewhere = app.test_client()
     elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.7"
     assert create(elsewhere, prompt_id).status_code == 201
+
+
+def test_an_ipv6_client_is_limited_by_its_64_block(app, prompt_id):
+    limit(app, battles_per_address="2/minute")
+    statuses = []
+    for address in ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:2::abcd", "2001:db8:1:3::1"):
+        client = app.test_client()
+        client.environ_base["REMOTE_ADDR"] = address
+        statuses.append(create(client, prompt_id).status_code)
+    assert statuses == [201, 201, 429, 201]  # the last is another subscriber's block
+
+
+def test_address_keys():
+    key = ratelimit.address_key
+    assert key("k", "203.0.113.5") == battles.address_hash("k", "203.0.113.5")  # the battles' own column
+    assert key("k", "::ffff:203.0.113.5") == key("k", "203.0.113.5")
+    assert key("k", "2001:db8::1") == key("k", "2001:db8:0:0:ffff::2") != key("k", "2001:db8:0:1::1")
+    assert key("k", "not an address") == battles.address_hash("k", "not an address") and key("k", None) is None
 
 
 def test_votes_are_limited_per_voter_and_a_refused_vote_is_not_stored(app, client, session, prompt_id):
