@@ -1,47 +1,59 @@
 """How many votes each sampling policy spends before the ranking can tell the tiers apart, and whether it is fair.
 
-    .venv/bin/python bench/sampling.py            # arenas of 20, 100 and 300 models (several minutes)
-    .venv/bin/python bench/sampling.py --quick    # 20 and 100 models (under a minute)
+    .venv/bin/python bench/sampling.py            # 20, 100 (5 replicates) and 300 models (2), every policy
+    .venv/bin/python bench/sampling.py --quick    # 20 models, every policy; 100 models, uniform and active
+                                                  # (5 replicates each)
 
 The simulated arena:
 - M models with known ratings in T true tiers of equal size: every model of a tier has the same rating, and
   neighbouring tiers are GAP_ELO apart (the truth has ties, so "the order within a tier" is noise by design).
-  Outcomes follow Davidson's tie model with tie strength NU (about 20 % ties between equal models).
+  Outcomes follow Davidson's tie model with tie strength NU (23 % ties between equal models).
 - Models belong to labs of unequal size (LAB_SIZES, as shares of the models, assigned at random), and carry
   operator weights: most 1, a few 2 and a few 0.5 (WEIGHTS). A tenth of the models join late, after
   LATE_JOIN_PER_MODEL * M votes, as new models do.
 - Each policy draws its pairs from `ranking.sampling.pair_probabilities`, the probabilities that the service's
   per-battle `draw_pair` follows (tests/ranking/test_sampling.py), from a state refreshed the way the service
-  refreshes it: a refit every REFIT_EVERY votes stands for
-  a stored snapshot (the project's Bradley-Terry fit with Davidson ties on the counts so far, standard errors
-  from the Fisher information: `ranking.bootstrap.sandwich_intervals(robust=False)`), and between refits the
-  votes counted since update it every REFRESH_EVERY votes (`update_with_votes`), as the service does every few
-  seconds.
+  refreshes it: a refit every 10 M votes stands for a stored snapshot (the project's Bradley-Terry fit with
+  Davidson ties on the counts so far, standard errors from the Fisher information:
+  `ranking.bootstrap.sandwich_intervals(robust=False)`), and between refits the votes counted since update it
+  every M / 2 votes (`update_with_votes`), as the service does every few seconds.
+- Each arena size is simulated R times (replicates: other labs, weights, late models and outcomes); the
+  stopping time below is noisy (a maximum over every model of a tier), so medians are compared.
 
 What is measured, per arena and policy:
 - "votes to separate": the first refit at which the 95 % intervals separate every pair of neighbouring true
   tiers, i.e. for every t, min over tier t of ci_low > max over tier t+1 of ci_high (all models rated); the
-  resolution is REFIT_EVERY votes. "-" when not reached within the vote budget (max_votes).
+  resolution is the refit interval. "> budget" when not reached within 1000 M votes (counted as the budget in
+  the median).
 - Kendall's tau-b of the fitted ratings against the true ones after N = TAU_VOTES_PER_MODEL * M votes, and how
   many votes the active policy needed to reach uniform's tau at N.
 - Each lab's share of battle sides against its rule: the share the policy's own probabilities gave the lab's
   models (summed over every draw, from `pair_probabilities` of the state the draw used), and the largest
   relative difference |observed / rule - 1| over labs. The share a lab would have by its number of models is
   printed beside it.
-- The time per pick for 300 models: `draw_pair` on a state of 300 models, each policy (the active one with its
-  score matrix restricted to the models that can answer, as the service does per battle).
+- The mean Fisher information of a vote about its pair's difference (at the true ratings): what a policy buys
+  per vote. Two equal models give the most (0.192 with these ties); uniform pairs are often far apart.
+- The time per pick for 300 models: `draw_pair` for each policy, and the service's `choose_pair` on a cached
+  state (every model of the state passed, those that cannot answer at weight 0).
 Targets (issue #8): the active policy reaches the uniform policy's accuracy with at most half the votes; no lab's
-share off its rule by more than 10 %. The last line is `votes ratio active/uniform: X` for the 100-model arena.
+share off its rule by more than 10 %. The last line is `votes ratio active/uniform: X` for the 100-model arena
+(the ratio of the medians of votes to separate).
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 import time
 import warnings
 from pathlib import Path
+
+# One BLAS thread, set before numpy loads it: the refits' small inversions (m + 1 unknowns) contended with
+# OpenBLAS's own threads and took 0.2 s each instead of milliseconds on the shared machine (see
+# ranking.bradley_terry.one_blas_thread).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
@@ -275,11 +287,11 @@ def _fmt_votes(votes: int | None, budget: int) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="20 models (every policy) and 100 (uniform and active), fewer replicates")
+                        help="20 models (every policy) and 100 (uniform and active): under a minute")
     parser.add_argument("--models", type=int, nargs="*", help="arena sizes (default 20 100 300)")
     parser.add_argument("--policies", nargs="*", choices=sampling.POLICIES)
     parser.add_argument("--replicates", type=int,
-                        help="simulated arenas per size (default 5, 2 from 300 models; --quick: 3)")
+                        help="simulated arenas per size (default 5, 2 from 300 models)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = args.models or ([20, 100] if args.quick else [20, 100, 300])
@@ -294,7 +306,7 @@ def main(argv=None) -> int:
     ratios = {}
     for m in sizes:
         tiers = ARENAS.get(m, max(2, m // 10))
-        replicates = args.replicates or (3 if args.quick else 5 if m < 300 else 2)
+        replicates = args.replicates or (5 if m < 300 else 2)
         policies = args.policies or (["uniform", "active"] if args.quick and m >= 100 else list(sampling.POLICIES))
         refit_every = max(100, 10 * m)
         refresh_every = max(20, m // 2)

@@ -24,6 +24,7 @@ Numpy only (no JAX, no scipy): the service imports this on its battle path.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -282,6 +283,7 @@ def _sigmoid(x):
     return 0.5 * (1 + np.tanh(np.asarray(x, np.float64) / 2))  # never overflows
 
 
+@functools.lru_cache(maxsize=16)
 def _normal_quantile(q: float) -> float:
     """Phi^-1(q) by bisection on erfc: called once per refresh, and keeps scipy off the battle path."""
     low, high = -40.0, 40.0
