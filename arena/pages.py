@@ -22,8 +22,9 @@ HEATMAP_MODELS = 15  # the heatmap's models (the best-rated): a 70 x 70 grid is 
 
 
 @bp.app_template_filter("rating")
-def _rating(value) -> str:
-    return "∞" if value is None else f"{value:.1f}"
+def _rating(value, unbounded: str = "∞") -> str:
+    """A rating to one decimal; an interval end the data do not bound is stored as null, shown as ±∞."""
+    return unbounded if value is None else f"{value:.1f}"
 
 
 @bp.app_template_filter("signed")
@@ -81,12 +82,12 @@ def leaderboard_page():
 def _scatter_plots(report: dict) -> list[dict]:
     """One capability-against-safety plot per safety metric: every model with a rating on the overall board
     and a score, the milestones' thresholds on that metric (and their capability floors on the overall board)."""
-    document_rows = {}
+    capability_by_model = {}
     for milestone in report["milestones"]:
         for decision in milestone["models"]:
             capability = decision["capability"]
             if milestone["board"] == "overall" and capability["value"] is not None:
-                document_rows[decision["model"]] = capability
+                capability_by_model[decision["model"]] = capability
     met = {(m["name"], model) for m in report["milestones"] for model in m["met_by"]}
     plots = []
     for correlation in report["correlations"]["metrics"]:
@@ -107,7 +108,7 @@ def _scatter_plots(report: dict) -> list[dict]:
                                                                  "right"))
         points = []
         for score in report["safety_scores"]:
-            capability = document_rows.get(score["model"])
+            capability = capability_by_model.get(score["model"])
             if score["metric"] != metric or capability is None:
                 continue
             low, high = capability["interval"]
@@ -130,7 +131,8 @@ def board_page():
     except LookupError:
         return render_template("board.html", report=None)
     report = board.board_report(session, snapshot, threshold=float(current_app.config["BOARD_CORRELATION_FLAG"]))
-    return render_template("board.html", report=report, plots=_scatter_plots(report))
+    return render_template("board.html", report=report, plots=_scatter_plots(report),
+                           attribution=snapshots.published_document(snapshot).get("attribution"))
 
 
 # ------------------------------------------------------------------------------------------------ model pages
@@ -177,7 +179,8 @@ def model_page(name: str):
             if row is not None:
                 current.append((board_name, row))
     return render_template("model.html", model=model, history=history, current=current, document=document,
-                           chart=charts.history_chart(history) if history else None)
+                           chart=charts.history_chart(history) if history else None,
+                           attribution=battles.LLMFAO_ATTRIBUTION if model.source == "llmfao" else None)
 
 
 @bp.get("/about")
