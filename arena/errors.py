@@ -50,6 +50,7 @@ def init_app(app: Flask) -> None:
         if _wants_json():
             return jsonify(error_body("internal_error", "something went wrong on our side")), 500
         return "Something went wrong on our side.", 500
+
     @app.errorhandler(DBAPIError)
     @app.errorhandler(PoolTimeout)
     def _database_error(error: Exception):
