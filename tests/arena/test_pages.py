@@ -92,6 +92,9 @@ def test_an_unknown_model_or_board_is_a_404_page_not_a_json_error(client, sessio
 
 
 def test_the_pages_read_the_stored_snapshot_and_never_build_one(demo_app, client, session, monkeypatch):
+    retired = session.scalars(select(Model).where(Model.name == "GPT 4")).one()
+    retired.status = "retired"  # stays on the board, marked
+    session.commit()
     built = snapshots.build_snapshot(demo_app)
     document = snapshots.published_document(built)
 
@@ -107,6 +110,7 @@ def test_the_pages_read_the_stored_snapshot_and_never_build_one(demo_app, client
     assert page.count('<tr>\n        <td class="num" data-sort=') == len(rows)
     assert page.count('class="dot') == len(rows)  # one dot per model on the rating chart
     assert "provisional</span>" in page
+    assert re.search(r'GPT 4</a>.*?<span class="mark retired">retired</span>', page, re.S)
     assert audit(page).problems == [] and audit(page).scripts == ["/static/js/leaderboard.js"]
     assert client.get(document["battle_file"]["download"]).status_code == 200
 

@@ -79,6 +79,12 @@ def test_a_whole_battle_on_the_demo_data_from_the_first_page_to_the_reveal(arena
     page, watch = open_page("/")
     page.wait_for_selector("html[data-arena-ready]")
     assert page.is_hidden("#battle")
+    page.click("#send")  # nothing written yet
+    assert "Write a prompt first" in page.inner_text("#status")
+    page.fill("#prompt", "Only recorded models are drawable: none can answer a prompt of one's own.")
+    page.click("#send")
+    page.wait_for_selector("#status.error >> text=Not enough models can answer this prompt")
+    assert page.is_hidden("#battle") and page.is_enabled("#send")
     page.select_option("#prompt-set", index=3)
     page.click("#send-set")
     page.wait_for_selector("#battle:not([hidden])")
@@ -87,7 +93,7 @@ def test_a_whole_battle_on_the_demo_data_from_the_first_page_to_the_reveal(arena
         assert page.inner_text(f"#turns-{side} .answer").strip(), f"side {side} shows no answer"
         assert page.inner_text(f"#state-{side}") == "Done"
     assert page.is_hidden("#follow-up"), "recorded answers take no follow-up"
-    created = next(r for r in watch.responses if r.url.endswith("/api/v1/battles") and r.request.method == "POST")
+    created = next(r for r in watch.responses if r.url.endswith("/api/v1/battles") and r.status == 201)
     challenge = created.json().get("challenge")
     assert (challenge is not None) == bool(arena_server.app.config.get("VOTE_CHALLENGE")), "default settings"
     with page.expect_request(lambda request: request.url.endswith("/vote")) as sent:
