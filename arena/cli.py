@@ -654,9 +654,13 @@ def arena_import(archive: Path, replace: bool) -> None:
     """Load an `arena export` archive into an empty database, ids kept, all of it or nothing."""
     from arena import transfer
 
+    from alembic.script import ScriptDirectory
+
     result = transfer.import_arena(current_app.extensions["arena.engine"], archive, replace=replace)
+    head = ScriptDirectory.from_config(db.alembic_config(current_app.config["DATABASE_URL"])).get_current_head()
     click.echo(f"imported {result.rows} rows of {len(result.tables)} tables (schema revision "
-               f"{result.schema_revision}) in {result.seconds:.1f} s; 'arena db upgrade' brings the schema to head")
+               f"{result.schema_revision}) in {result.seconds:.1f} s"
+               + ("" if result.schema_revision == head else f"; run 'arena db upgrade' to bring it to {head}"))
 
 
 # ------------------------------------------------------------------------------------------------ wiring
