@@ -48,6 +48,7 @@ FORMAT = "arena-export"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 BATCH_ROWS = 2000  # rows per INSERT ... VALUES batch: large enough to be fast, small enough to stay in memory
+BATCH_BYTES = 32 << 20  # and fewer when the rows are large (a snapshot's files)
 
 
 class TransferError(ValueError):
@@ -161,7 +162,10 @@ def _write_table(connection: Connection, table: Table, file: Path) -> tuple[int,
     with open(file, "wb") as raw:
         # level 6: the archive is written once and kept; it is a few times smaller than level 1's for the text
         with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out:
-            result = connection.execution_options(stream_results=True, yield_per=5000).execute(statement)
+            # a snapshot's files can be tens of megabytes each: those rows come one at a time
+            blobs = any(isinstance(column.type, sqltypes.LargeBinary) for column in table.columns)
+            result = connection.execution_options(stream_results=True, yield_per=1 if blobs else 5000).execute(
+                statement)
             for row in result:
                 record = {name: (None if value is None else encode(value))
                           for (name, encode), value in zip(encoders, row)}
@@ -342,10 +346,11 @@ def _load_table(connection: Connection, table: Table, stream, entry: dict) -> in
     digest = hashlib.sha256()
     hashing = _HashingReader(stream, digest)
     statement = insert(table)
-    rows, batch = 0, []
+    rows, batch, pending = 0, [], 0
     try:
         with gzip.GzipFile(fileobj=hashing, mode="rb") as lines:
             for number, line in enumerate(lines, start=1):
+                pending += len(line)
                 try:
                     record = orjson.loads(line)
                     if not isinstance(record, dict) or set(record) != set(decoders):
@@ -354,9 +359,9 @@ def _load_table(connection: Connection, table: Table, stream, entry: dict) -> in
                                   for name, value in record.items()})
                 except (ValueError, TypeError, orjson.JSONDecodeError) as error:
                     raise TransferError(f"{entry['file']} line {number}: {error}") from None
-                if len(batch) >= BATCH_ROWS:
+                if len(batch) >= BATCH_ROWS or pending >= BATCH_BYTES:
                     connection.execute(statement, batch)
-                    rows, batch = rows + len(batch), []
+                    rows, batch, pending = rows + len(batch), [], 0
         hashing.drain()
     except (OSError, EOFError, gzip.BadGzipFile) as error:
         raise TransferError(f"{entry['file']}: not a readable gzip file ({error})") from None
