@@ -168,7 +168,8 @@ def test_sqlite_to_postgresql_and_back_keeps_every_row_and_the_snapshot_verifies
     assert snapshots.build_snapshot(middle).version == 2  # and builds the next snapshot under the same key
 
 
-def test_a_sqlite_round_trip_keeps_every_row(apps, tmp_path):
+def test_a_sqlite_round_trip_keeps_every_row(apps, tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "BATCH_ROWS", 7)  # many batches per table, and a last one part full
     source = apps("sqlite")
     populate(source)
     transfer.export_arena(source.extensions["arena.engine"], tmp_path / "arena.tar")
