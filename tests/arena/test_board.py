@@ -76,9 +76,10 @@ def add_votes(session, ids: dict[str, int], games: list[tuple[str, str, str]]) -
     battles, votes = [], []
     for i, (a, b, winner) in enumerate(games):
         battle_id, at = f"t{stored + i + 1}", start + timedelta(minutes=i)
-        battles.append({"id": battle_id, "prompt_id": None, "prompt_text": "", "model_a_id": ids[a],
-                        "model_b_id": ids[b], "state": "voted", "flagged": False, "voter": f"v{i % 7}",
-                        "source": "test", "sampling_policy": "imported", "created_at": at})
+        # each its own typed prompt: one text repeated hundreds of times would be down-weighted (arena.integrity)
+        battles.append({"id": battle_id, "prompt_id": None, "prompt_text": f"question {stored + i}",
+                        "model_a_id": ids[a], "model_b_id": ids[b], "state": "voted", "flagged": False,
+                        "voter": f"v{i % 7}", "source": "test", "sampling_policy": "imported", "created_at": at})
         votes.append({"battle_id": battle_id, "winner": winner, "voter": f"v{i % 7}", "source": "test",
                       "created_at": at})
     session.execute(insert(Battle), battles)
