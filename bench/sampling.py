@@ -340,9 +340,11 @@ def main(argv=None) -> int:
         if "active" in results and "uniform" in results:
             active, uniform = results["active"], results["uniform"]
             ratios[m] = _median_votes(active, max_votes) / _median_votes(uniform, max_votes)
+            # a uniform median at the budget is censored: the true ratio is smaller than the one printed
+            bound = "<= " if _median_votes(uniform, max_votes) >= max_votes else ""
             reach = [votes_to_reach(a.tau_curve, u.tau_at_n) for a, u in zip(active, uniform)]
             best = float(davidson_information(np.zeros(1))[0])
-            print(f"active/uniform votes to separate (medians): {ratios[m]:.2f}; active reaches uniform's tau@N "
+            print(f"active/uniform votes to separate (medians): {bound}{ratios[m]:.2f}; active reaches uniform's tau@N "
                   f"after {' '.join(_fmt_votes(v, max_votes) for v in reach)} votes (N = {TAU_VOTES_PER_MODEL * m:,}); "
                   f"information per vote uniform {np.mean([u.information for u in uniform]):.3f}, active "
                   f"{np.mean([a.information for a in active]):.3f}, at most {best:.3f} (two equal models)")
