@@ -280,6 +280,67 @@ def time_per_pick(m: int = 300, picks: int = 2000, seed: int = 1) -> dict:
     return timings
 
 
+def service_timings(m: int = 300, votes: int = 60_000, requests: int = 200, seed: int = 0) -> dict:
+    """Milliseconds of the service itself at m models (SQLite in a temporary folder, every model a recorded one
+    answering the prompt, `votes` votes and one snapshot): a refresh of the sampling state (`build_state`), and
+    POST /api/v1/battles per policy (median and 99th percentile; one request in each run of `requests` reads
+    the state)."""
+    import tempfile
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert
+
+    from arena import create_app, db, snapshots
+    from arena import sampling as service
+    from arena.models import Battle, Model, Prompt, RecordedAnswer, Vote
+
+    folder = tempfile.mkdtemp(prefix="bench-sampling-")
+    url = f"sqlite:///{folder}/arena.db"
+    db.upgrade(url)
+    app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": folder, "SECRET_KEY": "bench", "SNAPSHOT_REPLICATES": 20,
+                      "SNAPSHOT_EVERY_VOTES": 0, "VOTE_CHALLENGE": False, "RATE_LIMITS": False})
+    rng = np.random.default_rng(seed)
+    strength = rng.normal(0, 1, m)
+    a = rng.integers(0, m, votes)
+    b = (a + 1 + rng.integers(0, m - 1, votes)) % m
+    a_wins = rng.random(votes) < 1 / (1 + np.exp(strength[b] - strength[a]))
+    now = datetime.now(timezone.utc)
+    with db.new_session(app) as session:
+        session.add(Prompt(id=1, text="q", category="general"))
+        session.flush()
+        session.execute(insert(Model), [dict(id=i + 1, name=f"M{i}", organization=f"L{i % 5}", kind="recorded")
+                                        for i in range(m)])
+        session.execute(insert(RecordedAnswer), [dict(model_id=i + 1, prompt_id=1, text="an answer") for i in range(m)])
+        session.execute(insert(Battle), [dict(id=f"b{k}", prompt_text="q", model_a_id=int(a[k]) + 1,
+                                              model_b_id=int(b[k]) + 1, state="voted", voter=f"v{k % 5000}",
+                                              created_at=now) for k in range(votes)])
+        session.execute(insert(Vote), [dict(battle_id=f"b{k}", winner="a" if a_wins[k] else "b", voter=f"v{k % 5000}",
+                                            created_at=now) for k in range(votes)])
+        session.commit()
+    snapshots.build_snapshot(app)
+    timings = {}
+    with db.new_session(app) as session:
+        settings = service.SamplingSettings.from_config(app.config)
+        service.build_state(session, settings)
+        started = time.perf_counter()
+        for _ in range(5):
+            service.build_state(session, settings)
+        timings["refresh: build_state, active"] = (time.perf_counter() - started) / 5 * 1e3
+    client = app.test_client()
+    for policy in sampling.POLICIES:
+        app.config["SAMPLING_POLICY"] = policy
+        app.extensions.pop("arena.sampling", None)
+        spent = []
+        for _ in range(requests):
+            started = time.perf_counter()
+            assert client.post("/api/v1/battles", json={"prompt_id": 1}).status_code == 201
+            spent.append((time.perf_counter() - started) * 1e3)
+        timings[f"POST /battles, {policy}: median"] = float(np.median(spent))
+        timings[f"POST /battles, {policy}: p99"] = float(np.percentile(spent, 99))
+    app.extensions["arena.engine"].dispose()
+    return timings
+
+
 def _fmt_votes(votes: int | None, budget: int) -> str:
     return f"{votes:,}" if votes is not None else f"> {budget:,}"
 
@@ -293,6 +354,8 @@ def main(argv=None) -> int:
     parser.add_argument("--replicates", type=int,
                         help="simulated arenas per size (default 5, 2 from 300 models)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--service", action="store_true",
+                        help="also time the service: a state refresh and POST /battles at 300 models (SQLite)")
     args = parser.parse_args(argv)
     sizes = args.models or ([20, 100] if args.quick else [20, 100, 300])
     print(f"truth: tiers of equal ratings {GAP_ELO:g} Elo apart, Davidson ties nu={NU} (23 % between equals); "
@@ -351,6 +414,10 @@ def main(argv=None) -> int:
     print("\ntime per pick, 300 models, 90 % of them able to answer:")
     for name, seconds in time_per_pick().items():
         print(f"  {name:<44} {seconds * 1e3:8.3f} ms")
+    if args.service:
+        print("the service, 300 models, 60,000 votes, one snapshot (SQLite):")
+        for name, milliseconds in service_timings().items():
+            print(f"  {name:<44} {milliseconds:8.2f} ms")
     print(f"Targets: active/uniform votes <= {TARGET_RATIO}; every lab within {TARGET_LAB_DEVIATION:.0%} of its rule")
     if 100 in ratios:
         print(f"votes ratio active/uniform: {ratios[100]:.2f}")
