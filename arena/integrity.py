@@ -114,7 +114,8 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
     reason = list(table.reason)
     counted = np.fromiter((r is None for r in reason), bool, len(reason))
     tested = np.ones(len(reason), bool) if table.tested is None else np.asarray(table.tested, bool)
-    table = table._replace(voter=np.where(tested, table.voter, -1))
+    # Untested votes are never capped, tested or down-weighted: no voter, no prompt to compare.
+    table = table._replace(voter=np.where(tested, table.voter, -1), prompt=np.where(tested, table.prompt, -1))
     report = {"enabled": settings.enabled, "settings": settings._asdict(), "rules": {},
               "votes_tested": int(tested.sum()),
               "applies_to": "the statistical tests and the daily cap judge votes cast in this arena; imported "
@@ -228,7 +229,8 @@ def _fit(a, b, o, n_models: int, prior: float):
 
 def prompt_codes(session: Session, battle_ids: list[str], prompt_ids: list) -> np.ndarray:
     """Per vote, a code shared by votes on the same free-text prompt (case and spacing ignored); -1 for prompts
-    of the arena's own set, which are drawn by the arena and repeated by design."""
+    of the arena's own set, which are drawn by the arena and repeated by design, and for battles without a
+    prompt text (imported)."""
     from arena.models import Battle
 
     free = [battle for battle, prompt in zip(battle_ids, prompt_ids) if prompt is None]
@@ -239,9 +241,9 @@ def prompt_codes(session: Session, battle_ids: list[str], prompt_ids: list) -> n
     codes: dict[bytes, int] = {}
     out = np.full(len(battle_ids), -1, np.int64)
     for i, battle in enumerate(battle_ids):
-        text = texts.get(battle)
-        if text is not None:
-            key = hashlib.sha256(" ".join(text.lower().split()).encode("utf-8", "surrogatepass")).digest()
+        text = " ".join((texts.get(battle) or "").lower().split())
+        if text:  # an imported battle has no prompt text: nothing to compare
+            key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
             out[i] = codes.setdefault(key, len(codes))
     return out
 

@@ -264,3 +264,16 @@ def test_apply_rules_catches_many_identities_that_drag_the_fit_along():
     reason = np.array(result.reason, object)
     assert (reason[n:] == "concentrated_influence").mean() > 0.8
     assert (reason[:n] != None).mean() < 0.02  # noqa: E711 - elementwise
+
+
+def test_imported_votes_are_not_capped_tested_or_down_weighted(app, client, session, arena):
+    """`arena battles import` stores no prompt text and its voters' votes were collected elsewhere."""
+    for i in range(120):
+        arena.vote(i % MODELS, (i + 1) % MODELS, "a", "importer", DAY0 + timedelta(seconds=i), prompt_id=None,
+                   text="")
+    arena.store()
+    session.execute(update(Vote).values(source="fastchat"))
+    session.commit()
+    document = build(app)
+    assert document["votes"]["counted"] == 120 and document["integrity"]["votes_tested"] == 0
+    assert document["integrity"]["repeated_prompts"]["votes_down_weighted"] == 0
