@@ -163,7 +163,9 @@ class ExcludedVotes(_Out):
 
 
 class Votes(_Out):
-    counted: int = Field(description="Votes on voted, unflagged battles: these rank the model.")
+    counted: int = Field(description="Votes on voted, unflagged battles: these rank the model, but for those a "
+                                     "snapshot's integrity rules leave out (daily cap, statistical tests, identity "
+                                     "leaks found later: the snapshot's vote file gives each one's reason).")
     excluded: int
     excluded_by_reason: ExcludedVotes
 
