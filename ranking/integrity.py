@@ -38,6 +38,7 @@ ELO_PER_NAT = 400 / np.log(10)
 # The tests compute exact tails only where the refined normal approximation says they may be below this; a
 # p-value above it is reported from the approximation (it is then far above any level used to flag a voter).
 SCREEN_TAIL = 0.05
+CHUNK_CELLS = 1 << 23
 
 
 # ------------------------------------------------------------------------------------------------ tails
@@ -254,8 +255,8 @@ class Influence(NamedTuple):
 
 def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, strengths, *, prior: float,
                             alpha: float, min_votes: int = 10, group_z: float = 3.0, group_min_votes: int = 5,
-                            suspect_z: float = 2.0, null_replicates: int = 4, seed: int = 0, weights=None,
-                            chunk: int = 65536) -> Influence:
+                            suspect_z: float = 2.0, null_replicates: int = 4, seed: int = 0,
+                            weights=None) -> Influence:
     """Voters whose votes concentrate on raising or lowering one model, through any battles.
 
     Bradley-Terry couples every model: a vote in a battle between j and l moves j and l, and through them every
@@ -319,6 +320,7 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
     influence = pushes(w * (y - pi))
     variance = np.zeros((n_voters, m))
     columns_of = np.ascontiguousarray(c.T)  # row j: how a push on model j moves every model
+    chunk = max(1024, CHUNK_CELLS // max(m, 1))  # votes per pass: (chunk, m) float64 stays ~64 MB
     for start in range(0, rows.size, chunk):
         part = rows[start:start + chunk]
         spread = columns_of[a[part]]
