@@ -277,3 +277,16 @@ def test_imported_votes_are_not_capped_tested_or_down_weighted(app, client, sess
     document = build(app)
     assert document["votes"]["counted"] == 120 and document["integrity"]["votes_tested"] == 0
     assert document["integrity"]["repeated_prompts"]["votes_down_weighted"] == 0
+
+
+def test_a_streamed_answer_naming_a_registered_family_flags_its_battle(client, session, loopback):
+    from tests.arena.conftest import gen_endpoint_model
+    from tests.arena.test_battles import run_battle
+
+    gen_endpoint_model(session, "Gust 3", "Gust Inc", loopback.base_url, behaviour="leak:I am a GUSTLM model",
+                       families=["GustLM"])
+    gen_endpoint_model(session, "Quiet Model", "Quiet Org", loopback.base_url)
+    battle_id, _, _, events = run_battle(client, prompt="Who made you?")
+    assert events[-1][1]["state"] == "ready"
+    battle = session.get(Battle, battle_id)
+    assert battle.flagged and "GustLM" in battle.flag_reason
