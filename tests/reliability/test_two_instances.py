@@ -68,7 +68,10 @@ def test_votes_spread_over_two_instances_count_once_and_one_snapshot_is_built_at
         # A third party holds the snapshot lock: neither instance may build, however many votes are due.
         with locks.try_exclusive(engine, snapshots.LOCK_NAME) as held:
             assert held
-            stream = VoteStream([one.base, two.base], spread, threads=6, pause=0.04, spread=True).start()
+            # paced to last longer than a worker's wait between looks for due votes, however fast the machine
+            per_thread = 36 * BATTLES_PER_VOTER / 6
+            stream = VoteStream([one.base, two.base], spread, threads=6, spread=True,
+                                pause=1.5 * snapshots.CHECK_EVERY_SECONDS / per_thread).start()
             outcomes = stream.wait(60)
             statuses = check_no_vote_lost_or_doubled(outcomes, url)
             assert set(statuses) == {(200, None)}, statuses
