@@ -89,12 +89,13 @@ class Config:
         self.PROVISIONAL_VOTES = int(_number("ARENA_PROVISIONAL_VOTES", 300))
         self.SNAPSHOT_EVERY_VOTES = int(_number("ARENA_SNAPSHOT_EVERY_VOTES", 1000))
         # Which pair answers a battle (arena.sampling, ranking.sampling): uniform | weighted | new_model_boost |
-        # active. The boost multiplies a provisional model's weight (new_model_boost); the floor is the share of
+        # active. Weighted by default: the operators' published weights, all 1 (uniform) unless they set them;
+        # active spends votes better (bench/sampling.py) and is the operators' choice to make. The boost multiplies a provisional model's weight (new_model_boost); the floor is the share of
         # battles the active policy draws by the weighted rule, so every model keeps at least that fraction of
         # its weighted share, and the focus the exponent on its scores (bench/sampling.py). Each process re-reads
         # the fit at most every REFRESH seconds. A model whose calls in the last FAILING_SECONDS failed at
         # FAILING_RATE or more (over FAILING_MIN_CALLS calls at least) is not drawn until its failures age out.
-        self.SAMPLING_POLICY = os.environ.get("ARENA_SAMPLING_POLICY") or "active"
+        self.SAMPLING_POLICY = os.environ.get("ARENA_SAMPLING_POLICY") or "weighted"
         self.SAMPLING_BOOST = _number("ARENA_SAMPLING_BOOST", 3.0)
         self.SAMPLING_ACTIVE_FLOOR = _number("ARENA_SAMPLING_ACTIVE_FLOOR", 0.1)
         self.SAMPLING_ACTIVE_FOCUS = _number("ARENA_SAMPLING_ACTIVE_FOCUS", 3.0)

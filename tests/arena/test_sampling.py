@@ -78,6 +78,7 @@ def test_long_run_shares_match_the_published_ones(app, client, session, arena):
     """The active policy on a real snapshot: draws (through the service's choose_pair) follow the shares that
     GET /sampling publishes, and every model keeps at least the floor's share."""
     prompt, models = arena
+    app.config["SAMPLING_POLICY"] = "active"
     add_votes(session, models, 300)
     snapshots.build_snapshot(app)
     del models["Mute"]
@@ -147,6 +148,7 @@ def test_active_never_pairs_a_model_with_itself_or_one_that_cannot_answer(app, s
     """Even when one model's uncertainty dwarfs every other's (a new model), the pair is two models that can
     answer, and the new one is in most battles."""
     prompt, models = arena
+    app.config["SAMPLING_POLICY"] = "active"
     add_votes(session, models, 300)
     snapshots.build_snapshot(app)
     newcomer = gen_recorded_model(session, "Newcomer", "N Lab", {prompt.id: "new answer"})
@@ -224,6 +226,7 @@ def test_an_unknown_policy_is_refused(app, client, session, arena):
 
 def test_operators_see_the_policy_on_the_command_line(app, session, arena):
     prompt, models = arena
+    app.config["SAMPLING_POLICY"] = "active"
     models["Beta"].sampling_weight = 0.0
     session.commit()
     runner = app.test_cli_runner()
