@@ -38,7 +38,6 @@ ELO_PER_NAT = 400 / np.log(10)
 # The tests compute exact tails only where the refined normal approximation says they may be below this; a
 # p-value above it is reported from the approximation (it is then far above any level used to flag a voter).
 SCREEN_TAIL = 0.05
-CHUNK_CELLS = 1 << 23
 
 
 # ------------------------------------------------------------------------------------------------ tails
@@ -318,17 +317,20 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
         return gradient @ c.T
 
     influence = pushes(w * (y - pi))
-    variance = np.zeros((n_voters, m))
-    columns_of = np.ascontiguousarray(c.T)  # row j: how a push on model j moves every model
-    chunk = max(1024, CHUNK_CELLS // max(m, 1))  # votes per pass: (chunk, m) float64 stays ~64 MB
-    for start in range(0, rows.size, chunk):
-        part = rows[start:start + chunk]
-        spread = columns_of[a[part]]
-        spread -= columns_of[b[part]]
-        np.square(spread, out=spread)  # (votes, m)
-        owner = csr_matrix(((w[part] ** 2) * pi[part] * (1 - pi[part]), (v[part], np.arange(part.size))),
-                           shape=(n_voters, part.size))
-        variance += owner @ spread
+    # Var[v, k] = sum_t s_t (C[k, a_t] - C[k, b_t])^2, s_t = w_t^2 pi_t (1 - pi_t), expanded so that no
+    # (votes x models) array is ever made: sum_j D[v, j] C[k, j]^2 - 2 sum_pairs P[v, pair] C[k, p] C[k, q],
+    # with D each voter's s summed per model and P per compared pair {p, q}.
+    spread = (w ** 2) * pi * (1 - pi)
+    voter_rows = v[rows].astype(np.int64)
+    per_model = (np.bincount(voter_rows * m + a[rows], weights=spread[rows], minlength=n_voters * m)
+                 + np.bincount(voter_rows * m + b[rows], weights=spread[rows], minlength=n_voters * m))
+    variance = per_model.reshape(n_voters, m) @ (c ** 2).T
+    pair_key = np.minimum(a[rows], b[rows]).astype(np.int64) * m + np.maximum(a[rows], b[rows])
+    pairs, pair_code = np.unique(pair_key, return_inverse=True)
+    per_pair = csr_matrix((spread[rows], (voter_rows, pair_code)), shape=(n_voters, pairs.size))
+    products = (c[:, pairs // m] * c[:, pairs % m]).T  # (pairs, m): C[k, p] C[k, q]
+    variance -= 2 * (per_pair @ products)
+    np.maximum(variance, 0.0, out=variance)  # rounding can leave -1e-18 where the variance is 0
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.where(variance > 0, influence / np.sqrt(variance), 0.0)
     top = np.argmax(np.abs(z), axis=1) if m else np.zeros(n_voters, np.int64)

@@ -218,3 +218,28 @@ def test_weighted_battle_files_round_trip_and_rank_with_their_weights(tmp_path):
     assert read_battles(csv_path).weight.tolist() == [0.5, 1.0]
     with pytest.raises(ValueError, match="weight"):
         encode_battles([{"model_a": "x", "model_b": "y", "winner": "model_a", "weight": -1}])
+
+
+def test_influence_z_scores_against_a_brute_force_loop():
+    """The Hessian, its inverse and each voter's null variance summed vote by vote, as the docstring writes them."""
+    rng, theta, a, b, o, v = honest_arena(seed=12, models=9, votes=3000, voters=40)
+    m = len(theta)
+    fit = fit_bradley_terry(pair_counts(a, b, o, m), prior=PRIOR)
+    result = ig.influence_concentration(a, b, o, v, v.max() + 1, fit.strengths, prior=PRIOR, alpha=ALPHA)
+    s = fit.strengths
+    hessian = PRIOR * np.eye(m)
+    gradient = np.zeros((v.max() + 1, m))
+    variance = np.zeros((v.max() + 1, m))
+    for i in range(a.size):
+        pi = 1 / (1 + np.exp(s[b[i]] - s[a[i]]))
+        e = np.zeros(m)
+        e[a[i]], e[b[i]] = 1, -1
+        hessian += pi * (1 - pi) * np.outer(e, e)
+        y = {A_WINS: 1.0, B_WINS: 0.0}.get(int(o[i]), 0.5)
+        gradient[v[i]] += (y - pi) * e
+    c = ig.ELO_PER_NAT * (np.eye(m) - 1 / m) @ np.linalg.inv(hessian)
+    for i in range(a.size):
+        pi = 1 / (1 + np.exp(s[b[i]] - s[a[i]]))
+        variance[v[i]] += pi * (1 - pi) * (c[:, a[i]] - c[:, b[i]]) ** 2
+    assert np.allclose(result.influence, gradient @ c.T, rtol=1e-9, atol=1e-9)
+    assert np.allclose(result.z, gradient @ c.T / np.sqrt(variance), rtol=1e-8, atol=1e-8)
