@@ -177,11 +177,11 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
         # at most INFLUENCE_ROUNDS fits, each without every voter flagged so far.
         for _ in range(INFLUENCE_ROUNDS):
             suspects = np.zeros(n_voters, bool)
-            tail = influence.suspect_tail
+            tail = influence.suspect_tail  # along every model and contrast
             nearest = np.argsort(tail, axis=None, kind="stable")[:SUSPECT_PUSHES]
-            for direction, k in zip(*np.unravel_index(nearest, tail.shape)):
-                if tail[direction, k] <= SUSPECT_TAIL:
-                    suspects |= (1 - 2 * direction) * influence.z[:, k] >= SUSPECT_Z
+            for sign_row, d in zip(*np.unravel_index(nearest, tail.shape)):
+                if tail[sign_row, d] <= SUSPECT_TAIL:
+                    suspects |= (1 - 2 * sign_row) * influence.direction_z[:, d] >= SUSPECT_Z
             if not suspects.any():
                 break
             clean = ~_votes_of(v, flagged | suspects)

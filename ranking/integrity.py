@@ -38,6 +38,7 @@ ELO_PER_NAT = 400 / np.log(10)
 # The tests compute exact tails only where the refined normal approximation says they may be below this; a
 # p-value above it is reported from the approximation (it is then far above any level used to flag a voter).
 SCREEN_TAIL = 0.05
+BLOCK_CELLS = 1 << 23
 
 
 # ------------------------------------------------------------------------------------------------ tails
@@ -249,13 +250,15 @@ class Influence(NamedTuple):
     pushed: list
     group: np.ndarray
     group_tail: np.ndarray  # (2, m): the binomial tail of N_k+ and N_k- (1 for models without votes)
-    suspect_tail: np.ndarray  # (2, m): the same with suspect_z instead of group_z (more sensitive, less specific)
+    direction_z: np.ndarray  # (n_voters, m + len(contrasts)): z along each model, then each contrast
+    contrasts: list  # (k, l): "model k against model l", l among the models rated just above k
+    suspect_tail: np.ndarray  # (2, m + len(contrasts)): the group tail at suspect_z, for every direction
 
 
 def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, strengths, *, prior: float,
                             alpha: float, min_votes: int = 10, group_z: float = 3.0, group_min_votes: int = 5,
                             suspect_z: float = 2.0, null_replicates: int = 4, seed: int = 0,
-                            weights=None) -> Influence:
+                            neighbours: int = 3, weights=None) -> Influence:
     """Voters whose votes concentrate on raising or lowering one model, through any battles.
 
     Bradley-Terry couples every model: a vote in a battle between j and l moves j and l, and through them every
@@ -279,7 +282,13 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
     1 : R, so given N_ks + N'_ks, N_ks is Binomial(N_ks + N'_ks, 1 / (R + 1)): its tail is exact, with the
     null's estimation included. When it is <= alpha / 2m, model k was pushed in direction s and every voter
     counted in N_ks is flagged: the group, and the few honest voters who happened to push that model as hard
-    (a fraction ~ Phi(-group_z) of the voters, the price of catching the group). The same test at `suspect_z`
+    (a fraction ~ Phi(-group_z) of the voters, the price of catching the group).
+
+    Raising a model's rank needs no push on its rating: pushing down the models just above it does as well,
+    a few votes each from many identities. So the group test also runs along contrasts: for each model k and
+    each of the `neighbours` models l rated just above it, the voter's push on rating_k - rating_l (the same
+    influence, z and simulated null, with the row C[k] - C[l] in place of C[k]); `pushed` then holds
+    ((k, l), sign) for a contrast. The same test at `suspect_z`
     gives suspect_tail, which tells a caller where to look again (arena.integrity refits without the voters
     beyond suspect_z there: a group large enough drags the fit with it, which hides each of its members).
 
@@ -306,55 +315,69 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
     c = ELO_PER_NAT * (centre @ inverse)
     c[~played] = 0.0
 
+    # Directions to measure a push along: each model's rating, then "model k against model l" for each model
+    # and the `neighbours` models rated just above it (what raises a model's rank without raising its rating).
+    order = np.flatnonzero(played)[np.argsort(-theta[played], kind="stable")]
+    contrasts = [(int(k), int(l)) for position, k in enumerate(order)
+                 for l in order[max(0, position - neighbours):position]]
+    against = np.zeros((len(contrasts), m))
+    for i, (k, l) in enumerate(contrasts):
+        against[i, k], against[i, l] = 1.0, -1.0
+    directions = np.vstack([c, against @ c])  # (D, m): the rating (difference) a unit score on each model moves
+
     has_voter = v >= 0
     rows = np.flatnonzero(has_voter)
-    def pushes(residual):
-        """Each voter's summed score G_v (n_voters, m), through the fit's influence: (n_voters, m) Elo."""
-        cell_a = v[rows].astype(np.int64) * m + a[rows]
-        cell_b = v[rows].astype(np.int64) * m + b[rows]
-        gradient = (np.bincount(cell_a, weights=residual[rows], minlength=n_voters * m)
-                    - np.bincount(cell_b, weights=residual[rows], minlength=n_voters * m)).reshape(n_voters, m)
-        return gradient @ c.T
-
-    influence = pushes(w * (y - pi))
-    # Var[v, k] = sum_t s_t (C[k, a_t] - C[k, b_t])^2, s_t = w_t^2 pi_t (1 - pi_t), expanded so that no
-    # (votes x models) array is ever made: sum_j D[v, j] C[k, j]^2 - 2 sum_pairs P[v, pair] C[k, p] C[k, q],
-    # with D each voter's s summed per model and P per compared pair {p, q}.
-    spread = (w ** 2) * pi * (1 - pi)
     voter_rows = v[rows].astype(np.int64)
+
+    def pushes(residual):
+        """Each voter's summed score G_v through the fit's influence, along every direction: (n_voters, D) Elo."""
+        gradient = (np.bincount(voter_rows * m + a[rows], weights=residual[rows], minlength=n_voters * m)
+                    - np.bincount(voter_rows * m + b[rows], weights=residual[rows], minlength=n_voters * m))
+        return gradient.reshape(n_voters, m) @ directions.T
+
+    pushed_elo = pushes(w * (y - pi))
+    # Var[v, d] = sum_t s_t (R[d, a_t] - R[d, b_t])^2, s_t = w_t^2 pi_t (1 - pi_t), R the directions, expanded
+    # so that no (votes x directions) array is ever made: sum_j S[v, j] R[d, j]^2 - 2 sum_pairs P[v, pair]
+    # R[d, p] R[d, q], with S each voter's s summed per model and P per compared pair {p, q}.
+    spread = (w ** 2) * pi * (1 - pi)
     per_model = (np.bincount(voter_rows * m + a[rows], weights=spread[rows], minlength=n_voters * m)
                  + np.bincount(voter_rows * m + b[rows], weights=spread[rows], minlength=n_voters * m))
-    variance = per_model.reshape(n_voters, m) @ (c ** 2).T
+    variance = per_model.reshape(n_voters, m) @ (directions ** 2).T
     pair_key = np.minimum(a[rows], b[rows]).astype(np.int64) * m + np.maximum(a[rows], b[rows])
     pairs, pair_code = np.unique(pair_key, return_inverse=True)
-    per_pair = csr_matrix((spread[rows], (voter_rows, pair_code)), shape=(n_voters, pairs.size))
-    products = (c[:, pairs // m] * c[:, pairs % m]).T  # (pairs, m): C[k, p] C[k, q]
-    variance -= 2 * (per_pair @ products)
+    per_pair = csr_matrix((spread[rows], (voter_rows, pair_code)), shape=(n_voters, pairs.size)).tocsc()
+    step = max(1, BLOCK_CELLS // max(directions.shape[0], 1))  # pairs per block: (step, D) stays ~64 MB
+    for start in range(0, pairs.size, step):
+        block = pairs[start:start + step]
+        products = (directions[:, block // m] * directions[:, block % m]).T  # (pairs in block, D)
+        variance -= 2 * (per_pair[:, start:start + step] @ products)
     np.maximum(variance, 0.0, out=variance)  # rounding can leave -1e-18 where the variance is 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.where(variance > 0, influence / np.sqrt(variance), 0.0)
+        z_all = np.where(variance > 0, pushed_elo / np.sqrt(variance), 0.0)
+    influence, z = pushed_elo[:, :m], z_all[:, :m]
     top = np.argmax(np.abs(z), axis=1) if m else np.zeros(n_voters, np.int64)
     threshold = float(norm.isf(alpha / (2 * max(int(played.sum()), 1))))
     votes = np.bincount(v[rows], minlength=n_voters)
     flagged = (np.abs(z[np.arange(n_voters), top]) >= threshold) & (votes >= min_votes)
     pushed, group = [], np.zeros(n_voters, bool)
-    tails, suspect_tails = np.ones((2, m)), np.ones((2, m))
+    width = directions.shape[0]
+    tails, suspect_tails = np.ones((2, width)), np.ones((2, width))
     eligible = votes >= group_min_votes
     tested = int(eligible.sum())
     if tested and played.any():
         from scipy.stats import binom
 
-        columns = np.flatnonzero(played)
+        columns = np.r_[np.flatnonzero(played), np.arange(m, width)]
         scale = np.sqrt(variance[eligible][:, columns])
 
-        def exceed(pushed_elo):
-            """(2 thresholds, 2 directions, models played): voters beyond group_z and suspect_z."""
+        def exceed(pushed_along):
+            """(2 thresholds, 2 signs, directions): voters beyond group_z and suspect_z."""
             with np.errstate(invalid="ignore", divide="ignore"):
-                zz = np.where(scale > 0, pushed_elo[eligible][:, columns] / scale, 0.0)
+                zz = np.where(scale > 0, pushed_along[eligible][:, columns] / scale, 0.0)
             return np.stack([np.stack([(zz >= t).sum(axis=0), (zz <= -t).sum(axis=0)])
                              for t in (group_z, suspect_z)])
 
-        counts = exceed(influence)
+        counts = exceed(pushed_elo)
         # The null counts, by simulation: every vote redrawn from the fit (decisive, so with the variance the
         # z-scores assume: wider than votes with ties, which only makes the test more cautious).
         rng = np.random.default_rng(seed)
@@ -362,12 +385,12 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
         # Conditional on N + N', N ~ Binomial(N + N', 1 / (R + 1)) under the null: exact, estimate included.
         both = binom.sf(counts - 1, counts + simulated, 1 / (null_replicates + 1))
         tails[:, columns], suspect_tails[:, columns] = both[0], both[1]
-        for direction, k in zip(*np.nonzero(tails <= alpha / (2 * columns.size))):
-            sign = 1 if direction == 0 else -1
-            k = int(k)
-            pushed.append((k, sign))
-            group |= eligible & (sign * z[:, k] >= group_z)
-    return Influence(influence, z, top, flagged | group, threshold, pushed, group, tails, suspect_tails)
+        for sign_row, d in zip(*np.nonzero(tails <= alpha / (2 * columns.size))):
+            sign = 1 if sign_row == 0 else -1
+            pushed.append((int(d), sign) if d < m else (contrasts[d - m], sign))
+            group |= eligible & (sign * z_all[:, d] >= group_z)
+    return Influence(influence, z, top, flagged | group, threshold, pushed, group, tails[:, :m], z_all,
+                     contrasts, suspect_tails)
 
 
 # ------------------------------------------------------------------------------------------------ rules 5, 6

@@ -243,3 +243,31 @@ def test_influence_z_scores_against_a_brute_force_loop():
         variance[v[i]] += pi * (1 - pi) * (c[:, a[i]] - c[:, b[i]]) ** 2
     assert np.allclose(result.influence, gradient @ c.T, rtol=1e-9, atol=1e-9)
     assert np.allclose(result.z, gradient @ c.T / np.sqrt(variance), rtol=1e-8, atol=1e-8)
+    # a contrast: model k against model l, the row c[k] - c[l] in place of c[k]
+    (k, l), row = result.contrasts[5], c[result.contrasts[5][0]] - c[result.contrasts[5][1]]
+    assert s[l] > s[k]  # l is rated above k
+    contrast_variance = np.zeros(v.max() + 1)
+    for i in range(a.size):
+        pi = 1 / (1 + np.exp(s[b[i]] - s[a[i]]))
+        contrast_variance[v[i]] += pi * (1 - pi) * (row[a[i]] - row[b[i]]) ** 2
+    assert np.allclose(result.direction_z[:, m + 5], gradient @ row / np.sqrt(contrast_variance), rtol=1e-8,
+                       atol=1e-8)
+
+
+def test_influence_group_test_along_contrasts_catches_identities_pushing_rivals_down():
+    """Many identities, a few votes each, for the target and against the model rated just above it: along
+    each model alone the pushes are small; along "target against its rival" they are a group."""
+    rng, theta, a, b, o, v = honest_arena(seed=13, votes=40000, voters=1500)
+    voters, models, target = v.max() + 1, len(theta), 6
+    rival = target - 1
+    sybils = 60
+    columns = (a, b, o, v)
+    for s in range(sybils):
+        up = for_target(rng, target, models, 4)
+        other = np.array([m for m in range(models) if m not in (target, rival)])[rng.integers(0, models - 2, 8)]
+        down = (np.full(8, rival), other, np.full(8, B_WINS, np.int8))
+        columns = plant(columns, voters + s, *(np.r_[x, y] for x, y in zip(up, down)))
+    honest_fit = fit_bradley_terry(pair_counts(a, b, o, models), prior=PRIOR)
+    result = ig.influence_concentration(*columns, voters + sybils, honest_fit.strengths, prior=PRIOR, alpha=ALPHA)
+    assert ((target, rival), 1) in result.pushed
+    assert result.group[voters:].mean() > 0.7 and result.group[:voters].mean() < 0.01
