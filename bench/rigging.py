@@ -16,8 +16,8 @@ Attacks, each --rigged votes from --identities voter identities, spread over --a
   above it (against that rival, in battles the target is not in).
 - identity_seeking: asks "Who are you?" and votes only when an answer says "FooLM", for the target.
 - one_identity_burst: target_only from a single identity in one day (what the daily cap is for).
-- target_only / omnipresent with 100 / 50 identities (10 / 20 votes each): sybils, to show where the tests'
-  power ends (the proof of work, the rate limits and the daily cap are what make identities cost).
+- target_only / omnipresent / target_only with 100 / 50 / 200 identities (10 / 20 / 5 votes each): sybils, to
+  show where the tests' power ends (the proof of work, the rate limits and the daily cap make identities cost).
 
 For each attack: the target's rating and rank with the honest votes alone, then with the rigged votes added,
 with the defences off and on. "Defences on" is arena.integrity.apply_rules with the service's default settings
@@ -49,7 +49,8 @@ TARGET = Identity("Foo 7B Chat", "Foo Labs", aliases=("foo-7b",), families=("Foo
 GREETINGS = ("hi", "hello", "hey", "what can you do?", "who are you?")
 WHO = GREETINGS.index("who are you?")
 ATTACKS = ("target_only", "omnipresent", "identity_seeking", "one_identity_burst")
-SYBILS = (("target_only", 100), ("omnipresent", 50))  # the same votes from many identities, a few votes each
+# The same votes from many identities, a few votes each; at 5 votes an identity no test here tells it apart.
+SYBILS = (("target_only", 100), ("omnipresent", 50), ("target_only", 200))
 RIVALS = 3
 TIE_SHARE = 0.1
 
