@@ -239,7 +239,8 @@ class Influence(NamedTuple):
     deviation under the null (the voter's votes drawn from the fit). top_model[v]: argmax_k |z[v, k]|;
     flagged[v]: |z[v, top_model]| >= threshold, or the voter is one of a group pushing one model together.
     threshold: the z the settings give; pushed: (model, +1 or -1) for each model that a group of voters
-    pushed up or down together (see influence_concentration); group: per voter, flagged as one of them.
+    pushed up or down together, ((k, l), +1 or -1) for each contrast "k against l" (see
+    influence_concentration); group: per voter, flagged as one of such a group.
     """
 
     influence: np.ndarray
@@ -278,9 +279,10 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
     (down), N_ks counts the voters with at least `group_min_votes` votes and s z[v, k] >= group_z. Few-vote
     z-scores are far from normal (a weak model's rare win is a large push), so the null count is simulated:
     `null_replicates` times every vote is redrawn from the fit (seeded by `seed`) and the same count N'_ks
-    taken over the replicates. Under the null N_ks and N'_ks are Poisson counts with means in the ratio
-    1 : R, so given N_ks + N'_ks, N_ks is Binomial(N_ks + N'_ks, 1 / (R + 1)): its tail is exact, with the
-    null's estimation included. When it is <= alpha / 2m, model k was pushed in direction s and every voter
+    taken over the replicates. Under the null N_ks and N'_ks are counts of rare events among many voters,
+    Poisson with means in the ratio 1 : R, so given N_ks + N'_ks, N_ks is Binomial(N_ks + N'_ks, 1 / (R + 1)):
+    a tail with the null's estimation included. When it is <= alpha / 2D (D the directions tested: the models
+    played, and the contrasts below), model k was pushed in direction s and every voter
     counted in N_ks is flagged: the group, and the few honest voters who happened to push that model as hard
     (a fraction ~ Phi(-group_z) of the voters, the price of catching the group).
 
@@ -288,9 +290,9 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
     a few votes each from many identities. So the group test also runs along contrasts: for each model k and
     each of the `neighbours` models l rated just above it, the voter's push on rating_k - rating_l (the same
     influence, z and simulated null, with the row C[k] - C[l] in place of C[k]); `pushed` then holds
-    ((k, l), sign) for a contrast. The same test at `suspect_z`
-    gives suspect_tail, which tells a caller where to look again (arena.integrity refits without the voters
-    beyond suspect_z there: a group large enough drags the fit with it, which hides each of its members).
+    ((k, l), sign) for a contrast. The same test at `suspect_z` gives suspect_tail, which tells a caller where
+    to look again (arena.integrity refits without the voters beyond suspect_z there: a group large enough drags
+    the fit with it, which hides each of its members).
 
     `strengths`: the fit's natural-log strengths (BTFit.strengths) on the same votes with the same `prior`
     and `weights`; models without votes are left at 0 and have no influence.
