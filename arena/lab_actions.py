@@ -560,13 +560,20 @@ def _leaderboard_entry(session: Session, model: Model) -> dict:
     document = snapshots.newest_document(session)
     row = None if document is None else next(
         (r for r in document["boards"]["overall"]["models"] if r["model"] == model.name), None)
+    entry = None if document is None else next(
+        (e for e in document.get("models", []) if e["model"] == model.name and "votes" in e), None)
+    # what the snapshot's counting rules (integrity rules included) did with the votes of this model's battles
+    counted_votes = None if entry is None else entry["votes"]["counted"]
+    excluded_votes = None if entry is None else entry["votes"]["excluded"]
     if row is None:
         note = ("No leaderboard snapshot has been published yet." if document is None else
                 f"Snapshot {document['version']} does not rank this model: it had no counted vote by then.")
         return {"rating": None, "interval": None, "rank": None, "tier": None, "provisional": None,
-                "snapshot": None if document is None else str(document["version"]), "note": note}
+                "snapshot": None if document is None else str(document["version"]), "counted_votes": counted_votes,
+                "excluded_votes": excluded_votes, "note": note}
     return {"rating": row["rating"], "interval": [row["ci_low"], row["ci_high"]], "rank": row["rank_ub"],
             "tier": row["tier"], "provisional": row["provisional"], "snapshot": str(document["version"]),
+            "counted_votes": counted_votes, "excluded_votes": excluded_votes,
             "note": f"Snapshot {document['version']} of {document['created_at']}: rank upper bound {row['rank_ub']}, "
                     f"tier {row['tier']}, {row['battles']} counted votes"
                     f"{' (provisional)' if row['provisional'] else ''}."}

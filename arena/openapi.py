@@ -178,6 +178,10 @@ class Leaderboard(_Out):
     tier: int | None = Field(description="Models in a tier cannot be told apart from its first model at 95 %.")
     provisional: bool | None = Field(description="Fewer counted votes than the arena's provisional threshold.")
     snapshot: str | None = Field(description="The snapshot's version.")
+    counted_votes: int | None = Field(description="Votes of this model's battles the snapshot counted, after every "
+                                                  "counting rule, integrity rules included.")
+    excluded_votes: dict[str, int] | None = Field(description="Votes of this model's battles the snapshot left out, "
+                                                              "by rule (the snapshot's vote file has each one).")
     note: str
 
 

@@ -238,7 +238,7 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
         "sampling": _sampling_policy(models, app.config),
         "reproduce": {name: _reproduce(board["options"], name) for name, board in named_boards(boards)},
         "boards": boards,
-        "models": _registry(models, battles),
+        "models": _registry(models, battles, everything, votes.reason),
         "public_key": "/api/v1/leaderboard/public-key",
     }
     if any(model.source == "llmfao" for model in models.values()):
@@ -527,12 +527,27 @@ def _reproduce(options: dict, name: str) -> str:
                                                   f"--board {name}"
 
 
-def _registry(models: dict[int, _ModelInfo], battles) -> list[dict]:
-    """Every model the arena knows, rated or not, so that no variant a lab registered can be left unseen."""
+def _registry(models: dict[int, _ModelInfo], battles, everything, reasons: list[str | None]) -> list[dict]:
+    """Every model the arena knows, rated or not, so that no variant a lab registered can be left unseen, with
+    the votes of its battles this snapshot counted and those it left out by each rule (a lab reads them in its
+    model's status: the integrity rules run here, not when a vote is cast)."""
     rated = set(battles.models)
-    return [{"model": info.name, "organization": info.organization, "lab": info.lab, "kind": info.kind,
-             "status": info.status, "rated": info.name in rated}
-            for info in sorted(models.values(), key=lambda info: info.name)]
+    rules = [name for name, _ in COUNTING_RULES]
+    code = {None: 0, **{name: i + 1 for i, name in enumerate(rules)}}
+    reason_codes = np.fromiter((code[reason] for reason in reasons), np.int64, len(reasons))
+    n_models = len(everything.models)
+    tally = np.zeros((n_models, len(rules) + 1), np.int64)  # per model: counted, then each rule
+    for side in (everything.model_a, everything.model_b):
+        np.add.at(tally, (side, reason_codes), 1)
+    by_name = dict(zip(everything.models, tally.tolist()))
+    entries = []
+    for info in sorted(models.values(), key=lambda info: info.name):
+        counts = by_name.get(info.name, [0] * (len(rules) + 1))
+        entries.append({"model": info.name, "organization": info.organization, "lab": info.lab,
+                        "kind": info.kind, "status": info.status, "rated": info.name in rated,
+                        "votes": {"counted": counts[0],
+                                  "excluded": {rule: n for rule, n in zip(rules, counts[1:]) if n}}})
+    return entries
 
 
 def _sampling_policy(models: dict[int, _ModelInfo], config) -> dict:

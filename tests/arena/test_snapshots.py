@@ -199,6 +199,12 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
     assert set(rows) == {"A", "B", "C"} and rows["C"]["retired"] and rows["C"]["status"] == "retired"
     assert rows["A"]["battles"] == 8 and rows["A"]["provisional"] is False
     assert {m["model"]: m["rated"] for m in document["models"]} == {"A": True, "B": True, "C": True, "D": False}
+    # each model's votes as this snapshot counted them, by rule (a lab's model status reads these)
+    assert {m["model"]: m["votes"] for m in document["models"]} == {
+        "A": {"counted": 8, "excluded": {"flagged_battle": 1, "void_battle": 1}},
+        "B": {"counted": 8, "excluded": {"excluded_voter": 3}},
+        "C": {"counted": 8, "excluded": {"flagged_battle": 1, "void_battle": 1, "excluded_voter": 3}},
+        "D": {"counted": 0, "excluded": {}}}
     assert unrated.name not in rows
 
     battle_lines = client.get("/api/v1/leaderboard/snapshots/1/battles").data.decode().splitlines()
@@ -344,10 +350,12 @@ def test_a_lab_reads_its_models_rating_from_the_newest_snapshot(demo_app, client
     status = client.get(f"/api/v1/models/{gpt4}", headers=auth).get_json()
     assert status["leaderboard"] == {"rating": row["rating"], "interval": [row["ci_low"], row["ci_high"]],
                                      "rank": row["rank_ub"], "tier": row["tier"], "provisional": row["provisional"],
-                                     "snapshot": "1", "note": status["leaderboard"]["note"]}
+                                     "snapshot": "1", "counted_votes": row["battles"], "excluded_votes": {},
+                                     "note": status["leaderboard"]["note"]}
     assert status["votes"]["counted"] == row["battles"]
     new = client.get(f"/api/v1/models/{unrated['id']}", headers=auth).get_json()["leaderboard"]
     assert new["rating"] is None and new["snapshot"] == "1" and "does not rank this model" in new["note"]
+    assert (new["counted_votes"], new["excluded_votes"]) == (0, {})
 
     # an operator's exclusion of a voter shows in the lab's vote counts at once, with its reason
     voter = session.scalar(select(Vote.voter).join(Battle).where(Battle.model_a_id == gpt4).limit(1))
