@@ -457,6 +457,16 @@ def _result(x, problem, n_models, iterations, converged, anchor, anchor_rating, 
     )
 
 
+def _check_interval_options(confidence, fit_options) -> None:
+    """The checks both interval methods make before fitting: a confidence level, and fit options they know."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    unknown = set(fit_options) - {"prior", "anchor", "anchor_rating", "scale", "base", "tol", "max_iter",
+                                  "weights"}
+    if unknown:
+        raise TypeError(f"unknown fit options: {sorted(unknown)}")
+
+
 def poisson_weights(n: int, replicate: int, seed: int) -> np.ndarray:
     """Poisson(1) row counts of one bootstrap replicate, from its own SeedSequence child (seed, replicate).
 
@@ -481,12 +491,7 @@ def bootstrap_style_controlled(model_a, model_b, outcome, covariates, n_models: 
         raise ValueError(f"replicates must be a positive integer, got {replicates!r}")
     if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
-    unknown = set(fit_options) - {"prior", "anchor", "anchor_rating", "scale", "base", "tol", "max_iter",
-                                  "weights"}
-    if unknown:
-        raise TypeError(f"unknown fit options: {sorted(unknown)}")
+    _check_interval_options(confidence, fit_options)
     fit = fit_style_controlled(model_a, model_b, outcome, covariates, n_models, **fit_options)
     options = dict(prior=DEFAULT_PRIOR, anchor=None, anchor_rating=1000.0, scale=400.0, base=10.0,
                    tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, weights=None) | fit_options
@@ -556,12 +561,7 @@ def sandwich_style_intervals(model_a, model_b, outcome, covariates, n_models: in
     (against the mean strength, or the anchor), so the direction fixed by the gauge term drops out.
     fit_options are those of fit_style_controlled; `fit`, when given, must be its result on the same rows.
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
-    unknown = set(fit_options) - {"prior", "anchor", "anchor_rating", "scale", "base", "tol", "max_iter",
-                                  "weights"}
-    if unknown:
-        raise TypeError(f"unknown fit options: {sorted(unknown)}")
+    _check_interval_options(confidence, fit_options)
     if fit is None:
         fit = fit_style_controlled(model_a, model_b, outcome, covariates, n_models, **fit_options)
     options = dict(prior=DEFAULT_PRIOR, anchor=None, anchor_rating=1000.0, scale=400.0, base=10.0,

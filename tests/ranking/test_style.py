@@ -398,6 +398,10 @@ def test_sandwich_matches_explicit_row_outer_products(anchor, weighted):
     np.testing.assert_allclose(got.ratings_high - got.fit.ratings, 1.959963984540054 * got.ratings_se, rtol=1e-12)
     if anchor is not None:
         assert got.ratings_se[anchor] == 0.0 and got.ratings_low[anchor] == got.fit.ratings[anchor]
+    with pytest.raises(ValueError, match="confidence"):
+        sandwich_style_intervals(a, b, o, z, 6, confidence=1.0)
+    with pytest.raises(TypeError, match="unknown fit options"):
+        sandwich_style_intervals(a, b, o, z, 6, replicates=10)
 
 
 def test_sandwich_agrees_with_the_row_bootstrap():
