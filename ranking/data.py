@@ -692,6 +692,19 @@ class _Encoder:
     def _name(self, field: str) -> str:
         return f"{self.noun} {self.display.get(field, field)!r}"
 
+    def _number(self, rec: Mapping, field: str) -> float | None:
+        """The record's `field` as a float, None when absent; a non-number or a number beyond float's range is
+        refused, naming the field."""
+        value = rec.get(field)
+        if value is None:
+            return None
+        if not _is_number(value):
+            raise _Reject(f"{self._name(field)} must be a number, got {_show(value)}")
+        try:
+            return float(value)
+        except OverflowError:
+            raise _Reject(f"{self._name(field)} is out of range: {_show(value)}") from None
+
     def _check(self, rec: Any) -> tuple:
         if not isinstance(rec, dict):
             raise _Reject(f"expected a {self.thing}, got {_kind(rec)}")
@@ -716,18 +729,11 @@ class _Encoder:
         except (KeyError, TypeError):
             raise _Reject(f"unknown winner label {_show(w)}; expected one of {self.expected}") from None
 
-        ts = rec.get("tstamp")
+        ts = self._number(rec, "tstamp")
         if ts is None:
             ts = math.nan
-        else:
-            if not _is_number(ts):
-                raise _Reject(f"{self._name('tstamp')} must be a number, got {_show(ts)}")
-            try:
-                ts = float(ts)
-            except OverflowError:
-                raise _Reject(f"{self._name('tstamp')} is out of range: {_show(ts)}") from None
-            if math.isinf(ts):
-                raise _Reject(f"{self._name('tstamp')} must be finite, got {ts}")
+        elif math.isinf(ts):
+            raise _Reject(f"{self._name('tstamp')} must be finite, got {ts}")
 
         cat = rec.get("category")
         if cat is not None and not isinstance(cat, str):
@@ -762,16 +768,9 @@ class _Encoder:
                 raise _Reject(f"{self._name('conv_metadata')} must be an object, got {_show(md)}")
             st = _style_values(md, self.noun)
 
-        wt = rec.get("weight")
-        if wt is not None:
-            if not _is_number(wt):
-                raise _Reject(f"{self._name('weight')} must be a number, got {_show(wt)}")
-            try:
-                wt = float(wt)
-            except OverflowError:
-                raise _Reject(f"{self._name('weight')} is out of range: {_show(wt)}") from None
-            if not (math.isfinite(wt) and wt >= 0):
-                raise _Reject(f"{self._name('weight')} must be a finite number >= 0, got {_show(wt)}")
+        wt = self._number(rec, "weight")
+        if wt is not None and not (math.isfinite(wt) and wt >= 0):
+            raise _Reject(f"{self._name('weight')} must be a finite number >= 0, got {_show(wt)}")
         return pair[0], pair[1], o, ts, (str(cat) if cat is not None else None), vot, an, st, wt
 
 

@@ -37,7 +37,8 @@ POSTGRES_URL = _worker_database(os.environ.get("ARENA_TEST_DATABASE_URL"))
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 
-def _reset_postgres(url: str) -> None:
+def reset_postgres(url: str) -> None:
+    """An empty schema: every test (and the reliability harness) starts from nothing."""
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))
@@ -50,7 +51,7 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'arena.db'}"
     else:
-        _reset_postgres(POSTGRES_URL)
+        reset_postgres(POSTGRES_URL)
         yield POSTGRES_URL
 
 
@@ -85,6 +86,15 @@ def loopback():
 
     with LoopbackModelServer() as server:
         yield server
+
+
+@pytest.fixture
+def prompt_id(session):
+    """A prompt of the set that two recorded models (Alpha Model, Beta Model) have answered."""
+    prompt = gen_prompt(session)
+    gen_recorded_model(session, "Alpha Model", "Alpha Org", {prompt.id: "Rayleigh scattering, mostly."})
+    gen_recorded_model(session, "Beta Model", "Beta Org", {prompt.id: "Because blue light scatters more."})
+    return prompt.id
 
 
 def gen_prompt(session, text="Why is the sky blue?", category="knowledge", source="arena") -> Prompt:

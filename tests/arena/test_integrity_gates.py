@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from arena import battles, challenge, openapi, ratelimit
 from arena.models import Vote
-from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
+from tests.arena.conftest import gen_endpoint_model
 
 REPO = Path(__file__).resolve().parents[2]
 BITS = 10  # small enough that the Python solver takes a millisecond or so
@@ -24,14 +24,6 @@ BITS = 10  # small enough that the Python solver takes a millisecond or so
 def gated(app):
     app.config.update(VOTE_CHALLENGE=True, VOTE_CHALLENGE_BITS=BITS)
     return app
-
-
-@pytest.fixture
-def prompt_id(session):
-    prompt = gen_prompt(session)
-    gen_recorded_model(session, "Alpha Model", "Alpha Org", {prompt.id: "Rayleigh scattering, mostly."})
-    gen_recorded_model(session, "Beta Model", "Beta Org", {prompt.id: "Because blue light scatters more."})
-    return prompt.id
 
 
 def ready_battle(client, prompt_id) -> dict:

@@ -10,19 +10,10 @@ from sqlalchemy import select, text
 
 from arena import battles, security
 from arena.models import Battle
-from tests.arena.conftest import gen_prompt, gen_recorded_model
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 GENERIC_500 = {"error": {"code": "internal_error", "message": "something went wrong on our side"}}
-
-
-@pytest.fixture
-def prompt_id(session):
-    prompt = gen_prompt(session)
-    gen_recorded_model(session, "Alpha Model", "Alpha Org", {prompt.id: "Rayleigh scattering, mostly."})
-    gen_recorded_model(session, "Beta Model", "Beta Org", {prompt.id: "Because blue light scatters more."})
-    return prompt.id
 
 
 def assert_security_headers(response):

@@ -18,7 +18,7 @@ from arena import create_app, db, labs, snapshots, transfer
 from arena.crypto import encrypt_secret
 from arena.models import AuditEvent, Battle, EndpointCheck, Message, Milestone, Model, SafetyScore, Vote
 from ranking.cli import main as ranking_main
-from tests.arena.conftest import POSTGRES_URL, _reset_postgres, gen_prompt, gen_recorded_model
+from tests.arena.conftest import POSTGRES_URL, gen_prompt, gen_recorded_model, reset_postgres
 
 SECRET = "transfer-test-secret"
 REPLICATES = 20
@@ -41,7 +41,7 @@ def apps(tmp_path):
         if kind == "postgresql":
             if not POSTGRES_URL:
                 pytest.skip("no PostgreSQL (set ARENA_TEST_DATABASE_URL)")
-            _reset_postgres(POSTGRES_URL)
+            reset_postgres(POSTGRES_URL)
             url = POSTGRES_URL
         else:
             url = f"sqlite:///{tmp_path / f'arena{len(made)}.db'}"
@@ -130,6 +130,14 @@ def verify_snapshot(app, folder) -> None:
     assert ranking_main(["verify", *map(str, paths[:2]), "--public-key", str(paths[2])]) == 0
 
 
+def populated_archive(apps, path):
+    """A populated SQLite arena (every table holds rows), exported to `path`; returns its app."""
+    source = apps("sqlite")
+    populate(source)
+    transfer.export_arena(source.extensions["arena.engine"], path)
+    return source
+
+
 def test_sqlite_to_postgresql_and_back_keeps_every_row_and_the_snapshot_verifies(apps, tmp_path, capsys):
     source = apps("sqlite")
     populate(source)
@@ -170,9 +178,7 @@ def test_sqlite_to_postgresql_and_back_keeps_every_row_and_the_snapshot_verifies
 
 def test_a_sqlite_round_trip_keeps_every_row(apps, tmp_path, monkeypatch):
     monkeypatch.setattr(transfer, "BATCH_ROWS", 7)  # many batches per table, and a last one part full
-    source = apps("sqlite")
-    populate(source)
-    transfer.export_arena(source.extensions["arena.engine"], tmp_path / "arena.tar")
+    source = populated_archive(apps, tmp_path / "arena.tar")
     target = apps("sqlite", migrate=False)
     transfer.import_arena(target.extensions["arena.engine"], tmp_path / "arena.tar")
     assert table_rows(target) == table_rows(source)
@@ -194,10 +200,8 @@ def _rewritten(archive_path, name, members: dict[str, bytes]):
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_an_import_that_fails_anywhere_leaves_the_target_as_it_was(apps, tmp_path, kind):
-    source = apps("sqlite")
-    populate(source)
     archive = tmp_path / "arena.tar"
-    transfer.export_arena(source.extensions["arena.engine"], archive)
+    populated_archive(apps, archive)
     target = apps(kind)
     engine = target.extensions["arena.engine"]
     empty = {table.name: [] for table in transfer.tables()}
@@ -226,10 +230,8 @@ def test_an_import_that_fails_anywhere_leaves_the_target_as_it_was(apps, tmp_pat
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_a_non_empty_target_is_refused_unless_replaced(apps, tmp_path, kind):
-    source = apps("sqlite")
-    populate(source)
     archive = tmp_path / "arena.tar"
-    transfer.export_arena(source.extensions["arena.engine"], archive)
+    source = populated_archive(apps, archive)
     target = apps(kind)
     with db.new_session(target) as session:
         labs.create_lab(session, "Someone else", actor="operator")  # a lab, its key and an audit event

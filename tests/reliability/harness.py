@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, insert, select
+
+from tests.arena.conftest import reset_postgres  # noqa: F401  (the reliability tests import it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -267,14 +269,6 @@ class Arena:
     prompt_id: int
     ready: dict[str, list[str]]  # voter -> ids of that voter's battles in state "ready"
     hanging_prompt_id: int | None = None
-
-
-def reset_postgres(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
 
 
 def seed(url: str, *, voters: int, battles_per_voter: int) -> Arena:
