@@ -25,12 +25,14 @@ from sqlalchemy.orm import Session, joinedload
 
 from arena import db
 from arena.answer_style import style_counts
-from arena.errors import ApiError
+from arena.errors import ApiError, database_unavailable, one_line
 from arena.models import Battle, Message, Model, Prompt, RecordedAnswer, Vote
 
 log = logging.getLogger(__name__)
 
 SIDES = ("a", "b")
+# Waits between tries to store a finished battle's answers while the database is unreachable (3.5 s in all).
+STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 NEUTRAL_FAILURE = "This answer could not be completed, so this battle cannot be voted on. Please start a new one."
 LLMFAO_ATTRIBUTION = ("Prompts and answers from the Crowdsourced LLM Benchmark by llmonitor.com (CC BY 4.0); "
                       "crowd votes from LLMFAO by Dmitry Ustalov (CC BY 4.0).")
@@ -354,14 +356,25 @@ class BattleRun:
             last = self._remaining == 0
         state = None
         if last:
-            try:
-                state = self._store()
-            except Exception:  # the database failed: end the stream anyway, or its listener would wait forever
-                log.exception("battle %s: the answers could not be stored", self.battle_id)
-                state = "void"
+            state = self._store_answers()
         self.events.put(("error" if result.error else "done", side, ""))
         if last:
             self.events.put(("end", None, state))
+
+    def _store_answers(self) -> str:
+        """Store the answers, retrying for a few seconds while the database is unreachable (a restart or a
+        failover): they cost two provider calls and a voter's wait. Whatever happens, the stream then ends, or
+        its listener would wait forever; answers that could not be stored end it as void."""
+        for delay in (*STORE_RETRY_DELAYS_S, None):
+            try:
+                return self._store()
+            except Exception as error:
+                if delay is None or not database_unavailable(error):
+                    log.exception("battle %s: the answers could not be stored", self.battle_id)
+                    return "void"
+                log.warning("battle %s: database unavailable while storing the answers (%s); retrying in %.1f s",
+                            self.battle_id, one_line(error), delay)
+                time.sleep(delay)
 
     def _store(self) -> str:
         """Store both answers and move the battle to ready (or void) in one transaction."""

@@ -1,6 +1,7 @@
 """Engine, sessions and schema migrations: one SQLAlchemy session per request, opened lazily."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -8,8 +9,12 @@ from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app, g
 from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from arena.errors import database_unavailable, one_line
+
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 DB_CONNECT_TIMEOUT_S = 5
 
@@ -72,9 +77,26 @@ def new_session(app: Flask | None = None) -> Session:
 
 
 def _close_session(_exc):
+    """Close the request's session; a failure here must not turn an answered request into a 500.
+
+    Closing rolls back whatever the request left open. When the database went away meanwhile, that rollback
+    fails on a dead connection (which SQLAlchemy has invalidated and the pool will replace): the response is
+    already decided (for a stream, its body has not even started), so the failure is logged, not raised.
+    """
     db_session = g.pop("db_session", None)
-    if db_session is not None:
+    if db_session is None:
+        return
+    try:
         db_session.close()
+    except DBAPIError as error:
+        if not database_unavailable(error):
+            log.exception("closing the request's database session failed")
+        else:
+            log.warning("database unavailable while closing a request's session: %s", one_line(error))
+        try:
+            db_session.invalidate()  # drop the connection rather than return it in an unknown state
+        except DBAPIError:
+            pass
 
 
 def alembic_config(url: str) -> AlembicConfig:

@@ -57,8 +57,7 @@ def init_app(app: Flask) -> None:
         if not database_unavailable(error):
             return _unexpected(error)
         # One line, not a traceback: while the database is away every request lands here.
-        log.warning("database unavailable on %s %s: %s", request.method, request.path,
-                    " ".join(str(getattr(error, "orig", None) or error).split())[:300])
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, one_line(error))
         headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
         if _wants_json():
             return jsonify(error_body("database_unavailable", "the arena's database is unavailable for the "
@@ -67,6 +66,11 @@ def init_app(app: Flask) -> None:
 
 
 DATABASE_RETRY_AFTER_S = 2
+
+
+def one_line(error: BaseException) -> str:
+    """A database error as one short log line: the driver's message, without SQLAlchemy's SQL and parameters."""
+    return " ".join(str(getattr(error, "orig", None) or error).split())[:300]
 
 
 def database_unavailable(error: BaseException) -> bool:

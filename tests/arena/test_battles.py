@@ -3,12 +3,14 @@ import itertools
 import json
 import random
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 
 import pytest
 from scipy import stats
 from sqlalchemy import event as sql_events, func, select, update
+from sqlalchemy.exc import OperationalError
 
 from arena import battles, db
 from arena.models import Battle, Message, Model, Vote
@@ -402,3 +404,29 @@ def test_a_stream_ends_even_when_its_answers_cannot_be_stored(app, client, recor
     events = parse_sse(client.get(f"/api/v1/battles/{battle_id}/stream").data)
     assert events[-1] == ("end", {"state": "void"})
     assert_anonymous(json.dumps(events).encode(), *recorded_pair[1:])
+
+
+def test_answers_are_stored_once_the_database_is_back(app, client, session, recorded_pair, monkeypatch):
+    """A database restart while a battle streams: storing is tried again for a few seconds, and the battle ends
+    ready with both answers once the database answers; an error that is a bug is not retried."""
+    prompt, _, _ = recorded_pair
+    store, tries = battles.BattleRun._store, []
+
+    def store_after_a_restart(self):
+        tries.append(time.monotonic())
+        if len(tries) <= 2:
+            raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+        return store(self)
+
+    monkeypatch.setattr(battles, "STORE_RETRY_DELAYS_S", (0.05, 0.05, 0.05))
+    monkeypatch.setattr(battles.BattleRun, "_store", store_after_a_restart)
+    battle_id, _, _, events = run_battle(client, prompt_id=prompt.id)
+    assert events[-1] == ("end", {"state": "ready"}) and len(tries) == 3
+    session.expire_all()
+    battle = session.get(Battle, battle_id)
+    assert battle.state == "ready" and len([m for m in battle.messages if m.role == "assistant"]) == 2
+
+    tries.clear()
+    monkeypatch.setattr(battles.BattleRun, "_store", lambda self: tries.append(1) / 0)
+    _, _, _, events = run_battle(client, prompt_id=prompt.id)
+    assert events[-1] == ("end", {"state": "void"}) and len(tries) == 1

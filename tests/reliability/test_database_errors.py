@@ -6,10 +6,12 @@ import sqlite3
 import time
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, TimeoutError as PoolTimeout
 
-from arena import create_app
+from arena import create_app, db
 from arena.errors import database_unavailable
+from arena.models import Prompt
 from tests.arena.conftest import POSTGRES_URL
 from tests.reliability.harness import SECRET_KEY, TcpProxy, reset_postgres, seed, voter_cookie
 
@@ -65,5 +67,34 @@ def test_a_lost_postgresql_answers_503_and_the_same_process_recovers(tmp_path):
             assert client.get("/api/v1/prompts").status_code == 200
             assert client.post(f"/api/v1/battles/{battles[1]}/vote", json={"winner": "b"}).status_code == 200
             assert client.post(f"/api/v1/battles/{battles[0]}/vote", json={"winner": "a"}).status_code == 409
+        finally:
+            app.extensions["arena.engine"].dispose()
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL (ARENA_TEST_DATABASE_URL)")
+def test_a_database_lost_after_the_answer_is_decided_does_not_make_it_a_500(tmp_path, caplog):
+    """The session is closed after the view returns (for a stream, before its body starts): when the database
+    went away meanwhile, the rollback of that close fails, and the answer the view decided must still go out."""
+    reset_postgres(POSTGRES_URL)
+    seed(POSTGRES_URL, voters=1, battles_per_voter=1)
+    host, port = POSTGRES_URL.split("@", 1)[1].split("/", 1)[0].split(":")
+    with TcpProxy((host, int(port))) as proxy:
+        url = POSTGRES_URL.replace(f"@{host}:{port}/", f"@127.0.0.1:{proxy.port}/")
+        app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": SECRET_KEY,
+                          "DB_POOL_SIZE": 2, "VOTE_CHALLENGE": False})
+
+        @app.get("/test/read-then-lose-the-database")
+        def read_then_lose_the_database():
+            count = db.session().execute(select(func.count()).select_from(Prompt)).scalar_one()  # opens a transaction
+            proxy.cut()
+            return {"prompts": count}
+
+        try:
+            client = app.test_client()
+            response = client.get("/test/read-then-lose-the-database")
+            assert response.status_code == 200 and response.get_json()["prompts"] >= 1
+            assert "database unavailable while closing" in caplog.text
+            proxy.restore()
+            assert client.get("/api/v1/prompts").status_code == 200  # the dead connection was not reused
         finally:
             app.extensions["arena.engine"].dispose()
