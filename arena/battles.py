@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import NamedTuple
 
 from flask import Flask
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session, joinedload
 from arena import db
 from arena.answer_style import style_counts
 from arena.errors import ApiError, database_unavailable, one_line
-from arena.models import Battle, Message, Model, Prompt, RecordedAnswer, Vote
+from arena.models import Battle, Message, Model, Prompt, RecordedAnswer, Vote, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -480,11 +481,13 @@ def sse(event: str, data: dict) -> str:
 
 def start_stream(app: Flask, session: Session, battle: Battle):
     """Claim the battle for streaming (exactly one stream per turn) and return the SSE event iterator."""
+    if battle.state == "streaming":
+        _void_if_interrupted(app.config, session, battle)
     if battle.state in ("ready", "voted", "void"):
         return _replay_stored(battle)
     this_battle = _battles.c.id == battle.id
     claimed = session.execute(update(_battles).where(this_battle, _battles.c.state == "created")
-                              .values(state="streaming"))
+                              .values(state="streaming", stream_started_at=utcnow()))
     session.commit()
     if claimed.rowcount != 1:
         raise ApiError(409, "already_streaming", "This battle's answers are already being streamed.")
@@ -498,6 +501,28 @@ def start_stream(app: Flask, session: Session, battle: Battle):
                     identities={"a": Identity.of(battle.model_a), "b": Identity.of(battle.model_b)})
     run.start(sources)
     return _forward(run)
+
+
+def stream_deadline_s(config) -> float:
+    """How long after its start a stream has surely ended: the slowest provider call or recorded replay, the
+    retries of storing its answers, and a minute's margin for a slow database."""
+    slowest = max(config["PROVIDER_CONNECT_TIMEOUT"] + config["PROVIDER_TOTAL_TIMEOUT"], config["REPLAY_MAX_SECONDS"])
+    return slowest + sum(STORE_RETRY_DELAYS_S) + 60
+
+
+def _void_if_interrupted(config, session: Session, battle: Battle) -> None:
+    """Void a battle still streaming past the deadline: its stream was lost (a killed worker, answers that could
+    not be stored) and nothing else would ever end it, so a reload would answer 409 already_streaming for ever.
+    The write is conditional, so a stream that does end meanwhile keeps its result."""
+    started = func.coalesce(_battles.c.stream_started_at, _battles.c.created_at)  # battles from before 0006
+    cutoff = utcnow() - timedelta(seconds=stream_deadline_s(config))
+    voided = session.execute(update(_battles).where(
+        _battles.c.id == battle.id, _battles.c.state == "streaming", started < cutoff).values(
+        state="void", void_reason="stream interrupted: no answers were stored before its deadline"))
+    session.commit()
+    if voided.rowcount == 1:
+        log.warning("battle %s: its stream was interrupted; voided", battle.id)
+        session.refresh(battle)
 
 
 def _forward(run: BattleRun):

@@ -147,6 +147,7 @@ class Battle(Base):
     source: Mapped[str] = mapped_column(String(32), default="arena")
     sampling_policy: Mapped[str] = mapped_column(String(32), default="uniform")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    stream_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the current turn's
 
     model_a: Mapped[Model] = relationship(foreign_keys=[model_a_id])
     model_b: Mapped[Model] = relationship(foreign_keys=[model_b_id])

@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from scipy import stats
@@ -13,7 +14,7 @@ from sqlalchemy import event as sql_events, func, select, update
 from sqlalchemy.exc import OperationalError
 
 from arena import battles, db
-from arena.models import Battle, Message, Model, Vote
+from arena.models import Battle, Message, Model, Vote, utcnow
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
 
@@ -430,3 +431,38 @@ def test_answers_are_stored_once_the_database_is_back(app, client, session, reco
     monkeypatch.setattr(battles.BattleRun, "_store", lambda self: tries.append(1) / 0)
     _, _, _, events = run_battle(client, prompt_id=prompt.id)
     assert events[-1] == ("end", {"state": "void"}) and len(tries) == 1
+
+
+def test_a_battle_left_streaming_past_the_deadline_is_voided_on_its_next_read(app, client, session, recorded_pair):
+    """A stream lost with its worker leaves the battle `streaming`: within the deadline a second reader is told
+    it is being streamed (409); past it, the read voids the battle and tells the voter in neutral words."""
+    prompt, _, _ = recorded_pair
+    battle_id = client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"]
+    session.execute(update(Battle).where(Battle.id == battle_id).values(state="streaming", stream_started_at=utcnow()))
+    session.commit()
+    refused = client.get(f"/api/v1/battles/{battle_id}/stream")
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "already_streaming"
+
+    deadline = battles.stream_deadline_s(app.config)
+    assert deadline >= app.config["PROVIDER_TOTAL_TIMEOUT"]
+    long_ago = utcnow() - timedelta(seconds=deadline + 1)
+    session.execute(update(Battle).where(Battle.id == battle_id).values(stream_started_at=long_ago))
+    session.commit()
+    events = parse_sse(client.get(f"/api/v1/battles/{battle_id}/stream").data)
+    assert events[-1] == ("end", {"state": "void"})
+    assert [kind for kind, _ in events] == ["error", "error", "end"]
+    assert_anonymous(json.dumps(events).encode(), *recorded_pair[1:])
+    session.expire_all()
+    battle = session.get(Battle, battle_id)
+    assert battle.state == "void" and "interrupted" in battle.void_reason
+    vote = client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "a"})
+    assert vote.status_code == 409
+
+
+def test_a_stream_records_when_it_began(client, session, recorded_pair):
+    prompt, _, _ = recorded_pair
+    before = utcnow()
+    battle_id, _, _, events = run_battle(client, prompt_id=prompt.id)
+    assert events[-1] == ("end", {"state": "ready"})
+    started = session.get(Battle, battle_id).stream_started_at
+    assert started is not None and started.replace(tzinfo=None) >= before.replace(tzinfo=None, microsecond=0)
