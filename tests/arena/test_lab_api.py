@@ -199,7 +199,7 @@ def test_a_slow_streaming_endpoint_registers_since_the_check_is_short(client, tw
     started = time.monotonic()
     response = client.post("/api/v1/models", headers=bearer(key_a), json={
         "name": "Slow", "organization": "Lab A Inc", "endpoint": {"base_url": loopback.base_url, "model": "slow:5"}})
-    assert response.status_code == 201 and time.monotonic() - started < 1.0
+    assert response.status_code == 201 and time.monotonic() - started < 3.0  # not the 5 s of the whole answer
     assert loopback.requests[-1]["stream"] is False and loopback.requests[-1]["max_tokens"] == 8
 
 

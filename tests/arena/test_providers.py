@@ -305,7 +305,7 @@ def test_total_timeout_is_kept_even_in_the_middle_of_a_read(server):
         stream_chat(server.base_url, "stall-mid:0.4", HELLO, first_token_timeout=5, read_timeout=5,
                     total_timeout=0.8)))
     assert isinstance(error, ProviderError) and error.kind == "timeout" and "within 0.8 s" in error.message
-    assert 0.75 < elapsed < 1.1  # a read timeout would have fired at about 1.2 s
+    assert 0.75 < elapsed < 0.8 + 2 * SLACK  # the 5 s read timeout would have fired at 5.4 s at the earliest
 
 
 def test_connections_are_reused_after_complete_answers(server):
