@@ -93,10 +93,8 @@ def _close_session(_exc):
             log.exception("closing the request's database session failed")
         else:
             log.warning("database unavailable while closing a request's session: %s", one_line(error))
-        try:
-            db_session.invalidate()  # drop the connection rather than return it in an unknown state
-        except DBAPIError:
-            pass
+        db_session.invalidate()  # drop the connection rather than return it in an unknown state (the pool
+        # closes it and logs, never raises, when even that fails)
 
 
 def alembic_config(url: str) -> AlembicConfig:
