@@ -20,13 +20,14 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, insert, select, update
 
+from arena.battles import STORE_RETRY_DELAYS_S
 from arena.loopback_model import LoopbackModelServer
 from arena.models import Battle, Model
 from tests.reliability.conftest import needs_server, through, upstream
 from tests.reliability.harness import (Arena, Outcome, Server, TcpProxy, VoteStream, accepted,
                                        check_no_vote_lost_or_doubled, reset_postgres, seed, voter_cookie, wait_until)
 
-VOTERS, BATTLES_PER_VOTER = 128, 16
+VOTERS, BATTLES_PER_VOTER = 168, 16
 FIRST_TOKEN_TIMEOUT = 2.5  # seconds; votes must not wait anywhere near this long behind the silent model
 REDIS = ("127.0.0.1", 6379)
 
@@ -155,13 +156,15 @@ def test_a_worker_killed_in_the_middle_of_votes_loses_no_accepted_vote(service):
 
 
 def test_postgresql_restarting_under_traffic_answers_503_then_recovers(service):
-    arena = service.voters(40)
-    stream = VoteStream([service.server.base], arena, threads=6, pause=0.03).start()
+    arena = service.voters(80)  # 1,280 battles: refused votes are fast, and the outage lasts 5 s
+    stream = VoteStream([service.server.base], arena, threads=6, pause=0.05).start()
     battles = BattleStream(service.server.base, arena.prompt_id).start()
     wait_until(lambda: len(stream.outcomes) >= 40, 20, "votes flowing")
     service.postgres.cut()
     down_at = time.monotonic()
-    time.sleep(2.0)
+    # Longer than a finished battle's answers are retried (sum(STORE_RETRY_DELAYS_S), 3.5 s): a battle reader
+    # whose stream was storing at the cut waits that long, then creates battles that must meet the outage.
+    time.sleep(sum(STORE_RETRY_DELAYS_S) + 1.5)
     service.postgres.restore()
     up_at = time.monotonic()
     wait_until(lambda: sum(o.status == 200 and o.at > up_at + 0.5 for o in stream.outcomes) >= 20, 20,
