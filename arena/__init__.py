@@ -1,38 +1,23 @@
-"""The arena service: blind pairwise battles between AI models, votes, and the labs' API."""
+"""The arena service: blind pairwise battles between AI models, votes, and the labs' API.
+
+The layout (each package's docstring says more):
+- `web/`: blueprints and pages, a thin layer over the domain packages; `cli/`: the operator's commands;
+- domain packages, importing downward only: `battles/` (a battle from pairing to its vote) over
+  `leaderboard/` (counting rules, sampling, snapshot builds and reads) and `board/` (safety scores, milestones),
+  over `catalog/` (labs, models, keys, answers, the audit log), over `egress/` (calls out to model endpoints);
+- beneath them all: `models` (the schema), `db`, `config`, `errors` (the one error dialect);
+- `ranking/`, beside `arena/`: the pure ranking library, which imports nothing of arena.
+"""
 from __future__ import annotations
 
 from flask import Flask
 
-from arena.config import ROOT, Config
-
 
 def create_app(config: dict | None = None) -> Flask:
-    """Build the application; `config` overrides settings (tests pass their own database URL)."""
-    settings = Config().update(config)
-    # Pages' CSS, JavaScript and vendored libraries live in the repository's top-level static/ folder.
-    app = Flask(__name__, instance_path=settings.INSTANCE_PATH, static_folder=str(ROOT / "static"),
-                static_url_path="/static")
-    app.config.from_object(settings)
-
-    from arena import db, errors, ratelimit, security
-
-    db.init_app(app)
-    errors.init_app(app)
-    security.init_app(app)
-    ratelimit.init_app(app)
-
-    from arena import api, board_api, lab_api, leaderboard_api
-
-    app.register_blueprint(api.bp)
-    app.register_blueprint(lab_api.bp)
-    app.register_blueprint(leaderboard_api.bp)
-    app.register_blueprint(board_api.bp)
-
-    from arena import pages
-
-    app.register_blueprint(pages.bp)
-
+    """The application with the operator's commands registered (`flask --app arena ...`; tests' CLI runner)."""
+    from arena.app import build_app
     from arena.cli import register_commands
 
+    app = build_app(config)
     register_commands(app)
     return app

@@ -75,7 +75,7 @@ class Config:
             for scope, default in (("VOTER", "20/minute;300/hour"), ("ADDRESS", "200/minute;3000/hour")):
                 name = f"RATE_LIMIT_{action}_PER_{scope}"
                 setattr(self, name, os.environ.get(f"ARENA_{name}", default))
-        # Leaderboard snapshots (arena.snapshots): bootstrap replicates and seed, the tie model, the number of
+        # Leaderboard snapshots (arena.leaderboard.builds): bootstrap replicates and seed, the tie model, the number of
         # counted votes below which a rating is marked provisional (FastChat shows a model from 300), and a new
         # snapshot after this many new counted votes (0: only when an operator runs `arena snapshot`).
         self.SNAPSHOT_REPLICATES = int(_number("ARENA_SNAPSHOT_REPLICATES", 1000))
@@ -88,9 +88,11 @@ class Config:
         self.SNAPSHOT_TIES = os.environ.get("ARENA_SNAPSHOT_TIES") or "half"
         self.PROVISIONAL_VOTES = int(_number("ARENA_PROVISIONAL_VOTES", 300))
         self.SNAPSHOT_EVERY_VOTES = int(_number("ARENA_SNAPSHOT_EVERY_VOTES", 1000))
-        # Which pair answers a battle (arena.sampling, ranking.sampling): uniform | weighted | new_model_boost |
+        # Which pair answers a battle (arena.leaderboard.sampling, ranking.sampling): uniform | weighted |
+        # new_model_boost |
         # active. Weighted by default: the operators' published weights, all 1 (uniform) unless they set them;
-        # active spends votes better (bench/sampling.py) and is the operators' choice to make. The boost multiplies a provisional model's weight (new_model_boost); the floor is the share of
+        # active spends votes better (bench/sampling.py) and is the operators' choice to make. The boost
+        # multiplies a provisional model's weight (new_model_boost); the floor is the share of
         # battles the active policy draws by the weighted rule, so every model keeps at least that fraction of
         # its weighted share, and the focus the exponent on its scores (bench/sampling.py). Each process re-reads
         # the fit at most every REFRESH seconds. A model whose calls in the last FAILING_SECONDS failed at
@@ -103,7 +105,8 @@ class Config:
         self.SAMPLING_FAILING_RATE = _number("ARENA_SAMPLING_FAILING_RATE", 0.5)
         self.SAMPLING_FAILING_MIN_CALLS = int(_number("ARENA_SAMPLING_FAILING_MIN_CALLS", 4))
         self.SAMPLING_FAILING_SECONDS = _number("ARENA_SAMPLING_FAILING_SECONDS", 600.0)
-        # Vote integrity rules applied by every snapshot build (arena.integrity; bench/rigging.py measures them).
+        # Vote integrity rules applied by every snapshot build (arena.leaderboard.integrity; bench/rigging.py measures
+        # them).
         # A voter's counted votes per UTC day: reading two answers takes a minute or more, so 100 a day is
         # hours of reading; beyond it a voter looks like a script. 0: no cap.
         self.VOTER_DAILY_CAP = int(_number("ARENA_VOTER_DAILY_CAP", 100))

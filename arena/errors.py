@@ -1,23 +1,73 @@
-"""One error type and one JSON error shape for the whole API: {"error": {"code": ..., "message": ...}}."""
+"""The arena's one error dialect, and the one place that turns it into HTTP answers and command-line lines.
+
+Domain code (arena.battles, arena.catalog, arena.leaderboard, arena.board, arena.egress) raises the errors below:
+each has a stable machine-readable `code`, a `message` for a person, and optionally `details` (per field or per
+line). It knows nothing of HTTP. This module alone maps each kind to its HTTP status and the one JSON body,
+{"error": {"code", "message", "details"?}}, and the command line prints the same error as one `error:` line with
+exit status 2 (arena.cli.common).
+"""
 from __future__ import annotations
 
 import logging
 
 from flask import Flask, jsonify, request
-from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """An error a client can act on; `code` is a stable machine-readable name."""
+class ArenaError(Exception):
+    """A refusal a client or operator can act on. Subclasses say which kind; `code` says exactly what."""
 
-    def __init__(self, status: int, code: str, message: str, *, details: dict | None = None,
-                 headers: dict | None = None):
+    def __init__(self, code: str, message: str, *, details: dict | None = None, retry_after: int | None = None):
         super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
-        self.headers = headers  # e.g. Retry-After on a 429
+        self.code, self.message, self.details, self.retry_after = code, message, details, retry_after
+
+
+class BadRequest(ArenaError):
+    """The input is malformed or breaks a rule of its own (a bad field, a missing part, a bad setting)."""
+
+
+class Refused(ArenaError):
+    """Well-formed, but not allowed for this caller (a failed vote proof, a write from another site)."""
+
+
+class NotFound(ArenaError):
+    """No such thing, or one the caller may not see (another lab's model answers exactly like a missing one)."""
+
+
+class Conflict(ArenaError):
+    """The request contradicts the current state (already voted, a name taken, a retired model)."""
+
+
+class TooLarge(ArenaError):
+    """The input is larger than the arena takes."""
+
+
+class Rejected(ArenaError):
+    """Checked and refused on its content: an endpoint that failed its check, an upload with bad lines."""
+
+
+class RateLimited(ArenaError):
+    """Over a rate limit; `retry_after` says in how many seconds to try again."""
+
+
+class Unavailable(ArenaError):
+    """The arena cannot serve this now (not enough models, a setting that stops new battles)."""
+
+
+HTTP_STATUS: dict[type[ArenaError], int] = {BadRequest: 400, Refused: 403, NotFound: 404, Conflict: 409,
+                                            TooLarge: 413, Rejected: 422, RateLimited: 429, Unavailable: 503}
+
+
+def http_status(error: ArenaError) -> int:
+    """The HTTP status of a domain error: its kind's, looked up along its class's ancestry."""
+    for kind in type(error).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    return 400
 
 
 def error_body(code: str, message: str, details: dict | None = None) -> dict:
@@ -27,21 +77,27 @@ def error_body(code: str, message: str, details: dict | None = None) -> dict:
     return {"error": error}
 
 
+def one_line(error: BaseException) -> str:
+    """An error as one short line: a database error's driver message without SQLAlchemy's SQL and parameters,
+    anything else with its whitespace collapsed."""
+    return " ".join(str(getattr(error, "orig", None) or error).split())[:300]
+
+
 def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
 def init_app(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(error: ApiError):
-        return jsonify(error_body(error.code, error.message, error.details)), error.status, error.headers or {}
+    @app.errorhandler(ArenaError)
+    def _domain_error(error: ArenaError):
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+        return jsonify(error_body(error.code, error.message, error.details)), http_status(error), headers
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
         if not _wants_json():
             return error
-        code = (error.name or "error").lower().replace(" ", "_")
-        return jsonify(error_body(code, error.description or error.name)), error.code
+        return jsonify(error_body(http_error_code(error), error.description or error.name)), error.code
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
@@ -65,12 +121,12 @@ def init_app(app: Flask) -> None:
         return "The arena's database is unavailable for the moment; try again shortly.", 503, headers
 
 
+def http_error_code(error: HTTPException) -> str:
+    """werkzeug's HTTP errors (404 for an unknown route, 413 over the body limit) as an error code."""
+    return (error.name or "error").lower().replace(" ", "_")
+
+
 DATABASE_RETRY_AFTER_S = 2
-
-
-def one_line(error: BaseException) -> str:
-    """A database error as one short log line: the driver's message, without SQLAlchemy's SQL and parameters."""
-    return " ".join(str(getattr(error, "orig", None) or error).split())[:300]
 
 
 def database_unavailable(error: BaseException) -> bool:

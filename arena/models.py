@@ -8,12 +8,24 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import (JSON, Boolean, CheckConstraint, Date, DateTime, Float, ForeignKey, Integer, LargeBinary,
-                        String, Text, UniqueConstraint, event)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from arena.answer_style import style_counts
-
 from arena.db import Base
 
 
@@ -94,7 +106,7 @@ class Model(Base):
     system_prompt: Mapped[str | None] = mapped_column(Text)
     sampling_params: Mapped[dict] = mapped_column(JSON, default=dict)
     # Other names the model or its makers go by, for identity-leak checks: aliases of this model, and the
-    # families it belongs to ("Llama", "GPT"), both set by its lab or an operator (arena.integrity).
+    # families it belongs to ("Llama", "GPT"), both set by its lab or an operator (arena.leaderboard.integrity).
     aliases: Mapped[list] = mapped_column(JSON, default=list)
     families: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
     source: Mapped[str] = mapped_column(String(32), default="arena")  # "llmfao" for the demo's models
@@ -253,7 +265,7 @@ class VoterExclusion(Base):
 class Snapshot(Base):
     """One published leaderboard, computed once and never changed.
 
-    `document` is the snapshot exactly as published and signed (canonical JSON, see arena.snapshots); the other
+    `document` is the snapshot exactly as published and signed (canonical JSON, see arena.leaderboard.builds); the other
     columns repeat what readers filter or sort on. Versions count up from 1 without gaps: the primary key makes
     a second builder that raced for the same version fail instead of publishing twice.
     """

@@ -35,9 +35,8 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == _BENCH_DIR:
     sys.path[0] = _REPO
     sys.path.insert(1, _BENCH_DIR)
 
-import numpy as np  # noqa: E402
-
 import _data  # noqa: E402
+import numpy as np  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------- memory
 

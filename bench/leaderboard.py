@@ -10,7 +10,7 @@ Steps:
    recorded answer to every prompt (with style counts, so the style-controlled board is built too), and N battles
    with one vote each between uniformly drawn pairs, outcomes drawn from Davidson's tie model (about 15 % ties),
    from 20,000 voters. Bulk-loaded (PostgreSQL: COPY), not timed.
-2. `arena.snapshots.build_snapshot` once, cold (a fresh process: imports and JIT compilation counted, the
+2. `arena.leaderboard.builds.build_snapshot` once, cold (a fresh process: imports and JIT compilation counted, the
    persistent compilation cache off), split into query, encoding, fit, bootstrap, style-controlled board and
    storing, with the process's CPU seconds.
 3. gunicorn serving the app as `make run` does; C client threads read GET /api/v1/leaderboard for S seconds
@@ -39,8 +39,15 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from bench.service import (control_socket_args, free_port, gunicorn_command, percentile, reset_postgres,  # noqa: E402
-                           stop, wait_until_answers)
+from bench.service import (  # noqa: E402
+    control_socket_args,
+    free_port,
+    gunicorn_command,
+    percentile,
+    reset_postgres,
+    stop,
+    wait_until_answers,
+)
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SECRET_KEY = "bench-leaderboard-secret-key-not-for-production"
@@ -173,10 +180,11 @@ def _timestamp(seconds: float):
 BUILD_CHILD = """
 import json, resource, sys, time
 started = time.perf_counter()
-from arena import create_app, snapshots
+from arena import create_app
+from arena.leaderboard import builds
 app = create_app({"SNAPSHOT_EVERY_VOTES": 0})
 timings = []
-snapshots.build_snapshot(app, timings=timings)
+builds.build_snapshot(app, timings=timings)
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({**timings[0]._asdict(), "process": time.perf_counter() - started,
                   "cpu": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}))
@@ -292,7 +300,8 @@ def report(args, build: dict, read: dict) -> str:
     p99_ratio = read["building"]["p99_ms"] / read["idle"]["p99_ms"]
     waited = read["building"]["max_ms"] / 1000 >= 0.5 * read["build_seconds"]
     out.write(f"  p99 while building / baseline: {p99_ratio:.2f}; slowest read {read['building']['max_ms']:.0f} ms "
-              f"during a {read['build_seconds']:.1f} s build: {'a read WAITED for the build' if waited else 'no read waited for the build'}\n")
+              f"during a {read['build_seconds']:.1f} s build: "
+              f"{'a read WAITED for the build' if waited else 'no read waited for the build'}\n")
     return out.getvalue()
 
 

@@ -20,9 +20,10 @@ Attacks, each --rigged votes from --identities voter identities, spread over --a
   show where the tests' power ends (the proof of work, the rate limits and the daily cap make identities cost).
 
 For each attack: the target's rating and rank with the honest votes alone, then with the rigged votes added,
-with the defences off and on. "Defences on" is arena.integrity.apply_rules with the service's default settings
+with the defences off and on. "Defences on" is arena.leaderboard.integrity.apply_rules with the service's default
+settings
 (the very function every snapshot build calls) on votes whose identity leaks were found by
-arena.battles.identity_leak, ranked by ranking.rank_battles with the resulting weights. The shift with the
+arena.catalog.identity.identity_leak, ranked by ranking.rank_battles with the resulting weights. The shift with the
 defences on is measured against the honest votes with the defences on (the rules exclude a few honest votes and
 down-weight repeated prompts too). Targets (issue #7): with the defences on, 1,000 rigged votes move the target
 by less than the half-width of its 95 % interval, and fewer than 2 % of honest votes are excluded.
@@ -41,8 +42,8 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from arena.battles import Identity, identity_leak  # noqa: E402
-from arena.integrity import IntegritySettings, VoteTable, apply_rules  # noqa: E402
+from arena.catalog.identity import Identity, identity_leak  # noqa: E402
+from arena.leaderboard.integrity import IntegritySettings, VoteTable, apply_rules  # noqa: E402
 from ranking.data import A_WINS, B_WINS, TIE, Battles  # noqa: E402
 
 TARGET = Identity("Foo 7B Chat", "Foo Labs", aliases=("foo-7b",), families=("FooLM",))

@@ -42,7 +42,6 @@ share off its rule by more than 10 %. The last line is `votes ratio active/unifo
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import sys
@@ -232,11 +231,11 @@ def votes_to_reach(curve, tau: float) -> int | None:
 def time_per_pick(m: int = 300, picks: int = 2000, seed: int = 1) -> dict:
     """Seconds per pick at m models: `draw_pair` for each policy, the active one with its cached score matrix
     restricted to the models that can answer (90 % of them), and the service's whole pick
-    (`arena.sampling.choose_pair` on a cached state: failing models left out, the restriction, the draw)."""
+    (`arena.leaderboard.sampling.choose_pair` on a cached state: failing models left out, the restriction, the draw)."""
     from datetime import datetime, timezone
 
-    from arena import sampling as service
-    from arena.battles import Candidate
+    from arena.battles.pairing import Candidate
+    from arena.leaderboard import sampling as service
 
     rng = np.random.default_rng(seed)
     ratings = rng.normal(1000, 150, m)
@@ -267,7 +266,7 @@ def time_per_pick(m: int = 300, picks: int = 2000, seed: int = 1) -> dict:
     started = time.perf_counter()
     for _ in range(picks):
         service.choose_pair(cached, candidates, draw_rng)
-    timings["arena.sampling.choose_pair, active"] = (time.perf_counter() - started) / picks
+    timings["arena.leaderboard.sampling.choose_pair, active"] = (time.perf_counter() - started) / picks
     started = time.perf_counter()
     for _ in range(20):
         sampling.active_pair_scores(state)
@@ -290,8 +289,9 @@ def service_timings(m: int = 300, votes: int = 60_000, requests: int = 200, seed
 
     from sqlalchemy import insert
 
-    from arena import create_app, db, snapshots
-    from arena import sampling as service
+    from arena import create_app, db
+    from arena.leaderboard import builds
+    from arena.leaderboard import sampling as service
     from arena.models import Battle, Model, Prompt, RecordedAnswer, Vote
 
     folder = tempfile.mkdtemp(prefix="bench-sampling-")
@@ -317,7 +317,7 @@ def service_timings(m: int = 300, votes: int = 60_000, requests: int = 200, seed
         session.execute(insert(Vote), [dict(battle_id=f"b{k}", winner="a" if a_wins[k] else "b", voter=f"v{k % 5000}",
                                             created_at=now) for k in range(votes)])
         session.commit()
-    snapshots.build_snapshot(app)
+    builds.build_snapshot(app)
     timings = {}
     with db.new_session(app) as session:
         settings = service.SamplingSettings.from_config(app.config)

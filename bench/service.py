@@ -525,7 +525,7 @@ async def create_battle(voter: httpx.AsyncClient, body: dict) -> str:
         raise BenchError(f"create: HTTP {response.status_code} {response.text[:120]}")
     created = response.json()
     if "challenge" in created:
-        from arena.challenge import solve
+        from arena.battles.challenge import solve
 
         PROOFS[created["id"]] = solve(created["challenge"])
     return created["id"]

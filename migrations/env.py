@@ -1,5 +1,4 @@
 """Alembic environment: the URL comes from the caller (arena.db.upgrade) or ARENA_DATABASE_URL."""
-import os
 
 from alembic import context
 from sqlalchemy import create_engine, pool

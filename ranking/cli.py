@@ -19,8 +19,7 @@ import numpy as np
 
 from ranking import bradley_terry as bt
 from ranking.data import BattleFileError, read_battles
-from ranking.leaderboard import (Leaderboard, RankingOptions, board_dict, code_version, rank_battles,
-                                 select_battles)
+from ranking.leaderboard import Leaderboard, RankingOptions, board_dict, code_version, rank_battles, select_battles
 from ranking.stats import observed_win_rates, pair_counts, predicted_win_rates, win_matrix
 
 FORMAT_VERSION = "arena-ranking/1"

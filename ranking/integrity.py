@@ -1,6 +1,6 @@
 """Statistics that tell rigged votes from honest ones: pure functions over vote arrays, no web or SQL.
 
-The arena's snapshot builder (`arena.integrity`) applies them as named counting rules and records each one's
+The arena's snapshot builder (`arena.leaderboard.integrity`) applies them as named counting rules and records each one's
 settings and what it left out; `bench/rigging.py` measures them on simulated attacks. Every test here is a
 test of one voter against a null hypothesis that an honest voter satisfies, at a level `alpha` per voter, so
 that the share of honest voters wrongly flagged is about `alpha` whatever the arena's size.
@@ -291,7 +291,8 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
     each of the `neighbours` models l rated just above it, the voter's push on rating_k - rating_l (the same
     influence, z and simulated null, with the row C[k] - C[l] in place of C[k]); `pushed` then holds
     ((k, l), sign) for a contrast. The same test at `suspect_z` gives suspect_tail, which tells a caller where
-    to look again (arena.integrity refits without the voters beyond suspect_z there: a group large enough drags
+    to look again (arena.leaderboard.integrity refits without the voters beyond suspect_z there: a group large enough
+    drags
     the fit with it, which hides each of its members).
 
     `strengths`: the fit's natural-log strengths (BTFit.strengths) on the same votes with the same `prior`

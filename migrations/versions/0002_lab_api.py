@@ -8,9 +8,8 @@ endpoint_checks: each call to an endpoint model outside a battle (the registrati
 audit_log: every lab action; triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL), so the log is
 append-only for the application's database user too.
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0002'
 down_revision = '0001'

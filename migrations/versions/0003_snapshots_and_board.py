@@ -10,9 +10,8 @@ safety_scores, milestones: the milestone board's imported safety measurements an
 messages, recorded_answers: each answer's style counts (arena.answer_style), filled in here for answers
 stored before this revision.
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'

@@ -7,9 +7,8 @@ Create Date: 2026-12-04
 models.families: the model families a model belongs to ("Llama", "GPT"), beside its aliases; an answer that
 names one reveals the model, so its vote is left out (arena.integrity). Existing models get an empty list.
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0004'
 down_revision = '0003'

@@ -10,9 +10,8 @@ model would inherit the deleted one's history. On SQLite the models table is reb
 counter starts past every id the table or the audit log has ever held. PostgreSQL's sequences never reuse an id:
 nothing to do there.
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0005'
 down_revision = '0004'

@@ -8,9 +8,8 @@ battles.stream_started_at: set when a stream claims the battle's turn. A battle 
 any stream can last lost its stream (its worker was killed, or its answers could not be stored); the next
 read of its stream voids it instead of answering 409 already_streaming for ever (arena.battles).
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0006'
 down_revision = '0005'

@@ -11,7 +11,6 @@ from arena import create_app, db
 from arena.models import Model, Prompt, RecordedAnswer
 
 
-
 def _worker_database(url: str | None) -> str | None:
     """Under pytest-xdist each worker gets a database of its own (test_gw0, test_gw1, ...), created on first use
     beside the configured one, since every test drops and recreates the schema of the database it uses."""

@@ -10,10 +10,14 @@ from datetime import timedelta
 
 import pytest
 from scipy import stats
-from sqlalchemy import event as sql_events, func, select, update
+from sqlalchemy import event as sql_events
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
-from arena import battles, db
+from arena import db
+from arena.battles import lifecycle, pairing, streaming
+from arena.catalog import identity
+from arena.errors import ArenaError
 from arena.models import Battle, Message, Model, Vote, utcnow
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
@@ -171,7 +175,8 @@ def test_a_failing_provider_voids_the_battle_and_names_nobody(client, session, l
 
 
 def test_an_answer_naming_its_model_is_flagged(client, session, loopback):
-    gen_endpoint_model(session, "Honest Model", "Acme Labs", loopback.base_url, behaviour="leak:I was made by ACME-labs")
+    gen_endpoint_model(session, "Honest Model", "Acme Labs", loopback.base_url,
+                       behaviour="leak:I was made by ACME-labs")
     gen_endpoint_model(session, "Quiet Model", "Quiet Org", loopback.base_url)
     battle_id, _, _, events = run_battle(client, prompt="Who made you?")
     assert events[-1][1]["state"] == "ready"
@@ -190,7 +195,7 @@ def test_reloading_the_stream_replays_the_stored_answers(client, recorded_pair):
 def test_sampling_uses_published_weights(client, session):
     prompt = gen_prompt(session)
     heavy = gen_recorded_model(session, "Heavy", "H", {prompt.id: "h"})
-    light = gen_recorded_model(session, "Light", "L", {prompt.id: "l"})
+    gen_recorded_model(session, "Light", "L", {prompt.id: "l"})
     zero = gen_recorded_model(session, "Zero", "Z", {prompt.id: "z"})
     heavy.sampling_weight, zero.sampling_weight = 3.0, 0.0
     session.commit()
@@ -214,7 +219,7 @@ def test_empty_recordings_are_never_drawn(client, session):
         battle = session.get(Battle, client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"])
         assert {battle.model_a.name, battle.model_b.name} == {"Speaks", "Speaks Too"}
     # the database's test is Python's str.strip(), whatever the whitespace
-    assert [m.id for m in battles.eligible_models(session, prompt.id)] == [
+    assert [m.id for m in pairing.eligible_models(session, prompt.id)] == [
         m.id for m in session.scalars(select(Model).order_by(Model.id)) if m.name.startswith("Speaks")]
 
 
@@ -263,7 +268,7 @@ def test_a_battle_costs_few_statements(app, client, session, recorded_pair):
     for i in range(20):  # models that cannot answer this prompt cost nothing more
         gen_recorded_model(session, f"Other {i}", "O", {})
     app.config["SNAPSHOT_EVERY_VOTES"] = 0  # the automatic snapshot check has its own queries, counted elsewhere
-    from arena import sampling
+    from arena.leaderboard import sampling
 
     sampling.policy_state(app, session)  # read once per process every few seconds (tests/arena/test_sampling.py)
     with statements(app) as created:
@@ -291,8 +296,8 @@ def test_of_two_racing_votes_exactly_one_counts(app, client, session, recorded_p
         with db.new_session(app) as own:
             start.wait()
             try:
-                outcomes.append(battles.vote(own, battle_id, winner, voter=voter, address=None))
-            except battles.ApiError as error:
+                outcomes.append(lifecycle.vote(own, battle_id, winner, voter=voter, address=None))
+            except ArenaError as error:
                 outcomes.append(error.code)
 
     threads = [threading.Thread(target=cast, args=(w,)) for w in ("a", "b")]
@@ -311,9 +316,9 @@ def test_a_loaded_battle_takes_a_vote_by_the_same_rules(app, client, session, re
     prompt, _, _ = recorded_pair
     battle_id, _, _, _ = run_battle(client, prompt_id=prompt.id)
     battle = session.get(Battle, battle_id)
-    battles.cast_vote(session, battle, "tie", voter=battle.voter, address=None)
-    with pytest.raises(battles.ApiError, match="already has a vote"):
-        battles.cast_vote(session, battle, "a", voter=battle.voter, address=None)  # its state was read as ready
+    lifecycle.cast_vote(session, battle, "tie", voter=battle.voter, address=None)
+    with pytest.raises(ArenaError, match="already has a vote"):
+        lifecycle.cast_vote(session, battle, "a", voter=battle.voter, address=None)  # its state was read as ready
     session.expire_all()
     assert session.get(Battle, battle_id).state == "voted"
     assert [(v.battle_id, v.winner) for v in session.scalars(select(Vote))] == [(battle_id, "tie")]
@@ -327,11 +332,11 @@ def test_a_follow_up_read_before_a_vote_never_reopens_the_battle(app, client, se
     battle_id, _, _, events = run_battle(client, prompt="Tell me about tides.")
     assert events[-1][1]["state"] == "ready"
     with db.new_session(app) as stale:
-        battle = battles.own_battle(stale, battle_id, session.get(Battle, battle_id).voter)
+        battle = lifecycle.own_battle(stale, battle_id, session.get(Battle, battle_id).voter)
         battle.messages  # loaded now, as the view does before it writes
         assert client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "a"}).status_code == 200
-        with pytest.raises(battles.ApiError, match="only when both answers are complete"):
-            battles.add_turn(stale, battle, "And the moon?")
+        with pytest.raises(ArenaError, match="only when both answers are complete"):
+            lifecycle.add_turn(stale, battle, "And the moon?")
     session.expire_all()
     assert session.get(Battle, battle_id).state == "voted"
     assert session.scalar(select(func.count()).select_from(Message).where(Message.battle_id == battle_id,
@@ -340,7 +345,7 @@ def test_a_follow_up_read_before_a_vote_never_reopens_the_battle(app, client, se
 
 def test_pairs_are_drawn_with_odds_proportional_to_the_product_of_weights():
     """pick_pair against the brute-force distribution over all pairs: P({i, j}) = w_i w_j / sum over pairs."""
-    models = [battles.Candidate(id=i, sampling_weight=w) for i, w in enumerate([1.0, 2.0, 3.0, 0.5, 1.0])]
+    models = [pairing.Candidate(id=i, sampling_weight=w) for i, w in enumerate([1.0, 2.0, 3.0, 0.5, 1.0])]
     pairs = list(itertools.combinations(range(len(models)), 2))
     odds = [models[i].sampling_weight * models[j].sampling_weight for i, j in pairs]
     expected = [o / sum(odds) for o in odds]
@@ -348,31 +353,31 @@ def test_pairs_are_drawn_with_odds_proportional_to_the_product_of_weights():
     draws = 20_000
     counts, first_side = Counter(), Counter()
     for _ in range(draws):
-        a, b = battles.pick_pair(models, rng)
+        a, b = pairing.pick_pair(models, rng)
         assert a.id != b.id
         counts[(min(a.id, b.id), max(a.id, b.id))] += 1
         first_side[a.id < b.id] += 1
     observed = [counts[p] for p in pairs]
     assert stats.chisquare(observed, [e * draws for e in expected]).pvalue > 1e-3
     assert stats.binomtest(first_side[True], draws).pvalue > 1e-3  # the sides are shuffled
-    with pytest.raises(battles.ApiError):
-        battles.pick_pair(models[:1], rng)
+    with pytest.raises(ArenaError):
+        pairing.pick_pair(models[:1], rng)
 
 
 def test_queued_events_go_out_in_one_write():
     """What has arrived while the last write went out is sent together: a fast answer is not one write a word."""
-    run = battles.BattleRun(None, "some-battle", turn=0, identities={}, flagged=False)
+    run = streaming.BattleRun(None, "some-battle", turn=0, identities={}, flagged=False)
     for word in ("Hello", " there", "!"):
         run.events.put(("delta", "a", word))
     run.events.put(("done", "a", ""))
     run.events.put(("error", "b", ""))
     run.events.put(("end", None, "void"))
-    writes = list(battles._forward(run))
+    writes = list(streaming._forward(run))
     assert len(writes) == 2 and writes[0].startswith(":")
     assert parse_sse(writes[1].encode()) == [
         ("delta", {"side": "a", "text": "Hello"}), ("delta", {"side": "a", "text": " there"}),
         ("delta", {"side": "a", "text": "!"}), ("done", {"side": "a"}),
-        ("error", {"side": "b", "message": battles.NEUTRAL_FAILURE}), ("end", {"state": "void"})]
+        ("error", {"side": "b", "message": streaming.NEUTRAL_FAILURE}), ("end", {"state": "void"})]
 
 
 def test_a_battle_voided_while_it_streams_stays_void(app, client, session, recorded_pair):
@@ -382,8 +387,8 @@ def test_a_battle_voided_while_it_streams_stays_void(app, client, session, recor
     battle_id = client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"]
     session.execute(update(Battle).where(Battle.id == battle_id).values(state="void", void_reason="changed"))
     session.commit()
-    run = battles.BattleRun(app, battle_id, turn=0, flagged=False, identities={
-        "a": battles.Identity.of(alpha), "b": battles.Identity.of(beta)})
+    run = streaming.BattleRun(app, battle_id, turn=0, flagged=False, identities={
+        "a": identity.Identity.of(alpha), "b": identity.Identity.of(beta)})
     run.results["a"].text, run.results["b"].text = ["I am Alpha Model."], ["Blue light scatters."]
     assert run._store() == "void"
     session.expire_all()
@@ -401,7 +406,7 @@ def test_a_stream_ends_even_when_its_answers_cannot_be_stored(app, client, recor
     def broken_store(self):
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(battles.BattleRun, "_store", broken_store)
+    monkeypatch.setattr(streaming.BattleRun, "_store", broken_store)
     events = parse_sse(client.get(f"/api/v1/battles/{battle_id}/stream").data)
     assert events[-1] == ("end", {"state": "void"})
     assert_anonymous(json.dumps(events).encode(), *recorded_pair[1:])
@@ -411,7 +416,7 @@ def test_answers_are_stored_once_the_database_is_back(app, client, session, reco
     """A database restart while a battle streams: storing is tried again for a few seconds, and the battle ends
     ready with both answers once the database answers; an error that is a bug is not retried."""
     prompt, _, _ = recorded_pair
-    store, tries = battles.BattleRun._store, []
+    store, tries = streaming.BattleRun._store, []
 
     def store_after_a_restart(self):
         tries.append(time.monotonic())
@@ -419,8 +424,8 @@ def test_answers_are_stored_once_the_database_is_back(app, client, session, reco
             raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
         return store(self)
 
-    monkeypatch.setattr(battles, "STORE_RETRY_DELAYS_S", (0.05, 0.05, 0.05))
-    monkeypatch.setattr(battles.BattleRun, "_store", store_after_a_restart)
+    monkeypatch.setattr(streaming, "STORE_RETRY_DELAYS_S", (0.05, 0.05, 0.05))
+    monkeypatch.setattr(streaming.BattleRun, "_store", store_after_a_restart)
     battle_id, _, _, events = run_battle(client, prompt_id=prompt.id)
     assert events[-1] == ("end", {"state": "ready"}) and len(tries) == 3
     session.expire_all()
@@ -428,7 +433,7 @@ def test_answers_are_stored_once_the_database_is_back(app, client, session, reco
     assert battle.state == "ready" and len([m for m in battle.messages if m.role == "assistant"]) == 2
 
     tries.clear()
-    monkeypatch.setattr(battles.BattleRun, "_store", lambda self: tries.append(1) / 0)
+    monkeypatch.setattr(streaming.BattleRun, "_store", lambda self: tries.append(1) / 0)
     _, _, _, events = run_battle(client, prompt_id=prompt.id)
     assert events[-1] == ("end", {"state": "void"}) and len(tries) == 1
 
@@ -443,7 +448,7 @@ def test_a_battle_left_streaming_past_the_deadline_is_voided_on_its_next_read(ap
     refused = client.get(f"/api/v1/battles/{battle_id}/stream")
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "already_streaming"
 
-    deadline = battles.stream_deadline_s(app.config)
+    deadline = streaming.stream_deadline_s(app.config)
     assert deadline >= app.config["PROVIDER_TOTAL_TIMEOUT"]
     long_ago = utcnow() - timedelta(seconds=deadline + 1)
     session.execute(update(Battle).where(Battle.id == battle_id).values(stream_started_at=long_ago))

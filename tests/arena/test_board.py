@@ -15,7 +15,12 @@ import pytest
 import scipy.stats
 from sqlalchemy import func, insert, select
 
-from arena import board, cli, signing, snapshots
+from arena import cli
+from arena.board import correlations as board_correlations
+from arena.board import exports as board_exports
+from arena.board import milestones as board_milestones
+from arena.board import scores as board_scores
+from arena.leaderboard import builds, reading, signing
 from arena.models import AuditEvent, Battle, Milestone, SafetyScore, Vote
 from tests.arena.conftest import gen_recorded_model
 
@@ -76,7 +81,8 @@ def add_votes(session, ids: dict[str, int], games: list[tuple[str, str, str]]) -
     battles, votes = [], []
     for i, (a, b, winner) in enumerate(games):
         battle_id, at = f"t{stored + i + 1}", start + timedelta(minutes=i)
-        # each its own typed prompt: one text repeated hundreds of times would be down-weighted (arena.integrity)
+        # each its own typed prompt: one text repeated hundreds of times would be down-weighted
+        # (arena.leaderboard.integrity)
         battles.append({"id": battle_id, "prompt_id": None, "prompt_text": f"question {stored + i}",
                         "model_a_id": ids[a], "model_b_id": ids[b], "state": "voted", "flagged": False,
                         "voter": f"v{i % 7}", "source": "test", "sampling_policy": "imported", "created_at": at})
@@ -96,9 +102,9 @@ def expected_wins(a: str, b: str) -> int:
 
 
 def build(app) -> dict:
-    built = snapshots.build_snapshot(app)
+    built = builds.build_snapshot(app)
     assert built is not None
-    return snapshots.published_document(built)
+    return reading.published_document(built)
 
 
 def score_rows(scores: dict, day: str) -> list[dict]:
@@ -113,7 +119,7 @@ def score_rows(scores: dict, day: str) -> list[dict]:
 
 
 def import_json(session, rows) -> int:
-    return board.import_scores(session, json.dumps(rows), fmt="json", name="scores.json")
+    return board_scores.import_scores(session, json.dumps(rows), fmt="json", name="scores.json")
 
 
 @pytest.fixture
@@ -129,12 +135,12 @@ def hand_made(board_app, session):
     add_votes(session, ids, games)
     document = build(board_app)
     import_json(session, score_rows(SCORES, (TODAY - timedelta(days=1)).isoformat()))
-    board.add_milestones(session, SAFE_AT_REFERENCE)
+    board_milestones.add_milestones(session, SAFE_AT_REFERENCE)
     return document
 
 
 def rows_by_model(document, board_name="overall") -> dict[str, dict]:
-    return {row["model"]: row for row in board.board_rows(document, board_name)}
+    return {row["model"]: row for row in board_milestones.board_rows(document, board_name)}
 
 
 def decisions(report, name) -> dict[str, dict]:
@@ -149,22 +155,22 @@ def test_a_good_csv_json_and_json_lines_file_are_imported(board_app, session):
     csv_text = ("model,metric,value,ci_low,ci_high,source,date\n"
                 "Model A,refusal_of_harm,0.91,0.89,0.93,HarmBench,2026-05-01\n"
                 "Model B,refusal_of_harm,0.5,,,HarmBench,2026-05-01\n")
-    assert board.import_scores(session, csv_text, fmt="csv") == 2
+    assert board_scores.import_scores(session, csv_text, fmt="csv") == 2
     json_list = json.dumps([{"model": "Model A", "metric": "jailbreak_rate", "value": 0.1, "source": "S",
                              "date": "2026-05-02"}])
-    assert board.import_scores(session, json_list, fmt="json") == 1
+    assert board_scores.import_scores(session, json_list, fmt="json") == 1
     json_lines = "\n".join(json.dumps({"model": m, "metric": "bias", "value": v, "ci_low": v - 0.1,
                                        "ci_high": v + 0.1, "source": "S", "date": "2026-05-03"})
                            for m, v in (("Model A", 0.2), ("Model B", 0.4))) + "\n\n"
-    assert board.import_scores(session, json_lines, fmt="json") == 2
-    stored = board.load_scores(session)
+    assert board_scores.import_scores(session, json_lines, fmt="json") == 2
+    stored = board_scores.load_scores(session)
     assert [(s.model, s.metric, s.value, s.ci_low, s.ci_high, s.measured_on) for s in stored] == [
         ("Model A", "bias", 0.2, pytest.approx(0.1), pytest.approx(0.3), date(2026, 5, 3)),
         ("Model A", "jailbreak_rate", 0.1, None, None, date(2026, 5, 2)),
         ("Model A", "refusal_of_harm", 0.91, 0.89, 0.93, date(2026, 5, 1)),
         ("Model B", "bias", 0.4, pytest.approx(0.3), pytest.approx(0.5), date(2026, 5, 3)),
         ("Model B", "refusal_of_harm", 0.5, None, None, date(2026, 5, 1))]
-    assert [s.model for s in board.load_scores(session, model="Model B", metric="bias")] == ["Model B"]
+    assert [s.model for s in board_scores.load_scores(session, model="Model B", metric="bias")] == ["Model B"]
     audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "safety.import")
                             .order_by(AuditEvent.id)).all()
     assert [(e.actor, e.details["scores"], e.details["metrics"]) for e in audit] == [
@@ -185,8 +191,8 @@ def test_every_bad_line_is_reported_and_nothing_is_stored(board_app, session):
         "GPT 4,refusal_of_harm,0.8,,,HarmBench,2026-05-01",                  # same measurement as line 2
         "Unheard Of,x,1,,,S,2026-05-01",                                     # unknown, nothing close
         ""])
-    with pytest.raises(board.ScoreFileError) as caught:
-        board.import_scores(session, csv_text, fmt="csv", name="scores.csv")
+    with pytest.raises(board_scores.ScoreFileError) as caught:
+        board_scores.import_scores(session, csv_text, fmt="csv", name="scores.csv")
     problems = {(p.where, p.message) for p in caught.value.problems}
     assert problems == {
         ("line 3", "unknown model 'gpt-4' (did you mean 'GPT 4'?)"),
@@ -205,7 +211,7 @@ def test_every_bad_line_is_reported_and_nothing_is_stored(board_app, session):
 def test_json_problems_name_the_record_or_line(board_app, session):
     gen_models(session, "Model A")
     good = {"model": "Model A", "metric": "m", "value": 1, "source": "S", "date": "2026-05-01"}
-    with pytest.raises(board.ScoreFileError) as caught:
+    with pytest.raises(board_scores.ScoreFileError) as caught:
         import_json(session, [good, {**good, "value": "0.5", "date": "2026-05-02"},
                               {**good, "vaule": 1, "date": "2026-05-03"}, {**good, "value": True}, [1]])
     assert [(p.where, p.message) for p in caught.value.problems] == [
@@ -214,11 +220,11 @@ def test_json_problems_name_the_record_or_line(board_app, session):
                      "date)"),
         ("record 4", "value must be a number, not true"),
         ("record 5", "must be an object with the fields model, metric, value, ci_low, ci_high, source, date")]
-    with pytest.raises(board.ScoreFileError) as caught:
-        board.import_scores(session, json.dumps(good) + "\n{not json\n", fmt="json")
+    with pytest.raises(board_scores.ScoreFileError) as caught:
+        board_scores.import_scores(session, json.dumps(good) + "\n{not json\n", fmt="json")
     assert [p.where for p in caught.value.problems] == ["line 2"]
-    with pytest.raises(board.ScoreFileError) as caught:
-        board.import_scores(session, "model,metric\nModel A,m\n", fmt="csv")
+    with pytest.raises(board_scores.ScoreFileError) as caught:
+        board_scores.import_scores(session, "model,metric\nModel A,m\n", fmt="csv")
     assert caught.value.problems[0].where == "line 1" and "missing column(s) value, source, date" in \
         caught.value.problems[0].message
     assert session.scalar(select(func.count()).select_from(SafetyScore)) == 0
@@ -228,31 +234,31 @@ def test_a_stored_measurement_is_refused_again_and_the_whole_file_with_it(board_
     gen_models(session, "Model A")
     first = {"model": "Model A", "metric": "m", "value": 1, "source": "S", "date": "2026-05-01"}
     import_json(session, [first])
-    with pytest.raises(board.ScoreFileError) as caught:
+    with pytest.raises(board_scores.ScoreFileError) as caught:
         import_json(session, [{**first, "date": "2026-05-02"}, {**first, "value": 2}])
     [problem] = caught.value.problems
     assert problem.where == "record 2" and "(model 'Model A', metric 'm', source 'S', date 2026-05-01) is " \
                                           "already stored" in problem.message
-    assert len(board.load_scores(session)) == 1
+    assert len(board_scores.load_scores(session)) == 1
     import_json(session, [{**first, "source": "Another lab"}])  # another source: another measurement
-    assert len(board.load_scores(session)) == 2
+    assert len(board_scores.load_scores(session)) == 2
 
 
 def test_the_score_used_is_the_latest_on_or_before_the_date_and_the_latest_import_on_a_tie():
     at = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
     def score(i, source, day, value, imported):
-        return board.Score(i, "M", "m", value, None, None, source, day, at + timedelta(hours=imported))
+        return board_scores.Score(i, "M", "m", value, None, None, source, day, at + timedelta(hours=imported))
 
     scores = [score(1, "A", date(2026, 5, 1), 0.1, 0), score(2, "B", date(2026, 5, 3), 0.2, 0),
               score(3, "C", date(2026, 5, 3), 0.3, 1), score(4, "D", date(2026, 5, 3), 0.4, -1),
               score(5, "E", date(2026, 5, 9), 0.9, 2)]
-    assert board.scores_on(scores, date(2026, 4, 30)) == {}
-    assert board.scores_on(scores, date(2026, 5, 2))[("M", "m")].score.source == "A"
-    chosen = board.scores_on(scores, date(2026, 5, 8))[("M", "m")]
+    assert board_scores.scores_on(scores, date(2026, 4, 30)) == {}
+    assert board_scores.scores_on(scores, date(2026, 5, 2))[("M", "m")].score.source == "A"
+    chosen = board_scores.scores_on(scores, date(2026, 5, 8))[("M", "m")]
     assert chosen.score.source == "C" and sorted(chosen.same_day) == ["B", "D"]
-    assert "the most recently imported (C) is used" in board.score_dict(chosen)["note"]
-    assert board.scores_on(scores, date(2026, 5, 9))[("M", "m")].score.source == "E"
+    assert "the most recently imported (C) is used" in board_scores.score_dict(chosen)["note"]
+    assert board_scores.scores_on(scores, date(2026, 5, 9))[("M", "m")].score.source == "E"
 
 
 # ------------------------------------------------------------------------------------------------ milestones
@@ -272,8 +278,8 @@ def test_milestones_are_validated_all_or_nothing_and_never_redefined(board_app, 
         {**good, "name": "Bad board", "board": "categories"},
         {**good},  # the same name as the first
     ]
-    with pytest.raises(board.MilestoneError) as caught:
-        board.add_milestones(session, [good, *bad])
+    with pytest.raises(board_milestones.MilestoneError) as caught:
+        board_milestones.add_milestones(session, [good, *bad])
     text = "\n".join(caught.value.problems)
     assert "give exactly one of at_least_model, within_of_leader and min_rating" in text
     assert "give exactly one of at_least and at_most" in text
@@ -287,12 +293,12 @@ def test_milestones_are_validated_all_or_nothing_and_never_redefined(board_app, 
     assert len(caught.value.problems) == 9
     assert session.scalar(select(func.count()).select_from(Milestone)) == 0
 
-    [added] = board.add_milestones(session, good)
+    [added] = board_milestones.add_milestones(session, good)
     assert added.definition == {**good, "description": "", "board": "overall", "allow_provisional": False}
-    with pytest.raises(board.MilestoneError) as caught:
-        board.add_milestones(session, {**good, "capability": {"min_rating": 1000}})  # a "changed rule"
+    with pytest.raises(board_milestones.MilestoneError) as caught:
+        board_milestones.add_milestones(session, {**good, "capability": {"min_rating": 1000}})  # a "changed rule"
     assert "definitions are never edited" in caught.value.problems[0]
-    assert [m.definition for m in board.list_milestones(session)] == [added.definition]
+    assert [m.definition for m in board_milestones.list_milestones(session)] == [added.definition]
     assert [e.details["definition"] for e in session.scalars(
         select(AuditEvent).where(AuditEvent.action == "milestone.add"))] == [added.definition]  # refusals add none
 
@@ -301,7 +307,7 @@ def test_milestones_are_validated_all_or_nothing_and_never_redefined(board_app, 
 
 def test_the_hand_made_case_useless_but_safe_does_not_pass_and_capable_but_unsafe_does_not_either(
         board_app, session, hand_made):
-    report = board.board_report(session, board.find_snapshot(session), threshold=0.7)
+    report = board_exports.board_report(session, board_exports.find_snapshot(session), threshold=0.7)
     [milestone] = report["milestones"]
     assert milestone["met_by"] == ["Frontier Safe"]
     assert milestone["met_first"] == {"version": 1, "models": ["Frontier Safe"]}
@@ -346,9 +352,9 @@ def test_the_hand_made_case_useless_but_safe_does_not_pass_and_capable_but_unsaf
 
 def test_provisional_ratings_pass_only_where_the_milestone_allows_them(board_app, session, hand_made):
     floor = {"safety": [{"metric": "refusal_of_harm", "at_least": 0.9}], "capability": {"min_rating": 0}}
-    board.add_milestones(session, [{"name": "Strict", **floor}, {"name": "Lenient", **floor,
+    board_milestones.add_milestones(session, [{"name": "Strict", **floor}, {"name": "Lenient", **floor,
                                                                  "allow_provisional": True}])
-    report = board.board_report(session, board.find_snapshot(session), threshold=0.7)
+    report = board_exports.board_report(session, board_exports.find_snapshot(session), threshold=0.7)
     strict = next(m for m in report["milestones"] if m["name"] == "Strict")
     lenient = next(m for m in report["milestones"] if m["name"] == "Lenient")
     # min_rating 0 is passed by every rated model's lower bound; refusal_of_harm >= 0.9 by these four
@@ -361,13 +367,13 @@ def test_within_of_leader_and_min_rating_thresholds(board_app, session, hand_mad
     rows = rows_by_model(hand_made)
     leader = max(rows.values(), key=lambda row: row["rating"])
     safety = [{"metric": "refusal_of_harm", "at_least": 0.0}]
-    board.add_milestones(session, [{"name": "Near the top", "safety": safety, "capability": {"within_of_leader": 50},
-                                    "allow_provisional": True},
+    board_milestones.add_milestones(session, [{"name": "Near the top", "safety": safety,
+                                               "capability": {"within_of_leader": 50}, "allow_provisional": True},
                                    {"name": "Above 1000", "safety": safety, "capability": {"min_rating": 1000},
                                     "allow_provisional": True},
                                    {"name": "On a board that is not there", "board": "category:coding",
                                     "safety": safety, "capability": {"min_rating": 0}}])
-    report = board.board_report(session, board.find_snapshot(session), threshold=0.7)
+    report = board_exports.board_report(session, board_exports.find_snapshot(session), threshold=0.7)
     for name, threshold in (("Near the top", leader["rating"] - 50), ("Above 1000", 1000.0)):
         for model, decision in decisions(report, name).items():
             if model in rows:
@@ -388,7 +394,7 @@ def test_a_score_dated_after_the_snapshot_is_not_used(board_app, session, hand_m
     # A glowing measurement of the unsafe model, dated after the snapshot's day: not used for this snapshot.
     import_json(session, score_rows({"Frontier Unsafe": ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))},
                                     (TODAY + timedelta(days=2)).isoformat()))
-    report = board.board_report(session, board.find_snapshot(session), threshold=0.7)
+    report = board_exports.board_report(session, board_exports.find_snapshot(session), threshold=0.7)
     assert decisions(report, SAFE_AT_REFERENCE["name"])["Frontier Unsafe"]["safety"][0]["value"] == 0.60
 
 
@@ -397,8 +403,9 @@ def test_met_first_is_the_first_snapshot_where_any_model_met_it(board_app, sessi
     add_votes(session, ids, games_between("Rising", "Anchor", 40, 10) + games_between("Anchor", "Weak", 40, 30))
     first = build(board_app)
     import_json(session, score_rows({"Rising": ((0.95, None, None), (0.01, None, None))}, "2020-01-01"))
-    board.add_milestones(session, {"name": "Beats Anchor", "safety": [{"metric": "refusal_of_harm", "at_least": 0.9}],
-                                   "capability": {"at_least_model": "Anchor"}, "allow_provisional": True})
+    board_milestones.add_milestones(session, {"name": "Beats Anchor",
+                                              "safety": [{"metric": "refusal_of_harm", "at_least": 0.9}],
+                                              "capability": {"at_least_model": "Anchor"}, "allow_provisional": True})
     add_votes(session, ids, games_between("Rising", "Anchor", 160, 150))
     second = build(board_app)
     add_votes(session, ids, games_between("Weak", "Anchor", 40, 5))
@@ -406,12 +413,12 @@ def test_met_first_is_the_first_snapshot_where_any_model_met_it(board_app, sessi
 
     assert rows_by_model(first)["Rising"]["ci_low"] < rows_by_model(first)["Anchor"]["rating"]
     assert rows_by_model(second)["Rising"]["ci_low"] > rows_by_model(second)["Anchor"]["rating"]
-    third = board.board_report(session, board.find_snapshot(session), threshold=0.7)
+    third = board_exports.board_report(session, board_exports.find_snapshot(session), threshold=0.7)
     [milestone] = third["milestones"]
     assert third["snapshot"]["version"] == 3 and milestone["met_by"] == ["Rising"]
     assert milestone["met_first"] == {"version": 2, "models": ["Rising"]}
     # each snapshot's board looks only at the history up to it
-    at_first = board.board_report(session, board.find_snapshot(session, 1), threshold=0.7)
+    at_first = board_exports.board_report(session, board_exports.find_snapshot(session, 1), threshold=0.7)
     assert at_first["milestones"][0]["met_by"] == [] and at_first["milestones"][0]["met_first"] is None
 
 
@@ -425,20 +432,20 @@ def test_pearson_and_spearman_match_scipy():
     rng = np.random.default_rng(1)
     for n in (3, 4, 10, 57):
         x, y = rng.normal(size=n) * 100 + 1000, _ties(rng, n)
-        assert board.pearson(x, y) == pytest.approx(scipy.stats.pearsonr(x, y).statistic, abs=ATOL)
-        assert board.spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=ATOL)
-        assert np.array_equal(board.average_ranks(y), scipy.stats.rankdata(y))
+        assert board_correlations.pearson(x, y) == pytest.approx(scipy.stats.pearsonr(x, y).statistic, abs=ATOL)
+        assert board_correlations.spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=ATOL)
+        assert np.array_equal(board_correlations.average_ranks(y), scipy.stats.rankdata(y))
     batch = np.round(rng.normal(size=(40, 9)), 1)  # many replicates at once, as the bootstrap ranks them
-    assert np.array_equal(board.average_ranks(batch), scipy.stats.rankdata(batch, axis=-1))
-    assert np.array_equal(board.average_ranks(np.array([2.0, 2.0, 2.0])), [2.0, 2.0, 2.0])
-    assert math.isnan(board.pearson([1.0, 2.0, 3.0], [0.1, 0.1, 0.1]))
+    assert np.array_equal(board_correlations.average_ranks(batch), scipy.stats.rankdata(batch, axis=-1))
+    assert np.array_equal(board_correlations.average_ranks(np.array([2.0, 2.0, 2.0])), [2.0, 2.0, 2.0])
+    assert math.isnan(board_correlations.pearson([1.0, 2.0, 3.0], [0.1, 0.1, 0.1]))
 
 
 def test_the_bootstrap_interval_matches_a_brute_force_loop():
     rng = np.random.default_rng(2)
     n, replicates, seed = 12, 300, 7
     x, y = rng.normal(size=n) * 80 + 1000, _ties(rng, n)
-    result = board.correlation_bootstrap(x, y, replicates=replicates, seed=seed)
+    result = board_correlations.correlation_bootstrap(x, y, replicates=replicates, seed=seed)
 
     draws = np.random.default_rng(seed)
     pearsons, spearmans = [], []
@@ -464,7 +471,8 @@ def _synthetic_board(ratings: dict[str, float]) -> dict:
 
 def _chosen(values: dict[str, float], metric: str) -> dict:
     at = datetime(2026, 5, 1, tzinfo=timezone.utc)
-    return {(m, metric): board.ChosenScore(board.Score(i, m, metric, v, None, None, "S", date(2026, 5, 1), at), ())
+    return {(m, metric): board_scores.ChosenScore(
+                board_scores.Score(i, m, metric, v, None, None, "S", date(2026, 5, 1), at), ())
             for i, (m, v) in enumerate(values.items())}
 
 
@@ -476,7 +484,8 @@ def test_a_metric_that_is_capability_plus_noise_is_flagged_and_an_independent_on
     independent = dict(zip(models, rng.uniform(0, 1, size=30)))
     chosen = {**_chosen(tracking, "tracks_capability"), **_chosen(independent, "independent"),
               **_chosen({"model 0": 0.3, "model 1": 0.4}, "rare")}
-    result = board.correlations(_synthetic_board(ratings), chosen, threshold=0.7, metrics=["never_measured"])
+    result = board_correlations.correlations(_synthetic_board(ratings), chosen, threshold=0.7,
+                                             metrics=["never_measured"])
     by_metric = {c["metric"]: c for c in result["metrics"]}
     assert by_metric["tracks_capability"]["flagged"] and by_metric["tracks_capability"]["spearman"]["rho"] > 0.8
     assert by_metric["tracks_capability"]["n"] == 30
@@ -488,7 +497,7 @@ def test_a_metric_that_is_capability_plus_noise_is_flagged_and_an_independent_on
         assert not by_metric[few]["flagged"] and "fewer than 3, no correlation" in by_metric[few]["note"]
     assert result["threshold"] == 0.7 and result["replicates"] == 1000 and "rho^2 ~ 0.5" in result["why"]
     # a lower threshold flags what a higher one does not: the setting decides, not the code
-    lower = board.correlations(_synthetic_board(ratings), chosen, threshold=0.0)["metrics"]
+    lower = board_correlations.correlations(_synthetic_board(ratings), chosen, threshold=0.0)["metrics"]
     assert next(c for c in lower if c["metric"] == "independent")["flagged"]
 
 
@@ -503,7 +512,7 @@ def test_the_milestones_route_and_its_errors(board_app, client, session):
     build(board_app)
     import_json(session, [{"model": m, "metric": "honesty", "value": v, "source": "S", "date": "2026-01-01"}
                           for m, v in (("A", 0.9), ("B", 0.5), ("C", 0.1))])
-    board.add_milestones(session, {"name": "Honest", "safety": [{"metric": "honesty", "at_least": 0.8}],
+    board_milestones.add_milestones(session, {"name": "Honest", "safety": [{"metric": "honesty", "at_least": 0.8}],
                                    "capability": {"within_of_leader": 1000}, "allow_provisional": True})
     answer = client.get("/api/v1/milestones")
     assert answer.status_code == 200 and answer.json["snapshot"]["version"] == 1
@@ -551,8 +560,8 @@ def test_the_csv_export_carries_a_detached_signature(board_app, client, session,
     signature = base64.b64decode(response.headers["X-Arena-Signature"])
     public_key = signing.public_key_raw(board_app.config)
     Ed25519PublicKey.from_public_bytes(public_key).verify(signature, response.data)  # raises if it does not match
-    assert board.verify_bytes(response.data, response.headers["X-Arena-Signature"], public_key)
-    assert not board.verify_bytes(response.data.replace(b",met", b",not met", 1),
+    assert board_exports.verify_bytes(response.data, response.headers["X-Arena-Signature"], public_key)
+    assert not board_exports.verify_bytes(response.data.replace(b",met", b",not met", 1),
                                   response.headers["X-Arena-Signature"], public_key)
 
     import csv
@@ -602,7 +611,7 @@ def test_the_commands_import_list_add_evaluate_and_export(board_app, runner, ses
     out = tmp_path / "board.csv"
     invoke(runner, "board", "export", "1", "--out", str(out))
     signature = (tmp_path / "board.csv.sig").read_text().strip()
-    assert board.verify_bytes(out.read_bytes(), signature, signing.public_key_raw(board_app.config))
+    assert board_exports.verify_bytes(out.read_bytes(), signature, signing.public_key_raw(board_app.config))
     invoke(runner, "board", "export", "1", "--out", str(tmp_path / "board.json"))
     from ranking.signature import check_signature
 

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from arena import cli, labs
-from arena.crypto import SecretDecryptionError, decrypt_secret, encrypt_secret
+from arena import cli
+from arena.catalog import labs
+from arena.catalog.audit import OPERATOR
+from arena.egress.secrets import SecretDecryptionError, decrypt_secret, encrypt_secret
+from arena.errors import BadRequest, Conflict
 from arena.models import ApiKey, AuditEvent, Battle, Lab, Model, RecordedAnswer, Vote
 from ranking.data import read_battles
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
@@ -98,10 +101,10 @@ def test_a_duplicate_lab_name_is_refused(runner, session):
     result = invoke(runner, "labs", "create", "Acme", code=2)
     assert "already exists" in result.stderr
     assert count(session, Lab) == 1 and count(session, ApiKey) == 1
-    with pytest.raises(ValueError, match="already exists"):
-        labs.create_lab(session, "  Acme ")
-    with pytest.raises(ValueError, match="empty"):
-        labs.create_lab(session, "   ")
+    with pytest.raises(Conflict, match="already exists"):
+        labs.create_lab(session, OPERATOR, "  Acme ")
+    with pytest.raises(BadRequest, match="empty"):
+        labs.create_lab(session, OPERATOR, "   ")
 
 
 def test_rotating_a_key_revokes_the_old_one_at_once(runner, session):
@@ -117,38 +120,57 @@ def test_rotating_a_key_revokes_the_old_one_at_once(runner, session):
 
 
 def test_authenticate_refuses_unknown_malformed_and_other_labs_keys(session):
-    acme, acme_key = labs.create_lab(session, "Acme")
-    other, other_key = labs.create_lab(session, "Other")
+    acme, acme_key = labs.create_lab(session, OPERATOR, "Acme")
+    other, other_key = labs.create_lab(session, OPERATOR, "Other")
     assert labs.authenticate(session, acme_key).id == acme.id
     assert labs.authenticate(session, other_key).id == other.id
     for bad in (None, "", acme_key[:-1], acme_key + "x", "arena_" + "A" * 43, labs.hash_key(acme_key)):
         assert labs.authenticate(session, bad) is None
-    labs.rotate_key(session, acme)
+    labs.rotate_key(session, OPERATOR, acme)
     assert labs.authenticate(session, acme_key) is None
     assert labs.authenticate(session, other_key).id == other.id  # rotation touches only that lab
 
 
 # ------------------------------------------------------------------------------------------------ models
 
-def test_add_endpoint_stores_the_key_encrypted_and_never_prints_it(runner, session):
+@pytest.fixture
+def private_endpoints(app):
+    """The operator allows loopback endpoints (ARENA_ALLOW_PRIVATE_ENDPOINTS), as for the labs' API tests."""
+    app.config.update(ALLOW_PRIVATE_ENDPOINTS=True, ENDPOINT_CHECK_TIMEOUT=2.0)
+
+
+def test_add_endpoint_stores_the_key_encrypted_and_never_prints_it(runner, session, loopback, private_endpoints):
     invoke(runner, "labs", "create", "Acme")
     result = invoke(runner, "models", "add-endpoint", "--name", "Acme Chat", "--organization", "Acme",
-                    "--base-url", "https://api.acme.test/v1/", "--model", "chat-1", "--api-key", "sk-very-secret",
+                    "--base-url", loopback.base_url + "/", "--model", "echo", "--api-key", "sk-very-secret",
                     "--lab", "Acme", "--system-prompt", "Be brief.")
     assert "sk-very-secret" not in result.stdout + result.stderr
     model = session.scalars(select(Model)).one()
     assert (model.kind, model.status, model.base_url, model.endpoint_model, model.system_prompt, model.lab.name) == \
-        ("endpoint", "active", "https://api.acme.test/v1", "chat-1", "Be brief.", "Acme")
+        ("endpoint", "active", loopback.base_url, "echo", "Be brief.", "Acme")
     assert "sk-very-secret" not in model.endpoint_key_encrypted
     assert decrypt_secret(SECRET, model.endpoint_key_encrypted) == "sk-very-secret"
     listing = invoke(runner, "models", "list", "--lab", "Acme").stdout
     assert "Acme Chat" in listing and "endpoint" in listing
 
 
-def test_add_endpoint_without_a_key_stores_none(runner, session):
+def test_add_endpoint_without_a_key_stores_none(runner, session, loopback, private_endpoints):
     invoke(runner, "models", "add-endpoint", "--name", "Open", "--organization", "Org", "--base-url",
-           "http://127.0.0.1:8080/v1", "--model", "m")
+           loopback.base_url, "--model", "echo")
     assert session.scalars(select(Model)).one().endpoint_key_encrypted is None
+
+
+def test_the_operators_endpoint_gets_the_labs_checks(app, runner, session, loopback):
+    """One path for both: the command refuses what the labs' API refuses (a loopback host unless the operator
+    allows it, an endpoint that fails its one real request), with one line, and stores nothing."""
+    args = ["models", "add-endpoint", "--name", "Open", "--organization", "Org", "--model"]
+    refused = invoke(runner, *args, "echo", "--base-url", loopback.base_url, code=2)
+    assert "ARENA_ALLOW_PRIVATE_ENDPOINTS" in refused.stderr
+    app.config.update(ALLOW_PRIVATE_ENDPOINTS=True, ENDPOINT_CHECK_TIMEOUT=1.0)
+    failing = invoke(runner, *args, "http-500", "--base-url", loopback.base_url, code=2)
+    assert "500" in failing.stderr
+    assert count(session, Model) == 0
+    assert [e.action for e in session.scalars(select(AuditEvent))] == []
 
 
 @pytest.mark.parametrize("url, reason", [
@@ -175,7 +197,7 @@ def test_add_endpoint_refuses_a_taken_name_and_an_unknown_lab(runner, session):
 
 
 def test_models_list_filters_by_lab_and_shows_status_and_weight(runner, session):
-    lab, _ = labs.create_lab(session, "Acme")
+    lab, _ = labs.create_lab(session, OPERATOR, "Acme")
     gen_endpoint_model(session, "Acme Chat", "Acme", "https://x.test", lab_id=lab.id)
     gen_recorded_model(session, "Old Model", "Elsewhere", {})
     invoke(runner, "models", "weight", "Old Model", "0.25")
@@ -216,13 +238,14 @@ def test_weight_must_be_a_finite_number_at_least_zero(runner, session):
 
 # ------------------------------------------------------------------------------------------------ audit
 
-def test_the_operators_changes_to_labs_and_models_are_in_the_audit_log(runner, session, tmp_path):
+def test_the_operators_changes_to_labs_and_models_are_in_the_audit_log(runner, session, tmp_path, loopback,
+                                                                       private_endpoints):
     """Each command that changes a lab or a model records itself (actor "operator") with the change; a refused
     command records nothing, and no key appears in the log."""
     first_key = invoke(runner, "labs", "create", "Acme").stdout.strip().splitlines()[-1]
     new_key = invoke(runner, "labs", "rotate-key", "Acme").stdout.strip().splitlines()[-1]
     invoke(runner, "models", "add-endpoint", "--name", "Acme Chat", "--organization", "Acme", "--base-url",
-           "https://api.acme.test/v1", "--model", "chat-1", "--api-key", "sk-very-secret", "--lab", "Acme")
+           loopback.base_url, "--model", "echo", "--api-key", "sk-very-secret", "--lab", "Acme")
     for command in (["pause", "Acme Chat"], ["resume", "Acme Chat"], ["weight", "Acme Chat", "0.5"]):
         invoke(runner, "models", *command)
     prompt = gen_prompt(session)
@@ -247,7 +270,7 @@ def test_the_operators_changes_to_labs_and_models_are_in_the_audit_log(runner, s
     assert {(e.actor, e.key_prefix) for e in events} == {("operator", None)}
     details = {e.action: e.details for e in events}
     assert details["key.rotate"] == {"lab": "Acme", "revoked": 1}
-    assert details["model.create"]["base_url"] == "https://api.acme.test/v1" and \
+    assert details["model.create"]["base_url"] == loopback.base_url and \
         details["model.create"]["api_key"] == "set"
     assert details["model.weight"]["sampling_weight"] == {"from": 1.0, "to": 0.5}
     assert details["model.retire"]["status"] == {"from": "active", "to": "retired"}
@@ -317,6 +340,18 @@ def test_answers_import_refuses_existing_answers_endpoint_models_and_missing_fil
     assert "no answers" in invoke(runner, "answers", "import", "Rec", str(write(tmp_path / "e.jsonl", [""])),
                                   code=2).stderr
     assert [a.text for a in session.scalars(select(RecordedAnswer))] == ["already"]
+
+
+def test_answers_import_refuses_a_retired_model_as_the_labs_upload_does(runner, session, two_prompts, tmp_path):
+    """The command and the labs' upload are one path (arena.catalog.answers): a retired model's answers are what
+    its votes rated, so neither adds any; the refusal is one line and nothing is stored."""
+    first, _ = two_prompts
+    gen_recorded_model(session, "Old", "Org", {})
+    invoke(runner, "models", "retire", "Old")
+    path = write(tmp_path / "answers.jsonl", [{"prompt_id": first.id, "answer": "late"}])
+    assert "retired" in invoke(runner, "answers", "import", "Old", str(path), code=2).stderr
+    assert count(session, RecordedAnswer) == 0
+    assert [e.action for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))] == ["model.retire"]
 
 
 # ------------------------------------------------------------------------------------------------ battles

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from arena import demo
+from arena.catalog import demo
 from arena.models import AuditEvent, Battle, Model, Prompt, RecordedAnswer, Vote
 from ranking.data import read_battles
 from tests.arena.conftest import gen_prompt, gen_recorded_model

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from arena import battles, challenge, openapi, ratelimit
+from arena.battles import challenge, lifecycle
 from arena.models import Vote
+from arena.web import openapi, ratelimit
 from tests.arena.conftest import gen_endpoint_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -216,10 +217,10 @@ def test_an_ipv6_client_is_limited_by_its_64_block(app, prompt_id):
 
 def test_address_keys():
     key = ratelimit.address_key
-    assert key("k", "203.0.113.5") == battles.address_hash("k", "203.0.113.5")  # the battles' own column
+    assert key("k", "203.0.113.5") == lifecycle.address_hash("k", "203.0.113.5")  # the battles' own column
     assert key("k", "::ffff:203.0.113.5") == key("k", "203.0.113.5")
     assert key("k", "2001:db8::1") == key("k", "2001:db8:0:0:ffff::2") != key("k", "2001:db8:0:1::1")
-    assert key("k", "not an address") == battles.address_hash("k", "not an address") and key("k", None) is None
+    assert key("k", "not an address") == lifecycle.address_hash("k", "not an address") and key("k", None) is None
 
 
 def test_votes_are_limited_per_voter_and_a_refused_vote_is_not_stored(app, client, session, prompt_id):
@@ -331,7 +332,7 @@ def own_redis(tmp_path):
 def test_redis_down_falls_back_to_memory_with_one_log_line_and_recovers(own_redis, caplog):
     limits = ratelimit.parse_limits({"RATE_LIMIT_VOTES_PER_VOTER": "3/minute"})
     limiter = ratelimit.RateLimiter(limits, own_redis.url, key_prefix="fallback", retry_seconds=0.2)
-    caplog.set_level(logging.INFO, logger="arena.ratelimit")
+    caplog.set_level(logging.INFO, logger="arena.web.ratelimit")
     assert limiter.hit("votes", {"voter": "v1"}) is None and limiter.shared
 
     own_redis.stop()

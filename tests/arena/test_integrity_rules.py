@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from sqlalchemy import insert, select, update
 
-from arena import integrity, snapshots
-from arena.battles import Identity, identity_leak
+from arena.catalog import identity, labs
+from arena.catalog.audit import OPERATOR
+from arena.catalog.identity import Identity, identity_leak
+from arena.errors import BadRequest
+from arena.leaderboard import builds, integrity, reading, voters
 from arena.models import Battle, Message, Model, Vote
 from ranking.cli import main as ranking_main
 from tests.arena.conftest import gen_prompt, gen_recorded_model
@@ -66,7 +69,7 @@ def honest_votes(arena: Arena, rng, *, voters=150, per_voter=20, strength=None):
 
 
 def build(app) -> dict:
-    return snapshots.published_document(snapshots.build_snapshot(app))
+    return reading.published_document(builds.build_snapshot(app))
 
 
 def vote_file(client, version=1) -> list[dict]:
@@ -107,12 +110,12 @@ def test_each_rule_leaves_its_planted_votes_out_and_the_snapshot_records_counts_
     for line in lines:
         by_voter.setdefault(line["judge"], []).append(line)
     reasons = [line["excluded"] for line in lines]
-    counts = {rule: reasons.count(rule) for rule, _ in snapshots.COUNTING_RULES}
+    counts = {rule: reasons.count(rule) for rule, _ in builds.COUNTING_RULES}
     assert document["votes"]["excluded"] == counts  # one count per rule, every rule listed
     assert document["votes"]["counted"] == reasons.count(None) == len(lines) - sum(counts.values())
 
     # the rigger: all left out, by one of the statistical rules
-    pseudonym = snapshots._pseudonymiser("test-secret")
+    pseudonym = voters.pseudonymiser("test-secret")
     rigger = by_voter[pseudonym("rigger")]
     assert all(line["excluded"] in ("sequential_test", "improbable_votes", "concentrated_influence")
                for line in rigger)
@@ -194,17 +197,16 @@ def test_settings_default_to_the_services_configuration(monkeypatch, tmp_path):
 
 
 def test_identity_labels_are_cleaned_and_checked():
-    assert integrity.clean_labels([" Zephyr  Prime ", "zephyr prime", "ZP-1"], "aliases") == ["Zephyr Prime", "ZP-1"]
+    assert identity.clean_labels([" Zephyr  Prime ", "zephyr prime", "ZP-1"], "aliases") == ["Zephyr Prime", "ZP-1"]
     for bad in ("Zephyr", [1], [""], ["---"], ["x" * 201]):
-        with pytest.raises(ValueError):
-            integrity.clean_labels(bad, "families")
+        with pytest.raises(BadRequest):
+            identity.clean_labels(bad, "families")
 
 
 def test_labs_register_and_add_aliases_and_families_but_never_remove_them(client, session):
-    from arena import labs
     from tests.arena.test_lab_api import bearer
 
-    lab, key = labs.create_lab(session, "Zephyr Lab")
+    lab, key = labs.create_lab(session, OPERATOR, "Zephyr Lab")
     created = client.post("/api/v1/models", headers=bearer(key), json={
         "name": "Zephyr 2", "organization": "Zephyr Lab", "kind": "recorded",
         "aliases": [" zephyr-2 ", "Zephyr-2"], "families": ["Zephyr"]})

@@ -3,7 +3,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from arena import db, models  # noqa: F401  (models register the tables)
+from arena import db
 from arena.db import Base
 
 TABLES = {"labs", "api_keys", "models", "prompts", "recorded_answers", "battles", "messages", "votes",

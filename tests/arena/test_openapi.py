@@ -7,15 +7,16 @@ import json
 import re
 import time
 
-import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 from schemathesis.checks import load_all_checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from arena import lab_actions, labs, providers
+from arena.catalog import labs
+from arena.catalog.audit import OPERATOR
+from arena.egress import addresses, providers
 from tests.arena.conftest import gen_prompt
 
 ENDPOINT_MODEL = "the endpoint model the explicit cases register"
@@ -67,10 +68,10 @@ def test_schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
     registrations get as far as storing the model.
     """
     load_all_checks()
-    monkeypatch.setattr(lab_actions, "resolve_host", lambda host, port: ["93.184.216.34"])
+    monkeypatch.setattr(addresses, "resolve_host", lambda host, port: ["93.184.216.34"])
     monkeypatch.setattr(providers, "check_endpoint", lambda *args, **kwargs: None)
     app.config.update(ENDPOINT_CHECK_TIMEOUT=1.0)
-    _, key = labs.create_lab(session, "Fuzz Lab")
+    _, key = labs.create_lab(session, OPERATOR, "Fuzz Lab")
     gen_prompt(session)
     client = app.test_client()
     own_ids = []

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from arena import charts, demo, snapshots
-from arena.battles import Identity, identity_leak
+from arena.catalog import demo
+from arena.catalog.identity import Identity, identity_leak
+from arena.leaderboard import builds, reading
 from arena.models import Model
+from arena.web import charts
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
 REPLICATES = 20  # snapshot bootstrap replicates: the pages show intervals, their quality is tested in tests/ranking
@@ -95,13 +97,13 @@ def test_the_pages_read_the_stored_snapshot_and_never_build_one(demo_app, client
     retired = session.scalars(select(Model).where(Model.name == "GPT 4")).one()
     retired.status = "retired"  # stays on the board, marked
     session.commit()
-    built = snapshots.build_snapshot(demo_app)
-    document = snapshots.published_document(built)
+    built = builds.build_snapshot(demo_app)
+    document = reading.published_document(built)
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a page built a snapshot")
 
-    monkeypatch.setattr(snapshots, "build_snapshot", forbidden)
+    monkeypatch.setattr(builds, "build_snapshot", forbidden)
     page = client.get("/leaderboard").get_data(as_text=True)
     rows = document["boards"]["overall"]["models"]
     assert f'data-snapshot-version="{document["version"]}"' in page
@@ -131,7 +133,7 @@ def test_the_pages_read_the_stored_snapshot_and_never_build_one(demo_app, client
 
 def test_the_arena_page_names_no_model_and_no_organisation(demo_app, client, session):
     gen_endpoint_model(session, "Zebra Reasoner", "Stripe Labs", "http://127.0.0.1:9/v1")
-    snapshots.build_snapshot(demo_app)
+    builds.build_snapshot(demo_app)
     models = session.execute(select(Model.name, Model.organization)).all()
     page = client.get("/")
     assert page.status_code == 200
@@ -161,9 +163,9 @@ def test_a_models_page_shows_its_rating_in_every_snapshot(app, client, session):
 
     ids = gen_models(session, "Alpha", "Beta", "Gamma")
     add_votes(session, ids, games_between("Alpha", "Beta", 20, 14) + games_between("Beta", "Gamma", 20, 12))
-    first = snapshots.published_document(snapshots.build_snapshot(app))
+    first = reading.published_document(builds.build_snapshot(app))
     add_votes(session, ids, games_between("Alpha", "Gamma", 20, 18))
-    second = snapshots.published_document(snapshots.build_snapshot(app))
+    second = reading.published_document(builds.build_snapshot(app))
     page = client.get("/models/Alpha").get_data(as_text=True)
     for document in (first, second):
         row = next(r for r in document["boards"]["overall"]["models"] if r["model"] == "Alpha")

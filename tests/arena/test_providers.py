@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from arena.egress.providers import KINDS, ProviderError, check_endpoint, replay_recorded, stream_chat
 from arena.loopback_model import BEHAVIOURS, LoopbackModelServer, echo_answer
-from arena.providers import KINDS, ProviderError, check_endpoint, replay_recorded, stream_chat
 
 # Timing slack for assertions about how long something took: generous for a loaded CI machine, yet far below
 # what the behaviour under test would take if it were broken.

@@ -1,4 +1,5 @@
-"""The sampling policy in the service (arena.sampling): battles drawn by the configured rule from the stored fit,
+"""The sampling policy in the service (arena.leaderboard.sampling): battles drawn by the configured rule from the
+stored fit,
 never a paused, failing or unable model, the policy recorded with each battle and snapshot, and published.
 
 Tolerances: long-run draws are compared with the published shares by a chi-square test at p > 1e-3 with a
@@ -15,10 +16,11 @@ import pytest
 from scipy import stats
 from sqlalchemy import select
 
-from arena import battles, sampling, snapshots
-from arena.errors import ApiError
+from arena.battles import pairing
+from arena.errors import ArenaError
+from arena.leaderboard import builds, reading, sampling
 from arena.models import Battle, EndpointCheck, Message, Model, Vote
-from arena.openapi import SamplingOut
+from arena.web.openapi import SamplingOut
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
 P_MIN = 1e-3
@@ -69,7 +71,7 @@ def test_each_policy_draws_its_battles_and_records_itself(app, client, session, 
     prompt, models = arena
     app.config["SAMPLING_POLICY"] = policy
     add_votes(session, models, 200)
-    snapshots.build_snapshot(app)
+    builds.build_snapshot(app)
     for a, b, recorded in battle_pairs(client, session, prompt, 30):
         assert a != b and "Mute" not in (a, b) and recorded == policy
 
@@ -80,7 +82,7 @@ def test_long_run_shares_match_the_published_ones(app, client, session, arena):
     prompt, models = arena
     app.config["SAMPLING_POLICY"] = "active"
     add_votes(session, models, 300)
-    snapshots.build_snapshot(app)
+    builds.build_snapshot(app)
     del models["Mute"]
     session.get(Model, models["Beta"].id).sampling_weight = 2.0
     session.commit()
@@ -89,7 +91,7 @@ def test_long_run_shares_match_the_published_ones(app, client, session, arena):
     share = {row["model"]: row["share"] for row in published["models"]}
     assert share["Mute"] > 0  # it answers other prompts: published shares are for a prompt all can answer
     state = sampling.policy_state(app, session)
-    candidates = battles.eligible_models(session, prompt.id)
+    candidates = pairing.eligible_models(session, prompt.id)
     assert {c.id for c in candidates} == {m.id for m in models.values()}
     rng = random.Random(7)
     draws = 20_000
@@ -150,11 +152,11 @@ def test_active_never_pairs_a_model_with_itself_or_one_that_cannot_answer(app, s
     prompt, models = arena
     app.config["SAMPLING_POLICY"] = "active"
     add_votes(session, models, 300)
-    snapshots.build_snapshot(app)
+    builds.build_snapshot(app)
     newcomer = gen_recorded_model(session, "Newcomer", "N Lab", {prompt.id: "new answer"})
     state = sampling.policy_state(app, session, known=(newcomer.id,))
     assert newcomer.id in state.position and state.votes[state.position[newcomer.id]] == 0
-    candidates = battles.eligible_models(session, prompt.id)
+    candidates = pairing.eligible_models(session, prompt.id)
     rng = random.Random(3)
     seen = Counter()
     for _ in range(2000):
@@ -162,7 +164,7 @@ def test_active_never_pairs_a_model_with_itself_or_one_that_cannot_answer(app, s
         assert a.id != b.id and {a.id, b.id} <= {c.id for c in candidates}
         seen[newcomer.id in (a.id, b.id)] += 1
     assert seen[True] > 0.8 * 2000
-    with pytest.raises(ApiError):
+    with pytest.raises(ArenaError):
         sampling.choose_pair(state, candidates[:1], rng)
 
 
@@ -172,7 +174,7 @@ def test_the_fit_refreshes_with_votes_since_the_snapshot(app, session, arena):
     prompt, models = arena
     app.config.update(SAMPLING_POLICY="new_model_boost", PROVISIONAL_VOTES=100)
     add_votes(session, models, 100)
-    snapshots.build_snapshot(app)
+    builds.build_snapshot(app)
     before = sampling.policy_state(app, session)
     assert before.snapshot == 1 and before.votes.sum() == 200
     add_votes(session, models, 150, seed=1)
@@ -182,7 +184,7 @@ def test_the_fit_refreshes_with_votes_since_the_snapshot(app, session, arena):
         involved = (Battle.model_a_id == model.id) | (Battle.model_b_id == model.id)
         count = len(session.scalars(select(Vote.id).join(Battle, Vote.battle_id == Battle.id).where(involved)).all())
         assert after.votes[after.position[model.id]] == count
-    snapshots.build_snapshot(app)
+    builds.build_snapshot(app)
     rebuilt = sampling.policy_state(app, session)
     assert rebuilt.snapshot == 2 and rebuilt.votes.sum() == 500
 
@@ -199,7 +201,7 @@ def test_the_snapshot_and_the_endpoint_publish_the_policy(app, client, session, 
     prompt, models = arena
     app.config.update(SAMPLING_POLICY="new_model_boost", SAMPLING_BOOST=4.0)
     add_votes(session, models, 100)
-    document = snapshots.published_document(snapshots.build_snapshot(app))
+    document = reading.published_document(builds.build_snapshot(app))
     assert document["sampling"]["policy"] == "new_model_boost"
     assert document["sampling"]["settings"]["boost"] == 4.0
     assert document["sampling"]["settings"]["provisional_votes"] == 300
@@ -246,7 +248,7 @@ def test_votes_since_are_read_incrementally(app, session, arena):
     """A refresh on the same snapshot reads only the votes after those it read; a new snapshot starts afresh."""
     prompt, models = arena
     add_votes(session, models, 60)
-    snapshots.build_snapshot(app)
+    builds.build_snapshot(app)
     add_votes(session, models, 30, seed=1)
     first = sampling.policy_state(app, session)
     assert sum(n for _, n in first.since.values()) == 30

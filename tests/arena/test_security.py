@@ -8,8 +8,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, text
 
-from arena import battles, security
+from arena.battles import lifecycle
 from arena.models import Battle
+from arena.web import security
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -125,8 +126,8 @@ def test_forwarded_headers_count_only_behind_a_trusted_proxy(database_url, tmp_p
             results[trust] = ("Secure" in voter_cookie(response), stored)
         finally:
             app.extensions["arena.engine"].dispose()
-    assert results[0] == (False, battles.address_hash("test-secret", "127.0.0.1"))  # spoofed headers ignored
-    assert results[1] == (True, battles.address_hash("test-secret", "198.51.100.9"))
+    assert results[0] == (False, lifecycle.address_hash("test-secret", "127.0.0.1"))  # spoofed headers ignored
+    assert results[1] == (True, lifecycle.address_hash("test-secret", "198.51.100.9"))
 
 
 def test_arena_secure_cookies_forces_the_flag(monkeypatch):
@@ -152,7 +153,7 @@ def test_an_internal_error_answers_the_generic_body_only(client, monkeypatch, pr
     def explode(*args, **kwargs):
         raise RuntimeError("secret detail: /srv/arena/battles.py line 42, password=hunter2")
 
-    monkeypatch.setattr(battles, "create_battle", explode)
+    monkeypatch.setattr(lifecycle, "create_battle", explode)
     response = client.post("/api/v1/battles", json={"prompt_id": prompt_id})
     assert response.status_code == 500 and response.get_json() == GENERIC_500
     assert b"secret" not in response.data and b"Traceback" not in response.data
@@ -252,11 +253,12 @@ def test_every_page_survives_malformed_cookies_headers_queries_and_forms(app, se
 def test_every_page_with_a_published_leaderboard_survives_the_same(app, session):
     """The same with the LLMFAO demo loaded and a snapshot published, so the pages have boards, models and
     charts to draw; real model names stand beside the garbage in the URLs."""
-    from arena import demo, snapshots
+    from arena.catalog import demo
+    from arena.leaderboard import builds
 
     app.config.update(SNAPSHOT_REPLICATES=20, SNAPSHOT_STYLE_REPLICATES=20, SNAPSHOT_EVERY_VOTES=0)
     demo.load_demo(session)
-    snapshots.build_snapshot(app)
+    builds.build_snapshot(app)
     names = session.scalars(text("SELECT name FROM models ORDER BY id LIMIT 2")).all()
     fuzz_pages(app, page_urls(app, [*names, *GARBAGE_VALUES]))
 

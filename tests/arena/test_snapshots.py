@@ -11,7 +11,9 @@ import orjson
 import pytest
 from sqlalchemy import func, select, update
 
-from arena import demo, locks, snapshots
+from arena.catalog import demo, labs
+from arena.catalog.audit import OPERATOR
+from arena.leaderboard import builds, locks, reading, voters
 from arena.models import Battle, Message, Model, Snapshot, Vote
 from ranking.cli import main as ranking_main
 from tests.arena.conftest import gen_prompt, gen_recorded_model
@@ -27,9 +29,9 @@ def demo_app(app, session):
 
 
 def build(app, **kwargs) -> dict:
-    built = snapshots.build_snapshot(app, **kwargs)
+    built = builds.build_snapshot(app, **kwargs)
     assert built is not None
-    return snapshots.published_document(built)
+    return reading.published_document(built)
 
 
 def export(client, version, folder):
@@ -126,8 +128,8 @@ def test_reading_never_recomputes(demo_app, client, monkeypatch):
 
     import ranking.leaderboard
 
-    monkeypatch.setattr(snapshots, "_build", forbidden)
-    monkeypatch.setattr(snapshots, "build_snapshot", forbidden)
+    monkeypatch.setattr(builds, "_build", forbidden)
+    monkeypatch.setattr(builds, "build_snapshot", forbidden)
     monkeypatch.setattr(ranking.leaderboard, "rank_battles", forbidden)
     for url in ("/api/v1/leaderboard", "/api/v1/leaderboard?category=knowledge", "/api/v1/leaderboard?style=true",
                 "/api/v1/leaderboard/snapshots", "/api/v1/leaderboard/snapshots/1",
@@ -186,7 +188,7 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
     _vote_directly(session, c, a, "a", voter="honest", state="void")
     for _ in range(3):
         _vote_directly(session, c, b, "a", voter="rigger")
-    snapshots.set_voter_exclusion(session, "test-secret", "rigger", "votes only for C", lifted=False)
+    voters.set_voter_exclusion(session, "test-secret", "rigger", "votes only for C", lifted=False)
     session.execute(update(Model).where(Model.id == c.id).values(status="retired"))
     unrated = gen_recorded_model(session, "D", "Org", {})
     session.commit()
@@ -226,9 +228,9 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
 
     # the exclusion is lifted by a later decision, never deleted
     rigger = next(line["judge"] for line in vote_lines if line["excluded"] == "excluded_voter")
-    snapshots.set_voter_exclusion(session, "test-secret", rigger, "appeal upheld", lifted=True)
+    voters.set_voter_exclusion(session, "test-secret", rigger, "appeal upheld", lifted=True)
     assert build(app)["votes"]["counted"] == 15
-    assert len(snapshots.voter_exclusions(session)) == 2
+    assert len(voters.voter_exclusions(session)) == 2
 
 
 def test_a_battle_played_in_the_arena_carries_its_answers_style(app, client, session):
@@ -255,10 +257,10 @@ def test_a_build_waits_for_nobody_and_never_runs_twice_at_once(demo_app, session
     """While one build holds the lock (here, the test), another returns at once and stores nothing; the
     lock is the database's (PostgreSQL) or the file system's (SQLite), so it holds across processes."""
     engine = demo_app.extensions["arena.engine"]
-    with locks.try_exclusive(engine, snapshots.LOCK_NAME) as held:
+    with locks.try_exclusive(engine, builds.LOCK_NAME) as held:
         assert held
-        assert snapshots.build_snapshot(demo_app) is None
-        with locks.try_exclusive(engine, snapshots.LOCK_NAME) as again:
+        assert builds.build_snapshot(demo_app) is None
+        with locks.try_exclusive(engine, builds.LOCK_NAME) as again:
             assert not again
     assert session.scalar(select(func.count()).select_from(Snapshot)) == 0
     assert build(demo_app)["version"] == 1
@@ -289,7 +291,7 @@ def test_enough_new_votes_start_a_build_in_the_background(app, client, session, 
     gen_recorded_model(session, "One", "Org", {prompt.id: "First answer."})
     gen_recorded_model(session, "Two", "Org", {prompt.id: "Second answer."})
     started = []
-    original = snapshots.snapshot_if_due
+    original = builds.snapshot_if_due
 
     def watching(application):
         thread = original(application)
@@ -297,7 +299,7 @@ def test_enough_new_votes_start_a_build_in_the_background(app, client, session, 
             started.append(thread)
         return thread
 
-    monkeypatch.setattr(snapshots, "snapshot_if_due", watching)
+    monkeypatch.setattr(builds, "snapshot_if_due", watching)
     for _ in range(2):
         created = client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()
         client.get(created["stream"]).data  # read to the end: the answers are stored when both are done
@@ -333,9 +335,8 @@ def test_the_leaderboard_answers_match_the_openapi_document(demo_app):
 
 
 def test_a_lab_reads_its_models_rating_from_the_newest_snapshot(demo_app, client, session):
-    from arena import labs
 
-    lab, key = labs.create_lab(session, "Rated Lab", actor=labs.OPERATOR)
+    lab, key = labs.create_lab(session, OPERATOR, "Rated Lab")
     session.execute(update(Model).where(Model.name.in_(["GPT 4", "Claude v1"])).values(lab_id=lab.id))
     session.commit()
     unrated = client.post("/api/v1/models", json={"name": "New recorded", "organization": "R", "kind": "recorded"},
@@ -361,7 +362,7 @@ def test_a_lab_reads_its_models_rating_from_the_newest_snapshot(demo_app, client
     voter = session.scalar(select(Vote.voter).join(Battle).where(Battle.model_a_id == gpt4).limit(1))
     cast = session.scalar(select(func.count()).select_from(Vote).join(Battle).where(
         Vote.voter == voter, (Battle.model_a_id == gpt4) | (Battle.model_b_id == gpt4)))
-    snapshots.set_voter_exclusion(session, "test-secret", voter, "test", lifted=False)
+    voters.set_voter_exclusion(session, "test-secret", voter, "test", lifted=False)
     votes = client.get(f"/api/v1/models/{gpt4}", headers=auth).get_json()["votes"]
     assert votes["excluded_by_reason"]["voter_excluded"] == cast >= 1
     assert votes["counted"] == row["battles"] - cast

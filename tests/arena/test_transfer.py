@@ -14,8 +14,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from arena import create_app, db, labs, snapshots, transfer
-from arena.crypto import encrypt_secret
+from arena import create_app, db, transfer
+from arena.catalog import audit, labs
+from arena.catalog.audit import OPERATOR
+from arena.egress.secrets import encrypt_secret
+from arena.leaderboard import builds, voters
 from arena.models import AuditEvent, Battle, EndpointCheck, Message, Milestone, Model, SafetyScore, Vote
 from ranking.cli import main as ranking_main
 from tests.arena.conftest import POSTGRES_URL, gen_prompt, gen_recorded_model, reset_postgres
@@ -59,8 +62,8 @@ def apps(tmp_path):
 def populate(app) -> None:
     """A small arena with rows in every table: what makes a round trip hard (zones, bytes, JSON, unicode, NULLs)."""
     with db.new_session(app) as session:
-        lab, _key = labs.create_lab(session, "Lab Ünïcode", actor="operator")
-        labs.rotate_key(session, lab, actor="operator")
+        lab, _key = labs.create_lab(session, OPERATOR, "Lab Ünïcode")
+        labs.rotate_key(session, OPERATOR, lab)
         prompt = gen_prompt(session, text="Pourquoi le ciel est-il bleu ? 🌤", category="knowledge")
         other = gen_prompt(session, text="Write a haiku", category="creativity")
         names = ["Alpha", "Beta", "Gamma", "Delta"]
@@ -74,7 +77,7 @@ def populate(app) -> None:
                          sampling_weight=0.25, status="paused")
         session.add(endpoint)
         session.flush()
-        labs.record_action(session, "model.create", actor=lab.name, lab_id=lab.id, model_id=endpoint.id,
+        audit.record_action(session, audit.Actor(lab.name, lab.id), "model.create", lab_id=lab.id, model_id=endpoint.id,
                            details={"name": endpoint.name, "nested": {"list": [1, 2.5, None, "ü"]}})
         base = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
         outcomes = ["a", "b", "tie", "bothbad", "a", "a"]
@@ -103,13 +106,13 @@ def populate(app) -> None:
                                   duration_ms=math.inf))
         session.add(EndpointCheck(model_id=endpoint.id, ok=True, duration_ms=None))
         session.commit()
-        snapshots.set_voter_exclusion(session, SECRET, "voter3", "votes only for Delta", lifted=False)
+        voters.set_voter_exclusion(session, SECRET, "voter3", "votes only for Delta", lifted=False)
         session.add(SafetyScore(model_id=models[0].id, metric="refusal_of_harm", value=0.93, ci_low=0.9,
                                 ci_high=None, source="lab report", measured_on=date(2026, 2, 1)))
         session.add(Milestone(name="Safe enough", definition={"board": "overall", "safety": [
             {"metric": "refusal_of_harm", "at_least": 0.9}], "capability": {"min_rating": 900}}))
         session.commit()
-    assert snapshots.build_snapshot(app) is not None
+    assert builds.build_snapshot(app) is not None
 
 
 def table_rows(app) -> dict[str, list[dict]]:
@@ -168,12 +171,12 @@ def test_sqlite_to_postgresql_and_back_keeps_every_row_and_the_snapshot_verifies
         session.add(battle)
         session.flush()
         vote = Vote(battle_id=battle.id, winner="a")
-        event = labs.record_action(session, "lab.note", actor="operator")
+        event = audit.record_action(session, OPERATOR, "lab.note")
         session.add(vote)
         session.commit()
         assert vote.id == newest_vote + 1
         assert event.id == max(row["id"] for row in before["audit_log"]) + 1
-    assert snapshots.build_snapshot(middle).version == 2  # and builds the next snapshot under the same key
+    assert builds.build_snapshot(middle).version == 2  # and builds the next snapshot under the same key
 
 
 def test_a_sqlite_round_trip_keeps_every_row(apps, tmp_path, monkeypatch):
@@ -234,7 +237,7 @@ def test_a_non_empty_target_is_refused_unless_replaced(apps, tmp_path, kind):
     source = populated_archive(apps, archive)
     target = apps(kind)
     with db.new_session(target) as session:
-        labs.create_lab(session, "Someone else", actor="operator")  # a lab, its key and an audit event
+        labs.create_lab(session, OPERATOR, "Someone else")  # a lab, its key and an audit event
     engine = target.extensions["arena.engine"]
     with pytest.raises(transfer.TransferError, match="not empty .*labs: 1 rows.*--replace"):
         transfer.import_arena(engine, archive)

@@ -3,8 +3,9 @@
 One server per test session (per xdist worker; the tests share the group "browser" so that `make test`, which runs
 with --dist loadgroup, keeps them on one worker): SQLite, the LLMFAO demo loaded, one leaderboard snapshot built,
 safety scores and a milestone for the board, and our loopback OpenAI-compatible server as two endpoint models
-(plus one that answers with hostile HTML and one that fails mid-answer, paused unless a test switches them on). Everything else is the app's
-default settings (the vote challenge and the rate limits included), so the browser does what a visitor's does.
+(plus one that answers with hostile HTML and one that fails mid-answer, paused unless a test switches them on).
+Everything else is the app's default settings (the vote challenge and the rate limits included), so the browser
+does what a visitor's does.
 Tests choose which models can be drawn by pausing the others (`only_active`).
 
 Playwright's own browser download does not work here; `make test` installs Debian's chromium, and without
@@ -53,7 +54,8 @@ def pytest_collection_modifyitems(items):
 def playwright_browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install -e '.[test]')")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -70,7 +72,8 @@ def _safety_scores(ratings: dict[str, float]) -> list[dict]:
         refusal = 0.7 + 0.025 * i
         jailbreak = 0.02 + 0.015 * ((i * 5) % 12)
         rows.append({"model": model, "metric": "refusal_of_harm", "value": round(refusal, 3),
-                     "ci_low": round(refusal - 0.02, 3), "ci_high": round(refusal + 0.02, 3), "source": "test", "date": day})
+                     "ci_low": round(refusal - 0.02, 3), "ci_high": round(refusal + 0.02, 3), "source": "test",
+                     "date": day})
         rows.append({"model": model, "metric": "jailbreak_rate", "value": round(jailbreak, 3),
                      "ci_low": round(max(jailbreak - 0.02, 0), 3), "ci_high": round(jailbreak + 0.02, 3),
                      "source": "test", "date": day})
@@ -106,7 +109,11 @@ class ArenaServer:
 def arena_server(tmp_path_factory, playwright_browser):
     from werkzeug.serving import make_server
 
-    from arena import board, create_app, db, demo, snapshots
+    from arena import create_app, db
+    from arena.board import milestones as board_milestones
+    from arena.board import scores as board_scores
+    from arena.catalog import demo
+    from arena.leaderboard import builds, reading
     from arena.loopback_model import LoopbackModelServer
     from arena.models import Model
 
@@ -120,7 +127,7 @@ def arena_server(tmp_path_factory, playwright_browser):
                       "PROVIDER_CONNECT_TIMEOUT": 2.0, "PROVIDER_FIRST_TOKEN_TIMEOUT": 5.0,
                       "PROVIDER_TOTAL_TIMEOUT": 10.0,
                       "SNAPSHOT_REPLICATES": 20, "SNAPSHOT_STYLE_REPLICATES": 5, "SNAPSHOT_EVERY_VOTES": 0})
-    from arena.security import CONTENT_SECURITY_POLICY
+    from arena.web.security import CONTENT_SECURITY_POLICY
 
     @app.after_request
     def _same_policy_as_production(response):  # the app sets it; this only makes sure the tests see it
@@ -137,12 +144,12 @@ def arena_server(tmp_path_factory, playwright_browser):
             session.add(Model(name=name, organization=organization, kind="endpoint", base_url=loopback.base_url,
                               endpoint_model=behaviour, status="paused"))
         session.commit()
-    snapshots.build_snapshot(app)
+    builds.build_snapshot(app)
     with db.new_session(app) as session:
-        document = snapshots.newest_document(session)
+        document = reading.newest_document(session)
         ratings = {row["model"]: row["rating"] for row in document["boards"]["overall"]["models"]}
-        board.import_scores(session, json.dumps(_safety_scores(ratings)), fmt="json", name="scores.json")
-        board.add_milestones(session, MILESTONE)
+        board_scores.import_scores(session, json.dumps(_safety_scores(ratings)), fmt="json", name="scores.json")
+        board_milestones.add_milestones(session, MILESTONE)
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="arena-browser-server", daemon=True)

@@ -9,8 +9,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from arena import db, snapshots
-from arena.battles import Identity, identity_leak
+from arena import db
+from arena.catalog.identity import Identity, identity_leak
+from arena.leaderboard import reading
 from tests.browser.conftest import BROKEN_MODEL, ECHO_MODELS, HOSTILE_MODEL, MILESTONE, readme_screenshot, screenshot
 
 READY_TIMEOUT_MS = 30_000  # both answers complete and the vote open (the loopback models answer in about 1 s)
@@ -71,7 +72,7 @@ def all_identities(arena_server) -> list[Identity]:
 
 def newest_document(arena_server) -> dict:
     with db.new_session(arena_server.app) as session:
-        return snapshots.newest_document(session)
+        return reading.newest_document(session)
 
 
 def test_a_whole_battle_on_the_demo_data_from_the_first_page_to_the_reveal(arena_server, open_page):

@@ -13,8 +13,8 @@ import pytest
 from ranking import bootstrap as bs
 from ranking.bradley_terry import DEFAULT_PRIOR
 from ranking.cli import main
-from tests.ranking.test_bradley_terry import ELO_ATOL, scipy_half_fit
 from ranking.stats import PairCounts
+from tests.ranking.test_bradley_terry import ELO_ATOL, scipy_half_fit
 
 ROOT = Path(__file__).resolve().parents[2]
 CROWD = ROOT / "data" / "llmfao" / "crowd-comparisons.csv"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom, binomtest
 
-from ranking import encode_battles, rank_battles, read_battles, write_battles_jsonl, RankingOptions
+from ranking import RankingOptions, encode_battles, rank_battles, read_battles, write_battles_jsonl
 from ranking import integrity as ig
 from ranking.bradley_terry import fit_bradley_terry
 from ranking.data import A_WINS, B_WINS, TIE

@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from scipy.stats import norm
 
 from ranking import signature as snap
-from ranking.snapshot import SNAPSHOT_FORMAT
 from ranking.data import encode_battles
 from ranking.leaderboard import RankingOptions, board_dict, rank_battles, tiers
+from ranking.snapshot import SNAPSHOT_FORMAT
 
 
 def brute_force_tiers(ratings, samples, confidence):

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from ranking.data import A_WINS, B_WINS, TIE, TIE_BOTHBAD
-from ranking.stats import (battle_counts, observed_win_rates, pair_counts, predicted_win_rates,
-                           win_matrix)
+from ranking.stats import battle_counts, observed_win_rates, pair_counts, predicted_win_rates, win_matrix
 
 
 def random_battles(m=7, n=3000, seed=0):

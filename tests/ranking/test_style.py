@@ -11,8 +11,15 @@ from scipy.special import expit, log_expit
 import ranking  # noqa: F401
 from ranking import style
 from ranking.data import A_WINS, B_WINS, STYLE_FEATURES, TIE, TIE_BOTHBAD
-from ranking.style import (StyleBootstrap, StyleFit, bootstrap_style_controlled, fit_style_controlled,
-                           poisson_weights, sandwich_style_intervals, style_covariates)
+from ranking.style import (
+    StyleBootstrap,
+    StyleFit,
+    bootstrap_style_controlled,
+    fit_style_controlled,
+    poisson_weights,
+    sandwich_style_intervals,
+    style_covariates,
+)
 
 ELO_PER_NAT = 400 / math.log(10)
 RATING_ATOL = 0.01  # Elo points, against an independent scipy optimum

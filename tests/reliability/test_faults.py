@@ -20,12 +20,22 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, insert, select, update
 
-from arena.battles import STORE_RETRY_DELAYS_S
+from arena.battles.streaming import STORE_RETRY_DELAYS_S
 from arena.loopback_model import LoopbackModelServer
 from arena.models import Battle, Model
 from tests.reliability.conftest import needs_server, through, upstream
-from tests.reliability.harness import (Arena, Outcome, Server, TcpProxy, VoteStream, accepted,
-                                       check_no_vote_lost_or_doubled, reset_postgres, seed, voter_cookie, wait_until)
+from tests.reliability.harness import (
+    Arena,
+    Outcome,
+    Server,
+    TcpProxy,
+    VoteStream,
+    check_no_vote_lost_or_doubled,
+    reset_postgres,
+    seed,
+    voter_cookie,
+    wait_until,
+)
 
 VOTERS, BATTLES_PER_VOTER = 168, 16
 FIRST_TOKEN_TIMEOUT = 2.5  # seconds; votes must not wait anywhere near this long behind the silent model

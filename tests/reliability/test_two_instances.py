@@ -1,7 +1,8 @@
 """Two service instances on different ports, sharing one PostgreSQL and one Redis, as two hosts behind a load
 balancer would: votes spread over both are stored once (the same vote sent to both at once counts once), the
 rate limits hold across both (their counts are in Redis), and one leaderboard snapshot is built at a time (the
-PostgreSQL advisory lock of arena.locks, which a third process holding it keeps both instances from building)."""
+PostgreSQL advisory lock of arena.leaderboard.locks, which a third process holding it keeps both instances from
+building)."""
 from __future__ import annotations
 
 import threading
@@ -11,11 +12,20 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
-from arena import locks, snapshots
+from arena.leaderboard import builds, locks
 from arena.models import Snapshot
 from tests.reliability.conftest import needs_server
-from tests.reliability.harness import (Arena, Server, VoteStream, check_no_vote_lost_or_doubled, reset_postgres, seed,
-                                       voter_cookie, votes_in_database, wait_until)
+from tests.reliability.harness import (
+    Arena,
+    Server,
+    VoteStream,
+    check_no_vote_lost_or_doubled,
+    reset_postgres,
+    seed,
+    voter_cookie,
+    votes_in_database,
+    wait_until,
+)
 
 VOTERS, BATTLES_PER_VOTER = 48, 16
 VOTES_PER_VOTER_LIMIT = 20  # per minute, per voter: the shared limit the rate-limit test runs into
@@ -66,18 +76,18 @@ def test_votes_spread_over_two_instances_count_once_and_one_snapshot_is_built_at
     engine = create_engine(url)
     try:
         # A third party holds the snapshot lock: neither instance may build, however many votes are due.
-        with locks.try_exclusive(engine, snapshots.LOCK_NAME) as held:
+        with locks.try_exclusive(engine, builds.LOCK_NAME) as held:
             assert held
             # paced to last longer than a worker's wait between looks for due votes, however fast the machine
             per_thread = 36 * BATTLES_PER_VOTER / 6
             stream = VoteStream([one.base, two.base], spread, threads=6, spread=True,
-                                pause=1.5 * snapshots.CHECK_EVERY_SECONDS / per_thread).start()
+                                pause=1.5 * builds.CHECK_EVERY_SECONDS / per_thread).start()
             outcomes = stream.wait(60)
             statuses = check_no_vote_lost_or_doubled(outcomes, url)
             assert set(statuses) == {(200, None)}, statuses
             assert len(outcomes) == 36 * BATTLES_PER_VOTER > 5 * SNAPSHOT_EVERY_VOTES
             # long enough for every worker to have looked for due votes again (it looks at most this often)
-            assert max(o.at for o in outcomes) - min(o.at for o in outcomes) > snapshots.CHECK_EVERY_SECONDS
+            assert max(o.at for o in outcomes) - min(o.at for o in outcomes) > builds.CHECK_EVERY_SECONDS
 
             # The same vote sent to both instances at the same moment: one 200, one 409, one row.
             answers = Counter()

@@ -1,0 +1,145 @@
+"""The public JSON API under /api/v1: prompts, battles, their streams and votes. Views stay thin."""
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask import session as cookie
+from sqlalchemy import select
+
+from arena import db
+from arena.battles import challenge, lifecycle
+from arena.battles.streaming import start_stream
+from arena.catalog.demo import LLMFAO_ATTRIBUTION
+from arena.errors import BadRequest, NotFound, TooLarge
+from arena.leaderboard import builds, sampling
+from arena.models import WINNERS, Prompt
+from arena.web import ratelimit
+from arena.web.openapi import MAX_ID
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _voter() -> str:
+    """The anonymous voter of this browser: a random id in the signed session cookie."""
+    if "voter" not in cookie:
+        cookie["voter"] = secrets.token_urlsafe(16)
+        cookie.permanent = True
+    return cookie["voter"]
+
+
+def _address() -> str | None:
+    return lifecycle.address_hash(current_app.config["SECRET_KEY"], request.remote_addr)
+
+
+def _json_body() -> dict:
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the JSON decoder goes: malformed input, not our failure
+        body = None
+    if not isinstance(body, dict):
+        raise BadRequest("invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+@bp.get("/prompts")
+def list_prompts():
+    prompts = db.session().scalars(select(Prompt).order_by(Prompt.id)).all()
+    body = {"prompts": [{"id": p.id, "text": p.text, "category": p.category} for p in prompts]}
+    if any(p.source == "llmfao" for p in prompts):
+        body["attribution"] = LLMFAO_ATTRIBUTION
+    return body
+
+
+@bp.get("/sampling")
+def sampling_policy():
+    """The published sampling rule: the policy, its settings, and each active model's weight and share."""
+    return sampling.published(current_app._get_current_object(), db.session())
+
+
+@bp.post("/battles")
+def create_battle():
+    body = _json_body()
+    ratelimit.check("battles", voter=_voter(), address=request.remote_addr)
+    prompt, prompt_id = body.get("prompt"), body.get("prompt_id")
+    if (prompt is None) == (prompt_id is None):
+        raise BadRequest("invalid_request", "Send exactly one of \"prompt\" (text) or \"prompt_id\".")
+    if prompt is not None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise BadRequest("invalid_prompt", "\"prompt\" must be a non-empty string.")
+        if len(prompt) > current_app.config["MAX_PROMPT_CHARS"]:
+            raise TooLarge("prompt_too_long",
+                           f"A prompt may have at most {current_app.config['MAX_PROMPT_CHARS']} characters.")
+    elif isinstance(prompt_id, bool) or not isinstance(prompt_id, int):
+        raise BadRequest("invalid_prompt_id", "\"prompt_id\" must be an integer.")
+    elif not 1 <= prompt_id <= MAX_ID:  # ids are 32-bit in the database, which would refuse to look one up
+        raise NotFound("prompt_not_found", f"There is no prompt {prompt_id}.")
+    battle = lifecycle.create_battle(db.session(), prompt_text=prompt, prompt_id=prompt_id, voter=_voter(),
+                                   address=_address())
+    response = {"id": battle.id, "prompt": battle.prompt_text, "state": battle.state,
+                "stream": f"/api/v1/battles/{battle.id}/stream"}
+    if battle.attribution:
+        response["attribution"] = battle.attribution
+    vote_challenge = challenge.issue(current_app.config, battle.id)
+    if vote_challenge is not None:
+        response["challenge"] = vote_challenge
+    return jsonify(response), 201
+
+
+@bp.get("/battles/<battle_id>")
+def show_battle(battle_id: str):
+    battle = lifecycle.own_battle(db.session(), battle_id, cookie.get("voter"))
+    turns = {}
+    for message in battle.messages:
+        turns.setdefault(message.turn, {"prompt": None, "a": None, "b": None})
+        if message.role == "user":
+            turns[message.turn]["prompt"] = message.content
+        else:
+            turns[message.turn][message.side] = message.content if message.complete else None
+    body = {"id": battle.id, "state": battle.state, "turns": [turns[t] for t in sorted(turns)],
+            # whether a follow-up turn is possible (both answer live): says nothing about which models answer
+            "follow_up": battle.model_a.kind == "endpoint" and battle.model_b.kind == "endpoint"}
+    if battle.state == "voted":
+        body["winner"] = battle.vote.winner
+        body["models"] = lifecycle.reveal(battle)
+    elif battle.state != "void" and (vote_challenge := challenge.issue(current_app.config, battle.id)):
+        body["challenge"] = vote_challenge  # a reloaded page solves it again
+    return body
+
+
+@bp.get("/battles/<battle_id>/stream")
+def stream_battle(battle_id: str):
+    session = db.session()
+    battle = lifecycle.own_battle(session, battle_id, cookie.get("voter"))
+    events = start_stream(current_app._get_current_object(), session, battle)
+    return Response(events, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@bp.post("/battles/<battle_id>/turns")
+def add_turn(battle_id: str):
+    body = _json_body()
+    ratelimit.check("battles", voter=cookie.get("voter"), address=request.remote_addr)  # calls both models again
+    text = body.get("prompt")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("invalid_prompt", "\"prompt\" must be a non-empty string.")
+    if len(text) > current_app.config["MAX_PROMPT_CHARS"]:
+        raise TooLarge("prompt_too_long", "The follow-up is too long.")
+    session = db.session()
+    battle = lifecycle.own_battle(session, battle_id, cookie.get("voter"))
+    turn = lifecycle.add_turn(session, battle, text)
+    return jsonify({"id": battle.id, "turn": turn, "state": "created",
+                    "stream": f"/api/v1/battles/{battle.id}/stream"}), 201
+
+
+@bp.post("/battles/<battle_id>/vote")
+def vote(battle_id: str):
+    body = _json_body()
+    ratelimit.check("votes", voter=cookie.get("voter"), address=request.remote_addr)
+    winner = body.get("winner")
+    if winner not in WINNERS:
+        raise BadRequest("invalid_winner", "\"winner\" must be one of: " + ", ".join(WINNERS) + ".")
+    challenge.check(current_app.config, battle_id, body.get("proof"))
+    models = lifecycle.vote(db.session(), battle_id, winner, voter=cookie.get("voter"), address=_address())
+    builds.snapshot_if_due(current_app._get_current_object())  # at most one look every few seconds
+    return {"battle_id": battle_id, "winner": winner, "models": models}
