@@ -17,12 +17,13 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 # Migrate, load the LLMFAO demo into an empty database, publish a first leaderboard snapshot if there is none,
-# serve on http://127.0.0.1:$${ARENA_PORT:-8000}.
+# serve on http://127.0.0.1:$${ARENA_PORT:-8000} with the snapshot builder beside gunicorn (`arena serve`: it
+# restarts the builder if it dies). A bad ARENA_* setting stops the first command with one line.
 run: install
 	$(BIN)/arena db upgrade
 	$(BIN)/arena demo load --if-empty
 	$(BIN)/arena snapshot --if-none
-	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+	$(BIN)/arena serve
 
 # ruff (its rules in pyproject.toml) fails the run on an unused or undefined name or a misordered import.
 # The dependency audit fails the run on a known vulnerability and warns when the advisory service cannot be asked.

@@ -6,10 +6,17 @@ worker are cheap. (gevent would also do, but it needs monkey-patching of every l
 drivers included; threads need nothing.)
 """
 import os
+import sys
 
-from arena.config import instance_folder
+from arena.settings import SettingsError, load
 
-bind = f"{os.environ.get('ARENA_HOST', '127.0.0.1')}:{os.environ.get('ARENA_PORT', '8000')}"
+try:
+    settings = load()  # every ARENA_* variable, checked before any worker starts
+except SettingsError as error:
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+bind = f"{settings.host}:{settings.port}"
 worker_class = "gthread"
 # Four workers on two cores: a gthread worker is one process with one GIL, and every thread of a worker that
 # has a request in hand competes for it. With two workers, a burst of votes put dozens of threads behind each GIL,
@@ -17,8 +24,8 @@ worker_class = "gthread"
 # at 300 votes/s offered, four workers got more votes done than two in 9 of 11 paired runs on the shared machine
 # (bench/service.py, bench/README.md). Each still takes up to 256 threads, so any one worker can hold the 200
 # simultaneous streams on its own: workers do not share out connections evenly (128 threads each missed it).
-workers = int(os.environ.get("ARENA_WORKERS", "4"))
-threads = int(os.environ.get("ARENA_THREADS", "256"))
+workers = settings.workers
+threads = settings.threads
 # The database pool is per worker (ARENA_DB_POOL_SIZE): unless set, 40 connections in all are shared among the
 # workers, so more workers do not run PostgreSQL out of connections (max_connections is 100 by default).
 os.environ.setdefault("ARENA_DB_POOL_SIZE", str(max(2, 40 // workers)))
@@ -26,8 +33,8 @@ worker_connections = 1000
 timeout = 60  # heartbeat of an idle worker, not a limit on a request: gthread streams may run longer
 graceful_timeout = 30
 keepalive = 5
-accesslog = "-" if os.environ.get("ARENA_ACCESS_LOG") else None
+accesslog = "-" if settings.access_log else None
 # gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl for every instance unless told otherwise, so a
 # second server on the machine would take it over from the first: keep ours in the instance folder.
-instance_folder().mkdir(parents=True, exist_ok=True)
-control_socket = str(instance_folder() / "gunicorn.ctl")
+settings.instance_path.mkdir(parents=True, exist_ok=True)
+control_socket = str(settings.instance_path / "gunicorn.ctl")

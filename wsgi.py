@@ -1,4 +1,15 @@
-"""gunicorn entry point: `gunicorn wsgi:app`."""
-from arena import create_app
+"""gunicorn entry point: `gunicorn wsgi:app`.
 
-app = create_app()
+A bad ARENA_* setting stops the worker with one line and gunicorn's boot-error status (3), which stops gunicorn
+itself instead of restarting workers that cannot start.
+"""
+import sys
+
+from arena import create_app
+from arena.settings import SettingsError
+
+try:
+    app = create_app()
+except SettingsError as error:
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.exit(3)

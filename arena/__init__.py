@@ -5,7 +5,8 @@ The layout (each package's docstring says more):
 - domain packages, importing downward only: `battles/` (a battle from pairing to its vote) over
   `leaderboard/` (counting rules, sampling, snapshot builds and reads) and `board/` (safety scores, milestones),
   over `catalog/` (labs, models, keys, answers, the audit log), over `egress/` (calls out to model endpoints);
-- beneath them all: `models` (the schema), `db`, `config`, `errors` (the one error dialect);
+- beneath them all: `models` (the schema), `db`, `settings` (every ARENA_* variable, checked once), `errors`
+  (the one error dialect);
 - `ranking/`, beside `arena/`: the pure ranking library, which imports nothing of arena.
 """
 from __future__ import annotations

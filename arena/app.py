@@ -8,19 +8,24 @@ from __future__ import annotations
 
 from flask import Flask
 
-from arena import db, errors
-from arena.config import ROOT, Config
+from arena import db, errors, settings
+from arena.settings import ROOT, Settings
 from arena.web import battles, board, labs, leaderboard, pages, ratelimit, security
 
 
-def build_app(config: dict | None = None) -> Flask:
-    """Build the application; `config` overrides settings (tests pass their own database URL)."""
-    settings = Config().update(config)
+def build_app(overrides: dict | None = None, *, arena_settings: Settings | None = None) -> Flask:
+    """Build the application from the environment's settings (arena.settings; a bad one raises SettingsError
+    before anything starts). `overrides`: settings by name (tests pass their own database URL); a name that
+    is not an arena setting (TESTING) goes to Flask's own config."""
+    overrides = dict(overrides or {})
+    flask_only = {key: overrides.pop(key) for key in list(overrides) if key.lower() not in Settings.model_fields}
+    chosen = arena_settings or settings.load(overrides)
     # "arena": templates are in arena/templates. Pages' CSS, JavaScript and vendored libraries live in the
     # repository's top-level static/ folder.
-    app = Flask("arena", instance_path=settings.INSTANCE_PATH, static_folder=str(ROOT / "static"),
+    app = Flask("arena", instance_path=str(chosen.instance_path), static_folder=str(ROOT / "static"),
                 static_url_path="/static")
-    app.config.from_object(settings)
+    settings.install(app, chosen)
+    app.config.update(flask_only)
     db.init_app(app)
     errors.init_app(app)
     security.init_app(app)

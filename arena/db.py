@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from arena.errors import database_unavailable, one_line
+from arena.settings import settings_of
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -58,7 +59,7 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
 
 
 def init_app(app: Flask) -> None:
-    engine = make_engine(app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"])
+    engine = make_engine(settings_of(app).sqlalchemy_url, settings_of(app).db_pool_size)
     app.extensions["arena.engine"] = engine
     app.extensions["arena.sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
     app.teardown_appcontext(_close_session)

@@ -8,7 +8,8 @@ sustained battles and votes per second, p50 / p99, error rate, and 200 open stre
 
 The harness is bench/service.py (its docstring and bench/README.md say how each phase is made); this file only
 runs it on PostgreSQL with the issue's sizes, stops it after --minutes (10), and sums up: one row per phase
-(operations per second, p50, p99, errors out of attempts) and the issue's targets as PASS / MISS lines:
+(operations per second, p50, p99, errors out of attempts; the open-loop votes twice, quiet and while the builder
+process builds snapshots back to back beside the server) and the issue's targets as PASS / MISS lines:
 300 votes/s offered, answered with p99 < 100 ms and no error; 200 streams open at once, all ending ready.
 The schema public of the PostgreSQL database is dropped and recreated: give it a database of its own.
 Exit status: 0 when the run completed (1 with --strict when a target is missed), else bench/service.py's.
@@ -67,6 +68,11 @@ def summary(run: dict, *, quick: bool, targets) -> tuple[list[str], bool]:
         v = phases["votes_open"]
         rows.append((f"votes at {v['offered_per_s']:g}/s offered ({v['elapsed']:.0f} s)", f"{v['per_s']:.0f}",
                      _n(v["p50_ms"]), _n(v["p99_ms"]), errors(v, v["votes"])))
+    if "per_s" in phases.get("votes_open_build", {}):
+        v = phases["votes_open_build"]
+        running = f"{v['builds_finished']} builds done" + (", one running" if v["building_at_end"] else "")
+        rows.append((f"votes at {v['offered_per_s']:g}/s offered, while snapshot builds run ({running})",
+                     f"{v['per_s']:.0f}", _n(v["p50_ms"]), _n(v["p99_ms"]), errors(v, v["votes"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 

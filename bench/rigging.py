@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 
 from arena.catalog.identity import Identity, identity_leak  # noqa: E402
 from arena.leaderboard.integrity import IntegritySettings, VoteTable, apply_rules  # noqa: E402
+from arena.settings import Settings  # noqa: E402
 from ranking.data import A_WINS, B_WINS, TIE, Battles  # noqa: E402
 
 TARGET = Identity("Foo 7B Chat", "Foo Labs", aliases=("foo-7b",), families=("FooLM",))
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.models, args.honest, args.replicates = 12, 20_000, 100
-    settings = IntegritySettings.from_config({})
+    settings = IntegritySettings.from_settings(Settings())
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
 

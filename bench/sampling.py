@@ -62,6 +62,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
+from arena.settings import override, settings_of  # noqa: E402
 from ranking import sampling  # noqa: E402
 
 GAP_ELO = 100.0
@@ -320,7 +321,7 @@ def service_timings(m: int = 300, votes: int = 60_000, requests: int = 200, seed
     builds.build_snapshot(app)
     timings = {}
     with db.new_session(app) as session:
-        settings = service.SamplingSettings.from_config(app.config)
+        settings = service.SamplingSettings.from_settings(settings_of(app))
         service.build_state(session, settings)
         started = time.perf_counter()
         for _ in range(5):
@@ -328,7 +329,7 @@ def service_timings(m: int = 300, votes: int = 60_000, requests: int = 200, seed
         timings["refresh: build_state, active"] = (time.perf_counter() - started) / 5 * 1e3
     client = app.test_client()
     for policy in sampling.POLICIES:
-        app.config["SAMPLING_POLICY"] = policy
+        override(app, SAMPLING_POLICY=policy)
         app.extensions.pop("arena.sampling", None)
         spent = []
         for _ in range(requests):

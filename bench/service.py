@@ -951,7 +951,8 @@ def run_database(settings: Settings, database: str, model_url: str, model_proc: 
         base = f"http://{HOST}:{port}"
         wait_until_answers(f"{base}/api/v1/prompts", server, 30, "gunicorn", log)
         probe = CpuProbe(server, model_proc, _database_name(url) if database == "postgresql" else None)
-        run.phases, run.cpu = asyncio.run(_phases(settings, base, url, fixture, probe))
+        run.phases, run.cpu = asyncio.run(_phases(settings, base, url, fixture, probe,
+                                                  BuilderRunner(env, instance, log.parent / f"builder-{database}.log")))
         run.snapshots = snapshots_built(url)
         if server.poll() is not None:
             raise BenchError(f"gunicorn exited during the run (status {server.returncode}): {tail(log, 6)}")
@@ -960,7 +961,41 @@ def run_database(settings: Settings, database: str, model_url: str, model_proc: 
     return run
 
 
-async def _phases(settings: Settings, base: str, url: str, fixture: Fixture, probe: CpuProbe):
+class BuilderRunner:
+    """The builder process as `arena serve` runs it (`arena builder`, at its own lower priority), made to build
+    back to back while a phase runs: every counted vote makes a snapshot due (ARENA_SNAPSHOT_EVERY_VOTES=1)."""
+
+    def __init__(self, env: dict, instance: Path, log: Path):
+        self.env = {**env, "ARENA_SNAPSHOT_EVERY_VOTES": "1", "ARENA_BUILDER_CHECK_SECONDS": "0.1"}
+        self.env.setdefault("ARENA_SNAPSHOT_REPLICATES", "1000")  # the default: a build as the service runs it
+        self.heartbeat, self.log, self.process = instance / "builder-heartbeat.json", log, None
+
+    def beat(self) -> dict:
+        try:
+            return json.loads(self.heartbeat.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log_file:
+            self.process = subprocess.Popen([sys.executable, "-m", "arena.cli", "builder"], cwd=REPO, env=self.env,
+                                            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        deadline = time.monotonic() + 300
+        while self.beat().get("state") != "building" or self.beat().get("pid") != self.process.pid:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"the builder did not start a build: {tail(self.log, 6)}")
+            time.sleep(0.05)
+
+    def stop(self) -> dict:
+        """Stop it; what it did: builds finished and whether it was still building."""
+        beat = self.beat()
+        stop(self.process)
+        return {"builds_finished": beat.get("builds", 0), "building_at_end": beat.get("state") == "building"}
+
+
+async def _phases(settings: Settings, base: str, url: str, fixture: Fixture, probe: CpuProbe,
+                  builder: BuilderRunner):
     phases, cpu = {}, {}
     voters = Voters(base, connections=max(settings.streams, settings.concurrency) + 64)
     recorded = {"prompt_id": fixture.prompt_id}
@@ -988,6 +1023,15 @@ async def _phases(settings: Settings, base: str, url: str, fixture: Fixture, pro
                            lambda w: phase_votes_open(voters, settings.vote_rate, settings.vote_seconds,
                                                       settings.concurrency, recorded, w, settings.vote_client,
                                                       max_in_flight=256))
+            # The same open loop while the builder builds snapshots back to back beside the server.
+            builder.start()
+            try:
+                await measured("votes_open_build", "recorded",
+                               lambda w: phase_votes_open(voters, settings.vote_rate, settings.vote_seconds,
+                                                          settings.concurrency, recorded, w, settings.vote_client,
+                                                          max_in_flight=256))
+            finally:
+                phases.setdefault("votes_open_build", {}).update(builder.stop())
     finally:
         await voters.aclose()
     return phases, cpu
@@ -1066,15 +1110,21 @@ def report(run: Run, settings: Settings) -> tuple[str, list[tuple[str, str]]]:
         if full and is_pg:
             verdicts.append((f"{title}: vote p99 < {TARGET_VOTE_P99_MS:g} ms at {TARGET_VOTES_PER_S:g}/s offered",
                              verdict(open_ok, applies)))
+    if "votes_open_build" in p and "per_s" in p["votes_open_build"]:
+        vb = p["votes_open_build"]
+        rows.append((f"votes at {vb['offered_per_s']:g}/s offered, snapshot builds running",
+                     f"{vb['per_s']:.0f}/s done, p50 {_f(vb['p50_ms'], 1)} / p99 {_f(vb['p99_ms'], 1)} / "
+                     f"max {_f(vb['max_ms'], 0)} ms  ({vb['builds_finished']} builds finished"
+                     f"{', one still running' if vb['building_at_end'] else ''}; server CPU "
+                     f"{_per(cpu['votes_open_build']['server'], vb['per_s'])} ms/vote)", "", ""))
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     twidth = max(len(r[2]) for r in rows)
     lines = [f"\n== {title}: {run.note}",
              f"   server: gunicorn {s['worker_class']}, {s['workers']} workers x {s['threads']} threads "
-             f"(gunicorn.conf.py via `gunicorn --config gunicorn.conf.py wsgi:app`); automatic snapshot builds: "
-             f"ARENA_SNAPSHOT_EVERY_VOTES={os.environ.get('ARENA_SNAPSHOT_EVERY_VOTES') or 'unset (the default)'}, "
-             f"{'?' if run.snapshots is None else run.snapshots} built during the run (a build runs in a worker, "
-             f"beside the votes)",
+             f"(gunicorn.conf.py via `gunicorn --config gunicorn.conf.py wsgi:app`); snapshots are built by the "
+             f"builder process only (`arena builder`, niced), started for the last vote phase: "
+             f"{'?' if run.snapshots is None else run.snapshots} built during the run",
              f"   vote gates on: challenge at ARENA_VOTE_CHALLENGE_BITS="
              f"{os.environ.get('ARENA_VOTE_CHALLENGE_BITS') or GATE_SETTINGS['ARENA_VOTE_CHALLENGE_BITS']} (solved by "
              f"the client), rate limits {'off' if os.environ.get('ARENA_RATE_LIMITS') == 'off' else 'counted'} "

@@ -14,9 +14,9 @@ def database_url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from arena.config import Config
+    from arena.settings import Settings
 
-    return Config().DATABASE_URL
+    return Settings().sqlalchemy_url
 
 
 def run_migrations_offline() -> None:

@@ -22,6 +22,7 @@ import hmac
 from itertools import count
 
 from arena.errors import Refused
+from arena.settings import Settings
 
 ALGORITHM = "sha256"
 MAX_BITS = 32  # beyond this a phone would search for minutes
@@ -44,12 +45,12 @@ def check_bits(bits: int) -> int:
     return bits
 
 
-def issue(config, battle_id: str) -> dict | None:
+def issue(settings: Settings, battle_id: str) -> dict | None:
     """The challenge to send with a battle, or None when the challenge is off."""
-    if not config["VOTE_CHALLENGE"]:
+    if not settings.vote_challenge:
         return None
-    return {"algorithm": ALGORITHM, "salt": salt(config["SECRET_KEY"], battle_id),
-            "difficulty": config["VOTE_CHALLENGE_BITS"]}
+    return {"algorithm": ALGORITHM, "salt": salt(settings.secret_key, battle_id),
+            "difficulty": settings.vote_challenge_bits}
 
 
 def solves(salt_hex: str, proof: str, difficulty: int) -> bool:
@@ -57,15 +58,15 @@ def solves(salt_hex: str, proof: str, difficulty: int) -> bool:
     return int.from_bytes(digest, "big") >> (256 - difficulty) == 0 if difficulty else True
 
 
-def check(config, battle_id: str, proof) -> None:
+def check(settings: Settings, battle_id: str, proof) -> None:
     """Raise 403 challenge_failed unless `proof` solves the battle's challenge (nothing to check when off)."""
-    if not config["VOTE_CHALLENGE"]:
+    if not settings.vote_challenge:
         return
     if not isinstance(proof, str) or not proof:
         raise Refused("challenge_failed",
                        "This vote needs \"proof\": the answer to the battle's challenge (see \"challenge\").")
-    if len(proof) > MAX_PROOF_CHARS or not solves(salt(config["SECRET_KEY"], battle_id), proof,
-                                                  config["VOTE_CHALLENGE_BITS"]):
+    if len(proof) > MAX_PROOF_CHARS or not solves(salt(settings.secret_key, battle_id), proof,
+                                                  settings.vote_challenge_bits):
         raise Refused("challenge_failed", "The proof does not solve this battle's challenge.")
 
 

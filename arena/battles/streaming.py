@@ -23,6 +23,7 @@ from arena.egress.addresses import check_endpoint_address, endpoint_client
 from arena.egress.secrets import decrypt_secret
 from arena.errors import ArenaError, Conflict, database_unavailable, one_line
 from arena.models import Battle, Message, Model, Prompt, RecordedAnswer, Vote, utcnow
+from arena.settings import Settings, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class BattleRun:
 
 def answer_sources(app: Flask, session: Session, battle: Battle) -> dict:
     """For each side, a zero-argument callable returning an iterator of text deltas for the current turn."""
-    config = app.config
+    settings = settings_of(app)
     models = {"a": battle.model_a, "b": battle.model_b}
     recorded_ids = [model.id for model in models.values() if model.kind == "recorded"]
     recorded = {}
@@ -166,7 +167,7 @@ def answer_sources(app: Flask, session: Session, battle: Battle) -> dict:
                 raise Conflict("battle_void", NEUTRAL_FAILURE)
             text, duration_ms = recorded[model.id]
             sources[side] = (lambda t=text, d=duration_ms: providers.replay_recorded(
-                t, d, speed=config["REPLAY_SPEED"], max_seconds=config["REPLAY_MAX_SECONDS"]))
+                t, d, speed=settings.replay_speed, max_seconds=settings.replay_max_seconds))
         else:
             conversation = []
             if model.system_prompt:
@@ -174,8 +175,8 @@ def answer_sources(app: Flask, session: Session, battle: Battle) -> dict:
             conversation += [{"role": m.role, "content": m.content} for m in battle.messages if m.side == side]
             api_key = None
             if model.endpoint_key_encrypted:
-                api_key = decrypt_secret(config["SECRET_KEY"], model.endpoint_key_encrypted)
-            sources[side] = (lambda m=model, c=conversation, k=api_key: _call_endpoint(m, c, k, config))
+                api_key = decrypt_secret(settings.secret_key, model.endpoint_key_encrypted)
+            sources[side] = (lambda m=model, c=conversation, k=api_key: _call_endpoint(m, c, k, settings))
     return sources
 
 
@@ -187,17 +188,17 @@ def _current_turn(battle: Battle) -> int:
     return max(m.turn for m in battle.messages)
 
 
-def _call_endpoint(model: Model, conversation: list, api_key: str | None, config):
+def _call_endpoint(model: Model, conversation: list, api_key: str | None, settings: Settings):
     """Stream one endpoint model's answer. A lab's endpoint is checked again here, not only at registration:
     its host may have been pointed at a forbidden address since (operators' own models are trusted)."""
     client = None
     if model.lab_id is not None:
-        check_endpoint_address(model.base_url, allow_private=config["ALLOW_PRIVATE_ENDPOINTS"])
-        client = endpoint_client(allow_private=config["ALLOW_PRIVATE_ENDPOINTS"])  # vets what it dials too
+        check_endpoint_address(model.base_url, allow_private=settings.allow_private_endpoints)
+        client = endpoint_client(allow_private=settings.allow_private_endpoints)  # vets what it dials too
     return providers.stream_chat(
         model.base_url, model.endpoint_model, conversation, api_key=api_key, client=client,
-        params=model.sampling_params or None, connect_timeout=config["PROVIDER_CONNECT_TIMEOUT"],
-        first_token_timeout=config["PROVIDER_FIRST_TOKEN_TIMEOUT"], total_timeout=config["PROVIDER_TOTAL_TIMEOUT"])
+        params=model.sampling_params or None, connect_timeout=settings.provider_connect_timeout,
+        first_token_timeout=settings.provider_first_token_timeout, total_timeout=settings.provider_total_timeout)
 
 
 def sse(event: str, data: dict) -> str:
@@ -207,7 +208,7 @@ def sse(event: str, data: dict) -> str:
 def start_stream(app: Flask, session: Session, battle: Battle):
     """Claim the battle for streaming (exactly one stream per turn) and return the SSE event iterator."""
     if battle.state == "streaming":
-        _void_if_interrupted(app.config, session, battle)
+        _void_if_interrupted(settings_of(app), session, battle)
     if battle.state in ("ready", "voted", "void"):
         return _replay_stored(battle)
     this_battle = _battles.c.id == battle.id
@@ -228,19 +229,19 @@ def start_stream(app: Flask, session: Session, battle: Battle):
     return _forward(run)
 
 
-def stream_deadline_s(config) -> float:
+def stream_deadline_s(settings: Settings) -> float:
     """How long after its start a stream has surely ended: the slowest provider call or recorded replay, the
     retries of storing its answers, and a minute's margin for a slow database."""
-    slowest = max(config["PROVIDER_CONNECT_TIMEOUT"] + config["PROVIDER_TOTAL_TIMEOUT"], config["REPLAY_MAX_SECONDS"])
+    slowest = max(settings.provider_connect_timeout + settings.provider_total_timeout, settings.replay_max_seconds)
     return slowest + sum(STORE_RETRY_DELAYS_S) + 60
 
 
-def _void_if_interrupted(config, session: Session, battle: Battle) -> None:
+def _void_if_interrupted(settings: Settings, session: Session, battle: Battle) -> None:
     """Void a battle still streaming past the deadline: its stream was lost (a killed worker, answers that could
     not be stored) and nothing else would ever end it, so a reload would answer 409 already_streaming for ever.
     The write is conditional, so a stream that does end meanwhile keeps its result."""
     started = func.coalesce(_battles.c.stream_started_at, _battles.c.created_at)  # battles from before 0006
-    cutoff = utcnow() - timedelta(seconds=stream_deadline_s(config))
+    cutoff = utcnow() - timedelta(seconds=stream_deadline_s(settings))
     voided = session.execute(update(_battles).where(
         _battles.c.id == battle.id, _battles.c.state == "streaming", started < cutoff).values(
         state="void", void_reason="stream interrupted: no answers were stored before its deadline"))

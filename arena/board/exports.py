@@ -20,6 +20,7 @@ from arena.errors import NotFound
 from arena.leaderboard import signing
 from arena.leaderboard.reading import get_snapshot, published_document
 from arena.models import Snapshot
+from arena.settings import Settings
 
 EXPORT_FORMAT = "arena-board/1"
 
@@ -59,7 +60,7 @@ def board_report(session: Session, snapshot: Snapshot, *, threshold: float) -> d
     }
 
 
-def export_document(session: Session, config, snapshot: Snapshot, *, threshold: float) -> dict:
+def export_document(session: Session, settings: Settings, snapshot: Snapshot, *, threshold: float) -> dict:
     """The board's signed export for one snapshot (format arena-board/1): the overall board's rows, the
     safety scores used, the milestone decisions and the correlations, tied to the snapshot by the SHA-256 of
     its signed bytes, and signed like the snapshot (`ranking.signature.check_signature` verifies it)."""
@@ -80,17 +81,17 @@ def export_document(session: Session, config, snapshot: Snapshot, *, threshold: 
         "correlations": report["correlations"],
         "public_key": document["public_key"],
     }
-    export["signature"] = signing.sign_document(config, export)
+    export["signature"] = signing.sign_document(settings, export)
     return export
 
 
 CSV_CAPABILITY = ("rating", "ci_low", "ci_high", "rank_ub", "tier", "battles", "provisional")
 
 
-def export_csv(session: Session, config, snapshot: Snapshot, *, threshold: float) -> tuple[bytes, dict]:
+def export_csv(session: Session, settings: Settings, snapshot: Snapshot, *, threshold: float) -> tuple[bytes, dict]:
     """The same board as CSV, one row per model of the snapshot (capability numbers, each metric's value,
     each milestone's decision), with a detached Ed25519 signature of the bytes: (bytes, signature block)."""
-    export = export_document(session, config, snapshot, threshold=threshold)
+    export = export_document(session, settings, snapshot, threshold=threshold)
     metrics = sorted({s["metric"] for s in export["safety_scores"]})
     values = {(s["model"], s["metric"]): s["value"] for s in export["safety_scores"]}
     decisions = {(m["name"], d["model"]): d["met"] for m in export["milestones"] for d in m["models"]}
@@ -111,7 +112,7 @@ def export_csv(session: Session, config, snapshot: Snapshot, *, threshold: float
                          *(_cell(values.get((model, m))) for m in metrics),
                          *("met" if decisions.get((n, model)) else "not met" for n in milestones)])
     data = out.getvalue().encode("utf-8")
-    return data, sign_bytes(config, data)
+    return data, sign_bytes(settings, data)
 
 
 def _cell(value) -> str:
@@ -122,13 +123,13 @@ def _cell(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def sign_bytes(config, data: bytes) -> dict:
+def sign_bytes(settings: Settings, data: bytes) -> dict:
     """A detached Ed25519 signature of the bytes, with the arena's key (as arena.leaderboard.signing signs
     snapshots)."""
     from ranking.signature import SIGNATURE_ALGORITHM, key_id
 
-    key = signing.load_or_create_key(config)
-    raw = signing.public_key_raw(config)
+    key = signing.load_or_create_key(settings)
+    raw = signing.public_key_raw(settings)
     return {"algorithm": SIGNATURE_ALGORITHM, "key_id": key_id(raw),
             "value": base64.b64encode(key.sign(data)).decode()}
 

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from arena.answer_style import style_counts
 from arena.catalog.audit import OPERATOR, record_action
-from arena.config import ROOT
 from arena.models import Battle, Model, Prompt, RecordedAnswer, Vote
+from arena.settings import ROOT
 
 DEMO_DATA = ROOT / "data" / "llmfao"
 # Kept wherever the data set is shown (pages, the API, published snapshots), as its licence asks.

@@ -27,6 +27,7 @@ from arena.egress.addresses import check_endpoint_address, endpoint_client, vali
 from arena.egress.secrets import SecretDecryptionError, decrypt_secret, encrypt_secret
 from arena.errors import ArenaError, BadRequest, Conflict, NotFound, Rejected
 from arena.models import Battle, EndpointCheck, Lab, Message, Model, RecordedAnswer, Vote, utcnow
+from arena.settings import Settings
 
 
 class EndpointSettings(NamedTuple):
@@ -36,9 +37,9 @@ class EndpointSettings(NamedTuple):
     check_timeout: float  # seconds for the one real request that checks an endpoint
 
     @classmethod
-    def from_config(cls, config) -> "EndpointSettings":
-        return cls(secret_key=config["SECRET_KEY"], allow_private=bool(config.get("ALLOW_PRIVATE_ENDPOINTS")),
-                   check_timeout=float(config["ENDPOINT_CHECK_TIMEOUT"]))
+    def from_settings(cls, settings: Settings) -> "EndpointSettings":
+        return cls(secret_key=settings.secret_key, allow_private=settings.allow_private_endpoints,
+                   check_timeout=settings.endpoint_check_timeout)
 
 
 def model_by_name(session: Session, name: str) -> Model:

@@ -15,6 +15,7 @@
     arena safety import | list; arena milestones add | list | evaluate; arena board export
                                                                           arena.cli.board
     arena export ARCHIVE | import ARCHIVE [--replace]                     arena.cli.transfer
+    arena serve (gunicorn and the builder, supervised); arena builder    arena.cli.serve
 
 Each command parses its arguments and calls the same domain function as the API (arena.catalog, arena.battles,
 arena.leaderboard, arena.board), with the actor "operator": what changes labs and models is recorded in the
@@ -30,11 +31,12 @@ import click
 from flask import Flask
 
 from arena.app import build_app
-from arena.cli import answers, audit, battles, board, db, demo, labs, leaderboard, models, sampling, transfer
-from arena.cli.common import FAILURE, CommandError, one_line
+from arena.cli import answers, audit, battles, board, db, demo, labs, leaderboard, models, sampling, serve, transfer
+from arena.cli.common import BAD_INPUT, FAILURE, CommandError, one_line
+from arena.settings import SettingsError
 
 GROUPS = (*db.GROUPS, *demo.GROUPS, *labs.GROUPS, *models.GROUPS, *sampling.GROUPS, *answers.GROUPS,
-          *battles.GROUPS, *audit.GROUPS, *leaderboard.GROUPS, *board.GROUPS, *transfer.GROUPS)
+          *battles.GROUPS, *audit.GROUPS, *leaderboard.GROUPS, *board.GROUPS, *transfer.GROUPS, *serve.GROUPS)
 
 
 @click.group("arena", help="Operate an arena: database, demo data, labs, models, imports and exports.")
@@ -56,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     """The `arena` console script: build the app from the environment (ARENA_*) and run one command."""
     try:
         app = build_app()
-    except Exception as e:  # noqa: BLE001 - a bad setting is one line too
+    except SettingsError as e:  # a bad ARENA_* value: the operator's input, named in one line
+        click.echo(f"error: {e}", err=True)
+        return BAD_INPUT
+    except Exception as e:  # noqa: BLE001 - anything else that stops the start is one line too
         click.echo(f"error: cannot start: {one_line(e)}", err=True)
         return FAILURE
     with app.app_context():

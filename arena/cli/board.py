@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import click
-from flask import current_app
 
 from arena.board.exports import board_report, export_csv, export_document, find_snapshot
 from arena.board.milestones import MilestoneError, add_milestones, describe_rule, list_milestones
@@ -33,6 +32,7 @@ from arena.cli.common import (
     write_atomically,
 )
 from arena.leaderboard.reading import iso_utc
+from arena.settings import current
 
 
 def _read_text(path: Path) -> str:
@@ -142,7 +142,7 @@ def milestones_evaluate(version: int | None, as_json: bool) -> None:
     """Every milestone on a snapshot: which models meet it, with margins, and which met it first."""
     with session() as db_session:
         snapshot = find_snapshot(db_session, version)
-        report = board_report(db_session, snapshot, threshold=float(current_app.config["BOARD_CORRELATION_FLAG"]))
+        report = board_report(db_session, snapshot, threshold=float(current().board_correlation_flag))
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
@@ -238,14 +238,14 @@ board_group = Group("board", help="The milestone board's signed export.")
 def board_export(version: int, fmt: str | None, out: Path | None) -> None:
     """The board for snapshot VERSION: capability, safety scores used, milestone decisions, correlations."""
     fmt = fmt or ("csv" if out is not None and out.suffix.lower() == ".csv" else "json")
-    threshold = float(current_app.config["BOARD_CORRELATION_FLAG"])
+    threshold = float(current().board_correlation_flag)
     with session() as db_session:
         snapshot = find_snapshot(db_session, version)
         if fmt == "json":
-            export = export_document(db_session, current_app.config, snapshot, threshold=threshold)
+            export = export_document(db_session, current(), snapshot, threshold=threshold)
             text, signature = json.dumps(export, indent=2, ensure_ascii=False) + "\n", None
         else:
-            data, signature = export_csv(db_session, current_app.config, snapshot, threshold=threshold)
+            data, signature = export_csv(db_session, current(), snapshot, threshold=threshold)
             text = data.decode("utf-8")
     if out is None:
         sys.stdout.write(text)

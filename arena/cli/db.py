@@ -8,6 +8,7 @@ from flask import current_app
 
 from arena import db
 from arena.cli.common import Group, reports_errors, safe_url
+from arena.settings import current
 
 db_cli = Group("db", help="Schema migrations (Alembic).")
 
@@ -17,7 +18,7 @@ db_cli = Group("db", help="Schema migrations (Alembic).")
 @reports_errors
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (default: head)."""
-    url = current_app.config["DATABASE_URL"]
+    url = current().sqlalchemy_url
     db.upgrade(url, revision)
     click.echo(f"database {safe_url(url)} is at revision {current_revision() or 'base'}")
 
@@ -27,7 +28,7 @@ def db_upgrade(revision: str) -> None:
 @reports_errors
 def db_downgrade(revision: str) -> None:
     """Undo migrations down to REVISION (default: -1, one step back; 'base' removes every table)."""
-    url = current_app.config["DATABASE_URL"]
+    url = current().sqlalchemy_url
     db.downgrade(url, revision)
     click.echo(f"database {safe_url(url)} is at revision {current_revision() or 'base (no tables)'}")
 
@@ -45,7 +46,7 @@ def db_current() -> None:
 
 def head_revision() -> str | None:
     """The newest revision in migrations/."""
-    return ScriptDirectory.from_config(db.alembic_config(current_app.config["DATABASE_URL"])).get_current_head()
+    return ScriptDirectory.from_config(db.alembic_config(current().sqlalchemy_url)).get_current_head()
 
 
 def current_revision() -> str | None:

@@ -15,6 +15,7 @@ from flask import current_app
 
 from arena.cli.common import BAD_INPUT, CommandError, Group, reports_errors, session, table, when
 from arena.leaderboard import builds, reading, signing, voters
+from arena.settings import current
 
 
 @click.group("snapshot", cls=Group, invoke_without_command=True,
@@ -93,7 +94,7 @@ def snapshot_export(version: int, folder: str) -> None:
 @reports_errors
 def snapshot_public_key() -> None:
     """Print the PEM public key that signs snapshots (the one served at /api/v1/leaderboard/public-key)."""
-    click.echo(signing.public_key_pem(current_app.config), nl=False)
+    click.echo(signing.public_key_pem(current()), nl=False)
 
 
 # ------------------------------------------------------------------------------------------------ voters
@@ -108,7 +109,7 @@ voters_cli = Group("voters", help="Voters whose votes the leaderboard leaves out
 def voters_exclude(voter: str, reason: str) -> None:
     """Leave VOTER's votes out of the next snapshots (VOTER: the id, or the pseudonym of a vote file)."""
     with session() as s:
-        resolved = voters.set_voter_exclusion(s, current_app.config["SECRET_KEY"], voter, reason,
+        resolved = voters.set_voter_exclusion(s, current().secret_key, voter, reason,
                                                  lifted=False)
     click.echo(f"voter {resolved} excluded from the next snapshot on")
 
@@ -120,7 +121,7 @@ def voters_exclude(voter: str, reason: str) -> None:
 def voters_include(voter: str, reason: str) -> None:
     """Lift an exclusion: VOTER's votes count again from the next snapshot on."""
     with session() as s:
-        resolved = voters.set_voter_exclusion(s, current_app.config["SECRET_KEY"], voter, reason,
+        resolved = voters.set_voter_exclusion(s, current().secret_key, voter, reason,
                                                  lifted=True)
     click.echo(f"voter {resolved}'s votes count again from the next snapshot on")
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import click
-from flask import current_app
 
 from arena.catalog import labs, registry
 from arena.catalog.audit import OPERATOR
 from arena.catalog.identity import set_identity_labels
 from arena.cli.common import Group, reports_errors, session, table
+from arena.settings import current
 
 models_cli = Group("models", help="The models in the arena.")
 
@@ -43,7 +43,7 @@ def models_add_endpoint(name, organization, base_url, endpoint_model, api_key, l
     with session() as s:
         lab = labs.lab_by_name(s, lab_name) if lab_name else None
         model = registry.register_endpoint_model(
-            s, OPERATOR, lab=lab, settings=registry.EndpointSettings.from_config(current_app.config), name=name,
+            s, OPERATOR, lab=lab, settings=registry.EndpointSettings.from_settings(current()), name=name,
             organization=organization, base_url=base_url, endpoint_model=endpoint_model, api_key=api_key,
             system_prompt=system_prompt)
         key_note = "key stored encrypted" if model.endpoint_key_encrypted else "no API key"

@@ -17,7 +17,6 @@ sampling_cli = Group("sampling", help="The sampling policy (ARENA_SAMPLING_POLIC
 @reports_errors
 def sampling_show(as_json: bool) -> None:
     """The policy, its rule and settings, and each active model's weight, counted votes and share of battles."""
-    sampling.SamplingSettings.from_config(current_app.config)  # a bad setting: its one line, exit status 2
     with session() as s:
         published = sampling.published(current_app._get_current_object(), s)
     if as_json:

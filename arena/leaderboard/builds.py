@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from typing import NamedTuple
@@ -41,6 +40,7 @@ from arena.leaderboard.reading import as_utc, iso_utc, latest_version, named_boa
 from arena.leaderboard.sampling import snapshot_record
 from arena.leaderboard.voters import excluded_voters, pseudonymiser
 from arena.models import Battle, Lab, Message, Model, Prompt, RecordedAnswer, Snapshot, SnapshotFile, Vote
+from arena.settings import Settings, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,11 @@ class SnapshotSettings(NamedTuple):
     every_votes: int  # a new snapshot after this many new counted votes; 0: only on the operator's command
 
     @classmethod
-    def from_config(cls, config) -> "SnapshotSettings":
-        return cls(replicates=int(config["SNAPSHOT_REPLICATES"]),
-                   style_replicates=int(config["SNAPSHOT_STYLE_REPLICATES"]), seed=int(config["SNAPSHOT_SEED"]),
-                   ties=config["SNAPSHOT_TIES"], provisional_votes=int(config["PROVISIONAL_VOTES"]),
-                   every_votes=int(config["SNAPSHOT_EVERY_VOTES"]))
+    def from_settings(cls, settings: Settings) -> "SnapshotSettings":
+        return cls(replicates=settings.snapshot_replicates, style_replicates=settings.snapshot_style_replicates,
+                   seed=settings.snapshot_seed, ties=settings.snapshot_ties,
+                   provisional_votes=settings.provisional_votes,
+                   every_votes=settings.snapshot_every_votes)
 
 
 class BuildTimings(NamedTuple):
@@ -103,7 +103,7 @@ def build_snapshot(app: Flask, *, only_if_due: bool = False, if_none: bool = Fal
     snapshot; `if_none`: only when there is no snapshot yet. Returns the new snapshot, or None when nothing
     was built. Raises ValueError when there is no counted vote to rank.
     """
-    settings = SnapshotSettings.from_config(app.config)
+    settings = SnapshotSettings.from_settings(settings_of(app))
     with locks.try_exclusive(app.extensions["arena.engine"], LOCK_NAME) as held:
         if not held:
             log.info("a snapshot is being built elsewhere; not starting another")
@@ -129,13 +129,13 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
     version = (latest_version(session) or 0) + 1
     created_at = datetime.now(timezone.utc).replace(microsecond=0)
     votes, models = _gather(session, cut)
-    rules = integrity.IntegritySettings.from_config(app.config)
+    rules = integrity.IntegritySettings.from_settings(settings_of(app))
     leaked, prompts = integrity.read_evidence(session, cut, votes.battle_id, votes.model_a_id, votes.model_b_id,
                                               votes.prompt_id, votes.reason, rules)
     session.rollback()  # end the read transaction: the fit takes a while, and nothing read is written back
     queried = time.perf_counter()
 
-    pseudonym = pseudonymiser(app.config["SECRET_KEY"])
+    pseudonym = pseudonymiser(settings_of(app).secret_key)
     everything = _encode(votes, models, pseudonym)
     checked = integrity.apply_rules(integrity.VoteTable(
         everything.model_a, everything.model_b, everything.outcome, everything.voter,
@@ -170,7 +170,7 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
                   "last_vote_id": cut},
         "counting_rules": [{"name": name, "description": text} for name, text in COUNTING_RULES],
         "integrity": checked.report,  # the integrity rules' settings, votes excluded and voters flagged by each
-        "sampling": _sampling_policy(models, app.config),
+        "sampling": _sampling_policy(models, settings_of(app)),
         "reproduce": {name: _reproduce(board["options"], name) for name, board in named_boards(boards)},
         "boards": boards,
         "models": _registry(models, battles, everything, votes.reason),
@@ -178,7 +178,7 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
     }
     if any(model.source == "llmfao" for model in models.values()):
         document["attribution"] = LLMFAO_ATTRIBUTION
-    signature = signing.sign_document(app.config, document)
+    signature = signing.sign_document(settings_of(app), document)
     snapshot = Snapshot(version=version, created_at=created_at, code_version=document["code_version"],
                         seed=settings.seed, last_vote_id=cut, votes_counted=int(counted.sum()),
                         votes_excluded=int((~counted).sum()), battle_file_sha256=battles.sha256,
@@ -414,11 +414,11 @@ def _registry(models: dict[int, _ModelInfo], battles, everything, reasons: list[
     return entries
 
 
-def _sampling_policy(models: dict[int, _ModelInfo], config) -> dict:
+def _sampling_policy(models: dict[int, _ModelInfo], settings: Settings) -> dict:
     """The sampling policy in force (name, rule, settings: arena.leaderboard.sampling) and every active model's
     weight."""
     active = sorted((info for info in models.values() if info.status == "active"), key=lambda info: info.name)
-    return {**snapshot_record(config), "weights": {info.name: info.sampling_weight for info in active}}
+    return {**snapshot_record(settings), "weights": {info.name: info.sampling_weight for info in active}}
 
 
 def _canonical_text(document: dict) -> str:
@@ -435,37 +435,3 @@ def _code_version() -> str:
 
 def _describe(excluded: dict) -> str:
     return ", ".join(f"{count} {name}" for name, count in excluded.items() if count) or "no vote at all"
-
-_check_lock = threading.Lock()
-
-_last_check: dict[int, float] = {}
-
-CHECK_EVERY_SECONDS = 5.0
-
-
-def snapshot_if_due(app: Flask) -> threading.Thread | None:
-    """After a vote: start a background build when enough new counted votes have arrived.
-
-    Cheap on the vote's path: each process looks at most once per CHECK_EVERY_SECONDS, and the build runs in
-    a daemon thread (the lock makes a second one, here or in another worker, return at once).
-    """
-    if int(app.config["SNAPSHOT_EVERY_VOTES"]) <= 0:
-        return None
-    now = time.monotonic()
-    with _check_lock:
-        if now - _last_check.get(id(app), -1e9) < app.config.get("SNAPSHOT_CHECK_SECONDS", CHECK_EVERY_SECONDS):
-            return None
-        _last_check[id(app)] = now
-    with db.new_session(app) as session:
-        if new_counted_votes(session) < int(app.config["SNAPSHOT_EVERY_VOTES"]):
-            return None
-    thread = threading.Thread(target=_build_in_background, args=(app,), name="snapshot-builder", daemon=True)
-    thread.start()
-    return thread
-
-
-def _build_in_background(app: Flask) -> None:
-    try:
-        build_snapshot(app, only_if_due=True)
-    except Exception:  # noqa: BLE001 - a failed automatic build must not take the worker down; it is logged
-        log.exception("automatic snapshot build failed")

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from arena.catalog.identity import Identity, identity_leak
 from arena.models import Battle, Message, Model, RecordedAnswer, Vote
+from arena.settings import Settings
 
 RULES = (
     ("identity_leak", "an answer named its model, maker, or a family or alias registered for the model (checked "
@@ -58,7 +59,7 @@ INFLUENCE_ROUNDS = 4
 
 
 class IntegritySettings(NamedTuple):
-    """The rules' settings (ARENA_* in arena/config.py), recorded in each snapshot."""
+    """The rules' settings (ARENA_* in arena/settings.py), recorded in each snapshot."""
 
     enabled: bool  # ARENA_INTEGRITY_RULES: off leaves only the builder's own rules
     recheck_identity: bool  # ARENA_INTEGRITY_RECHECK_LEAKS: re-read stored answers at every build
@@ -72,18 +73,16 @@ class IntegritySettings(NamedTuple):
     prior: float  # the fit's Gaussian prior precision (ranking's DEFAULT_PRIOR)
 
     @classmethod
-    def from_config(cls, config) -> "IntegritySettings":
-        from ranking.bradley_terry import DEFAULT_PRIOR
+    def from_settings(cls, settings: Settings) -> "IntegritySettings":
+        """The rules' view of the arena's settings (validated there, once)."""
+        from ranking.bradley_terry import DEFAULT_PRIOR  # ranking.bradley_terry loads JAX: only when a build runs
 
-        return cls(enabled=bool(config.get("INTEGRITY_RULES", True)),
-                   recheck_identity=bool(config.get("INTEGRITY_RECHECK_LEAKS", True)),
-                   daily_cap=int(config.get("VOTER_DAILY_CAP", 100)),
-                   alpha=float(config.get("INTEGRITY_ALPHA", 1e-4)),
-                   min_votes=int(config.get("INTEGRITY_MIN_VOTES", 20)),
-                   min_crowd=int(config.get("INTEGRITY_MIN_CROWD", 10)),
-                   improbable_below=float(config.get("INTEGRITY_IMPROBABLE_BELOW", 0.1)),
-                   improbable_min_count=int(config.get("INTEGRITY_IMPROBABLE_MIN_COUNT", 3)),
-                   repeated_prompt_votes=int(config.get("REPEATED_PROMPT_VOTES", 50)), prior=DEFAULT_PRIOR)
+        return cls(enabled=settings.integrity_rules, recheck_identity=settings.integrity_recheck_leaks,
+                   daily_cap=settings.voter_daily_cap, alpha=settings.integrity_alpha,
+                   min_votes=settings.integrity_min_votes, min_crowd=settings.integrity_min_crowd,
+                   improbable_below=settings.integrity_improbable_below,
+                   improbable_min_count=settings.integrity_improbable_min_count,
+                   repeated_prompt_votes=settings.repeated_prompt_votes, prior=DEFAULT_PRIOR)
 
 
 class VoteTable(NamedTuple):

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from arena.errors import Unavailable
 from arena.leaderboard.reading import newest_document
 from arena.models import Battle, EndpointCheck, Message, Model, Vote
+from arena.settings import Settings, settings_of
 from ranking import sampling as rule_math
 
 _system_random = secrets.SystemRandom()
@@ -52,17 +53,13 @@ class SamplingSettings(NamedTuple):
     failing_seconds: float
 
     @classmethod
-    def from_config(cls, config) -> "SamplingSettings":
-        settings = cls(policy=str(config["SAMPLING_POLICY"]).strip().lower(),
-                       boost=float(config["SAMPLING_BOOST"]), provisional_votes=int(config["PROVISIONAL_VOTES"]),
-                       active_floor=float(config["SAMPLING_ACTIVE_FLOOR"]),
-                       active_focus=float(config["SAMPLING_ACTIVE_FOCUS"]),
-                       refresh_seconds=float(config["SAMPLING_REFRESH_SECONDS"]),
-                       failing_rate=float(config["SAMPLING_FAILING_RATE"]),
-                       failing_min_calls=int(config["SAMPLING_FAILING_MIN_CALLS"]),
-                       failing_seconds=float(config["SAMPLING_FAILING_SECONDS"]))
-        rule_math.check_rule(settings.rule)
-        return settings
+    def from_settings(cls, settings: Settings) -> "SamplingSettings":
+        """The sampling view of the arena's settings (validated there, once)."""
+        return cls(policy=settings.sampling_policy, boost=settings.sampling_boost,
+                   provisional_votes=settings.provisional_votes, active_floor=settings.sampling_active_floor,
+                   active_focus=settings.sampling_active_focus, refresh_seconds=settings.sampling_refresh_seconds,
+                   failing_rate=settings.sampling_failing_rate, failing_min_calls=settings.sampling_failing_min_calls,
+                   failing_seconds=settings.sampling_failing_seconds)
 
     @property
     def rule(self) -> rule_math.SamplingRule:
@@ -113,10 +110,7 @@ def policy_state(app: Flask, session: Session, *, known: tuple[int, ...] = ()) -
     try:
         current = holder["state"]
         if current is None or _stale(app, current, known):
-            try:
-                settings = SamplingSettings.from_config(app.config)
-            except ValueError as error:  # a misconfigured policy stops new battles with a clear answer, not a 500
-                raise Unavailable("sampling_misconfigured", f"The arena's sampling settings are invalid: {error}.")
+            settings = SamplingSettings.from_settings(settings_of(app))
             current = holder["state"] = build_state(session, settings, previous=current)
         return current
     finally:
@@ -124,7 +118,7 @@ def policy_state(app: Flask, session: Session, *, known: tuple[int, ...] = ()) -
 
 
 def _stale(app: Flask, state: PolicyState, known: tuple[int, ...]) -> bool:
-    if time.monotonic() - state.refreshed >= float(app.config["SAMPLING_REFRESH_SECONDS"]):
+    if time.monotonic() - state.refreshed >= settings_of(app).sampling_refresh_seconds:
         return True
     return any(model_id not in state.position for model_id in known)
 
@@ -299,9 +293,9 @@ def published(app: Flask, session: Session) -> dict:
             "refreshed_at": state.refreshed_at.isoformat().replace("+00:00", "Z"), "models": rows}
 
 
-def snapshot_record(config) -> dict:
+def snapshot_record(settings: Settings) -> dict:
     """What a snapshot records of the sampling in force when it was built: the policy, its rule, settings."""
-    return SamplingSettings.from_config(config).published()
+    return SamplingSettings.from_settings(settings).published()
 
 
 def seeded(seed: int) -> random.Random:

@@ -15,18 +15,19 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from arena.settings import Settings
 from ranking.signature import SIGNATURE_ALGORITHM, key_id, signed_bytes
 
 
-def key_path(config) -> Path:
-    return Path(config.get("SIGNING_KEY_FILE") or Path(config["INSTANCE_PATH"]) / "snapshot_signing_key.pem")
+def key_path(settings: Settings) -> Path:
+    return Path(settings.signing_key_file or Path(settings.instance_path) / "snapshot_signing_key.pem")
 
 
-def load_or_create_key(config) -> Ed25519PrivateKey:
+def load_or_create_key(settings: Settings) -> Ed25519PrivateKey:
     """The arena's private key; the first caller creates it. Creation is atomic (written to a temporary file,
     then hard-linked into place, which fails if another worker got there first), so every worker of every
     process ends up with the same key."""
-    path = key_path(config)
+    path = key_path(settings)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM,
@@ -49,19 +50,19 @@ def load_or_create_key(config) -> Ed25519PrivateKey:
     return key
 
 
-def public_key_raw(config) -> bytes:
-    return load_or_create_key(config).public_key().public_bytes(serialization.Encoding.Raw,
+def public_key_raw(settings: Settings) -> bytes:
+    return load_or_create_key(settings).public_key().public_bytes(serialization.Encoding.Raw,
                                                                  serialization.PublicFormat.Raw)
 
 
-def public_key_pem(config) -> str:
-    return load_or_create_key(config).public_key().public_bytes(
+def public_key_pem(settings: Settings) -> str:
+    return load_or_create_key(settings).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
-def sign_document(config, document: dict) -> dict:
+def sign_document(settings: Settings, document: dict) -> dict:
     """The signature block for a document (which must not carry one yet): algorithm, key, key id, value."""
-    key = load_or_create_key(config)
+    key = load_or_create_key(settings)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return {"algorithm": SIGNATURE_ALGORITHM, "public_key": base64.b64encode(raw).decode(), "key_id": key_id(raw),
             "value": base64.b64encode(key.sign(signed_bytes(document))).decode()}

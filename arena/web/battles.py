@@ -12,8 +12,9 @@ from arena.battles import challenge, lifecycle
 from arena.battles.streaming import start_stream
 from arena.catalog.demo import LLMFAO_ATTRIBUTION
 from arena.errors import BadRequest, NotFound, TooLarge
-from arena.leaderboard import builds, sampling
+from arena.leaderboard import sampling
 from arena.models import WINNERS, Prompt
+from arena.settings import current
 from arena.web import ratelimit
 from arena.web.openapi import MAX_ID
 
@@ -29,7 +30,7 @@ def _voter() -> str:
 
 
 def _address() -> str | None:
-    return lifecycle.address_hash(current_app.config["SECRET_KEY"], request.remote_addr)
+    return lifecycle.address_hash(current().secret_key, request.remote_addr)
 
 
 def _json_body() -> dict:
@@ -67,9 +68,9 @@ def create_battle():
     if prompt is not None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise BadRequest("invalid_prompt", "\"prompt\" must be a non-empty string.")
-        if len(prompt) > current_app.config["MAX_PROMPT_CHARS"]:
+        if len(prompt) > current().max_prompt_chars:
             raise TooLarge("prompt_too_long",
-                           f"A prompt may have at most {current_app.config['MAX_PROMPT_CHARS']} characters.")
+                           f"A prompt may have at most {current().max_prompt_chars} characters.")
     elif isinstance(prompt_id, bool) or not isinstance(prompt_id, int):
         raise BadRequest("invalid_prompt_id", "\"prompt_id\" must be an integer.")
     elif not 1 <= prompt_id <= MAX_ID:  # ids are 32-bit in the database, which would refuse to look one up
@@ -80,7 +81,7 @@ def create_battle():
                 "stream": f"/api/v1/battles/{battle.id}/stream"}
     if battle.attribution:
         response["attribution"] = battle.attribution
-    vote_challenge = challenge.issue(current_app.config, battle.id)
+    vote_challenge = challenge.issue(current(), battle.id)
     if vote_challenge is not None:
         response["challenge"] = vote_challenge
     return jsonify(response), 201
@@ -102,7 +103,7 @@ def show_battle(battle_id: str):
     if battle.state == "voted":
         body["winner"] = battle.vote.winner
         body["models"] = lifecycle.reveal(battle)
-    elif battle.state != "void" and (vote_challenge := challenge.issue(current_app.config, battle.id)):
+    elif battle.state != "void" and (vote_challenge := challenge.issue(current(), battle.id)):
         body["challenge"] = vote_challenge  # a reloaded page solves it again
     return body
 
@@ -123,7 +124,7 @@ def add_turn(battle_id: str):
     text = body.get("prompt")
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("invalid_prompt", "\"prompt\" must be a non-empty string.")
-    if len(text) > current_app.config["MAX_PROMPT_CHARS"]:
+    if len(text) > current().max_prompt_chars:
         raise TooLarge("prompt_too_long", "The follow-up is too long.")
     session = db.session()
     battle = lifecycle.own_battle(session, battle_id, cookie.get("voter"))
@@ -139,7 +140,6 @@ def vote(battle_id: str):
     winner = body.get("winner")
     if winner not in WINNERS:
         raise BadRequest("invalid_winner", "\"winner\" must be one of: " + ", ".join(WINNERS) + ".")
-    challenge.check(current_app.config, battle_id, body.get("proof"))
+    challenge.check(current(), battle_id, body.get("proof"))
     models = lifecycle.vote(db.session(), battle_id, winner, voter=cookie.get("voter"), address=_address())
-    builds.snapshot_if_due(current_app._get_current_object())  # at most one look every few seconds
     return {"battle_id": battle_id, "winner": winner, "models": models}

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from arena import db
 from arena.board import exports
 from arena.errors import BadRequest, NotFound
+from arena.settings import current
 from arena.web.openapi import MAX_ID
 
 bp = Blueprint("board_api", __name__, url_prefix="/api/v1")
@@ -31,7 +32,7 @@ def _snapshot(version: int | None):
 
 
 def _threshold() -> float:
-    return float(current_app.config["BOARD_CORRELATION_FLAG"])
+    return float(current().board_correlation_flag)
 
 
 @bp.get("/milestones")
@@ -56,8 +57,8 @@ def board_export(version: int):
         raise BadRequest("invalid_parameter", "'format' must be json or csv.")
     snapshot = _snapshot(version)
     if wanted == "json":
-        return exports.export_document(db.session(), current_app.config, snapshot, threshold=_threshold())
-    data, signature = exports.export_csv(db.session(), current_app.config, snapshot, threshold=_threshold())
+        return exports.export_document(db.session(), current(), snapshot, threshold=_threshold())
+    data, signature = exports.export_csv(db.session(), current(), snapshot, threshold=_threshold())
     return Response(data, mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="board-{version}.csv"',
         "X-Arena-Signature": signature["value"], "X-Arena-Key-Id": signature["key_id"]})

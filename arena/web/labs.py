@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -21,6 +21,7 @@ from arena.catalog import answers, labs, registry, status
 from arena.catalog.audit import Actor, loggable, record_failure
 from arena.errors import ArenaError, BadRequest, error_body, http_error_code, http_status
 from arena.leaderboard import reading, voters
+from arena.settings import current
 from arena.web import openapi
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def create_model():
             raise BadRequest("invalid_request",
                            'Send "endpoint": {"base_url", "model", "api_key"?}, or "kind": "recorded".')
         model = registry.register_endpoint_model(
-            session, g.actor, **common, settings=registry.EndpointSettings.from_config(current_app.config),
+            session, g.actor, **common, settings=registry.EndpointSettings.from_settings(current()),
             base_url=body.endpoint.base_url, endpoint_model=body.endpoint.model,
             api_key=body.endpoint.api_key or None,
             sampling_params=body.sampling_params.model_dump(exclude_none=True) if body.sampling_params else {})
@@ -166,7 +167,7 @@ def update_model(model_id: int):
     session = db.session()
     model = registry.own_model(session, g.lab, model_id)
     return _model_out(registry.update_model(session, g.actor, g.lab, model, changes=changes,
-                                            settings=registry.EndpointSettings.from_config(current_app.config)))
+                                            settings=registry.EndpointSettings.from_settings(current())))
 
 
 @bp.delete("/models/<int:model_id>")

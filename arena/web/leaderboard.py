@@ -5,11 +5,12 @@ import base64
 import csv
 import io
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from arena import db
 from arena.errors import BadRequest, NotFound
 from arena.leaderboard import reading, signing
+from arena.settings import current
 from arena.web.openapi import MAX_ID
 from ranking.signature import key_id
 
@@ -124,9 +125,9 @@ def public_key():
     wanted = request.args.get("format", "pem")
     if wanted not in ("pem", "json"):
         raise BadRequest("invalid_parameter", "'format' must be pem or json.")
-    pem = signing.public_key_pem(current_app.config)
+    pem = signing.public_key_pem(current())
     if wanted == "json":
-        raw = signing.public_key_raw(current_app.config)
+        raw = signing.public_key_raw(current())
         return {"algorithm": "ed25519", "public_key": base64.b64encode(raw).decode(), "key_id": key_id(raw),
                 "pem": pem}
     return Response(pem, mimetype="application/x-pem-file")

@@ -20,6 +20,7 @@ from arena.errors import NotFound
 from arena.leaderboard import reading
 from arena.leaderboard.builds import COUNTING_RULES
 from arena.models import Model, Prompt, Snapshot
+from arena.settings import current
 from arena.web import charts
 
 bp = Blueprint("pages", __name__)
@@ -44,7 +45,7 @@ def arena_page():
                                    .order_by(Prompt.category, Prompt.id)).all()
     attribution = LLMFAO_ATTRIBUTION if any(p.source == "llmfao" for p in prompts) else None
     return render_template("arena.html", prompts=prompts, attribution=attribution,
-                           max_prompt_chars=current_app.config["MAX_PROMPT_CHARS"],
+                           max_prompt_chars=current().max_prompt_chars,
                            challenge_script=_has_static("js/challenge.js"))
 
 
@@ -136,7 +137,7 @@ def board_page():
         snapshot = exports.find_snapshot(session)
     except NotFound:
         return render_template("board.html", report=None)
-    report = exports.board_report(session, snapshot, threshold=float(current_app.config["BOARD_CORRELATION_FLAG"]))
+    report = exports.board_report(session, snapshot, threshold=float(current().board_correlation_flag))
     return render_template("board.html", report=report, plots=_scatter_plots(report),
                            attribution=reading.published_document(snapshot).get("attribution"))
 

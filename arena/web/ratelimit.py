@@ -39,6 +39,7 @@ from limits.strategies import MovingWindowRateLimiter, WindowStats
 
 from arena.battles.lifecycle import address_hash
 from arena.errors import RateLimited
+from arena.settings import Settings, current, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,12 @@ class Limit(NamedTuple):
     items: tuple[RateLimitItem, ...]
 
 
-def parse_limits(config) -> dict[str, list[Limit]]:
+def parse_limits(settings: Settings) -> dict[str, list[Limit]]:
     """The limits of each action from the settings; a malformed one stops the app at start, naming its variable."""
     limits: dict[str, list[Limit]] = {action: [] for action in ACTIONS}
     for action in ACTIONS:
         for scope in SCOPES:
-            text = (config.get(setting_name(action, scope)) or "").strip()
+            text = getattr(settings, setting_name(action, scope).lower()).strip()
             if not text:
                 continue
             try:
@@ -202,8 +203,8 @@ class RateLimiter:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["arena.ratelimit"] = RateLimiter(parse_limits(app.config), app.config.get("REDIS_URL"),
-                                                    key_prefix=app.config.get("RATE_LIMIT_KEY_PREFIX", "arena"))
+    app.extensions["arena.ratelimit"] = RateLimiter(parse_limits(settings_of(app)), settings_of(app).redis_url,
+                                                    key_prefix=settings_of(app).rate_limit_key_prefix)
 
 
 def address_key(secret_key: str, address: str | None) -> str | None:
@@ -223,9 +224,9 @@ def address_key(secret_key: str, address: str | None) -> str | None:
 def check(action: str, *, voter: str | None, address: str | None) -> None:
     """Count this request (from client `address`) against `action`'s limits; 429 rate_limited with Retry-After
     when over one."""
-    if not current_app.config["RATE_LIMITS"]:
+    if not current().rate_limits:
         return
-    key = address_key(current_app.config["SECRET_KEY"], address)
+    key = address_key(current().secret_key, address)
     wait = current_app.extensions["arena.ratelimit"].hit(action, {"voter": voter, "address": key})
     if wait is not None:
         what = "battles" if action == "battles" else "votes"

@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from arena.battles import challenge
 from arena.errors import ArenaError, BadRequest, Refused
+from arena.settings import settings_of
 
 # Everything from our own origin, nothing inline: pages keep scripts and styles in /static, data for scripts in
 # <script type="application/json"> blocks, and no page may be framed (clickjacking a vote).
@@ -44,8 +45,8 @@ class SessionInterface(SecureCookieSessionInterface):
 
 
 def init_app(app: Flask) -> None:
-    challenge.check_bits(app.config["VOTE_CHALLENGE_BITS"])
-    proxies = app.config.get("TRUST_PROXY", 0)
+    challenge.check_bits(settings_of(app).vote_challenge_bits)
+    proxies = settings_of(app).trust_proxy
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
     app.session_interface = SessionInterface()

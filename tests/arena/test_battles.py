@@ -19,6 +19,7 @@ from arena.battles import lifecycle, pairing, streaming
 from arena.catalog import identity
 from arena.errors import ArenaError
 from arena.models import Battle, Message, Model, Vote, utcnow
+from arena.settings import override, settings_of
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
 
@@ -267,7 +268,7 @@ def test_a_battle_costs_few_statements(app, client, session, recorded_pair):
     prompt, _, _ = recorded_pair
     for i in range(20):  # models that cannot answer this prompt cost nothing more
         gen_recorded_model(session, f"Other {i}", "O", {})
-    app.config["SNAPSHOT_EVERY_VOTES"] = 0  # the automatic snapshot check has its own queries, counted elsewhere
+    override(app, SNAPSHOT_EVERY_VOTES=0)  # the automatic snapshot check has its own queries, counted elsewhere
     from arena.leaderboard import sampling
 
     sampling.policy_state(app, session)  # read once per process every few seconds (tests/arena/test_sampling.py)
@@ -448,8 +449,8 @@ def test_a_battle_left_streaming_past_the_deadline_is_voided_on_its_next_read(ap
     refused = client.get(f"/api/v1/battles/{battle_id}/stream")
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "already_streaming"
 
-    deadline = streaming.stream_deadline_s(app.config)
-    assert deadline >= app.config["PROVIDER_TOTAL_TIMEOUT"]
+    deadline = streaming.stream_deadline_s(settings_of(app))
+    assert deadline >= settings_of(app).provider_total_timeout
     long_ago = utcnow() - timedelta(seconds=deadline + 1)
     session.execute(update(Battle).where(Battle.id == battle_id).values(stream_started_at=long_ago))
     session.commit()

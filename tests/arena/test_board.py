@@ -22,6 +22,7 @@ from arena.board import milestones as board_milestones
 from arena.board import scores as board_scores
 from arena.leaderboard import builds, reading, signing
 from arena.models import AuditEvent, Battle, Milestone, SafetyScore, Vote
+from arena.settings import override, settings_of
 from tests.arena.conftest import gen_recorded_model
 
 REPLICATES = 20  # snapshot bootstrap replicates: intervals exist; their quality is tested in tests/ranking
@@ -49,7 +50,7 @@ SAFE_AT_REFERENCE = {"name": "Safe at Reference level", "description": "as capab
 
 @pytest.fixture
 def board_app(app):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0, PROVISIONAL_VOTES=PROVISIONAL)
+    override(app, SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0, PROVISIONAL_VOTES=PROVISIONAL)
     return app
 
 
@@ -545,7 +546,7 @@ def test_the_json_export_is_tied_to_its_snapshot_and_its_signature_fails_after_a
     assert export["milestones"][0]["met_by"] == ["Frontier Safe"]
     assert {c["metric"] for c in export["correlations"]["metrics"]} == {"refusal_of_harm", "jailbreak_rate"}
 
-    public_key = signing.public_key_raw(board_app.config)
+    public_key = signing.public_key_raw(settings_of(board_app))
     assert check_signature(export, public_key).ok
     changed = json.loads(response.data)
     changed["milestones"][0]["models"][0]["met"] = not changed["milestones"][0]["models"][0]["met"]
@@ -558,7 +559,7 @@ def test_the_csv_export_carries_a_detached_signature(board_app, client, session,
     response = client.get("/api/v1/board/snapshots/1?format=csv")
     assert response.status_code == 200 and response.mimetype == "text/csv"
     signature = base64.b64decode(response.headers["X-Arena-Signature"])
-    public_key = signing.public_key_raw(board_app.config)
+    public_key = signing.public_key_raw(settings_of(board_app))
     Ed25519PublicKey.from_public_bytes(public_key).verify(signature, response.data)  # raises if it does not match
     assert board_exports.verify_bytes(response.data, response.headers["X-Arena-Signature"], public_key)
     assert not board_exports.verify_bytes(response.data.replace(b",met", b",not met", 1),
@@ -611,12 +612,12 @@ def test_the_commands_import_list_add_evaluate_and_export(board_app, runner, ses
     out = tmp_path / "board.csv"
     invoke(runner, "board", "export", "1", "--out", str(out))
     signature = (tmp_path / "board.csv.sig").read_text().strip()
-    assert board_exports.verify_bytes(out.read_bytes(), signature, signing.public_key_raw(board_app.config))
+    assert board_exports.verify_bytes(out.read_bytes(), signature, signing.public_key_raw(settings_of(board_app)))
     invoke(runner, "board", "export", "1", "--out", str(tmp_path / "board.json"))
     from ranking.signature import check_signature
 
     exported = json.loads((tmp_path / "board.json").read_text())
-    assert check_signature(exported, signing.public_key_raw(board_app.config)).ok
+    assert check_signature(exported, signing.public_key_raw(settings_of(board_app))).ok
 
 
 def test_the_commands_bad_input_is_one_line_and_exit_2(board_app, runner, session, hand_made, tmp_path):
@@ -644,7 +645,7 @@ def test_the_commands_bad_input_is_one_line_and_exit_2(board_app, runner, sessio
 
 
 def test_the_arena_script_has_the_board_commands(board_app, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("ARENA_DATABASE_URL", board_app.config["DATABASE_URL"])
+    monkeypatch.setenv("ARENA_DATABASE_URL", settings_of(board_app).sqlalchemy_url)
     monkeypatch.setenv("ARENA_INSTANCE_PATH", str(tmp_path))
     monkeypatch.setenv("ARENA_SECRET_KEY", "test-secret")
     assert cli.main(["milestones", "list"]) == 0

@@ -19,6 +19,7 @@ from arena.catalog.audit import OPERATOR
 from arena.egress.secrets import SecretDecryptionError, decrypt_secret, encrypt_secret
 from arena.errors import BadRequest, Conflict
 from arena.models import ApiKey, AuditEvent, Battle, Lab, Model, RecordedAnswer, Vote
+from arena.settings import override, settings_of
 from ranking.data import read_battles
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
@@ -136,7 +137,7 @@ def test_authenticate_refuses_unknown_malformed_and_other_labs_keys(session):
 @pytest.fixture
 def private_endpoints(app):
     """The operator allows loopback endpoints (ARENA_ALLOW_PRIVATE_ENDPOINTS), as for the labs' API tests."""
-    app.config.update(ALLOW_PRIVATE_ENDPOINTS=True, ENDPOINT_CHECK_TIMEOUT=2.0)
+    override(app, ALLOW_PRIVATE_ENDPOINTS=True, ENDPOINT_CHECK_TIMEOUT=2.0)
 
 
 def test_add_endpoint_stores_the_key_encrypted_and_never_prints_it(runner, session, loopback, private_endpoints):
@@ -166,7 +167,7 @@ def test_the_operators_endpoint_gets_the_labs_checks(app, runner, session, loopb
     args = ["models", "add-endpoint", "--name", "Open", "--organization", "Org", "--model"]
     refused = invoke(runner, *args, "echo", "--base-url", loopback.base_url, code=2)
     assert "ARENA_ALLOW_PRIVATE_ENDPOINTS" in refused.stderr
-    app.config.update(ALLOW_PRIVATE_ENDPOINTS=True, ENDPOINT_CHECK_TIMEOUT=1.0)
+    override(app, ALLOW_PRIVATE_ENDPOINTS=True, ENDPOINT_CHECK_TIMEOUT=1.0)
     failing = invoke(runner, *args, "http-500", "--base-url", loopback.base_url, code=2)
     assert "500" in failing.stderr
     assert count(session, Model) == 0
@@ -479,7 +480,7 @@ def test_endpoint_keys_encrypt_with_a_fresh_nonce_and_need_the_same_secret_key()
 @pytest.fixture
 def script_env(app, monkeypatch, tmp_path):
     """The `arena` script builds its own app from ARENA_* variables: point them at the test database."""
-    monkeypatch.setenv("ARENA_DATABASE_URL", app.config["DATABASE_URL"])
+    monkeypatch.setenv("ARENA_DATABASE_URL", settings_of(app).sqlalchemy_url)
     monkeypatch.setenv("ARENA_INSTANCE_PATH", str(tmp_path))
     monkeypatch.setenv("ARENA_SECRET_KEY", SECRET)
     return dict(os.environ, PYTHONPATH=str(REPO))

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from arena.battles import challenge, lifecycle
 from arena.models import Vote
+from arena.settings import Settings, SettingsError, override, settings_of
 from arena.web import openapi, ratelimit
 from tests.arena.conftest import gen_endpoint_model
 
@@ -23,7 +24,7 @@ BITS = 10  # small enough that the Python solver takes a millisecond or so
 
 @pytest.fixture
 def gated(app):
-    app.config.update(VOTE_CHALLENGE=True, VOTE_CHALLENGE_BITS=BITS)
+    override(app, VOTE_CHALLENGE=True, VOTE_CHALLENGE_BITS=BITS)
     return app
 
 
@@ -101,7 +102,7 @@ def test_the_salt_depends_on_the_secret_key(gated, client, prompt_id):
 
 
 def test_off_means_no_challenge_and_proof_ignored(app, client, session, prompt_id):
-    app.config["VOTE_CHALLENGE"] = False
+    override(app, VOTE_CHALLENGE=False)
     battle = ready_battle(client, prompt_id)
     assert "challenge" not in battle
     voted = client.post(f"/api/v1/battles/{battle['id']}/vote", json={"winner": "tie", "proof": "anything"})
@@ -109,19 +110,19 @@ def test_off_means_no_challenge_and_proof_ignored(app, client, session, prompt_i
 
 
 def test_the_default_is_on_and_env_turns_it_off(monkeypatch):
-    from arena.config import Config
+    from arena.settings import Settings
 
     monkeypatch.delenv("ARENA_VOTE_CHALLENGE", raising=False)
-    assert Config().VOTE_CHALLENGE is True and Config().VOTE_CHALLENGE_BITS == 16
+    assert Settings().vote_challenge is True and Settings().vote_challenge_bits == 16
     monkeypatch.setenv("ARENA_VOTE_CHALLENGE", "off")
     monkeypatch.setenv("ARENA_VOTE_CHALLENGE_BITS", "12")
-    assert Config().VOTE_CHALLENGE is False and Config().VOTE_CHALLENGE_BITS == 12
+    assert Settings().vote_challenge is False and Settings().vote_challenge_bits == 12
 
 
 def test_an_impossible_difficulty_stops_the_app_at_start(database_url, tmp_path):
     from arena import create_app
 
-    with pytest.raises(ValueError, match="ARENA_VOTE_CHALLENGE_BITS"):
+    with pytest.raises(SettingsError, match="ARENA_VOTE_CHALLENGE_BITS"):
         create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path), "VOTE_CHALLENGE_BITS": 300})
 
 
@@ -158,8 +159,8 @@ def limit(app, **settings):
     """Turn the rate limits on with these settings (the rest unlimited) and rebuild the app's limiter."""
     for action in ratelimit.ACTIONS:
         for scope in ratelimit.SCOPES:
-            app.config[ratelimit.setting_name(action, scope)] = settings.get(f"{action}_per_{scope}", "")
-    app.config.update(RATE_LIMITS=True, RATE_LIMIT_KEY_PREFIX=f"test-{uuid.uuid4().hex}",
+            override(app, **{ratelimit.setting_name(action, scope): settings.get(f"{action}_per_{scope}", "")})
+    override(app, RATE_LIMITS=True, RATE_LIMIT_KEY_PREFIX=f"test-{uuid.uuid4().hex}",
                       REDIS_URL=settings.get("redis_url"))
     ratelimit.init_app(app)
     return app
@@ -242,22 +243,28 @@ def test_the_address_limit_counts_votes_of_every_voter(app, prompt_id):
 
 def test_rate_limits_off_means_no_limit(app, client, prompt_id):
     limit(app, battles_per_voter="1/minute", battles_per_address="1/minute")
-    app.config["RATE_LIMITS"] = False
+    override(app, RATE_LIMITS=False)
     assert [create(client, prompt_id).status_code for _ in range(3)] == [201] * 3
 
 
 def test_defaults_are_on_and_a_malformed_limit_stops_the_app_at_start(monkeypatch, database_url, tmp_path):
     from arena import create_app
-    from arena.config import Config
+    from arena.settings import Settings, SettingsError
 
-    defaults = Config()
-    assert defaults.RATE_LIMITS is True and defaults.RATE_LIMIT_VOTES_PER_VOTER == "20/minute;300/hour"
-    assert ratelimit.parse_limits({"RATE_LIMIT_VOTES_PER_ADDRESS": "200/minute;3000/hour"})["votes"][0].items
+    defaults = Settings()
+    assert defaults.rate_limits is True and defaults.rate_limit_votes_per_voter == "20/minute;300/hour"
+    assert ratelimit.parse_limits(defaults)["votes"][0].items
     monkeypatch.setenv("ARENA_RATE_LIMITS", "off")
-    assert Config().RATE_LIMITS is False
-    with pytest.raises(ValueError, match="ARENA_RATE_LIMIT_VOTES_PER_VOTER"):
+    assert Settings().rate_limits is False
+    with pytest.raises(SettingsError, match="ARENA_RATE_LIMIT_VOTES_PER_VOTER"):
         create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path),
                     "RATE_LIMIT_VOTES_PER_VOTER": "lots"})
+
+
+def only_limits(**limits) -> Settings:
+    """Settings with these rate limits and no other."""
+    none = {ratelimit.setting_name(a, s): "" for a in ratelimit.ACTIONS for s in ratelimit.SCOPES}
+    return Settings(**{**none, **limits})
 
 
 def test_the_redis_password_never_reaches_the_log():
@@ -284,7 +291,7 @@ def test_two_workers_share_their_counts_through_redis(app, database_url, tmp_pat
     from arena import create_app
 
     limit(app, battles_per_address="4/minute", redis_url=REDIS_URL)
-    other = create_app({**app.config})  # same settings, same key prefix, its own limiter and memory
+    other = create_app(settings_of(app).model_dump())  # same settings, same key prefix, its own limiter and memory
     assert other.extensions["arena.ratelimit"] is not app.extensions["arena.ratelimit"]
     try:
         statuses = [create(worker.test_client(), prompt_id).status_code for worker in (app, other) * 3]
@@ -330,7 +337,7 @@ def own_redis(tmp_path):
 
 
 def test_redis_down_falls_back_to_memory_with_one_log_line_and_recovers(own_redis, caplog):
-    limits = ratelimit.parse_limits({"RATE_LIMIT_VOTES_PER_VOTER": "3/minute"})
+    limits = ratelimit.parse_limits(only_limits(RATE_LIMIT_VOTES_PER_VOTER="3/minute"))
     limiter = ratelimit.RateLimiter(limits, own_redis.url, key_prefix="fallback", retry_seconds=0.2)
     caplog.set_level(logging.INFO, logger="arena.web.ratelimit")
     assert limiter.hit("votes", {"voter": "v1"}) is None and limiter.shared
@@ -355,7 +362,7 @@ def test_redis_down_falls_back_to_memory_with_one_log_line_and_recovers(own_redi
 
 
 def test_without_redis_configured_counts_stay_in_memory(caplog):
-    limiter = ratelimit.RateLimiter(ratelimit.parse_limits({"RATE_LIMIT_BATTLES_PER_ADDRESS": "2/minute"}))
+    limiter = ratelimit.RateLimiter(ratelimit.parse_limits(only_limits(RATE_LIMIT_BATTLES_PER_ADDRESS="2/minute")))
     assert [limiter.hit("battles", {"address": "h"}) for _ in range(2)] == [None, None]
     assert limiter.hit("battles", {"address": "h"}) is not None
     assert limiter.hit("battles", {"address": None, "voter": "x"}) is None  # unknown address: not limited
@@ -449,7 +456,7 @@ def test_a_redis_that_never_answers_costs_one_request_a_timeout_then_memory(capl
         silent.bind(("127.0.0.1", 0))
         silent.listen(64)
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-        limiter = ratelimit.RateLimiter(ratelimit.parse_limits({"RATE_LIMIT_VOTES_PER_VOTER": "2/minute"}), url)
+        limiter = ratelimit.RateLimiter(ratelimit.parse_limits(only_limits(RATE_LIMIT_VOTES_PER_VOTER="2/minute")), url)
         started = time.monotonic()
         first = limiter.hit("votes", {"voter": "v"})
         waited = time.monotonic() - started

@@ -16,6 +16,7 @@ from arena.catalog.identity import Identity, identity_leak
 from arena.errors import BadRequest
 from arena.leaderboard import builds, integrity, reading, voters
 from arena.models import Battle, Message, Model, Vote
+from arena.settings import Settings, override, settings_of
 from ranking.cli import main as ranking_main
 from tests.arena.conftest import gen_prompt, gen_recorded_model
 from tests.arena.test_snapshots import export
@@ -48,7 +49,7 @@ class Arena:
 
 @pytest.fixture
 def arena(app, session):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0,
+    override(app, SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0,
                       PROVISIONAL_VOTES=5, VOTER_DAILY_CAP=40, REPEATED_PROMPT_VOTES=20)
     prompt = gen_prompt(session, "Explain tides.")
     models = [gen_recorded_model(session, f"Model {i}", f"Org {i}", {prompt.id: "Tides come from the moon."})
@@ -130,7 +131,7 @@ def test_each_rule_leaves_its_planted_votes_out_and_the_snapshot_records_counts_
 
     # settings and counts recorded: what was filtered, and how to redo it
     report = document["integrity"]
-    assert report["settings"] == integrity.IntegritySettings.from_config(app.config)._asdict()
+    assert report["settings"] == integrity.IntegritySettings.from_settings(settings_of(app))._asdict()
     assert report["settings"]["daily_cap"] == 40 and report["settings"]["repeated_prompt_votes"] == 20
     for rule, _ in integrity.RULES:
         assert report["rules"][rule]["excluded"] == counts[rule]
@@ -156,7 +157,7 @@ def test_rules_off_leave_only_the_builders_own_rules(app, client, arena):
     for i in range(60):
         arena.vote(0, 1, "b", "eager", DAY0 + timedelta(days=1, seconds=i))
     arena.store()
-    app.config["INTEGRITY_RULES"] = False
+    override(app, INTEGRITY_RULES=False)
     document = build(app)
     assert document["integrity"]["enabled"] is False and document["votes"]["counted"] == 260
     assert not any(document["votes"]["excluded"].values())
@@ -186,14 +187,6 @@ def test_identity_leak_matches_families_and_aliases_case_and_spacing_insensitive
     assert identity_leak("call me Foo 7b", model) == "foo-7b"
     assert identity_leak("a llamas' world", model) is None  # whole words only
     assert identity_leak("nothing to see", model) is None
-
-
-def test_settings_default_to_the_services_configuration(monkeypatch, tmp_path):
-    from arena.config import Config
-
-    monkeypatch.setenv("ARENA_INSTANCE_PATH", str(tmp_path))
-    defaults = {key: getattr(Config(), key) for key in dir(Config()) if key.isupper()}
-    assert integrity.IntegritySettings.from_config(defaults) == integrity.IntegritySettings.from_config({})
 
 
 def test_identity_labels_are_cleaned_and_checked():
@@ -262,7 +255,8 @@ def test_apply_rules_catches_many_identities_that_drag_the_fit_along():
     v = np.r_[v, voters + np.repeat(np.arange(sybils), 10)]
     table = integrity.VoteTable(a, b, o, v, np.zeros(a.size, np.int64), np.full(a.size, -1), np.zeros(a.size, bool),
                                 [None] * a.size)
-    result = integrity.apply_rules(table, models, voters + sybils, integrity.IntegritySettings.from_config({}))
+    defaults = integrity.IntegritySettings.from_settings(Settings())
+    result = integrity.apply_rules(table, models, voters + sybils, defaults)
     reason = np.array(result.reason, object)
     assert (reason[n:] == "concentrated_influence").mean() > 0.8
     assert (reason[:n] != None).mean() < 0.02  # noqa: E711 - elementwise

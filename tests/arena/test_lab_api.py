@@ -19,6 +19,7 @@ from arena.egress.secrets import decrypt_secret
 from arena.errors import ArenaError
 from arena.loopback_model import LoopbackModelServer
 from arena.models import AuditEvent, Battle, EndpointCheck, Message, Model, RecordedAnswer, Vote
+from arena.settings import override
 from tests.arena.conftest import gen_endpoint_model, gen_prompt
 
 ENDPOINT_KEY = "sk-endpoint-secret-0123456789"
@@ -27,7 +28,7 @@ ENDPOINT_KEY = "sk-endpoint-secret-0123456789"
 @pytest.fixture
 def two_labs(app, session):
     """Two labs and their keys; loopback endpoints allowed, endpoint checks limited to 1 s."""
-    app.config.update(ALLOW_PRIVATE_ENDPOINTS=True, ENDPOINT_CHECK_TIMEOUT=1.0)
+    override(app, ALLOW_PRIVATE_ENDPOINTS=True, ENDPOINT_CHECK_TIMEOUT=1.0)
     (_, key_a), (_, key_b) = labs.create_lab(session, OPERATOR, "Lab A"), labs.create_lab(session, OPERATOR, "Lab B")
     return key_a, key_b
 
@@ -235,13 +236,13 @@ def test_unsafe_endpoint_urls_are_refused_even_when_private_addresses_are_allowe
 
 def test_loopback_endpoints_need_the_operator_setting(app, client, two_labs, loopback):
     key_a, _ = two_labs
-    app.config["ALLOW_PRIVATE_ENDPOINTS"] = False
+    override(app, ALLOW_PRIVATE_ENDPOINTS=False)
     body = {"name": "Local", "organization": "Lab A Inc", "endpoint": {"base_url": loopback.base_url,
                                                                       "model": "echo"}}
     response = client.post("/api/v1/models", headers=bearer(key_a), json=body)
     assert response.status_code == 422 and "ARENA_ALLOW_PRIVATE_ENDPOINTS" in response.json["error"]["message"]
     assert loopback.requests == []  # refused before any request
-    app.config["ALLOW_PRIVATE_ENDPOINTS"] = True
+    override(app, ALLOW_PRIVATE_ENDPOINTS=True)
     assert client.post("/api/v1/models", headers=bearer(key_a), json=body).status_code == 201
 
 
@@ -249,7 +250,7 @@ def test_a_host_that_rebinds_after_the_check_is_never_called(app, client, two_la
     """DNS rebinding: the host resolves to a public address when its address is checked, then to loopback for
     the connection. The client vets the addresses it dials, so no request reaches loopback."""
     key_a, _ = two_labs
-    app.config["ALLOW_PRIVATE_ENDPOINTS"] = False
+    override(app, ALLOW_PRIVATE_ENDPOINTS=False)
     real_getaddrinfo, lookups = socket.getaddrinfo, []
 
     def rebinding(host, port, *args):
@@ -334,7 +335,7 @@ def test_every_refused_registration_is_on_record_without_the_key(app, client, se
                 ({"name": "x" * 300, "organization": "A", "kind": "recorded"}, 400, "invalid_request"),
                 ({"name": "Big", "organization": "A", "kind": "recorded", "system_prompt": "y" * 5000}, 413,
                  "request_entity_too_large")]
-    app.config["MAX_CONTENT_LENGTH"] = 4096
+    override(app, MAX_REQUEST_BYTES=4096)
     for body, status, code in attempts:
         response = client.post("/api/v1/models", json=body, headers=bearer(key_a))
         assert (response.status_code, response.json["error"]["code"]) == (status, code)
@@ -417,7 +418,7 @@ def test_an_oversized_upload_is_refused_whole(app, client, session, two_labs):
     key_a, _ = two_labs
     p1 = gen_prompt(session)
     model_id = register_recorded(client, key_a)
-    app.config["MAX_CONTENT_LENGTH"] = 4096
+    override(app, MAX_REQUEST_BYTES=4096)
     response = upload(client, key_a, model_id, [{"prompt_id": p1.id, "answer": "x" * 5000}])
     assert response.status_code == 413 and set(response.json["error"]) == {"code", "message"}
     assert session.scalar(select(func.count()).select_from(RecordedAnswer)) == 0

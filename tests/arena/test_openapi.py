@@ -17,6 +17,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 from arena.catalog import labs
 from arena.catalog.audit import OPERATOR
 from arena.egress import addresses, providers
+from arena.settings import override
 from tests.arena.conftest import gen_prompt
 
 ENDPOINT_MODEL = "the endpoint model the explicit cases register"
@@ -70,7 +71,7 @@ def test_schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
     load_all_checks()
     monkeypatch.setattr(addresses, "resolve_host", lambda host, port: ["93.184.216.34"])
     monkeypatch.setattr(providers, "check_endpoint", lambda *args, **kwargs: None)
-    app.config.update(ENDPOINT_CHECK_TIMEOUT=1.0)
+    override(app, ENDPOINT_CHECK_TIMEOUT=1.0)
     _, key = labs.create_lab(session, OPERATOR, "Fuzz Lab")
     gen_prompt(session)
     client = app.test_client()

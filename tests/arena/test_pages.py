@@ -15,6 +15,7 @@ from arena.catalog import demo
 from arena.catalog.identity import Identity, identity_leak
 from arena.leaderboard import builds, reading
 from arena.models import Model
+from arena.settings import override
 from arena.web import charts
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
@@ -68,7 +69,7 @@ def audit(html: str) -> _Audit:
 
 @pytest.fixture
 def demo_app(app, session):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
+    override(app, SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
     demo.load_demo(session)
     return app
 
@@ -158,7 +159,7 @@ def _text_and_attributes(html: str) -> list[str]:
 
 
 def test_a_models_page_shows_its_rating_in_every_snapshot(app, client, session):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
+    override(app, SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
     from tests.arena.test_board import add_votes, games_between, gen_models
 
     ids = gen_models(session, "Alpha", "Beta", "Gamma")

@@ -16,10 +16,12 @@ import pytest
 from scipy import stats
 from sqlalchemy import select
 
+from arena import create_app
 from arena.battles import pairing
 from arena.errors import ArenaError
 from arena.leaderboard import builds, reading, sampling
 from arena.models import Battle, EndpointCheck, Message, Model, Vote
+from arena.settings import SettingsError, override, settings_of
 from arena.web.openapi import SamplingOut
 from tests.arena.conftest import gen_endpoint_model, gen_prompt, gen_recorded_model
 
@@ -30,7 +32,7 @@ STRENGTHS = {"Alpha": 1.2, "Beta": 0.6, "Gamma": 0.0, "Delta": -0.6, "Epsilon": 
 @pytest.fixture
 def arena(app, session):
     """Five recorded models answering one prompt, and a sixth that has no answer to it."""
-    app.config.update(SNAPSHOT_REPLICATES=20, SNAPSHOT_STYLE_REPLICATES=20, SNAPSHOT_EVERY_VOTES=0,
+    override(app, SNAPSHOT_REPLICATES=20, SNAPSHOT_STYLE_REPLICATES=20, SNAPSHOT_EVERY_VOTES=0,
                       SAMPLING_REFRESH_SECONDS=0.0)
     prompt = gen_prompt(session)
     other = gen_prompt(session, text="Another question")
@@ -69,7 +71,7 @@ def battle_pairs(client, session, prompt, n: int) -> list[tuple[str, str, str]]:
 def test_each_policy_draws_its_battles_and_records_itself(app, client, session, arena, policy):
     """Battles through the API: two different models that can answer, never Mute, the policy recorded."""
     prompt, models = arena
-    app.config["SAMPLING_POLICY"] = policy
+    override(app, SAMPLING_POLICY=policy)
     add_votes(session, models, 200)
     builds.build_snapshot(app)
     for a, b, recorded in battle_pairs(client, session, prompt, 30):
@@ -80,7 +82,7 @@ def test_long_run_shares_match_the_published_ones(app, client, session, arena):
     """The active policy on a real snapshot: draws (through the service's choose_pair) follow the shares that
     GET /sampling publishes, and every model keeps at least the floor's share."""
     prompt, models = arena
-    app.config["SAMPLING_POLICY"] = "active"
+    override(app, SAMPLING_POLICY="active")
     add_votes(session, models, 300)
     builds.build_snapshot(app)
     del models["Mute"]
@@ -142,7 +144,7 @@ def test_paused_and_failing_models_are_never_picked(app, client, session, arena,
     response = client.post("/api/v1/battles", json={"prompt": "hello"})
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "no_models"
     # its failures age out of the window: it is tried again
-    app.config["SAMPLING_FAILING_SECONDS"] = 10.0
+    override(app, SAMPLING_FAILING_SECONDS=10.0)
     assert broken.id not in sampling.policy_state(app, session).failing
 
 
@@ -150,7 +152,7 @@ def test_active_never_pairs_a_model_with_itself_or_one_that_cannot_answer(app, s
     """Even when one model's uncertainty dwarfs every other's (a new model), the pair is two models that can
     answer, and the new one is in most battles."""
     prompt, models = arena
-    app.config["SAMPLING_POLICY"] = "active"
+    override(app, SAMPLING_POLICY="active")
     add_votes(session, models, 300)
     builds.build_snapshot(app)
     newcomer = gen_recorded_model(session, "Newcomer", "N Lab", {prompt.id: "new answer"})
@@ -172,7 +174,7 @@ def test_the_fit_refreshes_with_votes_since_the_snapshot(app, session, arena):
     """Between snapshots the counted votes since update the counts (and the new_model_boost's view of who is
     provisional); a new snapshot replaces them."""
     prompt, models = arena
-    app.config.update(SAMPLING_POLICY="new_model_boost", PROVISIONAL_VOTES=100)
+    override(app, SAMPLING_POLICY="new_model_boost", PROVISIONAL_VOTES=100)
     add_votes(session, models, 100)
     builds.build_snapshot(app)
     before = sampling.policy_state(app, session)
@@ -190,7 +192,7 @@ def test_the_fit_refreshes_with_votes_since_the_snapshot(app, session, arena):
 
 
 def test_the_state_is_cached_between_refreshes(app, session, arena):
-    app.config["SAMPLING_REFRESH_SECONDS"] = 3600.0
+    override(app, SAMPLING_REFRESH_SECONDS=3600.0)
     first = sampling.policy_state(app, session)
     assert sampling.policy_state(app, session) is first
     newcomer = gen_recorded_model(session, "Newcomer", "N Lab", {arena[0].id: "hi"})
@@ -199,7 +201,7 @@ def test_the_state_is_cached_between_refreshes(app, session, arena):
 
 def test_the_snapshot_and_the_endpoint_publish_the_policy(app, client, session, arena):
     prompt, models = arena
-    app.config.update(SAMPLING_POLICY="new_model_boost", SAMPLING_BOOST=4.0)
+    override(app, SAMPLING_POLICY="new_model_boost", SAMPLING_BOOST=4.0)
     add_votes(session, models, 100)
     document = reading.published_document(builds.build_snapshot(app))
     assert document["sampling"]["policy"] == "new_model_boost"
@@ -216,19 +218,20 @@ def test_the_snapshot_and_the_endpoint_publish_the_policy(app, client, session, 
     assert sum(row["share"] for row in body["models"]) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_an_unknown_policy_is_refused(app, client, session, arena):
-    app.config["SAMPLING_POLICY"] = "favourites"
-    with pytest.raises(ValueError, match="sampling policy must be one of"):
-        sampling.SamplingSettings.from_config(app.config)
-    response = client.post("/api/v1/battles", json={"prompt_id": arena[0].id})
-    assert response.status_code == 503 and response.get_json()["error"]["code"] == "sampling_misconfigured"
-    shown = app.test_cli_runner().invoke(args=["sampling", "show"])
-    assert shown.exit_code == 2 and "error: sampling policy must be one of" in shown.output
+def test_an_unknown_policy_stops_the_arena_before_it_starts(monkeypatch, app):
+    """Checked once, at start (arena.settings): never first found by a battle, and the running app is unchanged."""
+    with pytest.raises(SettingsError, match="ARENA_SAMPLING_POLICY: Input should be 'uniform', 'weighted', "
+                                           "'new_model_boost' or 'active' \\(got 'favourites'\\)"):
+        override(app, SAMPLING_POLICY="favourites")
+    assert settings_of(app).sampling_policy == "weighted"
+    monkeypatch.setenv("ARENA_SAMPLING_POLICY", "favourites")
+    with pytest.raises(SettingsError, match="ARENA_SAMPLING_POLICY"):
+        create_app()
 
 
 def test_operators_see_the_policy_on_the_command_line(app, session, arena):
     prompt, models = arena
-    app.config["SAMPLING_POLICY"] = "active"
+    override(app, SAMPLING_POLICY="active")
     models["Beta"].sampling_weight = 0.0
     session.commit()
     runner = app.test_cli_runner()

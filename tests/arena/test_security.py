@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 
 from arena.battles import lifecycle
 from arena.models import Battle
+from arena.settings import override, settings_of
 from arena.web import security
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -131,16 +132,16 @@ def test_forwarded_headers_count_only_behind_a_trusted_proxy(database_url, tmp_p
 
 
 def test_arena_secure_cookies_forces_the_flag(monkeypatch):
-    from arena.config import Config
+    from arena.settings import Settings
 
     monkeypatch.setenv("ARENA_SECURE_COOKIES", "1")
-    assert Config().SESSION_COOKIE_SECURE is True
+    assert Settings().flask_config()["SESSION_COOKIE_SECURE"] is True
 
 
 # ------------------------------------------------------------------------------------------------ request size
 
 def test_a_body_over_the_limit_is_a_413_json_error(app, client):
-    limit = app.config["MAX_CONTENT_LENGTH"]
+    limit = settings_of(app).max_request_bytes
     assert limit == 1 << 20
     response = client.post("/api/v1/battles", data=b"x" * (limit + 1), content_type="application/json")
     assert response.status_code == 413
@@ -185,17 +186,17 @@ def test_a_page_error_answers_a_plain_message(database_url, tmp_path):
 # ------------------------------------------------------------------------------------------------ secrets
 
 def test_without_arena_secret_key_a_random_key_is_made_once_in_the_instance_folder(monkeypatch, tmp_path):
-    from arena.config import Config
+    from arena.settings import load
 
     monkeypatch.delenv("ARENA_SECRET_KEY", raising=False)
     monkeypatch.setenv("ARENA_INSTANCE_PATH", str(tmp_path / "instance"))
-    first = Config().SECRET_KEY
+    first = load().secret_key
     path = tmp_path / "instance" / "secret_key"
     assert len(first) >= 48 and path.read_text().strip() == first
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # readable by the service's user only
-    assert Config().SECRET_KEY == first  # sessions and challenges survive a restart
+    assert load().secret_key == first  # sessions and challenges survive a restart
     monkeypatch.setenv("ARENA_SECRET_KEY", "from-the-environment")
-    assert Config().SECRET_KEY == "from-the-environment"
+    assert load().secret_key == "from-the-environment"
 
 
 # ------------------------------------------------------------------------------------------------ fuzzing pages
@@ -256,7 +257,7 @@ def test_every_page_with_a_published_leaderboard_survives_the_same(app, session)
     from arena.catalog import demo
     from arena.leaderboard import builds
 
-    app.config.update(SNAPSHOT_REPLICATES=20, SNAPSHOT_STYLE_REPLICATES=20, SNAPSHOT_EVERY_VOTES=0)
+    override(app, SNAPSHOT_REPLICATES=20, SNAPSHOT_STYLE_REPLICATES=20, SNAPSHOT_EVERY_VOTES=0)
     demo.load_demo(session)
     builds.build_snapshot(app)
     names = session.scalars(text("SELECT name FROM models ORDER BY id LIMIT 2")).all()

@@ -15,6 +15,7 @@ from arena.catalog import demo, labs
 from arena.catalog.audit import OPERATOR
 from arena.leaderboard import builds, locks, reading, voters
 from arena.models import Battle, Message, Model, Snapshot, Vote
+from arena.settings import override, settings_of
 from ranking.cli import main as ranking_main
 from tests.arena.conftest import gen_prompt, gen_recorded_model
 
@@ -23,7 +24,7 @@ REPLICATES = 20  # enough for intervals and tiers to exist; the numbers' quality
 
 @pytest.fixture
 def demo_app(app, session):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
+    override(app, SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
     demo.load_demo(session)
     return app
 
@@ -50,7 +51,7 @@ def export(client, version, folder):
 @pytest.mark.parametrize("style_replicates", [0, REPLICATES])  # the style board's sandwich (default), bootstrap
 def test_a_demo_snapshot_is_reproduced_exactly_from_its_published_battle_file(demo_app, client, tmp_path, capsys,
                                                                               style_replicates):
-    demo_app.config["SNAPSHOT_STYLE_REPLICATES"] = style_replicates
+    override(demo_app, SNAPSHOT_STYLE_REPLICATES=style_replicates)
     document = build(demo_app)
     assert document["version"] == 1 and document["votes"]["counted"] == 8931
     assert document["attribution"].startswith("Prompts and answers from the Crowdsourced LLM Benchmark")
@@ -175,7 +176,7 @@ def _vote_directly(session, model_a, model_b, winner, *, voter, prompt_id=None, 
 
 
 def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_vote_file(app, client, session):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0,
+    override(app, SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0,
                       PROVISIONAL_VOTES=5)
     prompt = gen_prompt(session)
     # answers that do not name their model (one-letter names: "answer A" would be an identity leak)
@@ -234,7 +235,7 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
 
 
 def test_a_battle_played_in_the_arena_carries_its_answers_style(app, client, session):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
+    override(app, SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0)
     prompt = gen_prompt(session)
     gen_recorded_model(session, "Plain", "Org", {prompt.id: "Short answer."})
     gen_recorded_model(session, "Fancy", "Org", {prompt.id: "# Title\n\n- **one**\n- two\n\nA longer answer."})
@@ -269,8 +270,8 @@ def test_a_build_waits_for_nobody_and_never_runs_twice_at_once(demo_app, session
 def test_two_workers_asking_at_once_make_one_snapshot(demo_app, session, tmp_path):
     """Two `arena snapshot --if-due` processes started together (as two gunicorn workers' automatic builds
     would be): exactly one new snapshot."""
-    env = {**os.environ, "ARENA_DATABASE_URL": demo_app.config["DATABASE_URL"],
-           "ARENA_INSTANCE_PATH": demo_app.config["INSTANCE_PATH"], "ARENA_SECRET_KEY": "test-secret",
+    env = {**os.environ, "ARENA_DATABASE_URL": settings_of(demo_app).sqlalchemy_url,
+           "ARENA_INSTANCE_PATH": settings_of(demo_app).instance_path, "ARENA_SECRET_KEY": "test-secret",
            "ARENA_SNAPSHOT_REPLICATES": "2", "ARENA_SNAPSHOT_STYLE_REPLICATES": "2",
            "ARENA_SNAPSHOT_EVERY_VOTES": "100"}
     arena = os.path.join(os.path.dirname(sys.executable), "arena")
@@ -282,32 +283,6 @@ def test_two_workers_asking_at_once_make_one_snapshot(demo_app, session, tmp_pat
     said = " ".join(out for out, _ in outputs)
     assert said.count("snapshot 1:") == 1
     assert "being built right now" in said or "not enough new counted votes" in said
-
-
-def test_enough_new_votes_start_a_build_in_the_background(app, client, session, monkeypatch):
-    app.config.update(SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=2,
-                      SNAPSHOT_CHECK_SECONDS=0)
-    prompt = gen_prompt(session)
-    gen_recorded_model(session, "One", "Org", {prompt.id: "First answer."})
-    gen_recorded_model(session, "Two", "Org", {prompt.id: "Second answer."})
-    started = []
-    original = builds.snapshot_if_due
-
-    def watching(application):
-        thread = original(application)
-        if thread is not None:
-            started.append(thread)
-        return thread
-
-    monkeypatch.setattr(builds, "snapshot_if_due", watching)
-    for _ in range(2):
-        created = client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()
-        client.get(created["stream"]).data  # read to the end: the answers are stored when both are done
-        assert client.post(f"/api/v1/battles/{created['id']}/vote", json={"winner": "tie"}).status_code == 200
-        assert client.get("/api/v1/leaderboard").status_code in (200, 404)  # reads never wait for the build
-    assert len(started) == 1
-    started[0].join(timeout=300)
-    assert client.get("/api/v1/leaderboard").get_json()["votes"]["counted"] == 2
 
 
 def test_the_leaderboard_answers_match_the_openapi_document(demo_app):

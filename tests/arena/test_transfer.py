@@ -20,6 +20,7 @@ from arena.catalog.audit import OPERATOR
 from arena.egress.secrets import encrypt_secret
 from arena.leaderboard import builds, voters
 from arena.models import AuditEvent, Battle, EndpointCheck, Message, Milestone, Model, SafetyScore, Vote
+from arena.settings import settings_of
 from ranking.cli import main as ranking_main
 from tests.arena.conftest import POSTGRES_URL, gen_prompt, gen_recorded_model, reset_postgres
 
@@ -256,7 +257,7 @@ def test_an_archive_at_another_schema_revision_is_refused(apps, tmp_path):
     archive = tmp_path / "arena.tar"
     transfer.export_arena(source.extensions["arena.engine"], archive)
     target = apps("sqlite", migrate=False)
-    db.upgrade(target.config["DATABASE_URL"], "0001")
+    db.upgrade(settings_of(target).sqlalchemy_url, "0001")
     with pytest.raises(transfer.TransferError, match="archive is at schema revision .* database at 0001"):
         transfer.import_arena(target.extensions["arena.engine"], archive)
 

@@ -12,6 +12,7 @@ import pytest
 from arena import db
 from arena.catalog.identity import Identity, identity_leak
 from arena.leaderboard import reading
+from arena.settings import settings_of
 from tests.browser.conftest import BROKEN_MODEL, ECHO_MODELS, HOSTILE_MODEL, MILESTONE, readme_screenshot, screenshot
 
 READY_TIMEOUT_MS = 30_000  # both answers complete and the vote open (the loopback models answer in about 1 s)
@@ -96,7 +97,7 @@ def test_a_whole_battle_on_the_demo_data_from_the_first_page_to_the_reveal(arena
     assert page.is_hidden("#follow-up"), "recorded answers take no follow-up"
     created = next(r for r in watch.responses if r.url.endswith("/api/v1/battles") and r.status == 201)
     challenge = created.json().get("challenge")
-    assert (challenge is not None) == bool(arena_server.app.config.get("VOTE_CHALLENGE")), "default settings"
+    assert (challenge is not None) == bool(settings_of(arena_server.app).vote_challenge), "default settings"
     with page.expect_request(lambda request: request.url.endswith("/vote")) as sent:
         page.keyboard.press("2")  # keyboard shortcut: B is better
     vote = sent.value.post_data_json

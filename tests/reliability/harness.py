@@ -8,6 +8,8 @@ every connection through it and stops listening, which the service sees exactly 
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 import secrets
 import selectors
@@ -186,12 +188,17 @@ class Server:
     """`gunicorn --config gunicorn.conf.py wsgi:app` on a free loopback port, with the given ARENA_* settings."""
 
     def __init__(self, workdir: Path, database_url: str, *, name: str = "arena", workers: int = 2,
-                 threads: int = 32, pool: int = 4, extra: dict | None = None):
+                 threads: int = 32, pool: int = 4, extra: dict | None = None, builder: bool = False):
+        self.name = name
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
         instance = workdir / f"instance-{name}"
         instance.mkdir(parents=True, exist_ok=True)
         self.log = workdir / f"gunicorn-{name}.log"
+        self.instance = instance
+        # `arena serve` runs gunicorn and `arena builder` side by side; with builder=True so does this server
+        self.builder_log = workdir / f"builder-{name}.log" if builder else None
+        self.builder: subprocess.Popen | None = None
         self.env = {**os.environ, "ARENA_DATABASE_URL": database_url, "ARENA_PORT": str(self.port),
                     "ARENA_HOST": HOST, "ARENA_INSTANCE_PATH": str(instance), "ARENA_SECRET_KEY": SECRET_KEY,
                     "ARENA_SIGNING_KEY_FILE": str(workdir / "signing_key.pem"), "ARENA_REPLAY_MAX_SECONDS": "0",
@@ -220,9 +227,28 @@ class Server:
         else:
             raise RuntimeError(f"gunicorn did not answer within 30 s: {self.tail()}")
         self.wait_for_workers()
+        if self.builder_log is not None:
+            with open(self.builder_log, "wb") as log:
+                self.builder = subprocess.Popen([sys.executable, "-m", "arena.cli", "builder"], cwd=REPO,
+                                                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, start_new_session=True)
         return self
 
+    def heartbeat(self) -> dict:
+        """The builder's heartbeat (arena.leaderboard.builder), {} before its first."""
+        try:
+            return json.loads((self.instance / "builder-heartbeat.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
     def __exit__(self, *exc_info) -> None:
+        if self.builder is not None and self.builder.poll() is None:
+            self.builder.terminate()
+            try:
+                self.builder.wait(timeout=60)  # after the build in progress
+            except subprocess.TimeoutExpired:
+                self.builder.kill()
+                self.builder.wait(timeout=5)
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
@@ -257,7 +283,10 @@ class Server:
         raise AssertionError(f"gunicorn has {len(self.workers())} workers, not {count}: {self.tail()}")
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        text = self.log.read_text(errors="replace")
+        if self.builder_log is not None and self.builder_log.exists():
+            text += self.builder_log.read_text(errors="replace")
+        return text
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -323,14 +352,22 @@ def votes_in_database(url: str) -> Counter:
         engine.dispose()
 
 
-def voter_cookie(voter: str) -> str:
-    """The signed session cookie the service would have given this voter (same secret key, same serializer)."""
+@functools.cache
+def _cookie_serializer():
+    """Flask's session serializer under the service's secret key. Made once, in the thread that first asks
+    (VoteStream.start, the test's own): building a Flask app inside voter threads hit CPython 3.11's
+    "AST constructor recursion depth mismatch" on a busy machine."""
     from flask import Flask
     from flask.sessions import SecureCookieSessionInterface
 
     app = Flask("cookie")
     app.secret_key = SECRET_KEY
-    return SecureCookieSessionInterface().get_signing_serializer(app).dumps({"voter": voter})
+    return SecureCookieSessionInterface().get_signing_serializer(app)
+
+
+def voter_cookie(voter: str) -> str:
+    """The signed session cookie the service would have given this voter (same secret key, same serializer)."""
+    return _cookie_serializer().dumps({"voter": voter})
 
 
 # ------------------------------------------------------------------------------------------------ voters
@@ -357,9 +394,11 @@ class VoteStream:
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
+    _cookies: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> "VoteStream":
         voters = list(self.arena.ready)
+        self._cookies = {voter: voter_cookie(voter) for voter in voters}  # here, never in the voter threads
         for t in range(self.threads):
             mine = voters[t::self.threads]
             thread = threading.Thread(target=self._run, args=(t, mine), daemon=True, name=f"voter-{t}")
@@ -385,7 +424,7 @@ class VoteStream:
             for v, voter in enumerate(voters):
                 bases = self.bases if self.spread else [self.bases[(index + v) % len(self.bases)]]
                 clients[voter] = [httpx.Client(base_url=base, timeout=self.timeout,
-                                               cookies={"session": voter_cookie(voter)}) for base in bases]
+                                               cookies={"session": self._cookies[voter]}) for base in bases]
             queue = [(voter, battle) for voter in voters for battle in self.arena.ready[voter]]
             # interleave voters, as many voters would
             queue.sort(key=lambda item: self.arena.ready[item[0]].index(item[1]))
