@@ -37,10 +37,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 import orjson
+from alembic.migration import MigrationContext
 from sqlalchemy import Table, func, insert, inspect, select, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection, Engine
 
+from arena import db
 from arena import models as _models  # noqa: F401  (registers every table on Base.metadata)
 from arena.db import Base
 
@@ -117,8 +119,6 @@ def _decoders(table: Table) -> dict[str, Callable]:
 
 
 def schema_revision(connection: Connection) -> str | None:
-    from alembic.migration import MigrationContext
-
     return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -201,7 +201,7 @@ def _write_archive(path: Path, manifest: dict, work: Path) -> None:
 
 def _code_version() -> str:
     try:
-        from ranking.leaderboard import code_version
+        from ranking.leaderboard import code_version  # loads JAX: only when an archive is written
 
         return code_version()
     except Exception:  # noqa: BLE001 - informative only
@@ -251,8 +251,6 @@ def import_arena(engine: Engine, path: str | os.PathLike, *, replace: bool = Fal
         if inspect(engine).get_table_names():
             raise TransferError("the database has tables but no arena schema revision; import into an empty "
                                 "database")
-        from arena import db
-
         db.upgrade(engine.url.render_as_string(hide_password=False), revision)
     elif current != revision:
         raise TransferError(f"the archive is at schema revision {revision}, the database at {current}: import "

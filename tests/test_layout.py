@@ -110,3 +110,13 @@ def test_ranking_imports_no_arena_code():
         names = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         assert not [n for n in names if n == "arena" or n.startswith("arena.")], path
+
+
+def test_the_web_application_imports_no_jax():
+    """Web workers never fit: JAX (seconds of import, hundreds of MB) is imported lazily, by builds only."""
+    import subprocess
+    import sys
+
+    code = "import sys, arena.app, arena.cli; print('jax' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

@@ -6,6 +6,8 @@ import csv
 import hashlib
 import io
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
 
 from arena.board.correlations import correlations
@@ -21,6 +23,7 @@ from arena.leaderboard import signing
 from arena.leaderboard.reading import get_snapshot, published_document
 from arena.models import Snapshot
 from arena.settings import Settings
+from ranking.signature import SIGNATURE_ALGORITHM, key_id, signed_bytes
 
 EXPORT_FORMAT = "arena-board/1"
 
@@ -64,8 +67,6 @@ def export_document(session: Session, settings: Settings, snapshot: Snapshot, *,
     """The board's signed export for one snapshot (format arena-board/1): the overall board's rows, the
     safety scores used, the milestone decisions and the correlations, tied to the snapshot by the SHA-256 of
     its signed bytes, and signed like the snapshot (`ranking.signature.check_signature` verifies it)."""
-    from ranking.signature import signed_bytes
-
     document = published_document(snapshot)
     report = board_report(session, snapshot, threshold=threshold)
     overall = document["boards"]["overall"]
@@ -126,8 +127,6 @@ def _cell(value) -> str:
 def sign_bytes(settings: Settings, data: bytes) -> dict:
     """A detached Ed25519 signature of the bytes, with the arena's key (as arena.leaderboard.signing signs
     snapshots)."""
-    from ranking.signature import SIGNATURE_ALGORITHM, key_id
-
     key = signing.load_or_create_key(settings)
     raw = signing.public_key_raw(settings)
     return {"algorithm": SIGNATURE_ALGORITHM, "key_id": key_id(raw),
@@ -136,9 +135,6 @@ def sign_bytes(settings: Settings, data: bytes) -> dict:
 
 def verify_bytes(data: bytes, signature: str, public_key_raw: bytes) -> bool:
     """Whether `signature` (base64) is the Ed25519 signature of `data` under the 32-byte public key."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     try:
         Ed25519PublicKey.from_public_bytes(public_key_raw).verify(base64.b64decode(signature, validate=True),
                                                                   data)

@@ -25,10 +25,12 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from datetime import datetime, timezone
 from typing import NamedTuple
 
 import numpy as np
+import orjson
 from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -41,6 +43,17 @@ from arena.leaderboard.sampling import snapshot_record
 from arena.leaderboard.voters import excluded_voters, pseudonymiser
 from arena.models import Battle, Lab, Message, Model, Prompt, RecordedAnswer, Snapshot, SnapshotFile, Vote
 from arena.settings import Settings, settings_of
+from ranking.data import (
+    A_WINS,
+    B_WINS,
+    TIE,
+    TIE_BOTHBAD,
+    Battles,
+    battles_jsonl_lines,
+    read_battles,
+    write_battles_jsonl,
+)
+from ranking.signature import canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +130,8 @@ def build_snapshot(app: Flask, *, only_if_due: bool = False, if_none: bool = Fal
 
 
 def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: list | None) -> Snapshot:
+    # ranking.leaderboard (and ranking.cli) load JAX: imported when a build runs, not by the web workers that
+    # import this module for COUNTING_RULES.
     from ranking import RankingOptions
     from ranking.cli import enable_compilation_cache
 
@@ -287,8 +302,6 @@ def _epoch(moment: datetime) -> float:
 
 def _encode(votes: _Votes, models: dict[int, _ModelInfo], pseudonym):
     """Every vote considered as ranking's arrays (battle file rows, before the counting rules select them)."""
-    from ranking.data import A_WINS, B_WINS, TIE, TIE_BOTHBAD, Battles
-
     names = tuple(info.name for info in models.values())
     position = {model_id: i for i, model_id in enumerate(models)}
     categories = tuple(sorted({c for c in votes.category if c}))
@@ -322,8 +335,6 @@ def _rows(battles, keep: np.ndarray):
 def _canonical_battles(encoded, version: int):
     """Write the canonical battle file and read it back: the arrays every board is computed from are the ones
     anyone gets by reading the published bytes. Returns (Battles, the file's bytes)."""
-    from ranking import read_battles, write_battles_jsonl
-
     with tempfile.TemporaryDirectory(prefix="arena-snapshot-") as folder:
         path = os.path.join(folder, f"snapshot-{version}-battles.jsonl")
         write_battles_jsonl(encoded, path)
@@ -338,10 +349,6 @@ def _vote_file(encoded, votes: _Votes) -> bytes:
     whether it counted (with the rule that left it out). Each line is the battle's canonical line with those
     fields spliced in around it, the bytes orjson would write for {"vote", **battle, "source", "counted",
     "excluded"}, without parsing and dumping a million lines again."""
-    import orjson
-
-    from ranking.data import battles_jsonl_lines
-
     quoted = {value: orjson.dumps(value) for value in {*votes.source, *votes.reason}}
     return b"".join(b'{"vote":%d,%b,"source":%b,"counted":%b,"excluded":%b}\n' % (
         vote_id, line[1:-2], quoted[source], b"true" if reason is None else b"false", quoted[reason])
@@ -353,9 +360,7 @@ def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: Snap
             timings: dict) -> dict:
     """The overall board, one per prompt category and, where answer style is known, the style-controlled one;
     each model row completed with what the service knows of the model (organisation, lab, status)."""
-    import warnings
-
-    from ranking import RankingWarning, rank_battles
+    from ranking import RankingWarning, rank_battles  # JAX, as in _build
     from ranking.leaderboard import board_dict
 
     by_name = {info.name: info for info in models.values()}
@@ -422,13 +427,11 @@ def _sampling_policy(models: dict[int, _ModelInfo], settings: Settings) -> dict:
 
 
 def _canonical_text(document: dict) -> str:
-    from ranking.signature import canonical_json
-
     return canonical_json(document).decode("utf-8")
 
 
 def _code_version() -> str:
-    from ranking.leaderboard import code_version
+    from ranking.leaderboard import code_version  # JAX, as in _build
 
     return code_version()
 

@@ -23,6 +23,7 @@ votes in all): the weights are written in the battle file, where `python -m rank
 from __future__ import annotations
 
 import hashlib
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +33,8 @@ from sqlalchemy.orm import Session
 from arena.catalog.identity import Identity, identity_leak
 from arena.models import Battle, Message, Model, RecordedAnswer, Vote
 from arena.settings import Settings
+from ranking import integrity as statistics
+from ranking.stats import pair_counts
 
 RULES = (
     ("identity_leak", "an answer named its model, maker, or a family or alias registered for the model (checked "
@@ -110,8 +113,6 @@ class IntegrityResult(NamedTuple):
 
 def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: IntegritySettings) -> IntegrityResult:
     """Apply the rules in order to the votes that still count; see the module docstring."""
-    from ranking import integrity
-
     reason = list(table.reason)
     counted = np.fromiter((r is None for r in reason), bool, len(reason))
     tested = np.ones(len(reason), bool) if table.tested is None else np.asarray(table.tested, bool)
@@ -136,7 +137,7 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
     exclude("identity_leak", np.asarray(table.leaked, bool))
     capped = np.zeros(counted.size, bool)
     rows = np.flatnonzero(counted)
-    capped[rows] = integrity.daily_cap_mask(table.voter[rows], table.day[rows], cap=settings.daily_cap)
+    capped[rows] = statistics.daily_cap_mask(table.voter[rows], table.day[rows], cap=settings.daily_cap)
     exclude("daily_cap", capped)
 
     def current():
@@ -144,7 +145,7 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
         return rows, table.model_a[rows], table.model_b[rows], table.outcome[rows], table.voter[rows]
 
     rows, a, b, o, v = current()
-    sequential = integrity.crowd_disagreement_test(a, b, o, v, n_voters, alpha=settings.alpha,
+    sequential = statistics.crowd_disagreement_test(a, b, o, v, n_voters, alpha=settings.alpha,
                                                    min_votes=settings.min_votes, min_crowd=settings.min_crowd)
     exclude("sequential_test", _votes_of(table.voter, sequential.flagged), int(sequential.flagged.sum()))
     report["rules"]["sequential_test"]["checkpoints"] = (f"{settings.min_votes}, {2 * settings.min_votes}, "
@@ -154,7 +155,7 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
     rows, a, b, o, v = current()
     if rows.size:
         fit = _fit(a, b, o, n_models, settings.prior)
-        improbable = integrity.improbable_vote_test(a, b, o, v, n_voters, fit.strengths,
+        improbable = statistics.improbable_vote_test(a, b, o, v, n_voters, fit.strengths,
                                                     below=settings.improbable_below, alpha=settings.alpha,
                                                     min_count=settings.improbable_min_count)
         rule = np.zeros(counted.size, bool)
@@ -169,7 +170,7 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
         test = dict(prior=settings.prior, alpha=settings.alpha, min_votes=settings.min_votes, group_z=GROUP_Z,
                     group_min_votes=GROUP_MIN_VOTES, suspect_z=SUSPECT_Z, null_replicates=NULL_REPLICATES,
                     seed=NULL_SEED)
-        influence = integrity.influence_concentration(a, b, o, v, n_voters, fit.strengths, **test)
+        influence = statistics.influence_concentration(a, b, o, v, n_voters, fit.strengths, **test)
         flagged = influence.flagged
         # Many identities pushing one model drag the fit along, and then each looks like chance against it.
         # For the SUSPECT_PUSHES models pushed one way most unusually at z >= SUSPECT_Z (tail <= SUSPECT_TAIL), test
@@ -189,7 +190,7 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
             if clean.all() or not clean.any():
                 break
             refit = _fit(a[clean], b[clean], o[clean], n_models, settings.prior)
-            influence = integrity.influence_concentration(a, b, o, v, n_voters, refit.strengths, **test)
+            influence = statistics.influence_concentration(a, b, o, v, n_voters, refit.strengths, **test)
             if not (influence.flagged & ~flagged).any():
                 break
             flagged = flagged | influence.flagged
@@ -202,7 +203,7 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
         exclude("concentrated_influence", np.zeros(counted.size, bool), 0)
 
     rows = np.flatnonzero(counted)
-    weight[rows] = integrity.repeated_prompt_weights(table.prompt[rows], threshold=settings.repeated_prompt_votes)
+    weight[rows] = statistics.repeated_prompt_weights(table.prompt[rows], threshold=settings.repeated_prompt_votes)
     lighter = weight < 1
     report["repeated_prompts"] = {
         "votes_down_weighted": int(lighter.sum()),
@@ -216,10 +217,7 @@ def _votes_of(voter: np.ndarray, flagged: np.ndarray) -> np.ndarray:
 
 
 def _fit(a, b, o, n_models: int, prior: float):
-    import warnings
-
-    from ranking import bradley_terry as bt
-    from ranking.stats import pair_counts
+    from ranking import bradley_terry as bt  # loads JAX: only when a build fits
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bt.RankingWarning)  # a piece of the graph apart changes nothing here
