@@ -184,7 +184,7 @@ def _use_xla_cache(spec: Spec) -> None:
     """Keep compiled code on disk exactly as `python -m ranking` does (ranking.cli), in the bench's folder."""
     if spec.raw.get("xla_cache"):
         os.environ["ARENA_RANKING_CACHE"] = spec.raw["xla_cache"]
-        from ranking.cli import enable_compilation_cache
+        from ranking.compilation import enable_compilation_cache
         enable_compilation_cache()
 
 

@@ -11,6 +11,8 @@ import importlib
 _HOMES = {
     "ranking.bootstrap": ("BootstrapResult", "Intervals", "bootstrap_ratings", "rank_upper_bound",
                           "sandwich_intervals"),
+    "ranking.compilation": ("enable_compilation_cache",),
+    "ranking.correlation": ("Correlation", "average_ranks", "pearson", "spearman", "correlation_bootstrap"),
     "ranking.bradley_terry": ("DEFAULT_PRIOR", "BTFit", "RankingWarning", "fit_bradley_terry", "fit_categories"),
     "ranking.data": ("A_WINS", "B_WINS", "TIE", "TIE_BOTHBAD", "BattleFileError", "Battles", "encode_battles",
                      "read_battles", "write_battles_jsonl"),
@@ -40,4 +42,6 @@ __all__ = [
     "EloResult", "online_elo",
     "StyleFit", "style_covariates", "fit_style_controlled", "bootstrap_style_controlled",
     "RankingOptions", "ModelResult", "Leaderboard", "rank_battles",
+    "Correlation", "average_ranks", "pearson", "spearman", "correlation_bootstrap",
+    "enable_compilation_cache",
 ]

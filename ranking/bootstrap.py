@@ -274,7 +274,7 @@ def _refit_chunk(tables: _CellTables, layout: _Layout, component, key, replicate
             problem = bt._Problem(wins=wins, ties=ties, component=component)
 
             def gradient(x, coarse):
-                return bt._gradient(x, problem, prior, True)
+                return bt.gradient(x, problem, prior, True)
         else:
             wins, ties = _replicate_cells(tables, layout, key, replicate, jnp.float32 if narrow else jnp.float64)
             scored = wins + ties / 2
@@ -377,7 +377,7 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
         raise ValueError("a bootstrap needs at least 2 replicates")
     if not 0 < confidence < 1:
         raise ValueError("confidence must lie strictly between 0 and 1")
-    bt._check_options(ties, prior, scale, base)
+    bt.check_options(ties, prior, scale, base)
     _check_seed(seed)
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
                                    or batch_size < 1):
@@ -449,7 +449,7 @@ def _newton_refit(counts: PairCounts, fit: bt.BTFit, replicate: int, seed: int, 
     resampled = replicate_counts(counts, replicate, seed=seed)
     problem = bt.make_problem(resampled, fit.component, batch=True)
     x0 = np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0)[None]
-    x, _, converged, _ = bt._newton(x0, problem, prior, tol, davidson=davidson, max_iter=bt.DEFAULT_MAX_ITER)
+    x, _, converged, _ = bt.newton(x0, problem, prior, tol, davidson=davidson, max_iter=bt.DEFAULT_MAX_ITER)
     if not (converged[0] and np.all(np.isfinite(x))):
         raise RuntimeError("a bootstrap replicate did not converge")
     return x[0]

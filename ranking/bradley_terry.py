@@ -78,7 +78,7 @@ class BTFit(NamedTuple):
     unbounded_below: np.ndarray
 
 
-def _check_options(ties: str, prior: float, scale: float, base: float) -> None:
+def check_options(ties: str, prior: float, scale: float, base: float) -> None:
     if ties not in TIE_MODELS:
         raise ValueError(f"ties must be one of {TIE_MODELS}, not {ties!r}")
     if not (np.isfinite(prior) and prior >= 0):
@@ -237,7 +237,7 @@ def _assemble_negative_hessian(terms, problem: _Problem, prior, davidson: bool):
     return jnp.block([[h_theta, cross[:, None]], [cross[None, :], corner[None, None]]])
 
 
-def _gradient(x, problem: _Problem, prior, davidson: bool):
+def gradient(x, problem: _Problem, prior, davidson: bool):
     """Gradient of the penalised log-likelihood: row minus column sums of the per-entry derivatives."""
     return _assemble_gradient(x, _entries(x, problem, davidson), problem, prior, davidson)
 
@@ -277,7 +277,7 @@ def one_blas_thread():
     return threadpool_limits(1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
 
 
-def _newton(x0, problem: _Problem, prior, tol, *, davidson: bool, max_iter: int):
+def newton(x0, problem: _Problem, prior, tol, *, davidson: bool, max_iter: int):
     """Damped Newton ascent on a batch of problems (leading axis of x0 and of every array of `problem`).
 
     Each iteration evaluates objective, gradient and Hessian in one compiled call for the whole batch and
@@ -417,7 +417,7 @@ def fit_bradley_terry(counts: PairCounts, *, ties: str = "half", prior: float = 
     `names` (optional, one per model) only makes warnings readable. Raises ValueError on invalid input, when
     prior=0 and the plain MLE does not exist, and RuntimeError if Newton does not converge in max_iter steps.
     """
-    _check_options(ties, prior, scale, base)
+    check_options(ties, prior, scale, base)
     _check_counts(counts)
     m = counts.n_models
     played = battle_counts(counts) > 0
@@ -438,7 +438,7 @@ def fit_bradley_terry(counts: PairCounts, *, ties: str = "half", prior: float = 
         _warn_about_graph(component, unbounded_above, unbounded_below, played, names, prior)
 
     problem = make_problem(counts, component, batch=True)
-    x, iterations, converged, data_loglik = _newton(np.zeros((1, m + 1)), problem, prior, tol, davidson=davidson,
+    x, iterations, converged, data_loglik = newton(np.zeros((1, m + 1)), problem, prior, tol, davidson=davidson,
                                                     max_iter=max_iter)
     if not (converged[0] and np.all(np.isfinite(x))):
         raise RuntimeError(f"Bradley-Terry Newton iterations did not converge in {max_iter} steps")
@@ -465,7 +465,7 @@ def fit_categories(counts_by_category: list[PairCounts], *, ties: str = "half", 
     Newton iteration evaluates every category in one call. The results equal separate `fit_bradley_terry`
     calls.
     """
-    _check_options(ties, prior, scale, base)
+    check_options(ties, prior, scale, base)
     if not counts_by_category:
         return []
     m = counts_by_category[0].n_models
@@ -488,7 +488,7 @@ def fit_categories(counts_by_category: list[PairCounts], *, ties: str = "half", 
         played.append(has_battles)
     problems = [make_problem(c, g[0]) for c, g in zip(counts_by_category, graphs)]
     stacked = _Problem(*(np.stack(arrays) for arrays in zip(*problems)))
-    xs, iterations, converged, data_loglik = _newton(np.zeros((len(problems), m + 1)), stacked, prior, tol,
+    xs, iterations, converged, data_loglik = newton(np.zeros((len(problems), m + 1)), stacked, prior, tol,
                                                      davidson=davidson, max_iter=max_iter)
     if not (converged.all() and np.all(np.isfinite(xs))):
         raise RuntimeError(f"Bradley-Terry Newton iterations did not converge in {max_iter} steps")

@@ -9,7 +9,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import shlex
 import sys
 import warnings
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ranking import bradley_terry as bt
+from ranking.compilation import enable_compilation_cache
 from ranking.data import BattleFileError, read_battles
 from ranking.leaderboard import Leaderboard, RankingOptions, board_dict, code_version, rank_battles, select_battles
 from ranking.stats import observed_win_rates, pair_counts, predicted_win_rates, win_matrix
@@ -100,22 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     elo.add_argument("--k", type=_finite_float, default=4.0, help="K factor (default 4, as FastChat)")
     elo.add_argument("--initial", type=_finite_float, default=1000.0, help="initial rating (default 1000)")
     return parser
-
-
-def enable_compilation_cache() -> None:
-    """Keep XLA's compiled fits on disk between runs: compiling costs seconds, a small fit milliseconds.
-
-    Set here, at the command-line boundary, not on import: a library user decides their own JAX caching.
-    ARENA_RANKING_CACHE names another folder, or "off".
-    """
-    folder = os.environ.get("ARENA_RANKING_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "arena-ranking" / "jax")
-    if folder == "off":
-        return
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 def main(argv=None) -> int:

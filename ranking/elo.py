@@ -46,14 +46,14 @@ class EloResult(NamedTuple):
     battles: np.ndarray
 
 
-def _bucket(size: int, minimum: int) -> int:
+def bucket(size: int, minimum: int) -> int:
     """Smallest of minimum * 2^j or 1.5 * minimum * 2^j that is >= size (wastes at most a third of the rows)."""
-    bucket = minimum
-    while bucket < size:
-        if bucket * 3 // 2 >= size:
-            return bucket * 3 // 2
-        bucket *= 2
-    return bucket
+    padded = minimum
+    while padded < size:
+        if padded * 3 // 2 >= size:
+            return padded * 3 // 2
+        padded *= 2
+    return padded
 
 
 def _elo_scan(initial_ratings, model_a, model_b, score_a, live, k, scale, base):
@@ -82,7 +82,7 @@ def _as_codes(values, name: str) -> np.ndarray:
     return array
 
 
-def _check_battles(model_a, model_b, outcome, n_models):
+def check_battles(model_a, model_b, outcome, n_models):
     """Validate battle arrays at the boundary; returns them as int32, int32, int8 numpy arrays."""
     model_a = _as_codes(model_a, "model_a")
     model_b = _as_codes(model_b, "model_b")
@@ -114,7 +114,7 @@ def online_elo(model_a, model_b, outcome, n_models: int, *, k: float = 4.0, scal
     (> 0); scale, base: R_b - R_a = scale means odds of base to 1 for b; initial: every model's start rating.
     Raises ValueError on malformed input.
     """
-    model_a, model_b, outcome = _check_battles(model_a, model_b, outcome, n_models)
+    model_a, model_b, outcome = check_battles(model_a, model_b, outcome, n_models)
     for name, value in (("k", k), ("scale", scale), ("initial", initial), ("base", base)):
         if not np.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")
@@ -125,7 +125,7 @@ def online_elo(model_a, model_b, outcome, n_models: int, *, k: float = 4.0, scal
     if n == 0:
         return EloResult(ratings=np.full(n_models, float(initial)), battles=battles)
 
-    rows, models = _bucket(n, MIN_BATTLE_BUCKET), _bucket(n_models, MIN_MODEL_BUCKET)
+    rows, models = bucket(n, MIN_BATTLE_BUCKET), bucket(n_models, MIN_MODEL_BUCKET)
 
     def pad(values, dtype):
         out = np.zeros(rows, dtype)

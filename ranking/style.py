@@ -50,7 +50,7 @@ from scipy.sparse.csgraph import connected_components
 import ranking._jax  # noqa: F401  (float64 JAX)
 from ranking.bradley_terry import DEFAULT_PRIOR  # precision per nat^2, shared with plain Bradley-Terry
 from ranking.data import STYLE_FEATURES
-from ranking.elo import MIN_BATTLE_BUCKET, MIN_MODEL_BUCKET, _bucket, _check_battles
+from ranking.elo import MIN_BATTLE_BUCKET, MIN_MODEL_BUCKET, bucket, check_battles
 
 DEFAULT_TOL = 1e-10  # largest full Newton step at convergence, in nats
 DEFAULT_MAX_ITER = 100
@@ -357,7 +357,7 @@ def _check_options(prior, anchor, n_models, scale, base, tol, max_iter):
 
 
 def _check_rows(model_a, model_b, outcome, covariates, n_models, weights):
-    model_a, model_b, outcome = _check_battles(model_a, model_b, outcome, n_models)
+    model_a, model_b, outcome = check_battles(model_a, model_b, outcome, n_models)
     if n_models < 1:
         raise ValueError("there are no models to rank")
     n = model_a.shape[0]
@@ -390,7 +390,7 @@ def _require_connected(model_a, model_b, weights, n_models):
 def _make_problem(model_a, model_b, outcome, covariates, weights, n_models) -> tuple[_Problem, np.ndarray]:
     """Pad to buckets; returns the problem (weights padded in) and the padded weight vector."""
     n = model_a.shape[0]
-    rows, models = _bucket(n, MIN_BATTLE_BUCKET), _bucket(n_models, MIN_MODEL_BUCKET)
+    rows, models = bucket(n, MIN_BATTLE_BUCKET), bucket(n_models, MIN_MODEL_BUCKET)
 
     def pad(values, dtype, shape=()):
         out = np.zeros((rows, *shape), dtype)

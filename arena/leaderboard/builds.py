@@ -133,7 +133,7 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
     # ranking.leaderboard (and ranking.cli) load JAX: imported when a build runs, not by the web workers that
     # import this module for COUNTING_RULES.
     from ranking import RankingOptions
-    from ranking.cli import enable_compilation_cache
+    from ranking.compilation import enable_compilation_cache
 
     enable_compilation_cache()  # compiled fits kept on disk: the next build (or restart) skips the compiling
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-import scipy.stats
 from sqlalchemy import func, insert, select
 
 from arena import cli
@@ -27,7 +25,6 @@ from tests.arena.conftest import gen_recorded_model
 
 REPLICATES = 20  # snapshot bootstrap replicates: intervals exist; their quality is tested in tests/ranking
 PROVISIONAL = 100  # counted battles below which a rating is provisional, in these tests
-ATOL = 1e-12  # correlations against scipy and a brute-force loop: the same arithmetic up to rounding
 TODAY = datetime.now(timezone.utc).date()
 
 # The hand-made arena: true strengths on the Elo scale; every pair meets GAMES times and the stronger side
@@ -424,45 +421,6 @@ def test_met_first_is_the_first_snapshot_where_any_model_met_it(board_app, sessi
 
 
 # ------------------------------------------------------------------------------------------------ correlation
-
-def _ties(rng, n):
-    return np.round(rng.normal(size=n), 1)  # rounded: ties, which Spearman's average ranks must handle
-
-
-def test_pearson_and_spearman_match_scipy():
-    rng = np.random.default_rng(1)
-    for n in (3, 4, 10, 57):
-        x, y = rng.normal(size=n) * 100 + 1000, _ties(rng, n)
-        assert board_correlations.pearson(x, y) == pytest.approx(scipy.stats.pearsonr(x, y).statistic, abs=ATOL)
-        assert board_correlations.spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=ATOL)
-        assert np.array_equal(board_correlations.average_ranks(y), scipy.stats.rankdata(y))
-    batch = np.round(rng.normal(size=(40, 9)), 1)  # many replicates at once, as the bootstrap ranks them
-    assert np.array_equal(board_correlations.average_ranks(batch), scipy.stats.rankdata(batch, axis=-1))
-    assert np.array_equal(board_correlations.average_ranks(np.array([2.0, 2.0, 2.0])), [2.0, 2.0, 2.0])
-    assert math.isnan(board_correlations.pearson([1.0, 2.0, 3.0], [0.1, 0.1, 0.1]))
-
-
-def test_the_bootstrap_interval_matches_a_brute_force_loop():
-    rng = np.random.default_rng(2)
-    n, replicates, seed = 12, 300, 7
-    x, y = rng.normal(size=n) * 80 + 1000, _ties(rng, n)
-    result = board_correlations.correlation_bootstrap(x, y, replicates=replicates, seed=seed)
-
-    draws = np.random.default_rng(seed)
-    pearsons, spearmans = [], []
-    for _ in range(replicates):
-        i = draws.integers(0, n, n)
-        if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
-            continue  # the correlation of a constant sample is undefined: left out
-        pearsons.append(scipy.stats.pearsonr(x[i], y[i]).statistic)
-        spearmans.append(scipy.stats.spearmanr(x[i], y[i]).statistic)
-    assert result.replicates_used == len(pearsons)
-    assert result.pearson_low == pytest.approx(np.percentile(pearsons, 2.5), abs=ATOL)
-    assert result.pearson_high == pytest.approx(np.percentile(pearsons, 97.5), abs=ATOL)
-    assert result.spearman_low == pytest.approx(np.percentile(spearmans, 2.5), abs=ATOL)
-    assert result.spearman_high == pytest.approx(np.percentile(spearmans, 97.5), abs=ATOL)
-    assert result.spearman == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=ATOL)
-
 
 def _synthetic_board(ratings: dict[str, float]) -> dict:
     return {"version": 1, "created_at": "2026-06-01T00:00:00Z",

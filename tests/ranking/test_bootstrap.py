@@ -174,7 +174,7 @@ def test_half_win_gradient_of_the_refit_equals_the_fits_gradient():
     scored = problem.wins + problem.ties / 2
     for prior, same_component in ((0.1, None), (0.0, np.ones((9, 9)))):
         ours = bs._half_gradient(theta, scored.sum(axis=1), scored + scored.T, same_component, prior)
-        reference = bt._gradient(np.append(theta, 0.0), problem, prior, False)[:9]
+        reference = bt.gradient(np.append(theta, 0.0), problem, prior, False)[:9]
         np.testing.assert_allclose(ours, reference, rtol=1e-10, atol=1e-9)
 
 

@@ -238,7 +238,7 @@ def test_gradient_and_hessian_match_autodiff_and_finite_differences(davidson, pr
     problem, x = _problem(davidson)
     if not davidson:
         x = x.at[-1].set(0.0)
-    gradient = bt._gradient(x, problem, prior, davidson)
+    gradient = bt.gradient(x, problem, prior, davidson)
     autodiff = jax.grad(bt._objective)(x, problem, prior, davidson)
     size = 7 if not davidson else 8
     np.testing.assert_allclose(gradient[:size], autodiff[:size], rtol=1e-10, atol=1e-9)
@@ -256,24 +256,24 @@ def test_gradient_and_hessian_match_autodiff_and_finite_differences(davidson, pr
 def test_jit_plain_and_vmap_agree():
     problem, x = _problem()
     x = x.at[-1].set(0.0)
-    jitted = jax.jit(bt._gradient, static_argnums=3)(x, problem, 0.1, False)
+    jitted = jax.jit(bt.gradient, static_argnums=3)(x, problem, 0.1, False)
     with jax.disable_jit():
-        plain = bt._gradient(x, problem, 0.1, False)
+        plain = bt.gradient(x, problem, 0.1, False)
     np.testing.assert_allclose(jitted, plain, rtol=1e-12, atol=1e-12)
     xs = jnp.stack([x, 2 * x])
-    batched = jax.vmap(lambda v: bt._gradient(v, problem, 0.1, False))(xs)
-    np.testing.assert_allclose(batched[1], bt._gradient(2 * x, problem, 0.1, False), rtol=1e-12, atol=1e-12)
+    batched = jax.vmap(lambda v: bt.gradient(v, problem, 0.1, False))(xs)
+    np.testing.assert_allclose(batched[1], bt.gradient(2 * x, problem, 0.1, False), rtol=1e-12, atol=1e-12)
     # The Newton solver runs on a batch: two copies of one problem give the same fit, bit for bit, as the
     # problem alone, and the compiled evaluation agrees with plain (unjitted) JAX.
     pair = jax.tree.map(lambda a: jnp.stack([a, a]), problem)
     alone = jax.tree.map(lambda a: a[None], problem)
-    fits = bt._newton(np.zeros((2, 8)), pair, 0.1, 1e-10, davidson=False, max_iter=50)
-    single = bt._newton(np.zeros((1, 8)), alone, 0.1, 1e-10, davidson=False, max_iter=50)
+    fits = bt.newton(np.zeros((2, 8)), pair, 0.1, 1e-10, davidson=False, max_iter=50)
+    single = bt.newton(np.zeros((1, 8)), alone, 0.1, 1e-10, davidson=False, max_iter=50)
     assert fits[2].all() and single[2].all()
     np.testing.assert_array_equal(fits[0][0], fits[0][1])
     np.testing.assert_array_equal(fits[0][0], single[0][0])
     with jax.disable_jit():
-        unjitted = bt._newton(np.zeros((1, 8)), alone, 0.1, 1e-10, davidson=False, max_iter=50)[0]
+        unjitted = bt.newton(np.zeros((1, 8)), alone, 0.1, 1e-10, davidson=False, max_iter=50)[0]
     np.testing.assert_allclose(single[0], unjitted, atol=1e-9)
 
 
