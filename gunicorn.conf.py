@@ -8,13 +8,19 @@ drivers included; threads need nothing.)
 import os
 import sys
 
-from arena.settings import SettingsError, load
+from arena.logs import gunicorn_logger
+from arena.settings import SettingsError, load, use_multiprocess_metrics
 
 try:
     settings = load()  # every ARENA_* variable, checked before any worker starts
 except SettingsError as error:
     print(f"error: {error}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+# Every worker counts its metrics in files of one folder, which /metrics sums (arena.metrics); set before any
+# worker imports prometheus-client.
+use_multiprocess_metrics(settings)
+from prometheus_client import multiprocess  # noqa: E402 - only once the folder above is chosen
 
 bind = f"{settings.host}:{settings.port}"
 worker_class = "gthread"
@@ -34,7 +40,13 @@ timeout = 60  # heartbeat of an idle worker, not a limit on a request: gthread s
 graceful_timeout = 30
 keepalive = 5
 accesslog = "-" if settings.access_log else None
+logger_class = gunicorn_logger(settings.log_format)  # ARENA_LOG_FORMAT=json: gunicorn's own lines as JSON too
 # gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl for every instance unless told otherwise, so a
 # second server on the machine would take it over from the first: keep ours in the instance folder.
 settings.instance_path.mkdir(parents=True, exist_ok=True)
 control_socket = str(settings.instance_path / "gunicorn.ctl")
+
+
+def child_exit(server, worker):
+    """A worker's live gauges leave with it (its counters stay in the sums)."""
+    multiprocess.mark_process_dead(worker.pid)

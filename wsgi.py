@@ -5,11 +5,12 @@ itself instead of restarting workers that cannot start.
 """
 import sys
 
-from arena import create_app
-from arena.settings import SettingsError
+from arena import create_app, logs
+from arena.settings import SettingsError, settings_of
 
 try:
     app = create_app()
 except SettingsError as error:
     print(f"error: {error}", file=sys.stderr, flush=True)
     sys.exit(3)
+logs.configure(settings_of(app).log_format)  # the arena's own log lines, as text or JSON (ARENA_LOG_FORMAT)

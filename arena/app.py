@@ -10,7 +10,7 @@ from flask import Flask
 
 from arena import db, errors, settings
 from arena.settings import ROOT, Settings
-from arena.web import battles, board, labs, leaderboard, pages, ratelimit, security
+from arena.web import battles, board, health, labs, leaderboard, pages, ratelimit, security
 
 
 def build_app(overrides: dict | None = None, *, arena_settings: Settings | None = None) -> Flask:
@@ -30,6 +30,7 @@ def build_app(overrides: dict | None = None, *, arena_settings: Settings | None 
     errors.init_app(app)
     security.init_app(app)
     ratelimit.init_app(app)
-    for blueprint in (battles.bp, labs.bp, leaderboard.bp, board.bp, pages.bp):
+    health.init_app(app)
+    for blueprint in (battles.bp, labs.bp, leaderboard.bp, board.bp, pages.bp, health.bp):
         app.register_blueprint(blueprint)
     return app

@@ -15,6 +15,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from arena import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -102,6 +104,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
         # Never a stack trace or SQL to a client: the details go to the log only.
+        if isinstance(error, (DBAPIError, PoolTimeout)):
+            metrics.DATABASE_ERRORS.labels("other").inc()
         log.exception("unhandled error on %s %s", request.method, request.path)
         if _wants_json():
             return jsonify(error_body("internal_error", "something went wrong on our side")), 500
@@ -113,6 +117,7 @@ def init_app(app: Flask) -> None:
         if not database_unavailable(error):
             return _unexpected(error)
         # One line, not a traceback: while the database is away every request lands here.
+        metrics.DATABASE_ERRORS.labels("unavailable").inc()
         log.warning("database unavailable on %s %s: %s", request.method, request.path, one_line(error))
         headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
         if _wants_json():

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     threads: int = Field(256, ge=1)
     access_log: bool = False
     log_format: Literal["text", "json"] = "text"
+    # /readyz also wants this host's snapshot builder alive; off on a host that only serves (its builder runs on
+    # another host of the same database).
+    ready_needs_builder: bool = True
+    # /metrics: with a token, only to "Authorization: Bearer <token>"; without one, only to loopback clients (a
+    # Prometheus on the same host, or a proxy that forwards nothing from outside to /metrics).
+    metrics_token: str = ""
 
     # ---- model endpoints and recorded answers
     allow_private_endpoints: bool = False  # loopback and private addresses (never metadata addresses)
@@ -209,6 +215,28 @@ def _instance_secret(folder: Path) -> str:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
+
+
+METRICS_FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_multiprocess_metrics(settings: Settings) -> Path:
+    """Have this process and the ones it starts count their metrics in files that /metrics sums (prometheus-
+    client's multiprocess mode): the folder PROMETHEUS_MULTIPROC_DIR names, else instance/metrics, emptied here
+    when this call chose it (the counts of a previous run are not this run's).
+
+    Here and not in arena.metrics: prometheus-client picks its mode when it is first imported, so this must run
+    before anything imports arena.metrics (gunicorn.conf.py, `arena serve`).
+    """
+    chosen = os.environ.get(METRICS_FOLDER_VARIABLE)
+    folder = Path(chosen) if chosen else settings.instance_path / "metrics"
+    if not chosen:
+        if folder.is_dir():
+            for stale in folder.glob("*.db"):
+                stale.unlink()
+        os.environ[METRICS_FOLDER_VARIABLE] = str(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def install(app: Flask, settings: Settings) -> None:

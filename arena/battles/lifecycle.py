@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
+from arena import metrics
 from arena.battles.pairing import eligible_models
 from arena.catalog.demo import LLMFAO_ATTRIBUTION
 from arena.catalog.identity import Identity
@@ -75,6 +76,7 @@ def create_battle(session: Session, *, prompt_text: str | None, prompt_id: int |
     session.execute(_INSERT_MESSAGES, [dict(battle_id=battle_id, side=side, turn=0, role="user",
                                             content=prompt_text, complete=True) for side in SIDES])
     session.commit()
+    metrics.BATTLES.labels("created").inc()
     return NewBattle(battle_id, prompt_text, "created", attribution)
 
 
@@ -203,6 +205,8 @@ def _record_vote(session: Session, battle_id: str, winner: str, *, voter: str | 
     except IntegrityError:
         session.rollback()
         raise _already_voted() from None
+    metrics.BATTLES.labels("voted").inc()
+    metrics.VOTES.labels(winner).inc()
 
 
 def reveal(battle: Battle | Sides) -> dict:

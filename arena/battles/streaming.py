@@ -14,7 +14,7 @@ from flask import Flask
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from arena import db
+from arena import db, metrics
 from arena.answer_style import style_counts
 from arena.battles.lifecycle import SIDES
 from arena.catalog.identity import Identity, identity_leak
@@ -58,8 +58,9 @@ class BattleRun:
     """
 
     def __init__(self, app: Flask, battle_id: str, *, turn: int, identities: dict[str, Identity],
-                 flagged: bool):
+                 flagged: bool, kinds: dict[str, str] | None = None):
         self.app, self.battle_id = app, battle_id
+        self.kinds = kinds or {}  # each side's model kind ("endpoint", "recorded"): its metrics' source label
         self.turn, self.identities, self.flagged = turn, identities, flagged
         self.events: queue.Queue = queue.Queue()
         self.results = {side: _SideResult() for side in SIDES}
@@ -85,15 +86,29 @@ class BattleRun:
             result.error = f"{type(error).__name__}: {error}"
             log.warning("battle %s side %s failed: %s", self.battle_id, side, result.error)
         result.finished = time.monotonic()
+        self._count(side, result)
         with self._lock:
             self._remaining -= 1
             last = self._remaining == 0
         state = None
         if last:
             state = self._store_answers()
+            metrics.BATTLES.labels(state).inc()
         self.events.put(("error" if result.error else "done", side, ""))
         if last:
             self.events.put(("end", None, state))
+
+    def _count(self, side: str, result: _SideResult) -> None:
+        """The side's answer time, time to first text and failure, per model (arena.metrics)."""
+        identity = self.identities.get(side)
+        if identity is None:
+            return
+        labels = (identity.name, self.kinds.get(side, "endpoint"))
+        metrics.ANSWER_SECONDS.labels(*labels).observe(result.finished - result.started)
+        if result.first_token is not None:
+            metrics.FIRST_TOKEN_SECONDS.labels(*labels).observe(result.first_token - result.started)
+        if result.error or result.first_token is None:
+            metrics.ANSWER_FAILURES.labels(*labels).inc()
 
     def _store_answers(self) -> str:
         """Store the answers, retrying for a few seconds while the database is unreachable (a restart or a
@@ -222,9 +237,11 @@ def start_stream(app: Flask, session: Session, battle: Battle):
     except ArenaError:
         session.execute(update(_battles).where(this_battle).values(state="void", void_reason="no recorded answer"))
         session.commit()
+        metrics.BATTLES.labels("void").inc()
         raise
     run = BattleRun(app, battle.id, turn=_current_turn(battle), flagged=battle.flagged,
-                    identities={"a": Identity.of(battle.model_a), "b": Identity.of(battle.model_b)})
+                    identities={"a": Identity.of(battle.model_a), "b": Identity.of(battle.model_b)},
+                    kinds={"a": battle.model_a.kind, "b": battle.model_b.kind})
     run.start(sources)
     return _forward(run)
 
@@ -247,6 +264,7 @@ def _void_if_interrupted(settings: Settings, session: Session, battle: Battle) -
         state="void", void_reason="stream interrupted: no answers were stored before its deadline"))
     session.commit()
     if voided.rowcount == 1:
+        metrics.BATTLES.labels("void").inc()
         log.warning("battle %s: its stream was interrupted; voided", battle.id)
         session.refresh(battle)
 

@@ -18,8 +18,10 @@ import time
 import click
 from flask import current_app
 
+from arena import logs
 from arena.cli.common import reports_errors
 from arena.leaderboard.builder import Builder
+from arena.settings import settings_of, use_multiprocess_metrics
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,9 @@ def _stop(process: subprocess.Popen, grace_s: float = 30.0) -> None:
 @reports_errors
 def serve() -> None:
     """Serve the arena with gunicorn (gunicorn.conf.py) and run the snapshot builder beside it, supervised."""
+    settings = settings_of(current_app)
+    logs.configure(settings.log_format)
+    use_multiprocess_metrics(settings)  # both children count their metrics in one folder, which /metrics sums
     supervisor = Supervisor([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
                             [sys.executable, "-m", "arena.cli", "builder"])
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -89,7 +94,7 @@ def serve() -> None:
 def builder() -> None:
     """Build snapshots when due (ARENA_SNAPSHOT_EVERY_VOTES new counted votes), at a lower CPU priority, until
     stopped (SIGTERM or SIGINT: after the build in progress)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s builder %(levelname)s %(message)s")
+    logs.configure(settings_of(current_app).log_format)
     loop = Builder(current_app._get_current_object())
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: loop.stop.set())

@@ -35,7 +35,7 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from arena import db
+from arena import db, metrics
 from arena.catalog.demo import LLMFAO_ATTRIBUTION
 from arena.leaderboard import integrity, locks, signing
 from arena.leaderboard.reading import as_utc, iso_utc, latest_version, named_boards, new_counted_votes
@@ -126,7 +126,15 @@ def build_snapshot(app: Flask, *, only_if_due: bool = False, if_none: bool = Fal
                 return None
             if only_if_due and (settings.every_votes <= 0 or new_counted_votes(session) < settings.every_votes):
                 return None
-            return _build(app, session, settings, timings)
+            started = time.perf_counter()
+            try:
+                built = _build(app, session, settings, timings)
+            except Exception:
+                metrics.SNAPSHOT_BUILDS.labels("failed").inc()
+                raise
+            metrics.SNAPSHOT_BUILDS.labels("built").inc()
+            metrics.SNAPSHOT_BUILD_SECONDS.observe(time.perf_counter() - started)
+            return built
 
 
 def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: list | None) -> Snapshot:

@@ -37,6 +37,7 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, WindowStats
 
+from arena import metrics
 from arena.battles.lifecycle import address_hash
 from arena.errors import RateLimited
 from arena.settings import Settings, current, settings_of
@@ -229,5 +230,6 @@ def check(action: str, *, voter: str | None, address: str | None) -> None:
     key = address_key(current().secret_key, address)
     wait = current_app.extensions["arena.ratelimit"].hit(action, {"voter": voter, "address": key})
     if wait is not None:
+        metrics.RATE_LIMITED.labels(action).inc()
         what = "battles" if action == "battles" else "votes"
         raise RateLimited("rate_limited", f"Too many {what} in a short time: try again in {wait} s.", retry_after=wait)

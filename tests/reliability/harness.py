@@ -199,13 +199,13 @@ class Server:
         # `arena serve` runs gunicorn and `arena builder` side by side; with builder=True so does this server
         self.builder_log = workdir / f"builder-{name}.log" if builder else None
         self.builder: subprocess.Popen | None = None
-        self.env = {**os.environ, "ARENA_DATABASE_URL": database_url, "ARENA_PORT": str(self.port),
+        inherited = {k: v for k, v in os.environ.items() if k not in ("ARENA_ACCESS_LOG", "PROMETHEUS_MULTIPROC_DIR")}
+        self.env = {**inherited, "ARENA_DATABASE_URL": database_url, "ARENA_PORT": str(self.port),
                     "ARENA_HOST": HOST, "ARENA_INSTANCE_PATH": str(instance), "ARENA_SECRET_KEY": SECRET_KEY,
                     "ARENA_SIGNING_KEY_FILE": str(workdir / "signing_key.pem"), "ARENA_REPLAY_MAX_SECONDS": "0",
                     "ARENA_WORKERS": str(workers), "ARENA_THREADS": str(threads), "ARENA_DB_POOL_SIZE": str(pool),
                     "ARENA_VOTE_CHALLENGE": "off", "ARENA_SNAPSHOT_EVERY_VOTES": "0",
                     "ARENA_ALLOW_PRIVATE_ENDPOINTS": "1", "PYTHONUNBUFFERED": "1", **UNLIMITED, **(extra or {})}
-        self.env.pop("ARENA_ACCESS_LOG", None)
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "Server":
