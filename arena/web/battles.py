@@ -15,8 +15,8 @@ from arena.errors import BadRequest, NotFound, TooLarge
 from arena.leaderboard import sampling
 from arena.models import WINNERS, Prompt
 from arena.settings import current
-from arena.web import ratelimit
-from arena.web.openapi import MAX_ID
+from arena.web import openapi, ratelimit
+from arena.web.openapi import BATTLE_ID, MAX_ID, ErrorBody
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -44,6 +44,7 @@ def _json_body() -> dict:
 
 
 @bp.get("/prompts")
+@openapi.documented("The prompt set", "voters", {200: openapi.PromptList})
 def list_prompts():
     prompts = db.session().scalars(select(Prompt).order_by(Prompt.id)).all()
     body = {"prompts": [{"id": p.id, "text": p.text, "category": p.category} for p in prompts]}
@@ -53,12 +54,17 @@ def list_prompts():
 
 
 @bp.get("/sampling")
+@openapi.documented("The sampling policy: its rule, settings, each model's weight and share", "voters",
+                    {200: openapi.SamplingOut})
 def sampling_policy():
     """The published sampling rule: the policy, its settings, and each active model's weight and share."""
     return sampling.published(current_app._get_current_object(), db.session())
 
 
 @bp.post("/battles")
+@openapi.documented("Start a battle", "voters", {201: openapi.BattleCreated, 400: ErrorBody, 404: ErrorBody,
+                                                 413: ErrorBody, 429: ErrorBody, 503: ErrorBody},
+                    body=openapi.BattleCreate)
 def create_battle():
     body = _json_body()
     ratelimit.check("battles", voter=_voter(), address=request.remote_addr)
@@ -88,6 +94,8 @@ def create_battle():
 
 
 @bp.get("/battles/<battle_id>")
+@openapi.documented("A battle (yours)", "voters", {200: openapi.BattleOut, 404: ErrorBody},
+                    path_params={"battle_id": BATTLE_ID})
 def show_battle(battle_id: str):
     battle = lifecycle.own_battle(db.session(), battle_id, cookie.get("voter"))
     turns = {}
@@ -109,6 +117,8 @@ def show_battle(battle_id: str):
 
 
 @bp.get("/battles/<battle_id>/stream")
+@openapi.documented("The answers, as Server-Sent Events", "voters", {200: openapi.SSE, 404: ErrorBody, 409: ErrorBody},
+                    path_params={"battle_id": BATTLE_ID})
 def stream_battle(battle_id: str):
     session = db.session()
     battle = lifecycle.own_battle(session, battle_id, cookie.get("voter"))
@@ -118,6 +128,9 @@ def stream_battle(battle_id: str):
 
 
 @bp.post("/battles/<battle_id>/turns")
+@openapi.documented("A follow-up prompt", "voters", {201: openapi.TurnCreated, 400: ErrorBody, 404: ErrorBody,
+                                                     409: ErrorBody, 413: ErrorBody, 429: ErrorBody},
+                    body=openapi.TurnCreate, path_params={"battle_id": BATTLE_ID})
 def add_turn(battle_id: str):
     body = _json_body()
     ratelimit.check("battles", voter=cookie.get("voter"), address=request.remote_addr)  # calls both models again
@@ -134,6 +147,10 @@ def add_turn(battle_id: str):
 
 
 @bp.post("/battles/<battle_id>/vote")
+@openapi.documented("Vote (once); reveals both models", "voters", {200: openapi.VoteOut, 400: ErrorBody,
+                                                                   403: ErrorBody, 404: ErrorBody, 409: ErrorBody,
+                                                                   429: ErrorBody},
+                    body=openapi.VoteIn, path_params={"battle_id": BATTLE_ID})
 def vote(battle_id: str):
     body = _json_body()
     ratelimit.check("votes", voter=cookie.get("voter"), address=request.remote_addr)

@@ -14,7 +14,8 @@ from arena import db
 from arena.board import exports
 from arena.errors import BadRequest, NotFound
 from arena.settings import current
-from arena.web.openapi import MAX_ID
+from arena.web import openapi
+from arena.web.openapi import CSV, FORMAT_JSON_CSV, MAX_ID, VERSION, ErrorBody
 
 bp = Blueprint("board_api", __name__, url_prefix="/api/v1")
 
@@ -36,6 +37,11 @@ def _threshold() -> float:
 
 
 @bp.get("/milestones")
+@openapi.documented("Every milestone decided on a snapshot (the newest by default)", "board",
+                    {200: openapi.MilestonesOut, 400: ErrorBody, 404: ErrorBody},
+                    query_params={"snapshot": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
+                    description="Each model's decision with its margins, the first snapshot where a model met the "
+                                "milestone, and each safety metric's correlation with capability.")
 def milestones():
     """Every milestone on the newest snapshot (or ?snapshot=N): each model's decision with its margins, the
     first snapshot where a model met it, and each safety metric's correlation with capability."""
@@ -49,6 +55,11 @@ def milestones():
 
 
 @bp.get("/board/snapshots/<int:version>")
+@openapi.documented("The milestone board's signed export for a snapshot (JSON, or CSV with ?format=csv)", "board",
+                    {200: (openapi.BoardExport, CSV), 400: ErrorBody, 404: ErrorBody},
+                    path_params={"version": VERSION}, query_params=FORMAT_JSON_CSV,
+                    description="The JSON is signed like the snapshot; the CSV's detached Ed25519 signature (base64) "
+                                "is in the X-Arena-Signature header.")
 def board_export(version: int):
     """The board's export for a snapshot: signed JSON (format arena-board/1), or ?format=csv with the CSV's
     detached Ed25519 signature (base64) in the X-Arena-Signature header."""

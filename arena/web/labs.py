@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -23,11 +23,13 @@ from arena.errors import ArenaError, BadRequest, error_body, http_error_code, ht
 from arena.leaderboard import reading, voters
 from arena.settings import current
 from arena.web import openapi
+from arena.web.openapi import ErrorBody
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("lab_api", __name__, url_prefix="/api/v1")
 
+_LAB_ERRORS = {400: ErrorBody, 401: ErrorBody}
 _UNAUTHORIZED = ("unauthorized", "A valid API key is required: send the header 'Authorization: Bearer <key>'.")
 
 
@@ -50,6 +52,7 @@ def requires_key(view):
         g.actor = Actor.of_lab(lab, g.key_prefix)
         return view(*args, **kwargs)
 
+    wrapper.needs_key = True  # the OpenAPI document's security for this route (arena.web.openapi)
     return wrapper
 
 
@@ -108,11 +111,16 @@ def _model_out(model, code: int = 200):
 
 
 @bp.get("/openapi.json")
+@openapi.documented("This document", "meta", {200: None})
 def openapi_document():
-    return openapi.document()
+    app = current_app._get_current_object()
+    if "arena.openapi" not in app.extensions:  # the routes are fixed once the app serves: built once
+        app.extensions["arena.openapi"] = openapi.document(app)
+    return app.extensions["arena.openapi"]
 
 
 @bp.get("/models")
+@openapi.documented("List your lab's models with their status", "labs", {200: openapi.ModelList, 401: ErrorBody})
 @requires_key
 def list_models():
     session = db.session()
@@ -121,6 +129,10 @@ def list_models():
 
 
 @bp.post("/models")
+@openapi.documented("Register a model", "labs", {201: openapi.ModelOut, **_LAB_ERRORS, 409: ErrorBody, 413: ErrorBody,
+                                                 422: ErrorBody}, body=openapi.ModelCreate,
+                    description="An endpoint model is checked once, now, with a short real request; a failed check "
+                                "answers 422 with what failed and registers nothing.")
 @requires_key
 @records_failures("model.create")
 def create_model():
@@ -145,12 +157,21 @@ def create_model():
 
 
 @bp.get("/models/<int:model_id>")
+@openapi.documented("A model's status", "labs", {200: openapi.ModelOut, 401: ErrorBody, 404: ErrorBody},
+                    path_params={"model_id": openapi.MODEL_ID})
 @requires_key
 def show_model(model_id: int):
     return _model_out(registry.own_model(db.session(), g.lab, model_id))
 
 
 @bp.patch("/models/<int:model_id>")
+@openapi.documented("Pause, resume, retire or reconfigure a model", "labs",
+                    {200: openapi.ModelOut, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody,
+                     422: ErrorBody}, body=openapi.ModelPatch, path_params={"model_id": openapi.MODEL_ID},
+                    description="A new endpoint (base_url, model or api_key) is checked first with one short real "
+                                "request, as at registration; a failed check answers 422 and changes nothing. A "
+                                "change of what the model is (before its first counted vote) voids its battles "
+                                "still waiting for a vote.")
 @requires_key
 @records_failures("model.update")
 def update_model(model_id: int):
@@ -171,6 +192,11 @@ def update_model(model_id: int):
 
 
 @bp.delete("/models/<int:model_id>")
+@openapi.documented("Delete a model that has no counted vote", "labs",
+                    {204: None, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody},
+                    path_params={"model_id": openapi.MODEL_ID},
+                    description="Its uncounted battles (void, flagged, never voted) go with it. Once a vote has "
+                                "counted this answers 409: the model can only be retired.")
 @requires_key
 @records_failures("model.delete")
 def delete_model(model_id: int):
@@ -181,6 +207,12 @@ def delete_model(model_id: int):
 
 
 @bp.post("/models/<int:model_id>/answers")
+@openapi.documented("Upload a recorded model's answers (JSON Lines)", "labs",
+                    {201: openapi.AnswersImported, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody,
+                     422: openapi.AnswersRejected}, body=openapi.JSONL, path_params={"model_id": openapi.MODEL_ID},
+                    description='One JSON object a line: {"prompt_id": N, "answer": "...", "duration_ms": 1234} '
+                                "(duration_ms optional). All lines are stored or none: a bad line answers 422 with "
+                                'error.details.lines = [{"line", "error"}, ...].')
 @requires_key
 @records_failures("answers.import")
 def upload_answers(model_id: int):
@@ -193,6 +225,8 @@ def upload_answers(model_id: int):
 
 
 @bp.post("/keys/rotate")
+@openapi.documented("Replace your API key (the old one stops working at once)", "labs",
+                    {200: openapi.KeyRotated, 401: ErrorBody})
 @requires_key
 def rotate_key():
     key, revoked = labs.rotate_key(db.session(), g.actor, g.lab)

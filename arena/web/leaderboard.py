@@ -11,7 +11,8 @@ from arena import db
 from arena.errors import BadRequest, NotFound
 from arena.leaderboard import reading, signing
 from arena.settings import current
-from arena.web.openapi import MAX_ID
+from arena.web import openapi
+from arena.web.openapi import CSV, FORMAT_JSON_CSV, JSONL, MAX_ID, PEM, VERSION, ErrorBody
 from ranking.signature import key_id
 
 bp = Blueprint("leaderboard_api", __name__, url_prefix="/api/v1/leaderboard")
@@ -52,6 +53,11 @@ def _summary(document: dict) -> dict:
 
 
 @bp.get("")
+@openapi.documented("The newest published leaderboard", "leaderboard",
+                    {200: openapi.LeaderboardOut, 400: ErrorBody, 404: ErrorBody},
+                    query_params={"category": {"type": "string"}, "style": {"type": "boolean"}},
+                    description="Read from the newest stored snapshot, never recomputed. ?category=NAME for a "
+                                "prompt category's board, ?style=true for the style-controlled board.")
 def leaderboard():
     """The newest snapshot's board: overall, or ?category=NAME, or ?style=true (style-controlled)."""
     document = reading.newest_document(db.session())
@@ -80,6 +86,7 @@ def leaderboard():
 
 
 @bp.get("/snapshots")
+@openapi.documented("Every published snapshot, newest first", "leaderboard", {200: openapi.SnapshotList})
 def list_snapshots():
     rows = db.session().execute(reading.snapshot_index()).all()
     return {"snapshots": [{"version": row.version, "created_at": reading.iso_utc(row.created_at),
@@ -90,6 +97,11 @@ def list_snapshots():
 
 
 @bp.get("/snapshots/<int:version>")
+@openapi.documented("One snapshot: the signed document, or its boards as CSV", "leaderboard",
+                    {200: (openapi.SnapshotDocument, CSV), 400: ErrorBody, 404: ErrorBody},
+                    path_params={"version": VERSION}, query_params=FORMAT_JSON_CSV,
+                    description="Check it with `python -m ranking verify snapshot.json battles.jsonl --public-key "
+                                "KEY`.")
 def show_snapshot(version: int):
     """The signed document (JSON), or every board's rows as CSV with ?format=csv."""
     document = reading.published_document(_snapshot(version))
@@ -108,18 +120,25 @@ def show_snapshot(version: int):
 
 
 @bp.get("/snapshots/<int:version>/battles")
+@openapi.documented("The snapshot's exact battle file (JSON Lines; its SHA-256 is in the snapshot)", "leaderboard",
+                    {200: JSONL, 404: ErrorBody}, path_params={"version": VERSION})
 def snapshot_battles(version: int):
     """The exact battle file the snapshot was computed from (its SHA-256 is in the snapshot)."""
     return _file(version, "battles")
 
 
 @bp.get("/snapshots/<int:version>/votes")
+@openapi.documented("Every vote the snapshot considered, with the reason for each one left out (JSON Lines)",
+                    "leaderboard", {200: JSONL, 404: ErrorBody}, path_params={"version": VERSION})
 def snapshot_votes(version: int):
     """Every vote the snapshot considered, counted or not, with the reason for each one left out."""
     return _file(version, "votes")
 
 
 @bp.get("/public-key")
+@openapi.documented("The Ed25519 key that signs snapshots (PEM, or JSON with ?format=json)", "leaderboard",
+                    {200: (openapi.PublicKeyOut, PEM), 400: ErrorBody},
+                    query_params={"format": {"type": "string", "enum": ["pem", "json"]}})
 def public_key():
     """The Ed25519 key that signs snapshots: PEM, or ?format=json with the raw key in base64 and its id."""
     wanted = request.args.get("format", "pem")

@@ -1,15 +1,17 @@
 """The /api/v1 contract: request and response bodies as pydantic v2 models, and the OpenAPI 3.1 document.
 
 The lab API parses its requests and builds its responses with these models, so what it does and what the
-document says cannot drift apart; the voters' API (arena/api.py) is described here by hand, and
-tests/arena/test_openapi.py checks that every route under /api/v1 is in the document and the other way round,
-and runs schemathesis against it.
+document says cannot drift apart. Each view carries its own entry (`documented`, under its route decorator);
+`document` takes every method and path from Flask's URL map, so no route is written twice.
+tests/arena/test_openapi.py checks that every route under /api/v1 is in the document and runs schemathesis
+against it.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.json_schema import models_json_schema
@@ -478,116 +480,55 @@ PEM = "application/x-pem-file"
 
 @dataclass(frozen=True)
 class Operation:
-    method: str
-    path: str  # OpenAPI template, e.g. /api/v1/models/{model_id}
+    """What the document says of one route beyond its method and path, which come from Flask's own routing."""
+
     summary: str
     tag: str
-    responses: dict[int, Any]  # status -> pydantic model, SSE, or None (no body)
+    responses: dict[int, Any]  # status -> pydantic model, a text media type, (model, text type), or None (no body)
     body: Any = None  # a pydantic model, JSONL, or None
-    auth: bool = False
     description: str = ""
-    path_params: dict[str, dict] = field(default_factory=dict)
+    path_params: dict[str, dict] = field(default_factory=dict)  # schemas; a parameter not named: from its converter
     query_params: dict[str, dict] = field(default_factory=dict)
 
 
-_MODEL_ID = {"model_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
-_BATTLE_ID = {"battle_id": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}}
-_LAB_ERRORS = {400: ErrorBody, 401: ErrorBody}
+def documented(summary: str, tag: str, responses: dict[int, Any], **more) -> Callable:
+    """Attach a view's OpenAPI entry to the view itself, under its route decorator: the route is written once,
+    where Flask serves it, and `document` reads every /api/v1 route from the app's URL map. A lab route's
+    security comes from `requires_key` (it marks the view), not from here."""
+    def attach(view):
+        view.openapi = Operation(summary, tag, responses, **more)
+        return view
 
-_VERSION = {"version": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
-_NOT_FOUND = {404: ErrorBody}
-LEADERBOARD_OPERATIONS = (
-    Operation("get", "/api/v1/leaderboard", "The newest published leaderboard", "leaderboard",
-              {200: LeaderboardOut, 400: ErrorBody, **_NOT_FOUND},
-              query_params={"category": {"type": "string"}, "style": {"type": "boolean"}},
-              description="Read from the newest stored snapshot, never recomputed. ?category=NAME for a prompt "
-                          "category's board, ?style=true for the style-controlled board."),
-    Operation("get", "/api/v1/leaderboard/snapshots", "Every published snapshot, newest first", "leaderboard",
-              {200: SnapshotList}),
-    Operation("get", "/api/v1/leaderboard/snapshots/{version}", "One snapshot: the signed document, or its boards "
-              "as CSV", "leaderboard", {200: (SnapshotDocument, CSV), 400: ErrorBody, **_NOT_FOUND},
-              path_params=_VERSION, query_params={"format": {"type": "string", "enum": ["json", "csv"]}},
-              description="Check it with `python -m ranking verify snapshot.json battles.jsonl --public-key KEY`."),
-    Operation("get", "/api/v1/leaderboard/snapshots/{version}/battles", "The snapshot's exact battle file (JSON "
-              "Lines; its SHA-256 is in the snapshot)", "leaderboard", {200: JSONL, **_NOT_FOUND},
-              path_params=_VERSION),
-    Operation("get", "/api/v1/leaderboard/snapshots/{version}/votes", "Every vote the snapshot considered, with "
-              "the reason for each one left out (JSON Lines)", "leaderboard", {200: JSONL, **_NOT_FOUND},
-              path_params=_VERSION),
-    Operation("get", "/api/v1/leaderboard/public-key", "The Ed25519 key that signs snapshots (PEM, or JSON with "
-              "?format=json)", "leaderboard", {200: (PublicKeyOut, PEM), 400: ErrorBody},
-              query_params={"format": {"type": "string", "enum": ["pem", "json"]}}),
-)
-
-BOARD_OPERATIONS = (
-    Operation("get", "/api/v1/milestones", "Every milestone decided on a snapshot (the newest by default)",
-              "board", {200: MilestonesOut, 400: ErrorBody, **_NOT_FOUND},
-              query_params={"snapshot": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
-              description="Each model's decision with its margins, the first snapshot where a model met the "
-                          "milestone, and each safety metric's correlation with capability."),
-    Operation("get", "/api/v1/board/snapshots/{version}", "The milestone board's signed export for a snapshot "
-              "(JSON, or CSV with ?format=csv)", "board", {200: (BoardExport, CSV), 400: ErrorBody, **_NOT_FOUND},
-              path_params=_VERSION, query_params={"format": {"type": "string", "enum": ["json", "csv"]}},
-              description="The JSON is signed like the snapshot; the CSV's detached Ed25519 signature (base64) "
-                          "is in the X-Arena-Signature header."),
-)
-
-OPERATIONS: tuple[Operation, ...] = (
-    Operation("get", "/api/v1/openapi.json", "This document", "meta", {200: None}),
-    Operation("get", "/api/v1/models", "List your lab's models with their status", "labs",
-              {200: ModelList, 401: ErrorBody}, auth=True),
-    Operation("post", "/api/v1/models", "Register a model", "labs",
-              {201: ModelOut, **_LAB_ERRORS, 409: ErrorBody, 413: ErrorBody, 422: ErrorBody}, body=ModelCreate,
-              auth=True, description="An endpoint model is checked once, now, with a short real request; "
-                                     "a failed check answers 422 with what failed and registers nothing."),
-    Operation("get", "/api/v1/models/{model_id}", "A model's status", "labs",
-              {200: ModelOut, 401: ErrorBody, 404: ErrorBody}, auth=True, path_params=_MODEL_ID),
-    Operation("patch", "/api/v1/models/{model_id}", "Pause, resume, retire or reconfigure a model", "labs",
-              {200: ModelOut, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody, 422: ErrorBody},
-              body=ModelPatch, auth=True, path_params=_MODEL_ID,
-              description="A new endpoint (base_url, model or api_key) is checked first with one short real "
-                          "request, as at registration; a failed check answers 422 and changes nothing. A change "
-                          "of what the model is (before its first counted vote) voids its battles still waiting "
-                          "for a vote."),
-    Operation("delete", "/api/v1/models/{model_id}", "Delete a model that has no counted vote", "labs",
-              {204: None, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody}, auth=True, path_params=_MODEL_ID,
-              description="Its uncounted battles (void, flagged, never voted) go with it. Once a vote has "
-                          "counted this answers 409: the model can only be retired."),
-    Operation("post", "/api/v1/models/{model_id}/answers", "Upload a recorded model's answers (JSON Lines)",
-              "labs", {201: AnswersImported, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody,
-                       422: AnswersRejected},
-              body=JSONL, auth=True, path_params=_MODEL_ID,
-              description='One JSON object a line: {"prompt_id": N, "answer": "...", "duration_ms": 1234} '
-                          "(duration_ms optional). All lines are stored or none: a bad line answers 422 with "
-                          'error.details.lines = [{"line", "error"}, ...].'),
-    Operation("post", "/api/v1/keys/rotate", "Replace your API key (the old one stops working at once)", "labs",
-              {200: KeyRotated, 401: ErrorBody}, auth=True),
-    Operation("get", "/api/v1/prompts", "The prompt set", "voters", {200: PromptList}),
-    Operation("get", "/api/v1/sampling", "The sampling policy: its rule, settings, each model's weight and share",
-              "voters", {200: SamplingOut}),
-    Operation("post", "/api/v1/battles", "Start a battle", "voters",
-              {201: BattleCreated, 400: ErrorBody, 404: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody},
-              body=BattleCreate),
-    Operation("get", "/api/v1/battles/{battle_id}", "A battle (yours)", "voters",
-              {200: BattleOut, 404: ErrorBody}, path_params=_BATTLE_ID),
-    Operation("get", "/api/v1/battles/{battle_id}/stream", "The answers, as Server-Sent Events", "voters",
-              {200: SSE, 404: ErrorBody, 409: ErrorBody}, path_params=_BATTLE_ID),
-    Operation("post", "/api/v1/battles/{battle_id}/turns", "A follow-up prompt", "voters",
-              {201: TurnCreated, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody, 429: ErrorBody},
-              body=TurnCreate, path_params=_BATTLE_ID),
-    Operation("post", "/api/v1/battles/{battle_id}/vote", "Vote (once); reveals both models", "voters",
-              {200: VoteOut, 400: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 429: ErrorBody},
-              body=VoteIn,
-              path_params=_BATTLE_ID),
-    *LEADERBOARD_OPERATIONS,
-    *BOARD_OPERATIONS,
-)
+    return attach
 
 
-def _schemas() -> tuple[dict, dict]:
+MODEL_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+BATTLE_ID = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}
+VERSION = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+FORMAT_JSON_CSV = {"format": {"type": "string", "enum": ["json", "csv"]}}
+
+
+def _api_views(app) -> list[tuple[str, str, Callable, Operation, str]]:
+    """(method, OpenAPI path, view, its Operation, Flask rule) for every route under /api/v1, in the URL map's order.
+    A route without an entry is an error: the document would otherwise leave it out in silence."""
+    found = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1/"):
+            continue
+        view = app.view_functions[rule.endpoint]
+        operation = getattr(view, "openapi", None)
+        if operation is None:
+            raise LookupError(f"{rule.rule} ({rule.endpoint}) has no OpenAPI entry: decorate it with documented()")
+        path = _PARAMETER.sub(r"{\2}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            found.append((method.lower(), path, view, operation, rule.rule))
+    return found
+
+
+def _schemas(operations: list[Operation]) -> tuple[dict, dict]:
     """({model: {"$ref": ...}}, components.schemas) for every pydantic model the operations name."""
     models = []
-    for operation in OPERATIONS:
+    for operation in operations:
         for thing, mode in [(operation.body, "validation"), *((r, "serialization")
                                                              for r in operation.responses.values())]:
             if isinstance(thing, tuple):
@@ -598,18 +539,31 @@ def _schemas() -> tuple[dict, dict]:
     return {model: ref for (model, _mode), ref in refs.items()}, top.get("$defs", {})
 
 
-def document() -> dict:
-    """The OpenAPI 3.1 document of /api/v1."""
-    refs, schemas = _schemas()
+_PARAMETER = re.compile(r"<(?:([^:<>]+):)?([^<>]+)>")  # werkzeug's <converter:name>, converter optional
+
+
+def _path_parameters(rule: str, operation: Operation) -> list[dict]:
+    """The rule's parameters in order: the schema the entry gives, else the one its converter implies."""
+    parameters = []
+    for converter, name in _PARAMETER.findall(rule):
+        default = {"type": "integer", "minimum": 0} if converter == "int" else {"type": "string", "minLength": 1}
+        parameters.append({"name": name, "in": "path", "required": True,
+                           "schema": operation.path_params.get(name, default)})
+    return parameters
+
+
+def document(app) -> dict:
+    """The OpenAPI 3.1 document of /api/v1, from the app's routes and the entries their views carry."""
+    views = _api_views(app)
+    refs, schemas = _schemas([op for *_, op, _ in views])
     paths: dict[str, dict] = {}
-    for op in OPERATIONS:
+    for method, path, view, op, rule in views:
         entry: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
-                                 "operationId": f"{op.method}_{op.path.removeprefix('/api/v1/')}"
+                                 "operationId": f"{method}_{path.removeprefix('/api/v1/')}"
                                  .replace("/", "_").replace("{", "").replace("}", "").replace(".", "_")}
         if op.description:
             entry["description"] = op.description
-        entry["parameters"] = [{"name": name, "in": "path", "required": True, "schema": schema}
-                               for name, schema in op.path_params.items()]
+        entry["parameters"] = _path_parameters(rule, op)
         entry["parameters"] += [{"name": name, "in": "query", "required": False, "schema": schema}
                                 for name, schema in op.query_params.items()]
         if op.body is JSONL:
@@ -631,8 +585,8 @@ def document() -> dict:
                 response["content"] = {"application/json": {"schema": {"type": "object"}}}
             responses[str(status)] = response
         entry["responses"] = responses
-        entry["security"] = [{"bearer": []}] if op.auth else []
-        paths.setdefault(op.path, {})[op.method] = entry
+        entry["security"] = [{"bearer": []}] if getattr(view, "needs_key", False) else []
+        paths.setdefault(path, {})[method] = entry
     return {
         "openapi": "3.1.0",
         "info": {"title": "arena API", "version": API_VERSION,

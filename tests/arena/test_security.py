@@ -265,7 +265,10 @@ def test_every_page_with_a_published_leaderboard_survives_the_same(app, session)
 
 
 def fuzz_pages(app, urls) -> None:
+    from arena.leaderboard.builder import Builder
+
     assert urls
+    Builder(app).beat()  # a live builder: /readyz answers 200 (its 503 means "not ready", not bad input)
     other = Flask("elsewhere")
     other.secret_key = "another-key"  # a well-formed session signed with someone else's key
     other_key_cookie = "session=" + other.session_interface.get_signing_serializer(other).dumps({"voter": "x"})
