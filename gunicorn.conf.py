@@ -5,6 +5,7 @@ would be pinned to one stream; with gthread each open stream holds one thread, a
 worker are cheap. (gevent would also do, but it needs monkey-patching of every library we call, the database
 drivers included; threads need nothing.)
 """
+
 import os
 import sys
 

@@ -3,6 +3,7 @@
 A bad ARENA_* setting stops the worker with one line and gunicorn's boot-error status (3), which stops gunicorn
 itself instead of restarting workers that cannot start.
 """
+
 import sys
 
 from arena import create_app, logs

@@ -9,6 +9,7 @@ The layout (each package's docstring says more):
   (the one error dialect);
 - `ranking/`, beside `arena/`: the pure ranking library, which imports nothing of arena.
 """
+
 from __future__ import annotations
 
 from flask import Flask

@@ -3,6 +3,7 @@
 Counted once, when an answer is stored (a battle's answer or a lab's recorded one), so the snapshot builder
 reads four integers per answer instead of its text. The order is ranking.data.STYLE_FEATURES'.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,5 +28,9 @@ def style_counts(text: str) -> dict[str, int]:
     start) and **bold** or __bold__ spans.
     """
     prose = _CODE_BLOCK.sub("", text)
-    return {"tokens": len(_TOKEN.findall(text)), "header_count": len(_HEADER.findall(prose)),
-            "list_count": len(_LIST_ITEM.findall(prose)), "bold_count": len(_BOLD.findall(prose))}
+    return {
+        "tokens": len(_TOKEN.findall(text)),
+        "header_count": len(_HEADER.findall(prose)),
+        "list_count": len(_LIST_ITEM.findall(prose)),
+        "bold_count": len(_BOLD.findall(prose)),
+    }

@@ -4,6 +4,7 @@
 and the `arena` console script builds the app here and runs its own command group, so that the command line
 and the application never import each other.
 """
+
 from __future__ import annotations
 
 from flask import Flask
@@ -22,8 +23,9 @@ def build_app(overrides: dict | None = None, *, arena_settings: Settings | None 
     chosen = arena_settings or settings.load(overrides)
     # "arena": templates are in arena/templates. Pages' CSS, JavaScript and vendored libraries live in the
     # repository's top-level static/ folder.
-    app = Flask("arena", instance_path=str(chosen.instance_path), static_folder=str(ROOT / "static"),
-                static_url_path="/static")
+    app = Flask(
+        "arena", instance_path=str(chosen.instance_path), static_folder=str(ROOT / "static"), static_url_path="/static"
+    )
     settings.install(app, chosen)
     app.config.update(flask_only)
     db.init_app(app)

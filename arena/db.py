@@ -1,4 +1,5 @@
 """Engine, sessions and schema migrations: one SQLAlchemy session per request, opened lazily."""
+
 from __future__ import annotations
 
 import logging
@@ -52,10 +53,16 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
     # arena.errors) instead of holding a worker thread on a connect or a dead socket for minutes.
     connect_args = {}
     if make_url(url).get_driver_name() in ("psycopg", "psycopg2"):  # libpq's parameters
-        connect_args = {"connect_timeout": DB_CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 10,
-                        "keepalives_interval": 5, "keepalives_count": 3}
-    return create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True,
-                         connect_args=connect_args)
+        connect_args = {
+            "connect_timeout": DB_CONNECT_TIMEOUT_S,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 def init_app(app: Flask) -> None:

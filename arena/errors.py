@@ -6,6 +6,7 @@ line). It knows nothing of HTTP. This module alone maps each kind to its HTTP st
 {"error": {"code", "message", "details"?}}, and the command line prints the same error as one `error:` line with
 exit status 2 (arena.cli.common).
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,16 @@ class Unavailable(ArenaError):
     """The arena cannot serve this now (not enough models, a setting that stops new battles)."""
 
 
-HTTP_STATUS: dict[type[ArenaError], int] = {BadRequest: 400, Refused: 403, NotFound: 404, Conflict: 409,
-                                            TooLarge: 413, Rejected: 422, RateLimited: 429, Unavailable: 503}
+HTTP_STATUS: dict[type[ArenaError], int] = {
+    BadRequest: 400,
+    Refused: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    Rejected: 422,
+    RateLimited: 429,
+    Unavailable: 503,
+}
 
 
 def http_status(error: ArenaError) -> int:
@@ -121,8 +130,15 @@ def init_app(app: Flask) -> None:
         log.warning("database unavailable on %s %s: %s", request.method, request.path, one_line(error))
         headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
         if _wants_json():
-            return jsonify(error_body("database_unavailable", "the arena's database is unavailable for the "
-                                      "moment; try again shortly")), 503, headers
+            return (
+                jsonify(
+                    error_body(
+                        "database_unavailable", "the arena's database is unavailable for the moment; try again shortly"
+                    )
+                ),
+                503,
+                headers,
+            )
         return "The arena's database is unavailable for the moment; try again shortly.", 503, headers
 
 

@@ -6,6 +6,7 @@
 - state (`/metrics`): gauges read from the database at each scrape, beside the processes' event counts
   (arena.metrics).
 """
+
 from __future__ import annotations
 
 import time
@@ -39,8 +40,13 @@ def readiness(app: Flask) -> Readiness:
     except Exception as error:  # noqa: BLE001 - any failure to reach the database means not ready
         checks["database"] = f"unreachable: {one_line(error)}"
     if settings_of(app).ready_needs_builder:
-        checks["builder"] = "ok" if builder_alive(settings_of(app)) else (
-            "no recent heartbeat from this host's snapshot builder (arena serve starts it; arena builder runs it)")
+        checks["builder"] = (
+            "ok"
+            if builder_alive(settings_of(app))
+            else (
+                "no recent heartbeat from this host's snapshot builder (arena serve starts it; arena builder runs it)"
+            )
+        )
     return Readiness(all(result == "ok" for result in checks.values()), checks)
 
 
@@ -60,16 +66,28 @@ def database_gauges(session: Session, *, now: float | None = None) -> list[Gauge
     battles = GaugeMetricFamily("arena_battles_by_state", "Battles in each state now", labels=["state"])
     for state in BATTLE_STATES:
         battles.add_metric([state], counts.get(state, 0))
-    votes = GaugeMetricFamily("arena_votes_stored", "Votes stored (counted or not: a snapshot's rules decide)",
-                              value=session.scalar(select(func.count()).select_from(Vote)) or 0)
-    newest = session.execute(select(Snapshot.version, Snapshot.created_at)
-                             .order_by(Snapshot.version.desc()).limit(1)).first()
-    families = [battles, votes, GaugeMetricFamily("arena_snapshot_version", "The newest snapshot's version (0: "
-                                                  "none yet)", value=newest.version if newest else 0)]
+    votes = GaugeMetricFamily(
+        "arena_votes_stored",
+        "Votes stored (counted or not: a snapshot's rules decide)",
+        value=session.scalar(select(func.count()).select_from(Vote)) or 0,
+    )
+    newest = session.execute(
+        select(Snapshot.version, Snapshot.created_at).order_by(Snapshot.version.desc()).limit(1)
+    ).first()
+    families = [
+        battles,
+        votes,
+        GaugeMetricFamily(
+            "arena_snapshot_version",
+            "The newest snapshot's version (0: none yet)",
+            value=newest.version if newest else 0,
+        ),
+    ]
     if newest is not None:
         age = (now if now is not None else time.time()) - as_utc(newest.created_at).timestamp()
-        families.append(GaugeMetricFamily("arena_snapshot_age_seconds", "Seconds since the newest snapshot was "
-                                          "built", value=age))
+        families.append(
+            GaugeMetricFamily("arena_snapshot_age_seconds", "Seconds since the newest snapshot was built", value=age)
+        )
     return families
 
 
@@ -83,5 +101,4 @@ def state_families(app: Flask) -> list[GaugeMetricFamily]:
         families, up = [], 0
     else:
         up = 1
-    return families + [GaugeMetricFamily("arena_database_up", "Whether this scrape could read the database",
-                                         value=up)]
+    return families + [GaugeMetricFamily("arena_database_up", "Whether this scrape could read the database", value=up)]

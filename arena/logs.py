@@ -6,6 +6,7 @@ for a log pipeline (Loki, Elasticsearch, CloudWatch) to index without parsing.
 so that every line a deployment writes reads one way. An access record's fields (method, path, status,
 duration...) are JSON fields of their own, not one preformatted string.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,18 @@ TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 # The attributes every LogRecord has: anything else on a record came from `extra=` and is written as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 # gunicorn's access-log atoms (gunicorn.glogging.Logger.atoms) and the field each becomes.
-_ACCESS_FIELDS = {"h": "remote", "m": "method", "U": "path", "q": "query", "H": "protocol", "s": "status",
-                  "B": "bytes", "L": "duration_s", "f": "referer", "a": "user_agent"}
+_ACCESS_FIELDS = {
+    "h": "remote",
+    "m": "method",
+    "U": "path",
+    "q": "query",
+    "H": "protocol",
+    "s": "status",
+    "B": "bytes",
+    "L": "duration_s",
+    "f": "referer",
+    "a": "user_agent",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,8 +39,12 @@ class JsonFormatter(logging.Formatter):
     traceback as one string field, so a multi-line traceback stays one record."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-                 "level": record.levelname.lower(), "logger": record.name, "pid": record.process}
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+        }
         if record.name == "gunicorn.access" and isinstance(record.args, dict):
             entry["message"] = "request"
             atoms = record.args
@@ -41,8 +56,9 @@ class JsonFormatter(logging.Formatter):
                     pass
         else:
             entry["message"] = record.getMessage()
-        entry.update({key: value for key, value in vars(record).items()
-                      if key not in _STANDARD and not key.startswith("_")})
+        entry.update(
+            {key: value for key, value in vars(record).items() if key not in _STANDARD and not key.startswith("_")}
+        )
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:

@@ -16,6 +16,7 @@ In tests:
 `close()` returns promptly even while clients wait on `never` or `stall-mid`: those handlers watch a stop event,
 and every open connection is shut down when the server closes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -123,8 +124,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "not_found", f"no route for GET {self.path}")
         if not self._authorised():
             return
-        models = [{"id": name, "object": "model", "owned_by": "arena-loopback", "description": text}
-                  for name, text in BEHAVIOURS.items()]
+        models = [
+            {"id": name, "object": "model", "owned_by": "arena-loopback", "description": text}
+            for name, text in BEHAVIOURS.items()
+        ]
         self._json(200, {"object": "list", "data": models})
 
     def do_POST(self):
@@ -140,8 +143,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.owner._record(body)
         if not self._authorised():
             return
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) \
-                or not isinstance(body.get("model"), str):
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("messages"), list)
+            or not isinstance(body.get("model"), str)
+        ):
             return self._error(400, "invalid_request", "expected an object with 'model' and a list of 'messages'")
         name, _, argument = body["model"].partition(":")
         if name not in BEHAVIOURS:
@@ -187,10 +193,13 @@ class _Handler(BaseHTTPRequestHandler):
             if name == "stall-mid":
                 return self._wait_for_nothing()
             completion = {
-                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
                 "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces)},
-                             "finish_reason": finish}],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "".join(pieces)}, "finish_reason": finish}
+                ],
                 "usage": {"prompt_tokens": 0, "completion_tokens": len(pieces), "total_tokens": len(pieces)},
             }
             return self._json(200, completion)
@@ -207,8 +216,13 @@ class _Handler(BaseHTTPRequestHandler):
         created = int(time.time())
 
         def event(delta: dict, finish_reason) -> bytes:
-            payload = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            payload = {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         self._start_stream()
@@ -245,7 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
         if key is None:
             return True
         header = self.headers.get("Authorization") or ""
-        given = header[len("Bearer "):] if header.startswith("Bearer ") else ""
+        given = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
         if hmac.compare_digest(given.encode(), key.encode()):
             return True
         self._error(401, "invalid_api_key", "missing or wrong API key")
@@ -257,8 +271,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
 
     def _error(self, status: int, code: str, message: str) -> None:
-        self._json(status, {"error": {"message": message, "type": "invalid_request_error" if status < 500
-                                      else "server_error", "code": code}})
+        self._json(
+            status,
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error" if status < 500 else "server_error",
+                    "code": code,
+                }
+            },
+        )
 
     def _json(self, status: int, payload: dict) -> None:
         self._raw(status, "application/json", json.dumps(payload).encode())
@@ -330,8 +352,12 @@ class LoopbackModelServer:
     def start(self) -> "LoopbackModelServer":
         if self._thread is None:
             self._serving = True
-            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name=f"loopback-model:{self.port}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"loopback-model:{self.port}",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -361,9 +387,11 @@ class LoopbackModelServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arena.loopback_model",
-                                     description="An OpenAI-compatible chat server on loopback, for tests and "
-                                                 "offline trials. Models: " + ", ".join(BEHAVIOURS) + ".")
+    parser = argparse.ArgumentParser(
+        prog="python -m arena.loopback_model",
+        description="An OpenAI-compatible chat server on loopback, for tests and "
+        "offline trials. Models: " + ", ".join(BEHAVIOURS) + ".",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")

@@ -15,6 +15,7 @@ This module imports nothing of the arena's, so that any module can count in it.
 
 Labels are bounded: a model's name (the operators register them), a route's endpoint name, a status code.
 """
+
 from __future__ import annotations
 
 from prometheus_client import (
@@ -35,27 +36,48 @@ ANSWER_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BUILD_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 
-HTTP_REQUESTS = Counter("arena_http_requests", "HTTP requests answered, by route (Flask endpoint), method and "
-                        "status", ["endpoint", "method", "status"])
-HTTP_SECONDS = Histogram("arena_http_request_seconds", "Time to answer a request (an answer stream: until its "
-                         "headers), by route", ["endpoint"], buckets=REQUEST_BUCKETS)
-BATTLES = Counter("arena_battles", "Battles that reached a state: created, ready (both answers stored), voted, "
-                  "void", ["state"])
+HTTP_REQUESTS = Counter(
+    "arena_http_requests",
+    "HTTP requests answered, by route (Flask endpoint), method and status",
+    ["endpoint", "method", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "arena_http_request_seconds",
+    "Time to answer a request (an answer stream: until its headers), by route",
+    ["endpoint"],
+    buckets=REQUEST_BUCKETS,
+)
+BATTLES = Counter(
+    "arena_battles", "Battles that reached a state: created, ready (both answers stored), voted, void", ["state"]
+)
 VOTES = Counter("arena_votes", "Votes taken, by outcome (a, b, tie, bothbad)", ["outcome"])
-ANSWER_SECONDS = Histogram("arena_answer_seconds", "Time to a model's whole answer, by model and source "
-                           "(endpoint: a provider call; recorded: a replay)", ["model", "source"],
-                           buckets=ANSWER_BUCKETS)
-FIRST_TOKEN_SECONDS = Histogram("arena_answer_first_token_seconds", "Time to a model's first answer text, by "
-                                "model and source", ["model", "source"], buckets=ANSWER_BUCKETS)
-ANSWER_FAILURES = Counter("arena_answer_failures", "Answers that failed (an error, a timeout, an empty "
-                          "answer), by model and source", ["model", "source"])
-RATE_LIMITED = Counter("arena_rate_limited", "Requests refused by a rate limit, by action (battles, votes)",
-                       ["action"])
-DATABASE_ERRORS = Counter("arena_database_errors", "Requests that met a database error: unavailable (answered "
-                          "503) or other (answered 500)", ["kind"])
+ANSWER_SECONDS = Histogram(
+    "arena_answer_seconds",
+    "Time to a model's whole answer, by model and source (endpoint: a provider call; recorded: a replay)",
+    ["model", "source"],
+    buckets=ANSWER_BUCKETS,
+)
+FIRST_TOKEN_SECONDS = Histogram(
+    "arena_answer_first_token_seconds",
+    "Time to a model's first answer text, by model and source",
+    ["model", "source"],
+    buckets=ANSWER_BUCKETS,
+)
+ANSWER_FAILURES = Counter(
+    "arena_answer_failures",
+    "Answers that failed (an error, a timeout, an empty answer), by model and source",
+    ["model", "source"],
+)
+RATE_LIMITED = Counter("arena_rate_limited", "Requests refused by a rate limit, by action (battles, votes)", ["action"])
+DATABASE_ERRORS = Counter(
+    "arena_database_errors",
+    "Requests that met a database error: unavailable (answered 503) or other (answered 500)",
+    ["kind"],
+)
 SNAPSHOT_BUILDS = Counter("arena_snapshot_builds", "Snapshot builds by outcome (built, failed)", ["outcome"])
-SNAPSHOT_BUILD_SECONDS = Histogram("arena_snapshot_build_seconds", "Time to build, sign and store a snapshot",
-                                   buckets=BUILD_BUCKETS)
+SNAPSHOT_BUILD_SECONDS = Histogram(
+    "arena_snapshot_build_seconds", "Time to build, sign and store a snapshot", buckets=BUILD_BUCKETS
+)
 
 
 def registry() -> CollectorRegistry:

@@ -4,6 +4,7 @@ Raw facts only: battles, messages and votes are stored as they happened, with wh
 battle's state, an identity-leak flag). Which votes count for the ranking is decided later, by the snapshot
 builder, from these facts; nothing here is rewritten to "clean" the data.
 """
+
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
@@ -51,7 +52,6 @@ class AnswerStyle:
     header_count: Mapped[int | None] = mapped_column(Integer)
     list_count: Mapped[int | None] = mapped_column(Integer)
     bold_count: Mapped[int | None] = mapped_column(Integer)
-
 
 
 class Lab(Base):
@@ -206,6 +206,7 @@ class Vote(Base):
 
 # ------------------------------------------------------------------------------------------------ labs' API
 
+
 class EndpointCheck(Base):
     """One call to an endpoint model outside a battle: the check made at registration (later, health probes).
 
@@ -243,6 +244,7 @@ class AuditEvent(Base):
 
 
 # ------------------------------------------------------------------------------------------------ leaderboard
+
 
 class VoterExclusion(Base):
     """A voter whose votes the snapshot builder leaves out, with the reason and who decided it.
@@ -300,6 +302,7 @@ class SnapshotFile(Base):
 
 # ------------------------------------------------------------------------------------------------ milestone board
 
+
 class SafetyScore(Base):
     """A safety measurement of a model, imported from elsewhere (the arena measures capability only)."""
 
@@ -338,8 +341,9 @@ class Milestone(Base):
 @event.listens_for(Message, "before_update")
 def _count_answer_style(_mapper, _connection, answer) -> None:
     """Every answer stored through the ORM gets its style counts; bulk inserts call style_counts themselves."""
-    text = answer.text if isinstance(answer, RecordedAnswer) else (
-        answer.content if answer.role == "assistant" else None)
+    text = (
+        answer.text if isinstance(answer, RecordedAnswer) else (answer.content if answer.role == "assistant" else None)
+    )
     if text is not None:
         for column, value in style_counts(text).items():
             setattr(answer, column, value)

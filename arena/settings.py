@@ -9,6 +9,7 @@ settings: code reads `settings_of(app)` (or `current()` in a request); the domai
 The defaults run the embedded demo as it is. Operator secrets come only from the environment (or, for a
 self-hosted default, a key generated once into the instance folder); nothing secret is written to the repository.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     """The arena's settings; each field is the environment variable ARENA_<FIELD NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix="ARENA_", case_sensitive=False, extra="forbid", frozen=True,
-                                      validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ARENA_", case_sensitive=False, extra="forbid", frozen=True, validate_default=True
+    )
 
     # ---- where things are
     instance_path: Path = ROOT / "instance"
@@ -264,4 +266,3 @@ def override(app: Flask, **changes) -> Settings:
         raise SettingsError(_describe(e)) from None
     install(app, settings)
     return settings
-

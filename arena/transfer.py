@@ -20,6 +20,7 @@ the imported ids, so new rows do not collide with them. Endpoint keys stay encry
 ARENA_SECRET_KEY: the target needs the same secret to read them, as it needs the same signing key file to sign
 further snapshots under the same public key.
 """
+
 from __future__ import annotations
 
 import base64
@@ -79,6 +80,7 @@ def tables() -> list[Table]:
 
 # ------------------------------------------------------------------------------------------------ values
 
+
 def _utc_text(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
@@ -86,8 +88,9 @@ def _utc_text(value: datetime) -> str:
 
 
 def _float_text(value: float):
-    return value if math.isfinite(value) else ("NaN" if math.isnan(value) else
-                                              ("Infinity" if value > 0 else "-Infinity"))
+    return (
+        value if math.isfinite(value) else ("NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity"))
+    )
 
 
 def _float_value(value):
@@ -124,6 +127,7 @@ def schema_revision(connection: Connection) -> str | None:
 
 # ------------------------------------------------------------------------------------------------ export
 
+
 def export_arena(engine: Engine, path: str | os.PathLike) -> TransferResult:
     """Write the whole arena to `path` (a tar), as one consistent read of the database; written whole or not at all.
 
@@ -144,13 +148,26 @@ def export_arena(engine: Engine, path: str | os.PathLike) -> TransferResult:
         for table in tables():
             file = Path(work) / f"{table.name}.jsonl.gz"
             rows, digest = _write_table(connection, table, file)
-            entries.append({"name": table.name, "file": f"tables/{table.name}.jsonl.gz",
-                            "columns": [column.name for column in table.columns], "rows": rows, "sha256": digest})
+            entries.append(
+                {
+                    "name": table.name,
+                    "file": f"tables/{table.name}.jsonl.gz",
+                    "columns": [column.name for column in table.columns],
+                    "rows": rows,
+                    "sha256": digest,
+                }
+            )
             counts.append(TableCount(table.name, rows))
         connection.rollback()
-        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "schema_revision": revision,
-                    "created_at": _utc_text(datetime.now(timezone.utc)),
-                    "source": {"dialect": engine.dialect.name}, "code_version": _code_version(), "tables": entries}
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "schema_revision": revision,
+            "created_at": _utc_text(datetime.now(timezone.utc)),
+            "source": {"dialect": engine.dialect.name},
+            "code_version": _code_version(),
+            "tables": entries,
+        }
         _write_archive(path, manifest, Path(work))
     return TransferResult(revision, counts, time.perf_counter() - started)
 
@@ -165,10 +182,12 @@ def _write_table(connection: Connection, table: Table, file: Path) -> tuple[int,
             # a snapshot's files can be tens of megabytes each: those rows come one at a time
             blobs = any(isinstance(column.type, sqltypes.LargeBinary) for column in table.columns)
             result = connection.execution_options(stream_results=True, yield_per=1 if blobs else 5000).execute(
-                statement)
+                statement
+            )
             for row in result:
-                record = {name: (None if value is None else encode(value))
-                          for (name, encode), value in zip(encoders, row)}
+                record = {
+                    name: (None if value is None else encode(value)) for (name, encode), value in zip(encoders, row)
+                }
                 out.write(orjson.dumps(record) + b"\n")
                 rows += 1
     return rows, _sha256(file)
@@ -210,6 +229,7 @@ def _code_version() -> str:
 
 # ------------------------------------------------------------------------------------------------ import
 
+
 def read_manifest(path: str | os.PathLike) -> dict:
     """The archive's manifest, checked for shape (not yet the tables' contents)."""
     try:
@@ -223,11 +243,16 @@ def read_manifest(path: str | os.PathLike) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise TransferError(f"{path}: its manifest is not JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise TransferError(f"{path}: not an arena export (format {manifest.get('format')!r})"
-                            if isinstance(manifest, dict) else f"{path}: not an arena export")
+        raise TransferError(
+            f"{path}: not an arena export (format {manifest.get('format')!r})"
+            if isinstance(manifest, dict)
+            else f"{path}: not an arena export"
+        )
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise TransferError(f"{path}: export format version {manifest.get('format_version')!r}; this arena reads "
-                            f"version {FORMAT_VERSION}")
+        raise TransferError(
+            f"{path}: export format version {manifest.get('format_version')!r}; this arena reads "
+            f"version {FORMAT_VERSION}"
+        )
     if not isinstance(manifest.get("schema_revision"), str) or not isinstance(manifest.get("tables"), list):
         raise TransferError(f"{path}: the manifest lacks the schema revision or the table list")
     return manifest
@@ -249,25 +274,30 @@ def import_arena(engine: Engine, path: str | os.PathLike, *, replace: bool = Fal
         connection.rollback()
     if current is None:
         if inspect(engine).get_table_names():
-            raise TransferError("the database has tables but no arena schema revision; import into an empty "
-                                "database")
+            raise TransferError("the database has tables but no arena schema revision; import into an empty database")
         db.upgrade(engine.url.render_as_string(hide_password=False), revision)
     elif current != revision:
-        raise TransferError(f"the archive is at schema revision {revision}, the database at {current}: import "
-                            f"into a database at {revision} (an empty one is migrated to it), then run "
-                            f"'arena db upgrade'")
+        raise TransferError(
+            f"the archive is at schema revision {revision}, the database at {current}: import "
+            f"into a database at {revision} (an empty one is migrated to it), then run "
+            f"'arena db upgrade'"
+        )
     known = {table.name: table for table in tables()}
     listed = [entry.get("name") for entry in manifest["tables"]]
     if set(listed) != set(known) or len(listed) != len(known):
         missing, extra = sorted(set(known) - set(listed)), sorted(set(listed) - set(known), key=str)
-        raise TransferError(f"the archive's tables do not match this arena's at revision {revision}"
-                            f"{': missing ' + ', '.join(missing) if missing else ''}"
-                            f"{': unknown ' + ', '.join(map(str, extra)) if extra else ''}")
+        raise TransferError(
+            f"the archive's tables do not match this arena's at revision {revision}"
+            f"{': missing ' + ', '.join(missing) if missing else ''}"
+            f"{': unknown ' + ', '.join(map(str, extra)) if extra else ''}"
+        )
     for entry in manifest["tables"]:
         columns = {column.name for column in known[entry["name"]].columns}
         if set(entry.get("columns") or ()) != columns:
-            raise TransferError(f"table {entry['name']}: the archive's columns {entry.get('columns')} are not this "
-                                f"arena's {sorted(columns)}")
+            raise TransferError(
+                f"table {entry['name']}: the archive's columns {entry.get('columns')} are not this "
+                f"arena's {sorted(columns)}"
+            )
 
     counts = []
     with engine.connect() as connection:
@@ -277,9 +307,12 @@ def import_arena(engine: Engine, path: str | os.PathLike, *, replace: bool = Fal
         try:
             occupied = _occupied_tables(connection)
             if occupied and not replace:
-                raise TransferError("the database is not empty (" + ", ".join(
-                    f"{name}: {rows} rows" for name, rows in occupied[:4]) + (", ..." if len(occupied) > 4 else "")
-                    + "); import into an empty database, or pass --replace to delete everything in it first")
+                raise TransferError(
+                    "the database is not empty ("
+                    + ", ".join(f"{name}: {rows} rows" for name, rows in occupied[:4])
+                    + (", ..." if len(occupied) > 4 else "")
+                    + "); import into an empty database, or pass --replace to delete everything in it first"
+                )
             if occupied:
                 _delete_everything(connection)
             by_name = {entry["name"]: entry for entry in manifest["tables"]}
@@ -314,10 +347,17 @@ def _delete_everything(connection: Connection) -> None:
     """Delete every row, children first, lifting the tables' own triggers (the audit log's) for the delete alone."""
     dialect = connection.dialect.name
     if dialect == "postgresql":
-        guarded = connection.execute(text(
-            "SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE NOT t.tgisinternal AND n.nspname = current_schema()")).scalars().all()
+        guarded = (
+            connection.execute(
+                text(
+                    "SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE NOT t.tgisinternal AND n.nspname = current_schema()"
+                )
+            )
+            .scalars()
+            .all()
+        )
         guarded = [name for name in guarded if name in {table.name for table in tables()}]
         for name in guarded:
             connection.exec_driver_sql(f'ALTER TABLE "{name}" DISABLE TRIGGER USER')
@@ -328,8 +368,9 @@ def _delete_everything(connection: Connection) -> None:
         return
     triggers = []
     if dialect == "sqlite":
-        triggers = connection.execute(text(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND sql IS NOT NULL")).all()
+        triggers = connection.execute(
+            text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND sql IS NOT NULL")
+        ).all()
         for name, _sql in triggers:
             connection.exec_driver_sql(f'DROP TRIGGER "{name}"')
     for table in reversed(tables()):
@@ -353,8 +394,9 @@ def _load_table(connection: Connection, table: Table, stream, entry: dict) -> in
                     record = orjson.loads(line)
                     if not isinstance(record, dict) or set(record) != set(decoders):
                         raise ValueError("not a row of this table (its fields are not the table's columns)")
-                    batch.append({name: (None if value is None else decoders[name](value))
-                                  for name, value in record.items()})
+                    batch.append(
+                        {name: (None if value is None else decoders[name](value)) for name, value in record.items()}
+                    )
                 except (ValueError, TypeError, orjson.JSONDecodeError) as error:
                     raise TransferError(f"{entry['file']} line {number}: {error}") from None
                 if len(batch) >= BATCH_ROWS or pending >= BATCH_BYTES:
@@ -385,7 +427,7 @@ class _HashingReader(io.RawIOBase):
     def readinto(self, buffer) -> int:
         data = self.stream.read(len(buffer))
         self.digest.update(data)
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def drain(self) -> None:
@@ -400,13 +442,18 @@ def _reset_sequences(connection: Connection) -> None:
         if len(keys) != 1 or not isinstance(keys[0].type, sqltypes.Integer):
             continue
         column = keys[0].name
-        sequence = connection.execute(text("SELECT pg_get_serial_sequence(:table, :column)"),
-                                      {"table": table.name, "column": column}).scalar()
+        sequence = connection.execute(
+            text("SELECT pg_get_serial_sequence(:table, :column)"), {"table": table.name, "column": column}
+        ).scalar()
         if sequence is None:
             continue  # no sequence (snapshots' versions are chosen by the builder)
-        connection.execute(text(f'SELECT setval(:sequence, COALESCE((SELECT MAX("{column}") FROM "{table.name}"), 1), '
-                                f'(SELECT MAX("{column}") FROM "{table.name}") IS NOT NULL)'),
-                           {"sequence": sequence})
+        connection.execute(
+            text(
+                f'SELECT setval(:sequence, COALESCE((SELECT MAX("{column}") FROM "{table.name}"), 1), '
+                f'(SELECT MAX("{column}") FROM "{table.name}") IS NOT NULL)'
+            ),
+            {"sequence": sequence},
+        )
 
 
 def iter_rows(connection: Connection, table: Table) -> Iterator[dict]:

@@ -18,6 +18,7 @@ Timing conventions (the table's footnotes repeat them):
   it (pool start-up included). When a loop-type baseline would exceed its time budget it stops after
   `sample_seconds` and reports how many replicates it ran; the parent scales linearly.
 """
+
 import time
 
 _T_START = time.perf_counter()
@@ -111,7 +112,7 @@ class Spec:
 def load(spec: Spec):
     a, b, o, _theta, names = _data.load_arrays(spec.arrays)
     if spec.subsample:
-        a, b, o = a[:spec.subsample], b[:spec.subsample], o[:spec.subsample]
+        a, b, o = a[: spec.subsample], b[: spec.subsample], o[: spec.subsample]
     return a, b, o, names
 
 
@@ -157,8 +158,13 @@ def loop_replicates(spec: Spec, run_one, fit_s: float, *, in_flight=None, pool=N
 
 
 def result(spec: Spec, **fields) -> dict:
-    out = {"method": spec.method, "replicates": spec.replicates, "peak_mib": peak_mib(),
-           "workers_peak_mib": workers_peak_mib() or None, "notes": []}
+    out = {
+        "method": spec.method,
+        "replicates": spec.replicates,
+        "peak_mib": peak_mib(),
+        "workers_peak_mib": workers_peak_mib() or None,
+        "notes": [],
+    }
     out.update(fields)
     return out
 
@@ -176,8 +182,9 @@ def m_reference(spec: Spec) -> dict:
     fit_s, fit_cpu = time.perf_counter() - start, cpu_s() - cpu0
     ratings = _data.to_elo(theta)
     np.savez(spec.reference, ratings=ratings, **{k: v for k, v in info.items() if k != "message"})
-    return result(spec, fit_s=fit_s, fit_cpu_s=fit_cpu, boot_s=None, replicates=0, replicates_run=0,
-                  max_diff=0.0, info=info)
+    return result(
+        spec, fit_s=fit_s, fit_cpu_s=fit_cpu, boot_s=None, replicates=0, replicates_run=0, max_diff=0.0, info=info
+    )
 
 
 def _use_xla_cache(spec: Spec) -> None:
@@ -185,6 +192,7 @@ def _use_xla_cache(spec: Spec) -> None:
     if spec.raw.get("xla_cache"):
         os.environ["ARENA_RANKING_CACHE"] = spec.raw["xla_cache"]
         from ranking.compilation import enable_compilation_cache
+
         enable_compilation_cache()
 
 
@@ -194,6 +202,7 @@ def _ours_import():
     from ranking.bootstrap import bootstrap_ratings
     from ranking.bradley_terry import fit_bradley_terry
     from ranking.stats import pair_counts
+
     return pair_counts, fit_bradley_terry, bootstrap_ratings, time.perf_counter() - start
 
 
@@ -208,9 +217,17 @@ def m_ours_fit(spec: Spec) -> dict:
         fit = fit_bradley_terry(pair_counts(a, b, o, m))
         times.append(time.perf_counter() - start)
         cpus.append(cpu_s() - cpu0)
-    return result(spec, fit_s=times[0], fit_warm_s=times[1], fit_cpu_s=cpus[0], boot_s=None, replicates=0,
-                  replicates_run=0,
-                  max_diff=diff_to_reference(spec, fit.ratings), import_s=import_s)
+    return result(
+        spec,
+        fit_s=times[0],
+        fit_warm_s=times[1],
+        fit_cpu_s=cpus[0],
+        boot_s=None,
+        replicates=0,
+        replicates_run=0,
+        max_diff=diff_to_reference(spec, fit.ratings),
+        import_s=import_s,
+    )
 
 
 def m_ours_bootstrap(spec: Spec) -> dict:
@@ -242,11 +259,20 @@ def m_ours_bootstrap(spec: Spec) -> dict:
     if boot.samples.shape != (R, m) or not np.all(np.isfinite(boot.samples)):
         raise RuntimeError(f"bootstrap samples have shape {boot.samples.shape} or non-finite values")
     # Time of the fit inside bootstrap_ratings is not separable; fit_s reports the counting step.
-    return result(spec, fit_s=None, count_s=runs[0][0], boot_s=runs[0][0] + runs[0][1], boot_cpu_s=cpus[0],
-                  boot_warm_cpu_s=cpus[1],
-                  boot_warm_s=runs[1][0] + runs[1][1], replicates_run=R, import_s=import_s,
-                  growth_mib=growth, max_diff=diff_to_reference(spec, boot.fit.ratings),
-                  refits=int(getattr(boot, "refits", 0)))
+    return result(
+        spec,
+        fit_s=None,
+        count_s=runs[0][0],
+        boot_s=runs[0][0] + runs[0][1],
+        boot_cpu_s=cpus[0],
+        boot_warm_cpu_s=cpus[1],
+        boot_warm_s=runs[1][0] + runs[1][1],
+        replicates_run=R,
+        import_s=import_s,
+        growth_mib=growth,
+        max_diff=diff_to_reference(spec, boot.fit.ratings),
+        refits=int(getattr(boot, "refits", 0)),
+    )
 
 
 def m_ours_e2e(spec: Spec) -> dict:
@@ -254,6 +280,7 @@ def m_ours_e2e(spec: Spec) -> dict:
     from ranking.bootstrap import bootstrap_ratings
     from ranking.data import read_battles
     from ranking.stats import pair_counts
+
     _use_xla_cache(spec)
     imported = time.perf_counter()
     battles = read_battles(spec.jsonl)
@@ -266,9 +293,17 @@ def m_ours_e2e(spec: Spec) -> dict:
     position = {name: i for i, name in enumerate(names)}
     ratings = np.full(len(names), np.nan)
     ratings[[position[name] for name in battles.models]] = boot.fit.ratings
-    return result(spec, fit_s=None, boot_s=done - _T_START, boot_cpu_s=cpu_s(), replicates_run=spec.replicates,
-                  import_s=imported - _T_START, read_s=read - imported, rank_s=done - read,
-                  max_diff=diff_to_reference(spec, ratings))
+    return result(
+        spec,
+        fit_s=None,
+        boot_s=done - _T_START,
+        boot_cpu_s=cpu_s(),
+        replicates_run=spec.replicates,
+        import_s=imported - _T_START,
+        read_s=read - imported,
+        rank_s=done - read,
+        max_diff=diff_to_reference(spec, ratings),
+    )
 
 
 def m_ours_elo(spec: Spec) -> dict:
@@ -276,6 +311,7 @@ def m_ours_elo(spec: Spec) -> dict:
     a, b, o, names = load(spec)
     import ranking  # noqa: F401
     from ranking.elo import online_elo
+
     times, cpus = [], []
     for _ in range(2):
         start, cpu0 = time.perf_counter(), cpu_s()
@@ -285,8 +321,17 @@ def m_ours_elo(spec: Spec) -> dict:
         cpus.append(cpu_s() - cpu0)
     if not np.all(np.isfinite(ratings)):
         raise RuntimeError("online Elo returned non-finite ratings")
-    return result(spec, fit_s=times[0], fit_warm_s=times[1], fit_cpu_s=cpus[0], boot_s=None, replicates=0,
-                  replicates_run=0, max_diff=None, battles=int(a.size))
+    return result(
+        spec,
+        fit_s=times[0],
+        fit_warm_s=times[1],
+        fit_cpu_s=cpus[0],
+        boot_s=None,
+        replicates=0,
+        replicates_run=0,
+        max_diff=None,
+        battles=int(a.size),
+    )
 
 
 # ---- FastChat's current method (our own implementation from its description, not FastChat's code).
@@ -304,6 +349,7 @@ _FC_UPFRONT_LIMIT = 4 << 30  # bytes: above this, replicate weights are drawn on
 
 def _fc_loss_and_grad(r, a, b, y, w):
     from scipy.special import expit, log_expit
+
     d = _FC_ALPHA * (r[a] - r[b])
     loss = -np.sum(w * (y * log_expit(d) + (1 - y) * log_expit(-d)))
     g = _FC_ALPHA * w * (expit(d) - y)  # d loss / d r_a for each row
@@ -313,8 +359,15 @@ def _fc_loss_and_grad(r, a, b, y, w):
 
 def _fc_fit(weights):
     from scipy.optimize import minimize
-    res = minimize(_fc_loss_and_grad, np.zeros(_FC["m"]), args=(_FC["a"], _FC["b"], _FC["y"], weights),
-                   jac=True, method="L-BFGS-B", options={"gtol": 1e-6, "maxiter": 100})
+
+    res = minimize(
+        _fc_loss_and_grad,
+        np.zeros(_FC["m"]),
+        args=(_FC["a"], _FC["b"], _FC["y"], weights),
+        jac=True,
+        method="L-BFGS-B",
+        options={"gtol": 1e-6, "maxiter": 100},
+    )
     return res.x
 
 
@@ -324,6 +377,7 @@ def _fc_fit_row(row):
 
 def m_fastchat(spec: Spec) -> dict:
     import multiprocessing as mp
+
     a, b, o, names = load(spec)
     m, n = len(names), a.size
     R = spec.replicates
@@ -344,8 +398,10 @@ def m_fastchat(spec: Spec) -> dict:
         _FC["boot_weights"] = rng.multinomial(n, counts / n, size=R).astype(np.float64) / n
         task = lambda i: (_fc_fit_row, (i,))  # noqa: E731  (workers inherit the weights by fork)
     else:
-        notes.append(f"replicate weights drawn one at a time ({R} x {rows.size} up front would need "
-                     f"{R * rows.size * 16 / 2**30:.0f} GiB)")
+        notes.append(
+            f"replicate weights drawn one at a time ({R} x {rows.size} up front would need "
+            f"{R * rows.size * 16 / 2**30:.0f} GiB)"
+        )
         task = lambda i: (_fc_fit, (rng.multinomial(n, counts / n).astype(np.float64) / n,))  # noqa: E731
     draw_s, cpu2 = time.perf_counter() - start, cpu_s()
     ctx = mp.get_context("fork")
@@ -355,10 +411,20 @@ def m_fastchat(spec: Spec) -> dict:
         pool.join()
     samples = 1000 + 400 * np.array(results)
     assert samples.shape == (k, m)
-    return result(spec, fit_s=fit_s, boot_s=draw_s + loop_s, boot_fixed_s=draw_s, fit_cpu_s=cpu1 - cpu0,
-                  boot_cpu_s=cpu_s() - cpu1, boot_fixed_cpu_s=cpu2 - cpu1, replicates_run=k,
-                  unique_rows=int(rows.size), max_diff=diff_to_reference(spec, 1000 + 400 * r),
-                  workers_peak_mib=workers_peak_mib(), notes=notes)
+    return result(
+        spec,
+        fit_s=fit_s,
+        boot_s=draw_s + loop_s,
+        boot_fixed_s=draw_s,
+        fit_cpu_s=cpu1 - cpu0,
+        boot_cpu_s=cpu_s() - cpu1,
+        boot_fixed_cpu_s=cpu2 - cpu1,
+        replicates_run=k,
+        unique_rows=int(rows.size),
+        max_diff=diff_to_reference(spec, 1000 + 400 * r),
+        workers_peak_mib=workers_peak_mib(),
+        notes=notes,
+    )
 
 
 # ---- The older scikit-learn method: logistic regression on the raw rows. Each battle becomes a row
@@ -369,6 +435,7 @@ def m_fastchat(spec: Spec) -> dict:
 
 def _sk_design(a, b, o, m):
     from scipy.sparse import csr_matrix
+
     n = a.size
     rows = np.repeat(np.arange(2 * n), 2)
     cols = np.empty(4 * n, np.int64)
@@ -383,6 +450,7 @@ def _sk_design(a, b, o, m):
 
 def _sk_fit(a, b, o, m):
     from sklearn.linear_model import LogisticRegression
+
     x, y = _sk_design(a, b, o, m)
     lr = LogisticRegression(fit_intercept=False, C=1e6, tol=1e-6, max_iter=1000)
     lr.fit(x, y)
@@ -393,6 +461,7 @@ def m_sklearn(spec: Spec) -> dict:
     a, b, o, names = load(spec)
     m, n = len(names), a.size
     import sklearn  # noqa: F401  (not timed)
+
     start, cpu0 = time.perf_counter(), cpu_s()
     theta = _sk_fit(a, b, o, m)
     fit_s, cpu1 = time.perf_counter() - start, cpu_s()
@@ -403,9 +472,16 @@ def m_sklearn(spec: Spec) -> dict:
         return _sk_fit(a[idx], b[idx], o[idx], m)
 
     results, boot_s, k = loop_replicates(spec, one, fit_s)
-    return result(spec, fit_s=fit_s, boot_s=boot_s, fit_cpu_s=cpu1 - cpu0, boot_cpu_s=cpu_s() - cpu1,
-                  replicates_run=k, max_diff=diff_to_reference(spec, _data.to_elo(theta)),
-                  notes=["sparse CSR design (FastChat's notebook used a dense one)"])
+    return result(
+        spec,
+        fit_s=fit_s,
+        boot_s=boot_s,
+        fit_cpu_s=cpu1 - cpu0,
+        boot_cpu_s=cpu_s() - cpu1,
+        replicates_run=k,
+        max_diff=diff_to_reference(spec, _data.to_elo(theta)),
+        notes=["sparse CSR design (FastChat's notebook used a dense one)"],
+    )
 
 
 # ---- choix: ilsr_pairwise_dense on the half-win matrix; bootstrap = the same Poisson resampling of the
@@ -428,6 +504,7 @@ def _cells(a, b, o, m):
 
 def m_choix(spec: Spec) -> dict:
     import choix
+
     a, b, o, names = load(spec)
     m = len(names)
     start, cpu0 = time.perf_counter(), cpu_s()
@@ -446,13 +523,19 @@ def m_choix(spec: Spec) -> dict:
 
     def one(r):
         drawn = np.random.default_rng([spec.seed, r]).poisson(means).astype(np.float64)
-        return choix.ilsr_pairwise_dense(matrix(drawn[:k_pairs], drawn[k_pairs:2 * k_pairs], drawn[2 * k_pairs:]))
+        return choix.ilsr_pairwise_dense(matrix(drawn[:k_pairs], drawn[k_pairs : 2 * k_pairs], drawn[2 * k_pairs :]))
 
     cpu1 = cpu_s()
     results, boot_s, k = loop_replicates(spec, one, fit_s)
-    return result(spec, fit_s=fit_s, boot_s=boot_s, fit_cpu_s=fit_cpu, boot_cpu_s=cpu_s() - cpu1,
-                  replicates_run=k,
-                  max_diff=diff_to_reference(spec, _data.to_elo(theta)))
+    return result(
+        spec,
+        fit_s=fit_s,
+        boot_s=boot_s,
+        fit_cpu_s=fit_cpu,
+        boot_cpu_s=cpu_s() - cpu1,
+        replicates_run=k,
+        max_diff=diff_to_reference(spec, _data.to_elo(theta)),
+    )
 
 
 # ---- evalica: bradley_terry (its Rust solver, default tolerance 1e-6 and limit 100) and its bootstrap
@@ -462,8 +545,13 @@ def m_choix(spec: Spec) -> dict:
 
 def _evalica_inputs(a, b, o):
     import evalica
-    code = {_data.A_WINS: evalica.Winner.X, _data.B_WINS: evalica.Winner.Y,
-            _data.TIE: evalica.Winner.Draw, _data.TIE_BOTHBAD: evalica.Winner.Draw}
+
+    code = {
+        _data.A_WINS: evalica.Winner.X,
+        _data.B_WINS: evalica.Winner.Y,
+        _data.TIE: evalica.Winner.Draw,
+        _data.TIE_BOTHBAD: evalica.Winner.Draw,
+    }
     winners = [code[v] for v in o.tolist()]
     return a.tolist(), b.tolist(), winners
 
@@ -471,6 +559,7 @@ def _evalica_inputs(a, b, o):
 def m_evalica(spec: Spec) -> dict:
     import evalica
     import pandas as pd
+
     a, b, o, names = load(spec)
     m = len(names)
     xs, ys, winners = _evalica_inputs(a, b, o)
@@ -482,16 +571,31 @@ def m_evalica(spec: Spec) -> dict:
     boot_s = boot_cpu = None
     if spec.replicates:
         start, cpu0 = time.perf_counter(), cpu_s()
-        boot = evalica.bootstrap(evalica.bradley_terry, xs, ys, winners, index=index,
-                                 n_resamples=spec.replicates, bootstrap_method="percentile",
-                                 random_state=spec.seed)
+        boot = evalica.bootstrap(
+            evalica.bradley_terry,
+            xs,
+            ys,
+            winners,
+            index=index,
+            n_resamples=spec.replicates,
+            bootstrap_method="percentile",
+            random_state=spec.seed,
+        )
         boot_s, boot_cpu = time.perf_counter() - start, cpu_s() - cpu0
         assert boot.distribution.shape == (spec.replicates, m)
-    return result(spec, fit_s=fit_s, boot_s=boot_s, fit_cpu_s=fit_cpu, boot_cpu_s=boot_cpu,
-                  replicates_run=spec.replicates,
-                  max_diff=diff_to_reference(spec, _data.to_elo(theta)), iterations=int(fit.iterations),
-                  solver=fit.solver, version=evalica.__version__,
-                  notes=[f"solver {fit.solver}, tolerance 1e-6, limit 100 (defaults): {fit.iterations} iterations"])
+    return result(
+        spec,
+        fit_s=fit_s,
+        boot_s=boot_s,
+        fit_cpu_s=fit_cpu,
+        boot_cpu_s=boot_cpu,
+        replicates_run=spec.replicates,
+        max_diff=diff_to_reference(spec, _data.to_elo(theta)),
+        iterations=int(fit.iterations),
+        solver=fit.solver,
+        version=evalica.__version__,
+        notes=[f"solver {fit.solver}, tolerance 1e-6, limit 100 (defaults): {fit.iterations} iterations"],
+    )
 
 
 # ---- arena-rank (LMArena): PairDataset.from_pandas + BradleyTerry (optax L-BFGS in JAX) and its
@@ -504,15 +608,18 @@ def m_evalica(spec: Spec) -> dict:
 
 def m_arena_rank(spec: Spec) -> dict:
     import multiprocessing as mp
+
     mp.set_start_method("spawn", force=True)
     import jax
     import pandas as pd
     from arena_rank.models.bradley_terry import BradleyTerry
     from arena_rank.utils.data_utils import PairDataset
+
     a, b, o, names = load(spec)
     name_arr = np.array(names, dtype=object)
-    df = pd.DataFrame({"model_a": name_arr[a], "model_b": name_arr[b],
-                       "winner": np.array(_data.OUTCOME_LABELS, dtype=object)[o]})
+    df = pd.DataFrame(
+        {"model_a": name_arr[a], "model_b": name_arr[b], "winner": np.array(_data.OUTCOME_LABELS, dtype=object)[o]}
+    )
     df.loc[df.winner == "tie (bothbad)", "winner"] = "both_bad"  # arena-rank's name for it (also 0.5)
     start, cpu0 = time.perf_counter(), cpu_s()
     dataset = PairDataset.from_pandas(df)
@@ -523,17 +630,25 @@ def m_arena_rank(spec: Spec) -> dict:
     boot_s = boot_cpu = None
     if spec.replicates:
         start, cpu0 = time.perf_counter(), cpu_s()
-        out = model.compute_ratings_and_cis(dataset, ci_method="bootstrap", num_bootstrap=spec.replicates,
-                                            n_jobs=spec.workers, seed=spec.seed)
+        out = model.compute_ratings_and_cis(
+            dataset, ci_method="bootstrap", num_bootstrap=spec.replicates, n_jobs=spec.workers, seed=spec.seed
+        )
         np.asarray(out["rating_lower"])
         boot_s, boot_cpu = time.perf_counter() - start, cpu_s() - cpu0
     position = {name: i for i, name in enumerate(names)}
     ratings = np.full(len(names), np.nan)
     ratings[[position[c] for c in dataset.competitors]] = fit_ratings
-    return result(spec, fit_s=fit_s, boot_s=boot_s, fit_cpu_s=fit_cpu, boot_cpu_s=boot_cpu,
-                  replicates_run=spec.replicates,
-                  max_diff=diff_to_reference(spec, ratings), jax_version=jax.__version__,
-                  notes=[f"jax {jax.__version__}; Pool start method 'spawn' (fork deadlocks under JAX)"])
+    return result(
+        spec,
+        fit_s=fit_s,
+        boot_s=boot_s,
+        fit_cpu_s=fit_cpu,
+        boot_cpu_s=boot_cpu,
+        replicates_run=spec.replicates,
+        max_diff=diff_to_reference(spec, ratings),
+        jax_version=jax.__version__,
+        notes=[f"jax {jax.__version__}; Pool start method 'spawn' (fork deadlocks under JAX)"],
+    )
 
 
 METHODS = {

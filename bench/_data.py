@@ -13,6 +13,7 @@ with d = theta_a - theta_b and nu = TIE_NU, which gives about 15% ties; a fifth 
 (for the end-to-end measurement) and as an .npz of the encoded arrays (so that the other measurements start
 from arrays without re-parsing the file).
 """
+
 from __future__ import annotations
 
 import os
@@ -120,8 +121,10 @@ def ensure_dataset(size: Size, seed: int, root: Path = RESULTS_DIR / "data", log
     tmp = paths.arrays.with_suffix(".tmp.npz")
     np.savez(tmp, model_a=model_a, model_b=model_b, outcome=outcome, theta=theta, names=np.array(names))
     os.replace(tmp, paths.arrays)
-    log(f"  generated {size.label} battles ({paths.jsonl.stat().st_size / 2**20:.0f} MiB JSON Lines, "
-        f"{np.isin(outcome, (TIE, TIE_BOTHBAD)).mean():.1%} ties) in {time.perf_counter() - start:.1f} s")
+    log(
+        f"  generated {size.label} battles ({paths.jsonl.stat().st_size / 2**20:.0f} MiB JSON Lines, "
+        f"{np.isin(outcome, (TIE, TIE_BOTHBAD)).mean():.1%} ties) in {time.perf_counter() - start:.1f} s"
+    )
     return paths
 
 
@@ -136,20 +139,23 @@ def write_jsonl(path: Path, model_a, model_b, outcome, names, chunk: int = 200_0
             a = model_a[start:stop].tolist()
             b = model_b[start:stop].tolist()
             o = outcome[start:stop].tolist()
-            out.write("".join(
-                f'{{"model_a":{quoted[i]},"model_b":{quoted[j]},"winner":{winners[k]},'
-                f'"tstamp":{1.7e9 + start + r:.1f},"anony":true}}\n'
-                for r, (i, j, k) in enumerate(zip(a, b, o))))
+            out.write(
+                "".join(
+                    f'{{"model_a":{quoted[i]},"model_b":{quoted[j]},"winner":{winners[k]},'
+                    f'"tstamp":{1.7e9 + start + r:.1f},"anony":true}}\n'
+                    for r, (i, j, k) in enumerate(zip(a, b, o))
+                )
+            )
     os.replace(tmp, path)
 
 
 def load_arrays(path: Path):
     with np.load(path) as data:
-        return (data["model_a"], data["model_b"], data["outcome"], data["theta"],
-                tuple(str(s) for s in data["names"]))
+        return (data["model_a"], data["model_b"], data["outcome"], data["theta"], tuple(str(s) for s in data["names"]))
 
 
 # ----------------------------------------------------------------------------------------------- ratings
+
 
 def to_elo(theta) -> np.ndarray:
     """Natural-log strengths -> Elo scale with mean CENTRE (the benchmark's common scale and centring)."""
@@ -173,8 +179,9 @@ def half_win_matrix(model_a, model_b, outcome, m: int) -> np.ndarray:
     a = model_a.astype(np.int64)
     b = model_b.astype(np.int64)
     tied = (outcome == TIE) | (outcome == TIE_BOTHBAD)
-    w = (np.bincount(a * m + b, weights=(outcome == A_WINS) + 0.5 * tied, minlength=m * m)
-         + np.bincount(b * m + a, weights=(outcome == B_WINS) + 0.5 * tied, minlength=m * m))
+    w = np.bincount(a * m + b, weights=(outcome == A_WINS) + 0.5 * tied, minlength=m * m) + np.bincount(
+        b * m + a, weights=(outcome == B_WINS) + 0.5 * tied, minlength=m * m
+    )
     return w.reshape(m, m)
 
 
@@ -201,8 +208,13 @@ def reference_fit(wins: np.ndarray):
         grad = -(wins.sum(axis=1) - np.sum(games * expit(d), axis=1)) / total
         return value, grad
 
-    result = minimize(objective, np.zeros(m), jac=True, method="L-BFGS-B",
-                      options={"gtol": 1e-12, "ftol": 0.0, "maxiter": 20_000, "maxcor": 30})
+    result = minimize(
+        objective,
+        np.zeros(m),
+        jac=True,
+        method="L-BFGS-B",
+        options={"gtol": 1e-12, "ftol": 0.0, "maxiter": 20_000, "maxcor": 30},
+    )
     theta = result.x - result.x.mean()
     # One Newton step (pseudo-inverse: the Hessian is singular along the all-ones direction) estimates how far
     # the solution is from the exact optimum.
@@ -211,7 +223,10 @@ def reference_fit(wins: np.ndarray):
     hessian = np.diag(h.sum(axis=1)) - h
     _, grad = objective(theta)
     step = np.linalg.lstsq(hessian / total, -grad, rcond=None)[0]
-    info = {"iterations": int(result.nit), "grad_max": float(np.max(np.abs(grad))),
-            "newton_step_elo": float(ELO_PER_NAT * np.max(np.abs(step - step.mean()))),
-            "message": str(result.message)}
+    info = {
+        "iterations": int(result.nit),
+        "grad_max": float(np.max(np.abs(grad))),
+        "newton_step_elo": float(ELO_PER_NAT * np.max(np.abs(step - step.mean()))),
+        "message": str(result.message),
+    }
     return theta, info

@@ -19,6 +19,7 @@ Steps:
 Targets (issue #5): a new snapshot in under 60 s at 200 models and 1M votes on PostgreSQL; reads that never
 wait for a build (the p99 while building stays within a small factor of the baseline, far below the build time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,6 +87,7 @@ def parse_args(argv):
 
 # ------------------------------------------------------------------------------------------------ data
 
+
 def generate(models: int, votes: int, seed: int):
     """Pairs, outcomes, prompts and voters of `votes` battles, drawn from known strengths (Davidson ties)."""
     rng = np.random.default_rng(seed)
@@ -115,19 +117,50 @@ def load(url: str, args) -> None:
     a, b, winner, prompt, voter, style = generate(args.models, args.votes, args.seed)
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(insert(Model), [{"id": i + 1, "name": f"model-{i:04d}", "organization": f"org-{i % 37}",
-                                            "kind": "recorded", "status": "active", "sampling_weight": 1.0,
-                                            "source": "bench"} for i in range(args.models)])
-        connection.execute(insert(Prompt), [{"id": p, "text": f"prompt {p}", "category": CATEGORIES[p % 5],
-                                             "source": "bench"} for p in range(1, PROMPTS + 1)])
-        connection.execute(insert(RecordedAnswer), [
-            {"model_id": m + 1, "prompt_id": p + 1, "text": "recorded", "tokens": int(style[m, p, 0]),
-             "header_count": int(style[m, p, 1]), "list_count": int(style[m, p, 2]), "bold_count": int(style[m, p, 3])}
-            for m in range(args.models) for p in range(PROMPTS)])
+        connection.execute(
+            insert(Model),
+            [
+                {
+                    "id": i + 1,
+                    "name": f"model-{i:04d}",
+                    "organization": f"org-{i % 37}",
+                    "kind": "recorded",
+                    "status": "active",
+                    "sampling_weight": 1.0,
+                    "source": "bench",
+                }
+                for i in range(args.models)
+            ],
+        )
+        connection.execute(
+            insert(Prompt),
+            [
+                {"id": p, "text": f"prompt {p}", "category": CATEGORIES[p % 5], "source": "bench"}
+                for p in range(1, PROMPTS + 1)
+            ],
+        )
+        connection.execute(
+            insert(RecordedAnswer),
+            [
+                {
+                    "model_id": m + 1,
+                    "prompt_id": p + 1,
+                    "text": "recorded",
+                    "tokens": int(style[m, p, 0]),
+                    "header_count": int(style[m, p, 1]),
+                    "list_count": int(style[m, p, 2]),
+                    "bold_count": int(style[m, p, 3]),
+                }
+                for m in range(args.models)
+                for p in range(PROMPTS)
+            ],
+        )
     labels = np.array(["a", "b", "tie", "bothbad"])[winner]
     start = 1_700_000_000
-    battles = [(f"bench-{i}", int(prompt[i]), int(a[i]) + 1, int(b[i]) + 1, f"voter-{voter[i]}", start + i)
-               for i in range(args.votes)]
+    battles = [
+        (f"bench-{i}", int(prompt[i]), int(a[i]) + 1, int(b[i]) + 1, f"voter-{voter[i]}", start + i)
+        for i in range(args.votes)
+    ]
     if url.startswith("postgresql"):
         _copy_postgres(engine, battles, labels)
     else:
@@ -139,11 +172,26 @@ def _copy_postgres(engine, battles, labels) -> None:
     raw = engine.raw_connection()
     try:
         with raw.cursor() as cursor:
-            with cursor.copy("COPY battles (id, prompt_id, prompt_text, model_a_id, model_b_id, state, flagged, "
-                             "voter, source, sampling_policy, created_at) FROM STDIN") as copy:
+            with cursor.copy(
+                "COPY battles (id, prompt_id, prompt_text, model_a_id, model_b_id, state, flagged, "
+                "voter, source, sampling_policy, created_at) FROM STDIN"
+            ) as copy:
                 for battle_id, prompt_id, model_a, model_b, voter, at in battles:
-                    copy.write_row((battle_id, prompt_id, f"prompt {prompt_id}", model_a, model_b, "voted", False,
-                                    voter, "bench", "uniform", _timestamp(at)))
+                    copy.write_row(
+                        (
+                            battle_id,
+                            prompt_id,
+                            f"prompt {prompt_id}",
+                            model_a,
+                            model_b,
+                            "voted",
+                            False,
+                            voter,
+                            "bench",
+                            "uniform",
+                            _timestamp(at),
+                        )
+                    )
             with cursor.copy("COPY votes (battle_id, winner, voter, source, created_at) FROM STDIN") as copy:
                 for (battle_id, _, _, _, voter, at), label in zip(battles, labels):
                     copy.write_row((battle_id, str(label), voter, "bench", _timestamp(at + 0.5)))
@@ -159,11 +207,30 @@ def _insert_sqlite(engine, battles, labels) -> None:
 
     rows, votes = [], []
     for i, (battle_id, prompt_id, model_a, model_b, voter, at) in enumerate(battles):
-        rows.append({"id": battle_id, "prompt_id": prompt_id, "prompt_text": f"prompt {prompt_id}",
-                     "model_a_id": model_a, "model_b_id": model_b, "state": "voted", "flagged": False,
-                     "voter": voter, "source": "bench", "sampling_policy": "uniform", "created_at": _timestamp(at)})
-        votes.append({"battle_id": battle_id, "winner": str(labels[i]), "voter": voter, "source": "bench",
-                      "created_at": _timestamp(at + 0.5)})
+        rows.append(
+            {
+                "id": battle_id,
+                "prompt_id": prompt_id,
+                "prompt_text": f"prompt {prompt_id}",
+                "model_a_id": model_a,
+                "model_b_id": model_b,
+                "state": "voted",
+                "flagged": False,
+                "voter": voter,
+                "source": "bench",
+                "sampling_policy": "uniform",
+                "created_at": _timestamp(at),
+            }
+        )
+        votes.append(
+            {
+                "battle_id": battle_id,
+                "winner": str(labels[i]),
+                "voter": voter,
+                "source": "bench",
+                "created_at": _timestamp(at + 0.5),
+            }
+        )
     with engine.begin() as connection:
         connection.execute(insert(Battle), rows)
         connection.execute(insert(Vote), votes)
@@ -192,21 +259,28 @@ print(json.dumps({**timings[0]._asdict(), "process": time.perf_counter() - start
 
 
 def environment(url: str, folder: Path, replicates: int) -> dict:
-    return {**os.environ, "ARENA_DATABASE_URL": url, "ARENA_INSTANCE_PATH": str(folder),
-            "ARENA_SECRET_KEY": SECRET_KEY, "ARENA_SNAPSHOT_REPLICATES": str(replicates),
-            "ARENA_SNAPSHOT_EVERY_VOTES": "0", "ARENA_RANKING_CACHE": "off", "PYTHONPATH": str(REPO)}
+    return {
+        **os.environ,
+        "ARENA_DATABASE_URL": url,
+        "ARENA_INSTANCE_PATH": str(folder),
+        "ARENA_SECRET_KEY": SECRET_KEY,
+        "ARENA_SNAPSHOT_REPLICATES": str(replicates),
+        "ARENA_SNAPSHOT_EVERY_VOTES": "0",
+        "ARENA_RANKING_CACHE": "off",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def build_once(env: dict) -> dict:
     """One build in a fresh process, cold: what an operator's `arena snapshot` costs."""
-    done = subprocess.run([sys.executable, "-c", BUILD_CHILD], env=env, capture_output=True, text=True,
-                          timeout=3600)
+    done = subprocess.run([sys.executable, "-c", BUILD_CHILD], env=env, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise SystemExit(f"the build failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------------------------ the reads
+
 
 def read_phase(port: int, readers: int, until) -> list[float]:
     """Leaderboard reads on keep-alive connections until `until()` is true: each read's seconds."""
@@ -245,17 +319,26 @@ def reads(env: dict, folder: Path, args) -> dict:
     log = folder / "gunicorn.log"
     server_env = {**env, "ARENA_PORT": str(port)}
     with open(log, "wb") as out:
-        server = subprocess.Popen(gunicorn_command() + ["--config", str(REPO / "gunicorn.conf.py"),
-                                                        *control_socket_args(folder), "wsgi:app"],
-                                  cwd=REPO, env=server_env, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            gunicorn_command() + ["--config", str(REPO / "gunicorn.conf.py"), *control_socket_args(folder), "wsgi:app"],
+            cwd=REPO,
+            env=server_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until_answers(f"http://127.0.0.1:{port}/api/v1/leaderboard", server, 60, "gunicorn", log)
         deadline = time.monotonic() + args.read_seconds
         started = time.perf_counter()
         idle = read_phase(port, args.readers, lambda: time.monotonic() > deadline)
         idle_seconds = time.perf_counter() - started
-        builder = subprocess.Popen([str(Path(sys.executable).with_name("arena")), "snapshot"], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        builder = subprocess.Popen(
+            [str(Path(sys.executable).with_name("arena")), "snapshot"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         started = time.perf_counter()
         busy = read_phase(port, args.readers, lambda: builder.poll() is not None)
         busy_seconds = time.perf_counter() - started
@@ -264,44 +347,64 @@ def reads(env: dict, folder: Path, args) -> dict:
             raise SystemExit(f"the second build failed: {err[-2000:]}")
     finally:
         stop(server)
-    return {"idle": _summary(idle, idle_seconds), "building": _summary(busy, busy_seconds),
-            "build_seconds": busy_seconds}
+    return {
+        "idle": _summary(idle, idle_seconds),
+        "building": _summary(busy, busy_seconds),
+        "build_seconds": busy_seconds,
+    }
 
 
 def _summary(latencies: list[float], seconds: float) -> dict:
     ms = [1000 * x for x in latencies]
-    return {"reads": len(ms), "per_s": len(ms) / seconds, "p50_ms": percentile(ms, 50),
-            "p99_ms": percentile(ms, 99), "max_ms": max(ms) if ms else None}
+    return {
+        "reads": len(ms),
+        "per_s": len(ms) / seconds,
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms) if ms else None,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ report
+
 
 def report(args, build: dict, read: dict) -> str:
     out = io.StringIO()
     size = f"{args.models} models x {args.votes:,} votes, {args.database}, {args.replicates} replicates"
     out.write(f"\nsnapshot build ({size}; cold process, compile included)\n")
-    rows = [("query", build["query"]), ("encoding", build["encoding"]), ("fit (all boards)", build["fit"]),
-            ("bootstrap (all boards)", build["bootstrap"]), ("style-controlled board", build["style"]),
-            ("sign, compress, store", build["storing"]), ("build total", build["total"]),
-            ("process (imports + build)", build["process"])]
+    rows = [
+        ("query", build["query"]),
+        ("encoding", build["encoding"]),
+        ("fit (all boards)", build["fit"]),
+        ("bootstrap (all boards)", build["bootstrap"]),
+        ("style-controlled board", build["style"]),
+        ("sign, compress, store", build["storing"]),
+        ("build total", build["total"]),
+        ("process (imports + build)", build["process"]),
+    ]
     for name, seconds in rows:
         out.write(f"  {name:<28}{seconds:9.2f} s\n")
     out.write(f"  {'CPU seconds':<28}{build['cpu']:9.2f} s   peak RSS {build['peak_rss_mb']:.0f} MB\n")
     ratio = build["process"] / TARGET_BUILD_SECONDS
     verdict = "PASS" if build["process"] < TARGET_BUILD_SECONDS else "MISS"
-    out.write(f"  target < {TARGET_BUILD_SECONDS:.0f} s: {ratio:.2f} x target  {verdict}"
-              f"{'' if args.models >= 200 and args.votes >= 1_000_000 else ' (the target is set at 200 x 1M)'}\n")
+    out.write(
+        f"  target < {TARGET_BUILD_SECONDS:.0f} s: {ratio:.2f} x target  {verdict}"
+        f"{'' if args.models >= 200 and args.votes >= 1_000_000 else ' (the target is set at 200 x 1M)'}\n"
+    )
     out.write(f"\nleaderboard reads ({args.readers} client threads, gunicorn as make run serves it)\n")
     out.write(f"  {'phase':<22}{'reads':>8}{'reads/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}\n")
     for name, key in (("no build (baseline)", "idle"), ("while building", "building")):
         r = read[key]
-        out.write(f"  {name:<22}{r['reads']:>8}{r['per_s']:>10.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
-                  f"{r['max_ms']:>9.1f}\n")
+        out.write(
+            f"  {name:<22}{r['reads']:>8}{r['per_s']:>10.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}\n"
+        )
     p99_ratio = read["building"]["p99_ms"] / read["idle"]["p99_ms"]
     waited = read["building"]["max_ms"] / 1000 >= 0.5 * read["build_seconds"]
-    out.write(f"  p99 while building / baseline: {p99_ratio:.2f}; slowest read {read['building']['max_ms']:.0f} ms "
-              f"during a {read['build_seconds']:.1f} s build: "
-              f"{'a read WAITED for the build' if waited else 'no read waited for the build'}\n")
+    out.write(
+        f"  p99 while building / baseline: {p99_ratio:.2f}; slowest read {read['building']['max_ms']:.0f} ms "
+        f"during a {read['build_seconds']:.1f} s build: "
+        f"{'a read WAITED for the build' if waited else 'no read waited for the build'}\n"
+    )
     return out.getvalue()
 
 
@@ -314,8 +417,10 @@ def main(argv=None) -> int:
             print(f"note: the schema 'public' of {url} is dropped and recreated", file=sys.stderr)
         started = time.perf_counter()
         load(url, args)
-        print(f"loaded {args.models} models and {args.votes:,} votes in {time.perf_counter() - started:.1f} s",
-              file=sys.stderr)
+        print(
+            f"loaded {args.models} models and {args.votes:,} votes in {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
         env = environment(url, folder, args.replicates)
         build = build_once(env)
         read = reads(env, folder, args)

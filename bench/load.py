@@ -14,6 +14,7 @@ process builds snapshots back to back beside the server) and the issue's targets
 The schema public of the PostgreSQL database is dropped and recreated: give it a database of its own.
 Exit status: 0 when the run completed (1 with --strict when a target is missed), else bench/service.py's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,26 +54,61 @@ def summary(run: dict, *, quick: bool, targets) -> tuple[list[str], bool]:
 
     if "streams" in phases:
         st = phases["streams"]
-        rows.append((f"streams open at once ({st['requested']} requested; p50/p99: first delta)", f"{st['peak']} held",
-                     _n(st.get("ttfd_p50_ms")), _n(st.get("ttfd_p99_ms")), errors(st, st["ready"])))
+        rows.append(
+            (
+                f"streams open at once ({st['requested']} requested; p50/p99: first delta)",
+                f"{st['peak']} held",
+                _n(st.get("ttfd_p50_ms")),
+                _n(st.get("ttfd_p99_ms")),
+                errors(st, st["ready"]),
+            )
+        )
     for name, label in (("battles_recorded", "battles, recorded answers"), ("battles_echo", "battles, endpoints")):
         if name in phases:
             b = phases[name]
-            rows.append((f"{label} (C={b['concurrency']}, {b['elapsed']:.0f} s)", f"{b['per_s']:.1f}",
-                         _n(b["p50_ms"]), _n(b["p99_ms"]), errors(b, b["battles"])))
+            rows.append(
+                (
+                    f"{label} (C={b['concurrency']}, {b['elapsed']:.0f} s)",
+                    f"{b['per_s']:.1f}",
+                    _n(b["p50_ms"]),
+                    _n(b["p99_ms"]),
+                    errors(b, b["battles"]),
+                )
+            )
     if "votes_closed" in phases:
         v = phases["votes_closed"]
-        rows.append((f"votes, closed loop (C={v['concurrency']})", f"{v['per_s']:.0f}", _n(v["p50_ms"]),
-                     _n(v["p99_ms"]), errors(v, v["votes"])))
+        rows.append(
+            (
+                f"votes, closed loop (C={v['concurrency']})",
+                f"{v['per_s']:.0f}",
+                _n(v["p50_ms"]),
+                _n(v["p99_ms"]),
+                errors(v, v["votes"]),
+            )
+        )
     if "votes_open" in phases:
         v = phases["votes_open"]
-        rows.append((f"votes at {v['offered_per_s']:g}/s offered ({v['elapsed']:.0f} s)", f"{v['per_s']:.0f}",
-                     _n(v["p50_ms"]), _n(v["p99_ms"]), errors(v, v["votes"])))
+        rows.append(
+            (
+                f"votes at {v['offered_per_s']:g}/s offered ({v['elapsed']:.0f} s)",
+                f"{v['per_s']:.0f}",
+                _n(v["p50_ms"]),
+                _n(v["p99_ms"]),
+                errors(v, v["votes"]),
+            )
+        )
     if "per_s" in phases.get("votes_open_build", {}):
         v = phases["votes_open_build"]
         running = f"{v['builds_finished']} builds done" + (", one running" if v["building_at_end"] else "")
-        rows.append((f"votes at {v['offered_per_s']:g}/s offered, while snapshot builds run ({running})",
-                     f"{v['per_s']:.0f}", _n(v["p50_ms"]), _n(v["p99_ms"]), errors(v, v["votes"])))
+        rows.append(
+            (
+                f"votes at {v['offered_per_s']:g}/s offered, while snapshot builds run ({running})",
+                f"{v['per_s']:.0f}",
+                _n(v["p50_ms"]),
+                _n(v["p99_ms"]),
+                errors(v, v["votes"]),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
@@ -85,18 +121,27 @@ def summary(run: dict, *, quick: bool, targets) -> tuple[list[str], bool]:
     v = phases.get("votes_open")
     if v is not None:
         failed = v.get("failures", 0) + v.get("prepare_failures", 0)
-        ok = (v["offered_per_s"] >= rate and v["per_s"] >= 0.97 * rate and v["p99_ms"] is not None
-              and v["p99_ms"] < p99_limit and failed == 0)
+        ok = (
+            v["offered_per_s"] >= rate
+            and v["per_s"] >= 0.97 * rate
+            and v["p99_ms"] is not None
+            and v["p99_ms"] < p99_limit
+            and failed == 0
+        )
         met &= ok
-        lines.append(f"  {'PASS' if ok else 'MISS'}  {rate:g} votes/s with p99 < {p99_limit:g} ms and no error: "
-                     f"{v['per_s']:.0f}/s done at {v['offered_per_s']:g}/s offered, p99 {_n(v['p99_ms'])} ms, "
-                     f"{failed} errors")
+        lines.append(
+            f"  {'PASS' if ok else 'MISS'}  {rate:g} votes/s with p99 < {p99_limit:g} ms and no error: "
+            f"{v['per_s']:.0f}/s done at {v['offered_per_s']:g}/s offered, p99 {_n(v['p99_ms'])} ms, "
+            f"{failed} errors"
+        )
     st = phases.get("streams")
     if st is not None:
         ok = st["peak"] >= streams and st["ready"] >= streams and st.get("failures", 0) == 0
         met &= ok
-        lines.append(f"  {'PASS' if ok else 'MISS'}  {streams} open streams at once: {st['peak']} held together, "
-                     f"{st['ready']} ended ready, {st.get('failures', 0)} errors")
+        lines.append(
+            f"  {'PASS' if ok else 'MISS'}  {streams} open streams at once: {st['peak']} held together, "
+            f"{st['ready']} ended ready, {st.get('failures', 0)} errors"
+        )
     return lines, met
 
 
@@ -105,8 +150,11 @@ def _n(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/load.py", description=__doc__.split("\n\n")[0],
-                                     epilog="Other options go to bench/service.py (see its --help).")
+    parser = argparse.ArgumentParser(
+        prog="bench/load.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Other options go to bench/service.py (see its --help).",
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="stop the run after this long (default 10)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
     ours, passed = parser.parse_known_args(argv)
@@ -145,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     if run.get("skipped"):
         print(f"bench/load.py: {run['skipped']}", file=sys.stderr)
         return 1
-    lines, met = summary(run, quick=quick, targets=(service.TARGET_VOTES_PER_S, service.TARGET_VOTE_P99_MS,
-                                                   service.TARGET_STREAMS))
+    lines, met = summary(
+        run, quick=quick, targets=(service.TARGET_VOTES_PER_S, service.TARGET_VOTE_P99_MS, service.TARGET_STREAMS)
+    )
     print("\n== bench/load.py: the issue's numbers (PostgreSQL)")
     print("\n".join(lines))
     return 1 if ours.strict and not met else 0

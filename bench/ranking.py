@@ -14,6 +14,7 @@ for what each row measures and why.
 Every measurement runs in a fresh subprocess (bench/_child.py). A baseline that would exceed the time budget
 (--budget, default 300 s) is timed on fewer replicates and scaled linearly; its row says so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,20 @@ CHILD = Path(_BENCH_DIR) / "_child.py"
 DEFAULT_SIZES = "50x100k,200x1M,1000x3M"
 QUICK_SIZES = "100x50k"
 BASELINES = ("fastchat", "sklearn", "arena_rank", "choix", "evalica")
-PEER_PACKAGES = {"sklearn": "scikit-learn", "arena_rank": "arena-rank", "choix": "choix", "evalica": "evalica",
-                 "fastchat": "scipy"}
-PEER_IMPORTS = {"sklearn": "sklearn", "arena_rank": "arena_rank", "choix": "choix", "evalica": "evalica",
-                "fastchat": "scipy"}
+PEER_PACKAGES = {
+    "sklearn": "scikit-learn",
+    "arena_rank": "arena-rank",
+    "choix": "choix",
+    "evalica": "evalica",
+    "fastchat": "scipy",
+}
+PEER_IMPORTS = {
+    "sklearn": "sklearn",
+    "arena_rank": "arena_rank",
+    "choix": "choix",
+    "evalica": "evalica",
+    "fastchat": "scipy",
+}
 LABELS = {
     "reference": "scipy reference: L-BFGS-B, gtol 1e-12 (fit only)",
     "ours_cold": "ours, from arrays, cold (incl. JIT compile)",
@@ -62,30 +73,60 @@ LABELS = {
 # if the full count would exceed the budget, a second run sized to --sample-seconds, extrapolated linearly.
 PILOT_REPLICATES = {"arena_rank": 4, "evalica": 2}
 PROBE_MAX_MODELS = 300
-TARGETS = {"boot_arrays_s": 2.0, "e2e_s": 10.0, "fastchat_x_200x1M": 20.0, "fastchat_x_1000x3M": 10.0,
-           "elo_1M_s": 0.5, "memory_slack": 1.25, "memory_slack_mib": 16.0}
+TARGETS = {
+    "boot_arrays_s": 2.0,
+    "e2e_s": 10.0,
+    "fastchat_x_200x1M": 20.0,
+    "fastchat_x_1000x3M": 10.0,
+    "elo_1M_s": 0.5,
+    "memory_slack": 1.25,
+    "memory_slack_mib": 16.0,
+}
 
 
 # ----------------------------------------------------------------------------------------------- running
+
 
 class Runner:
     def __init__(self, args, log_dir: Path):
         self.args = args
         self.log_dir = log_dir
 
-    def child(self, method: str, paths: _data.Dataset, *, replicates: int = 0, python: str | None = None,
-              tag: str = "", **extra) -> dict:
-        spec = {"method": method, "arrays": str(paths.arrays), "jsonl": str(paths.jsonl),
-                "reference": str(paths.reference), "replicates": replicates, "budget": self.args.budget,
-                "sample_seconds": self.args.sample_seconds, "seed": self.args.seed,
-                "workers": self.args.workers, **extra}
+    def child(
+        self,
+        method: str,
+        paths: _data.Dataset,
+        *,
+        replicates: int = 0,
+        python: str | None = None,
+        tag: str = "",
+        **extra,
+    ) -> dict:
+        spec = {
+            "method": method,
+            "arrays": str(paths.arrays),
+            "jsonl": str(paths.jsonl),
+            "reference": str(paths.reference),
+            "replicates": replicates,
+            "budget": self.args.budget,
+            "sample_seconds": self.args.sample_seconds,
+            "seed": self.args.seed,
+            "workers": self.args.workers,
+            **extra,
+        }
         log = self.log_dir / f"{paths.arrays.parent.name}-{method}{tag}-{replicates}.log"
         timeout = max(900.0, 3 * self.args.budget)
         started = time.perf_counter()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # Own process group, so that a measurement that hangs is killed together with its pool workers.
-        proc = subprocess.Popen([python or sys.executable, str(CHILD), json.dumps(spec)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [python or sys.executable, str(CHILD), json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -96,7 +137,7 @@ class Runner:
         log.write_text(stdout + "\n--- stderr ---\n" + stderr)
         for line in reversed(stdout.splitlines()):
             if line.startswith("BENCH-RESULT "):
-                out = json.loads(line[len("BENCH-RESULT "):])
+                out = json.loads(line[len("BENCH-RESULT ") :])
                 out["wall_s"] = time.perf_counter() - started
                 return out
         last = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit {proc.returncode}"]
@@ -136,7 +177,8 @@ def run_opaque(runner: Runner, method: str, paths, replicates: int, python=None)
             pilot[key] = pilot[key] * replicates / k1
         pilot["scaled_from"] = k1
         pilot["notes"] = pilot.get("notes", []) + [
-            "scaled proportionally from the pilot alone (start-up counted each time: an overestimate)"]
+            "scaled proportionally from the pilot alone (start-up counted each time: an overestimate)"
+        ]
         return pilot
     k2 = int(min(replicates - 1, max(2 * k1, runner.args.sample_seconds / per)))
     second = runner.child(method, paths, replicates=k2, python=python)
@@ -194,6 +236,7 @@ def measure_size(runner: Runner, size: _data.Size, args) -> dict:
 
 # ---------------------------------------------------------------------------------------------- printing
 
+
 def _t(x, approx=False) -> str:
     if x is None:
         return "-"
@@ -237,10 +280,20 @@ def table_rows(result: dict) -> list[list[str]]:
         if "error" in res:
             out.append([label, "failed", "", "", "", "", "", "", "", res["error"]])
             return
-        out.append([label, reps, _t(fit), _t(total, approx), _t(cpu, approx),
-                    peak if peak is not None else _mib(res), _diff(res.get("max_diff")),
-                    _ratio(fit, ours_fit) if ratios else "-", _ratio(total, ours_total) if ratios else "-",
-                    _ratio(cpu, ours_cpu) if ratios else "-"])
+        out.append(
+            [
+                label,
+                reps,
+                _t(fit),
+                _t(total, approx),
+                _t(cpu, approx),
+                peak if peak is not None else _mib(res),
+                _diff(res.get("max_diff")),
+                _ratio(fit, ours_fit) if ratios else "-",
+                _ratio(total, ours_total) if ratios else "-",
+                _ratio(cpu, ours_cpu) if ratios else "-",
+            ]
+        )
 
     ref = rows["reference"]
     add("reference", LABELS["reference"], ref, reps="-", fit=ref.get("fit_s"), total=None)
@@ -248,16 +301,38 @@ def table_rows(result: dict) -> list[list[str]]:
     if "error" in fit or "error" in boot:
         add("ours", LABELS["ours_cold"], fit if "error" in fit else boot, reps=R, fit=None, total=None)
     else:
-        add("ours", LABELS["ours_cold"], boot, reps=str(R), fit=fit["fit_s"], total=boot["boot_s"],
-            cpu=boot.get("boot_cpu_s"))
-        add("ours", LABELS["ours_warm"], boot, reps=str(R), fit=fit["fit_warm_s"], total=boot["boot_warm_s"],
+        add(
+            "ours",
+            LABELS["ours_cold"],
+            boot,
+            reps=str(R),
+            fit=fit["fit_s"],
+            total=boot["boot_s"],
+            cpu=boot.get("boot_cpu_s"),
+        )
+        add(
+            "ours",
+            LABELS["ours_warm"],
+            boot,
+            reps=str(R),
+            fit=fit["fit_warm_s"],
+            total=boot["boot_warm_s"],
             cpu=boot.get("boot_warm_cpu_s"),
             peak=f"+{boot['growth_mib']:.0f} after enc." if boot.get("growth_mib") is not None else "-",
-            ratios=False)
+            ratios=False,
+        )
     cached = rows.get("ours_cached")
     if cached is not None:
-        add("ours_cached", LABELS["ours_cached"], cached, reps=str(R), fit=None, total=cached.get("boot_s"),
-            cpu=cached.get("boot_cpu_s"), ratios=False)
+        add(
+            "ours_cached",
+            LABELS["ours_cached"],
+            cached,
+            reps=str(R),
+            fit=None,
+            total=cached.get("boot_s"),
+            cpu=cached.get("boot_cpu_s"),
+            ratios=False,
+        )
     for key in ("ours_e2e", "ours_e2e_cached"):
         if key in rows:
             e2e = rows[key]
@@ -266,8 +341,20 @@ def table_rows(result: dict) -> list[list[str]]:
     if "error" in elo:
         add("ours_elo", LABELS["ours_elo"], elo, reps="-", fit=None, total=None)
     else:
-        out.append([LABELS["ours_elo"], "-", f"{_t(elo['fit_s'])} / {_t(elo['fit_warm_s'])}", "-", "-",
-                    _mib(elo), "n/a", _ratio(elo["fit_s"], ours_fit), "-", "-"])
+        out.append(
+            [
+                LABELS["ours_elo"],
+                "-",
+                f"{_t(elo['fit_s'])} / {_t(elo['fit_warm_s'])}",
+                "-",
+                "-",
+                _mib(elo),
+                "n/a",
+                _ratio(elo["fit_s"], ours_fit),
+                "-",
+                "-",
+            ]
+        )
     for method in BASELINES:
         if method not in rows:
             continue
@@ -275,13 +362,31 @@ def table_rows(result: dict) -> list[list[str]]:
         total = None if res.get("boot_s") is None else (res.get("fit_s") or 0) + res["boot_s"]
         cpu = None if res.get("boot_cpu_s") is None else (res.get("fit_cpu_s") or 0) + res["boot_cpu_s"]
         reps = str(R) if not res.get("scaled_from") else f"{R} (scaled from {res['scaled_from']})"
-        add(method, LABELS[method], res, reps=reps, fit=res.get("fit_s"), total=total, cpu=cpu,
-            approx=bool(res.get("scaled_from")))
+        add(
+            method,
+            LABELS[method],
+            res,
+            reps=reps,
+            fit=res.get("fit_s"),
+            total=total,
+            cpu=cpu,
+            approx=bool(res.get("scaled_from")),
+        )
     return out
 
 
-HEADERS = ["method", "replicates", "fit (s)", "fit+boot (s)", "CPU (s)", "peak RSS (MiB)", "max|d| Elo",
-           "fit x ours", "boot x ours", "CPU x ours"]
+HEADERS = [
+    "method",
+    "replicates",
+    "fit (s)",
+    "fit+boot (s)",
+    "CPU (s)",
+    "peak RSS (MiB)",
+    "max|d| Elo",
+    "fit x ours",
+    "boot x ours",
+    "CPU x ours",
+]
 
 
 def format_table(result: dict) -> str:
@@ -293,31 +398,41 @@ def format_table(result: dict) -> str:
         return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
 
     ref = result["rows"]["reference"].get("info", {})
-    title = (f"{result['label']} battles ({result['size'][0]} models x {result['size'][1]:,} battles), "
-             f"{result['replicates']} bootstrap replicates")
+    title = (
+        f"{result['label']} battles ({result['size'][0]} models x {result['size'][1]:,} battles), "
+        f"{result['replicates']} bootstrap replicates"
+    )
     if result.get("load_before") is not None:
-        title += (f"; load average {result['load_before']:.1f} before, {result['load_after']:.1f} after "
-                  f"(the machine has {os.cpu_count()} CPUs)")
+        title += (
+            f"; load average {result['load_before']:.1f} before, {result['load_after']:.1f} after "
+            f"(the machine has {os.cpu_count()} CPUs)"
+        )
     rule = "-" * len(line(HEADERS))
     lines = [title, rule, line(HEADERS), rule, *(line(r) for r in body), rule]
     notes = []
     if ref:
-        notes.append(f"reference: {ref.get('iterations')} L-BFGS-B iterations, max|grad| {ref.get('grad_max'):.1e}, "
-                     f"one more Newton step would move it {ref.get('newton_step_elo'):.1e} Elo")
+        notes.append(
+            f"reference: {ref.get('iterations')} L-BFGS-B iterations, max|grad| {ref.get('grad_max'):.1e}, "
+            f"one more Newton step would move it {ref.get('newton_step_elo'):.1e} Elo"
+        )
     for method in ("fastchat", "sklearn", "arena_rank", "choix", "evalica"):
         res = result["rows"].get(method, {})
         for note in res.get("notes", []):
             notes.append(f"{method}: {note}")
         if res.get("scaled_from"):
             pilot = res.get("pilot")
-            how = (f"extrapolated through runs of {pilot['replicates']} and {res['scaled_from']} replicates"
-                   if pilot else f"timed on {res['scaled_from']} replicates "
-                                 f"({_t(res['boot_measured_s'])} s) and scaled linearly")
+            how = (
+                f"extrapolated through runs of {pilot['replicates']} and {res['scaled_from']} replicates"
+                if pilot
+                else f"timed on {res['scaled_from']} replicates ({_t(res['boot_measured_s'])} s) and scaled linearly"
+            )
             notes.append(f"{method}: bootstrap would exceed the {result['budget']:.0f} s budget: {how}")
     boot = result["rows"]["ours_bootstrap"]
     if "error" not in boot:
-        notes.append(f"ours: JAX import {boot.get('import_s', 0):.2f} s (not in the 'from arrays' rows); "
-                     f"'after enc.' = memory the fit + bootstrap add once the pair counts exist")
+        notes.append(
+            f"ours: JAX import {boot.get('import_s', 0):.2f} s (not in the 'from arrays' rows); "
+            f"'after enc.' = memory the fit + bootstrap add once the pair counts exist"
+        )
     lines += [f"  {n}" for n in notes]
     return "\n".join(lines)
 
@@ -333,6 +448,7 @@ the machine. max|d| Elo: largest |rating - scipy reference| after centring both 
 
 
 # ----------------------------------------------------------------------------------------------- summary
+
 
 def _get(results, key, row, field):
     for res in results:
@@ -365,24 +481,40 @@ def summary(results: list[dict], replicates: int) -> list[str]:
     cold_cpu = _get(results, mid, "ours_bootstrap", "boot_cpu_s")
     warm = _get(results, mid, "ours_bootstrap", "boot_warm_s")
     cached = _get(results, mid, "ours_cached", "boot_s")
-    check("1000 replicates, 200 x 1M, from encoded arrays < 2 s (fresh process, compiling)", cold,
-          cold is not None and cold < TARGETS["boot_arrays_s"],
-          f"{_t(cold)} s cold incl. JIT compile, CPU {_t(cold_cpu)} s ({_t(warm)} s warm){note}")
-    check("same, fresh process with the XLA cache on disk (as `python -m ranking` runs)", cached,
-          cached is not None and cached < TARGETS["boot_arrays_s"], f"{_t(cached)} s{note}")
+    check(
+        "1000 replicates, 200 x 1M, from encoded arrays < 2 s (fresh process, compiling)",
+        cold,
+        cold is not None and cold < TARGETS["boot_arrays_s"],
+        f"{_t(cold)} s cold incl. JIT compile, CPU {_t(cold_cpu)} s ({_t(warm)} s warm){note}",
+    )
+    check(
+        "same, fresh process with the XLA cache on disk (as `python -m ranking` runs)",
+        cached,
+        cached is not None and cached < TARGETS["boot_arrays_s"],
+        f"{_t(cached)} s{note}",
+    )
     for row, how in (("ours_e2e", "compiling"), ("ours_e2e_cached", "XLA cache on disk")):
         e2e = _get(results, mid, row, "boot_s")
-        check(f"same, end to end from the file < 10 s ({how})", e2e, e2e is not None and e2e < TARGETS["e2e_s"],
-              f"{_t(e2e)} s (imports + read + encode + fit + bootstrap){note}")
-    for key, target, label in ((mid, TARGETS["fastchat_x_200x1M"], "200 x 1M"),
-                               (big, TARGETS["fastchat_x_1000x3M"], "1000 x 3M")):
+        check(
+            f"same, end to end from the file < 10 s ({how})",
+            e2e,
+            e2e is not None and e2e < TARGETS["e2e_s"],
+            f"{_t(e2e)} s (imports + read + encode + fit + bootstrap){note}",
+        )
+    for key, target, label in (
+        (mid, TARGETS["fastchat_x_200x1M"], "200 x 1M"),
+        (big, TARGETS["fastchat_x_1000x3M"], "1000 x 3M"),
+    ):
         ours = _get(results, key, "ours_bootstrap", "boot_s")
         fc_fit, fc_boot = _get(results, key, "fastchat", "fit_s"), _get(results, key, "fastchat", "boot_s")
         fc = None if fc_boot is None or ours is None else fc_fit + fc_boot
         cpu_x = _cpu_ratio(results, key, "fastchat")
-        check(f">= {target:.0f}x faster than FastChat's current method at {label}", fc,
-              fc is not None and fc / ours >= target,
-              f"{fc / ours:.1f}x ({_t(fc)} s vs {_t(ours)} s; CPU time {cpu_x}){note}" if fc else "")
+        check(
+            f">= {target:.0f}x faster than FastChat's current method at {label}",
+            fc,
+            fc is not None and fc / ours >= target,
+            f"{fc / ours:.1f}x ({_t(fc)} s vs {_t(ours)} s; CPU time {cpu_x}){note}" if fc else "",
+        )
     for method, name in (("arena_rank", "arena-rank"), ("choix", "choix's dense ILSR loop")):
         parts, ok, any_ = [], True, False
         for res in results:
@@ -394,18 +526,26 @@ def summary(results: list[dict], replicates: int) -> list[str]:
             total = (peer.get("fit_s") or 0) + peer["boot_s"]
             ok &= total > ours
             warm = res["rows"]["ours_bootstrap"].get("boot_warm_s")
-            parts.append(f"{res['label']}: {_ratio(total, ours)} ("
-                         + (f"{_ratio(total, warm)} warm, " if warm else "")
-                         + f"CPU {_cpu_ratio(results, tuple(res['size']), method)})")
+            parts.append(
+                f"{res['label']}: {_ratio(total, ours)} ("
+                + (f"{_ratio(total, warm)} warm, " if warm else "")
+                + f"CPU {_cpu_ratio(results, tuple(res['size']), method)})"
+            )
         check(f"faster than {name} at every size", any_ or None, ok, ", ".join(parts) + note)
     elo_key = next((tuple(r["size"]) for r in results if r["size"][1] == 1_000_000), None)
     elo_cold = _get(results, elo_key, "ours_elo", "fit_s") if elo_key else None
     elo_warm = _get(results, elo_key, "ours_elo", "fit_warm_s") if elo_key else None
-    check(f"online Elo over 1M battles well under a second (< {TARGETS['elo_1M_s']} s, cold)", elo_cold,
-          elo_cold is not None and elo_cold < TARGETS["elo_1M_s"],
-          f"{_t(elo_cold)} s cold incl. compile, {_t(elo_warm)} s warm")
-    growth = [(r["label"], r["rows"]["ours_bootstrap"].get("growth_mib"), r["rows"].get("ours_probe", {}))
-              for r in results if "error" not in r["rows"]["ours_bootstrap"]]
+    check(
+        f"online Elo over 1M battles well under a second (< {TARGETS['elo_1M_s']} s, cold)",
+        elo_cold,
+        elo_cold is not None and elo_cold < TARGETS["elo_1M_s"],
+        f"{_t(elo_cold)} s cold incl. compile, {_t(elo_warm)} s warm",
+    )
+    growth = [
+        (r["label"], r["rows"]["ours_bootstrap"].get("growth_mib"), r["rows"].get("ours_probe", {}))
+        for r in results
+        if "error" not in r["rows"]["ours_bootstrap"]
+    ]
     parts, ok, any_ = [], True, False
     for label, full, probe in growth:
         if full is None:
@@ -417,37 +557,52 @@ def summary(results: list[dict], replicates: int) -> list[str]:
             ok &= full <= limit
             text += f" (first {probe['battles']:,} battles: +{probe['growth_mib']:.0f} MiB)"
         parts.append(text)
-    check("memory after encoding grows with models^2, not battles", any_ or None, ok,
-          "; ".join(parts) + " [PASS when 10x the battles adds at most 25% + 16 MiB]")
+    check(
+        "memory after encoding grows with models^2, not battles",
+        any_ or None,
+        ok,
+        "; ".join(parts) + " [PASS when 10x the battles adds at most 25% + 16 MiB]",
+    )
     return lines
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", default=None, help=f"comma-separated MODELSxBATTLES (default {DEFAULT_SIZES})")
     p.add_argument("--replicates", type=int, default=None, help="bootstrap replicates (default 1000)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"size {QUICK_SIZES}, 100 replicates, 10 s budget: about a minute")
-    p.add_argument("--budget", type=float, default=None,
-                   help="seconds a baseline may take at one size before it is timed on fewer replicates and "
-                        "scaled (default 300)")
-    p.add_argument("--sample-seconds", type=float, default=None,
-                   help="how long a scaled baseline is sampled (default budget / 5)")
+    p.add_argument(
+        "--quick", action="store_true", help=f"size {QUICK_SIZES}, 100 replicates, 10 s budget: about a minute"
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds a baseline may take at one size before it is timed on fewer replicates and scaled (default 300)",
+    )
+    p.add_argument(
+        "--sample-seconds", type=float, default=None, help="how long a scaled baseline is sampled (default budget / 5)"
+    )
     p.add_argument("--only-ours", action="store_true", help="skip every baseline")
     p.add_argument("--skip", default="", help=f"comma-separated baselines to skip: {', '.join(BASELINES)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="pool size of FastChat's method and arena-rank")
     p.add_argument("--data-dir", default=str(_data.RESULTS_DIR / "data"), help="cache of generated battles")
-    p.add_argument("--arena-rank-python", default=None,
-                   help="interpreter for arena-rank (it pins jax==0.8.1, numpy==2.3.3); default: "
-                        "bench/results/venv-arena-rank/bin/python if it exists, else this one")
+    p.add_argument(
+        "--arena-rank-python",
+        default=None,
+        help="interpreter for arena-rank (it pins jax==0.8.1, numpy==2.3.3); default: "
+        "bench/results/venv-arena-rank/bin/python if it exists, else this one",
+    )
     p.add_argument("--no-memory-probe", action="store_true", help="skip the 10x-fewer-battles memory run")
     p.add_argument("--json", default=None, help="where to save the raw results (default bench/results/)")
-    p.add_argument("--from-json", default=None, metavar="PATH",
-                   help="measure nothing: print the tables and summary of a saved run")
+    p.add_argument(
+        "--from-json", default=None, metavar="PATH", help="measure nothing: print the tables and summary of a saved run"
+    )
     args = p.parse_args(argv)
     args.sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     args.replicates = args.replicates or (100 if args.quick else 1000)
@@ -487,9 +642,10 @@ def _version(dist: str) -> str:
 
 def _peer_available(method: str, python: str) -> bool:
     """Is the peer importable by the interpreter that will run it (without importing it here)?"""
-    proc = subprocess.run([python, "-c", f"import importlib.util as u, sys; "
-                                         f"sys.exit(u.find_spec('{PEER_IMPORTS[method]}') is None)"],
-                          capture_output=True)
+    proc = subprocess.run(
+        [python, "-c", f"import importlib.util as u, sys; sys.exit(u.find_spec('{PEER_IMPORTS[method]}') is None)"],
+        capture_output=True,
+    )
     return proc.returncode == 0
 
 
@@ -506,11 +662,16 @@ def main(argv=None) -> int:
         print("\nTargets (2-core machine, no GPU):")
         print("\n".join(summary(saved["results"], saved["results"][0]["replicates"] if saved["results"] else 0)))
         return 0
-    missing = [m for m in args.baselines
-               if not _peer_available(m, args.arena_rank_python if m == "arena_rank" else sys.executable)]
+    missing = [
+        m
+        for m in args.baselines
+        if not _peer_available(m, args.arena_rank_python if m == "arena_rank" else sys.executable)
+    ]
     for m in missing:
-        print(f"note: {PEER_PACKAGES[m]} is not installed: skipping {m} "
-              f"(pip install choix evalica arena-rank scikit-learn pandas)")
+        print(
+            f"note: {PEER_PACKAGES[m]} is not installed: skipping {m} "
+            f"(pip install choix evalica arena-rank scikit-learn pandas)"
+        )
     args.baselines = [m for m in args.baselines if m not in missing]
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_dir = _data.RESULTS_DIR / "logs" / stamp
@@ -523,13 +684,16 @@ def main(argv=None) -> int:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    versions = ", ".join(f"{d} {_version(d)}" for d in ("numpy", "scipy", "jax", "choix", "evalica", "arena-rank",
-                                                          "scikit-learn"))
+    versions = ", ".join(
+        f"{d} {_version(d)}" for d in ("numpy", "scipy", "jax", "choix", "evalica", "arena-rank", "scikit-learn")
+    )
     print(f"arena ranking benchmark: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}")
     print(f"  {versions}")
     print(f"  arena-rank runs under {args.arena_rank_python}")
-    print(f"  replicates {args.replicates}, baseline budget {args.budget:.0f} s (sampled for "
-          f"{args.sample_seconds:.0f} s when over), logs in {log_dir}")
+    print(
+        f"  replicates {args.replicates}, baseline budget {args.budget:.0f} s (sampled for "
+        f"{args.sample_seconds:.0f} s when over), logs in {log_dir}"
+    )
 
     results = []
     for size in args.size_list:
@@ -551,8 +715,17 @@ def main(argv=None) -> int:
         print(line)
     out = Path(args.json) if args.json else _data.RESULTS_DIR / f"ranking-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "size_list"},
-                               "versions": versions, "results": results}, indent=1, default=str))
+    out.write_text(
+        json.dumps(
+            {
+                "args": {k: v for k, v in vars(args).items() if k != "size_list"},
+                "versions": versions,
+                "results": results,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print(f"\nraw results: {out}")
     return 0
 

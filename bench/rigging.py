@@ -28,6 +28,7 @@ defences on is measured against the honest votes with the defences on (the rules
 down-weight repeated prompts too). Targets (issue #7): with the defences on, 1,000 rigged votes move the target
 by less than the half-width of its 95 % interval, and fewer than 2 % of honest votes are excluded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ def simulate_honest(rng, models: int, votes: int, days: int, spread: float, leak
     b = (a + rng.integers(1, models, votes)) % models
     outcome = _outcomes(rng, elo[a] - elo[b])
     start_day = rng.integers(0, days, voter.max() + 1)  # a voter votes on a few days from their first
-    when = (np.minimum(start_day[voter] + rng.geometric(0.1, votes) - 1, days - 1) * 86400.0
-            + rng.random(votes) * 86400.0)
+    when = (
+        np.minimum(start_day[voter] + rng.geometric(0.1, votes) - 1, days - 1) * 86400.0 + rng.random(votes) * 86400.0
+    )
     greeting = rng.random(votes) < 0.05
     prompt = np.where(greeting, rng.integers(0, len(GREETINGS), votes), len(GREETINGS) + np.arange(votes))
     return elo, dict(a=a, b=b, outcome=outcome, voter=voter, time=when, prompt=prompt)
@@ -114,10 +116,10 @@ def simulate_attack(rng, kind: str, elo, target: int, rigged: int, identities: i
         when = (days - 1) * 86400.0 + np.sort(rng.random(rigged)) * 86400.0
     else:
         voter = first_voter + np.arange(rigged) % identities
-        when = (days - 1 - rng.integers(0, min(days, max(1, rigged // identities // 50 + 1)), rigged)) * 86400.0 \
-            + rng.random(rigged) * 86400.0  # at most ~50 votes per identity and day: under the daily cap
-    prompt = (np.full(rigged, WHO) if kind == "identity_seeking"
-              else len(GREETINGS) + 10_000_000 + np.arange(rigged))
+        when = (
+            days - 1 - rng.integers(0, min(days, max(1, rigged // identities // 50 + 1)), rigged)
+        ) * 86400.0 + rng.random(rigged) * 86400.0  # at most ~50 votes per identity and day: under the daily cap
+    prompt = np.full(rigged, WHO) if kind == "identity_seeking" else len(GREETINGS) + 10_000_000 + np.arange(rigged)
     return dict(a=a, b=b, outcome=outcome, voter=voter, time=when, prompt=prompt)
 
 
@@ -131,11 +133,21 @@ def rank(columns, keep, weight, models: int, replicates: int, seed: int):
     from ranking import RankingOptions, RankingWarning, rank_battles
 
     n = int(keep.sum())
-    battles = Battles(model_a=columns["a"][keep].astype(np.int32), model_b=columns["b"][keep].astype(np.int32),
-                      outcome=columns["outcome"][keep], models=tuple(f"m{i:02d}" for i in range(models)),
-                      category=np.full(n, -1, np.int32), categories=(), voter=np.full(n, -1, np.int32), voters=(),
-                      tstamp=np.full(n, np.nan), anony=np.ones(n, bool), style=None, sha256="",
-                      weight=None if weight is None else weight[keep])
+    battles = Battles(
+        model_a=columns["a"][keep].astype(np.int32),
+        model_b=columns["b"][keep].astype(np.int32),
+        outcome=columns["outcome"][keep],
+        models=tuple(f"m{i:02d}" for i in range(models)),
+        category=np.full(n, -1, np.int32),
+        categories=(),
+        voter=np.full(n, -1, np.int32),
+        voters=(),
+        tstamp=np.full(n, np.nan),
+        anony=np.ones(n, bool),
+        style=None,
+        sha256="",
+        weight=None if weight is None else weight[keep],
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RankingWarning)
         board = rank_battles(battles, RankingOptions(replicates=replicates, seed=seed))
@@ -146,9 +158,16 @@ def defend(columns, models: int, settings: IntegritySettings):
     """The arena's rules on these votes, exactly as a snapshot build applies them."""
     voters, voter = np.unique(columns["voter"], return_inverse=True)
     n = columns["a"].size
-    table = VoteTable(columns["a"], columns["b"], columns["outcome"], voter,
-                      np.floor(columns["time"] / 86400).astype(np.int64), columns["prompt"], columns["leaked"],
-                      [None] * n)
+    table = VoteTable(
+        columns["a"],
+        columns["b"],
+        columns["outcome"],
+        voter,
+        np.floor(columns["time"] / 86400).astype(np.int64),
+        columns["prompt"],
+        columns["leaked"],
+        [None] * n,
+    )
     result = apply_rules(table, models, voters.size, settings)
     keep = np.fromiter((r is None for r in result.reason), bool, n)
     return keep, result.weight, result.reason
@@ -183,27 +202,44 @@ def main(argv=None) -> int:
     honest["honest"] = np.ones(args.honest, bool)
     honest = combine(honest)  # in vote order, as the arena stores them (the daily cap keeps a day's first votes)
     first_attacker = int(honest["voter"].max()) + 1
-    print(f"{args.models} models (true Elo sd {args.spread:g}), {args.honest:,} honest votes from "
-          f"{first_attacker:,} voters over {args.days} days; target: model {target} (true rank {target + 1}), "
-          f"{args.rigged:,} rigged votes per attack from {args.identities} identities; settings: "
-          f"daily cap {settings.daily_cap}, alpha {settings.alpha:g}, repeated prompts <= "
-          f"{settings.repeated_prompt_votes} votes; {args.replicates} bootstrap replicates")
+    print(
+        f"{args.models} models (true Elo sd {args.spread:g}), {args.honest:,} honest votes from "
+        f"{first_attacker:,} voters over {args.days} days; target: model {target} (true rank {target + 1}), "
+        f"{args.rigged:,} rigged votes per attack from {args.identities} identities; settings: "
+        f"daily cap {settings.daily_cap}, alpha {settings.alpha:g}, repeated prompts <= "
+        f"{settings.repeated_prompt_votes} votes; {args.replicates} bootstrap replicates"
+    )
 
     base_off = rank(honest, np.ones(args.honest, bool), None, args.models, args.replicates, args.seed)
     keep_h, weight_h, reason_h = defend(honest, args.models, settings)
     base_on = rank(honest, keep_h, weight_h, args.models, args.replicates, args.seed)
     half_width = (base_on[target].ci_high - base_on[target].ci_low) / 2
-    print(f"honest votes only: target at {base_off[target].rating:.1f} (rank {position(base_off, target)}) with "
-          f"the defences off, {base_on[target].rating:.1f} (rank {position(base_on, target)}) on; 95 % interval "
-          f"half-width {half_width:.1f} Elo; honest votes excluded {100 * (~keep_h).mean():.2f} %")
+    print(
+        f"honest votes only: target at {base_off[target].rating:.1f} (rank {position(base_off, target)}) with "
+        f"the defences off, {base_on[target].rating:.1f} (rank {position(base_on, target)}) on; 95 % interval "
+        f"half-width {half_width:.1f} Elo; honest votes excluded {100 * (~keep_h).mean():.2f} %"
+    )
     print()
-    header = ("attack", "off: shift", "off: rank", "on: shift", "on: rank", "< half-width", "rigged excluded",
-              "honest excluded", "honest, by rule", "rigged, by rule")
+    header = (
+        "attack",
+        "off: shift",
+        "off: rank",
+        "on: shift",
+        "on: rank",
+        "< half-width",
+        "rigged excluded",
+        "honest excluded",
+        "honest, by rule",
+        "rigged, by rule",
+    )
     rows = []
     for kind, identities in [(kind, args.identities) for kind in ATTACKS] + list(SYBILS):
         attack = simulate_attack(rng, kind, elo, target, args.rigged, identities, args.days, first_attacker)
-        attack["leaked"] = (np.ones(args.rigged, bool) if kind == "identity_seeking"
-                            else answers_leak(rng, attack["a"], attack["b"], attack["prompt"], target, args.leak))
+        attack["leaked"] = (
+            np.ones(args.rigged, bool)
+            if kind == "identity_seeking"
+            else answers_leak(rng, attack["a"], attack["b"], attack["prompt"], target, args.leak)
+        )
         attack["honest"] = np.zeros(args.rigged, bool)
         columns = combine(honest, attack)
         off = rank(columns, np.ones(columns["a"].size, bool), None, args.models, args.replicates, args.seed)
@@ -218,13 +254,20 @@ def main(argv=None) -> int:
         for r in np.asarray(reason, object)[~keep & ~fair]:
             rigged_rule[r] = rigged_rule.get(r, 0) + 1
         label = "one identity, one day" if kind == "one_identity_burst" else f"{kind}, {identities} identities"
-        rows.append((label, f"{off[target].rating - base_off[target].rating:+.1f}",
-                     f"{position(base_off, target)} -> {position(off, target)}", f"{shift_on:+.1f}",
-                     f"{position(base_on, target)} -> {position(on, target)}",
-                     "yes" if abs(shift_on) < half_width else "NO",
-                     f"{100 * (~keep & ~fair).sum() / (~fair).sum():.1f} %", f"{100 * excluded_honest:.2f} %",
-                     ", ".join(f"{k} {v}" for k, v in sorted(by_rule.items())) or "-",
-                     ", ".join(f"{k} {v}" for k, v in sorted(rigged_rule.items())) or "-"))
+        rows.append(
+            (
+                label,
+                f"{off[target].rating - base_off[target].rating:+.1f}",
+                f"{position(base_off, target)} -> {position(off, target)}",
+                f"{shift_on:+.1f}",
+                f"{position(base_on, target)} -> {position(on, target)}",
+                "yes" if abs(shift_on) < half_width else "NO",
+                f"{100 * (~keep & ~fair).sum() / (~fair).sum():.1f} %",
+                f"{100 * excluded_honest:.2f} %",
+                ", ".join(f"{k} {v}" for k, v in sorted(by_rule.items())) or "-",
+                ", ".join(f"{k} {v}" for k, v in sorted(rigged_rule.items())) or "-",
+            )
+        )
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for r in [header, tuple("-" * w for w in widths)] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))

@@ -39,6 +39,7 @@ Targets (issue #8): the active policy reaches the uniform policy's accuracy with
 share off its rule by more than 10 %. The last line is `votes ratio active/uniform: X` for the 100-model arena
 (the ratio of the medians of votes to separate).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -110,7 +111,7 @@ def make_arena(m: int, tiers: int, seed: int) -> Arena:
     start = 0
     for value, share in WEIGHTS:
         count = max(1, round(share * m))
-        weights[shuffled[start:start + count]] = value
+        weights[shuffled[start : start + count]] = value
         start += count
     joins_at = np.zeros(m, int)
     joins_at[rng.choice(m, max(1, round(LATE_SHARE * m)), replace=False)] = LATE_JOIN_PER_MODEL * m
@@ -127,8 +128,14 @@ def refit(wins: np.ndarray, ties: np.ndarray):
     first, second = np.triu_indices(m, 1)
     played = (wins[first, second] + wins[second, first] + ties[first, second]) > 0
     first, second = first[played], second[played]
-    counts = PairCounts(first.astype(np.int32), second.astype(np.int32), wins[first, second],
-                        wins[second, first], ties[first, second], m)
+    counts = PairCounts(
+        first.astype(np.int32),
+        second.astype(np.int32),
+        wins[first, second],
+        wins[second, first],
+        ties[first, second],
+        m,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = bt.fit_bradley_terry(counts, ties="davidson", warn=False)
@@ -143,8 +150,7 @@ def separated(arena: Arena, ratings, low, high) -> bool:
     return all(low[arena.tier == t].min() > high[arena.tier == t + 1].max() for t in range(tiers - 1))
 
 
-def simulate(arena: Arena, policy: str, *, max_votes: int, refit_every: int, refresh_every: int,
-             seed: int) -> Result:
+def simulate(arena: Arena, policy: str, *, max_votes: int, refit_every: int, refresh_every: int, seed: int) -> Result:
     started = time.perf_counter()
     rule = RULE._replace(policy=policy)
     m = arena.truth.shape[0]
@@ -160,16 +166,21 @@ def simulate(arena: Arena, policy: str, *, max_votes: int, refit_every: int, ref
     while votes < max_votes:
         # the service's refresh: the newest "snapshot" plus the votes counted since
         first, second = np.nonzero(np.triu(since_wins + since_wins.T + since_ties, 1))
-        state = sampling.update_with_votes(base, first, second,
-                                           since_wins[first, second] + since_ties[first, second] / 2,
-                                           since_wins[first, second] + since_wins[second, first]
-                                           + since_ties[first, second])
+        state = sampling.update_with_votes(
+            base,
+            first,
+            second,
+            since_wins[first, second] + since_ties[first, second] / 2,
+            since_wins[first, second] + since_wins[second, first] + since_ties[first, second],
+        )
         can = np.flatnonzero(arena.joins_at <= votes)
         played = wins.sum(axis=1) + wins.sum(axis=0) + ties.sum(axis=1)
         odds = None
         if policy == "active":
-            odds = sampling.active_odds(sampling.active_pair_scores(
-                sampling.ActiveState(state.strengths[can], state.variances[can])), rule.focus)
+            odds = sampling.active_odds(
+                sampling.active_pair_scores(sampling.ActiveState(state.strengths[can], state.variances[can])),
+                rule.focus,
+            )
         probabilities = sampling.pair_probabilities(rule, arena.weights[can], votes=played[can], odds=odds)
         shares = sampling.model_shares(probabilities)
         block = min(refresh_every, max_votes - votes)
@@ -208,8 +219,17 @@ def simulate(arena: Arena, policy: str, *, max_votes: int, refit_every: int, ref
             since_wins[:], since_ties[:] = 0, 0
             if votes_to_separate is not None and votes >= tau_votes:
                 break
-    return Result(policy, votes_to_separate, tau_at_n, curve, lab_sides / lab_sides.sum(),
-                  lab_rule / lab_rule.sum(), votes, time.perf_counter() - started, information / votes)
+    return Result(
+        policy,
+        votes_to_separate,
+        tau_at_n,
+        curve,
+        lab_sides / lab_sides.sum(),
+        lab_rule / lab_rule.sum(),
+        votes,
+        time.perf_counter() - started,
+        information / votes,
+    )
 
 
 def davidson_information(d):
@@ -256,13 +276,30 @@ def time_per_pick(m: int = 300, picks: int = 2000, seed: int = 1) -> dict:
             can_weights[can] = weights[can]
             sampling.draw_pair(rule, can_weights, draw_rng, votes=votes, odds=odds)
         timings[f"draw_pair, {policy}"] = (time.perf_counter() - started) / picks
-    settings = service.SamplingSettings(policy="active", boost=RULE.boost, provisional_votes=RULE.provisional_votes,
-                                        active_floor=RULE.floor, active_focus=RULE.focus, refresh_seconds=5.0,
-                                        failing_rate=0.5, failing_min_calls=4, failing_seconds=600.0)
-    cached = service.PolicyState(settings=settings, snapshot=1, refreshed=time.monotonic(),
-                                 refreshed_at=datetime.now(timezone.utc), position={i: i for i in range(m)},
-                                 votes=votes, fit=state, odds=odds, failing={int(can[0]): (5, 5)}, since={},
-                                 read_up_to=0)
+    settings = service.SamplingSettings(
+        policy="active",
+        boost=RULE.boost,
+        provisional_votes=RULE.provisional_votes,
+        active_floor=RULE.floor,
+        active_focus=RULE.focus,
+        refresh_seconds=5.0,
+        failing_rate=0.5,
+        failing_min_calls=4,
+        failing_seconds=600.0,
+    )
+    cached = service.PolicyState(
+        settings=settings,
+        snapshot=1,
+        refreshed=time.monotonic(),
+        refreshed_at=datetime.now(timezone.utc),
+        position={i: i for i in range(m)},
+        votes=votes,
+        fit=state,
+        odds=odds,
+        failing={int(can[0]): (5, 5)},
+        since={},
+        read_up_to=0,
+    )
     candidates = [Candidate(int(i), 1.0) for i in can]
     started = time.perf_counter()
     for _ in range(picks):
@@ -298,8 +335,17 @@ def service_timings(m: int = 300, votes: int = 60_000, requests: int = 200, seed
     folder = tempfile.mkdtemp(prefix="bench-sampling-")
     url = f"sqlite:///{folder}/arena.db"
     db.upgrade(url)
-    app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": folder, "SECRET_KEY": "bench", "SNAPSHOT_REPLICATES": 20,
-                      "SNAPSHOT_EVERY_VOTES": 0, "VOTE_CHALLENGE": False, "RATE_LIMITS": False})
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": folder,
+            "SECRET_KEY": "bench",
+            "SNAPSHOT_REPLICATES": 20,
+            "SNAPSHOT_EVERY_VOTES": 0,
+            "VOTE_CHALLENGE": False,
+            "RATE_LIMITS": False,
+        }
+    )
     rng = np.random.default_rng(seed)
     strength = rng.normal(0, 1, m)
     a = rng.integers(0, m, votes)
@@ -309,14 +355,32 @@ def service_timings(m: int = 300, votes: int = 60_000, requests: int = 200, seed
     with db.new_session(app) as session:
         session.add(Prompt(id=1, text="q", category="general"))
         session.flush()
-        session.execute(insert(Model), [dict(id=i + 1, name=f"M{i}", organization=f"L{i % 5}", kind="recorded")
-                                        for i in range(m)])
+        session.execute(
+            insert(Model), [dict(id=i + 1, name=f"M{i}", organization=f"L{i % 5}", kind="recorded") for i in range(m)]
+        )
         session.execute(insert(RecordedAnswer), [dict(model_id=i + 1, prompt_id=1, text="an answer") for i in range(m)])
-        session.execute(insert(Battle), [dict(id=f"b{k}", prompt_text="q", model_a_id=int(a[k]) + 1,
-                                              model_b_id=int(b[k]) + 1, state="voted", voter=f"v{k % 5000}",
-                                              created_at=now) for k in range(votes)])
-        session.execute(insert(Vote), [dict(battle_id=f"b{k}", winner="a" if a_wins[k] else "b", voter=f"v{k % 5000}",
-                                            created_at=now) for k in range(votes)])
+        session.execute(
+            insert(Battle),
+            [
+                dict(
+                    id=f"b{k}",
+                    prompt_text="q",
+                    model_a_id=int(a[k]) + 1,
+                    model_b_id=int(b[k]) + 1,
+                    state="voted",
+                    voter=f"v{k % 5000}",
+                    created_at=now,
+                )
+                for k in range(votes)
+            ],
+        )
+        session.execute(
+            insert(Vote),
+            [
+                dict(battle_id=f"b{k}", winner="a" if a_wins[k] else "b", voter=f"v{k % 5000}", created_at=now)
+                for k in range(votes)
+            ],
+        )
         session.commit()
     builds.build_snapshot(app)
     timings = {}
@@ -348,25 +412,34 @@ def _fmt_votes(votes: int | None, budget: int) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="20 models (every policy) and 100 (uniform and active): under a minute")
+    parser.add_argument(
+        "--quick", action="store_true", help="20 models (every policy) and 100 (uniform and active): under a minute"
+    )
     parser.add_argument("--models", type=int, nargs="*", help="arena sizes (default 20 100 300)")
     parser.add_argument("--policies", nargs="*", choices=sampling.POLICIES)
-    parser.add_argument("--replicates", type=int,
-                        help="simulated arenas per size (default 5, 2 from 300 models)")
+    parser.add_argument("--replicates", type=int, help="simulated arenas per size (default 5, 2 from 300 models)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--service", action="store_true",
-                        help="also time the service: a state refresh and POST /battles at 300 models (SQLite)")
+    parser.add_argument(
+        "--service",
+        action="store_true",
+        help="also time the service: a state refresh and POST /battles at 300 models (SQLite)",
+    )
     args = parser.parse_args(argv)
     sizes = args.models or ([20, 100] if args.quick else [20, 100, 300])
-    print(f"truth: tiers of equal ratings {GAP_ELO:g} Elo apart, Davidson ties nu={NU} (23 % between equals); "
-          f"labs of {', '.join(f'{s:.0%}' for s in LAB_SIZES)} of the models; weights "
-          f"{', '.join(f'{w:g} for {s:.0%}' for w, s in WEIGHTS)}, 1 for the rest; {LATE_SHARE:.0%} of the models "
-          f"join after {LATE_JOIN_PER_MODEL}*M votes")
-    print(f"rule settings: boost {RULE.boost:g} below {RULE.provisional_votes} votes; active floor {RULE.floor:g}, "
-          f"focus {RULE.focus:g}")
-    print("separated: every neighbouring pair of true tiers t, t+1 has min ci_low(t) > max ci_high(t+1), 95 % "
-          "Fisher intervals of a Bradley-Terry (Davidson) refit; the median over replicates is shown")
+    print(
+        f"truth: tiers of equal ratings {GAP_ELO:g} Elo apart, Davidson ties nu={NU} (23 % between equals); "
+        f"labs of {', '.join(f'{s:.0%}' for s in LAB_SIZES)} of the models; weights "
+        f"{', '.join(f'{w:g} for {s:.0%}' for w, s in WEIGHTS)}, 1 for the rest; {LATE_SHARE:.0%} of the models "
+        f"join after {LATE_JOIN_PER_MODEL}*M votes"
+    )
+    print(
+        f"rule settings: boost {RULE.boost:g} below {RULE.provisional_votes} votes; active floor {RULE.floor:g}, "
+        f"focus {RULE.focus:g}"
+    )
+    print(
+        "separated: every neighbouring pair of true tiers t, t+1 has min ci_low(t) > max ci_high(t+1), 95 % "
+        "Fisher intervals of a Bradley-Terry (Davidson) refit; the median over replicates is shown"
+    )
     ratios = {}
     for m in sizes:
         tiers = ARENAS.get(m, max(2, m // 10))
@@ -375,10 +448,14 @@ def main(argv=None) -> int:
         refit_every = max(100, 10 * m)
         refresh_every = max(20, m // 2)
         max_votes = 1000 * m
-        print(f"\n== {m} models in {tiers} tiers, {replicates} replicates: refit every {refit_every} votes, refresh "
-              f"every {refresh_every}, tau after N = {TAU_VOTES_PER_MODEL * m:,} votes, budget {max_votes:,} votes")
-        print(f"{'policy':<16} {'votes to separate (each replicate)':>44} {'tau@N':>7} {'lab |obs/rule-1|':>17} "
-              f"{'info/vote':>9} {'s/run':>6}")
+        print(
+            f"\n== {m} models in {tiers} tiers, {replicates} replicates: refit every {refit_every} votes, refresh "
+            f"every {refresh_every}, tau after N = {TAU_VOTES_PER_MODEL * m:,} votes, budget {max_votes:,} votes"
+        )
+        print(
+            f"{'policy':<16} {'votes to separate (each replicate)':>44} {'tau@N':>7} {'lab |obs/rule-1|':>17} "
+            f"{'info/vote':>9} {'s/run':>6}"
+        )
         results: dict[str, list[Result]] = {}
         labs = []
         for policy in policies:
@@ -387,19 +464,32 @@ def main(argv=None) -> int:
                 arena = make_arena(m, tiers, args.seed + 1000 * r)
                 if policy == policies[0]:
                     labs.append(np.bincount(arena.lab, minlength=len(LAB_SIZES)) / m)
-                runs.append(simulate(arena, policy, max_votes=max_votes, refit_every=refit_every,
-                                     refresh_every=refresh_every, seed=args.seed + 1000 * r + 1))
+                runs.append(
+                    simulate(
+                        arena,
+                        policy,
+                        max_votes=max_votes,
+                        refit_every=refit_every,
+                        refresh_every=refresh_every,
+                        seed=args.seed + 1000 * r + 1,
+                    )
+                )
             observed = sum(run.lab_observed for run in runs)
             rule = sum(run.lab_rule for run in runs)
             each = " ".join(_fmt_votes(run.votes_to_separate, max_votes) for run in runs)
-            print(f"{policy:<16} {_fmt_votes(_median_votes(runs, max_votes), max_votes):>9} ({each:>32}) "
-                  f"{np.mean([run.tau_at_n for run in runs]):>7.3f} {np.max(np.abs(observed / rule - 1)):>16.1%} "
-                  f"{np.mean([run.information for run in runs]):>9.3f} {np.mean([run.seconds for run in runs]):>6.1f}")
+            print(
+                f"{policy:<16} {_fmt_votes(_median_votes(runs, max_votes), max_votes):>9} ({each:>32}) "
+                f"{np.mean([run.tau_at_n for run in runs]):>7.3f} {np.max(np.abs(observed / rule - 1)):>16.1%} "
+                f"{np.mean([run.information for run in runs]):>9.3f} {np.mean([run.seconds for run in runs]):>6.1f}"
+            )
         print("lab shares of battle sides, observed (rule) [share by number of models], all replicates:")
         by_count = np.mean(labs, axis=0)
         for lab in range(len(LAB_SIZES)):
-            cells = "  ".join(f"{p}: {sum(r.lab_observed for r in runs)[lab] / len(runs):.3f} "
-                              f"({sum(r.lab_rule for r in runs)[lab] / len(runs):.3f})" for p, runs in results.items())
+            cells = "  ".join(
+                f"{p}: {sum(r.lab_observed for r in runs)[lab] / len(runs):.3f} "
+                f"({sum(r.lab_rule for r in runs)[lab] / len(runs):.3f})"
+                for p, runs in results.items()
+            )
             print(f"  lab {lab} [{by_count[lab]:.3f}]  {cells}")
         if "active" in results and "uniform" in results:
             active, uniform = results["active"], results["uniform"]
@@ -408,10 +498,12 @@ def main(argv=None) -> int:
             bound = "<= " if _median_votes(uniform, max_votes) >= max_votes else ""
             reach = [votes_to_reach(a.tau_curve, u.tau_at_n) for a, u in zip(active, uniform)]
             best = float(davidson_information(np.zeros(1))[0])
-            print(f"active/uniform votes to separate (medians): {bound}{ratios[m]:.2f}; active reaches uniform's tau@N "
-                  f"after {' '.join(_fmt_votes(v, max_votes) for v in reach)} votes (N = {TAU_VOTES_PER_MODEL * m:,}); "
-                  f"information per vote uniform {np.mean([u.information for u in uniform]):.3f}, active "
-                  f"{np.mean([a.information for a in active]):.3f}, at most {best:.3f} (two equal models)")
+            print(
+                f"active/uniform votes to separate (medians): {bound}{ratios[m]:.2f}; active reaches uniform's tau@N "
+                f"after {' '.join(_fmt_votes(v, max_votes) for v in reach)} votes (N = {TAU_VOTES_PER_MODEL * m:,}); "
+                f"information per vote uniform {np.mean([u.information for u in uniform]):.3f}, active "
+                f"{np.mean([a.information for a in active]):.3f}, at most {best:.3f} (two equal models)"
+            )
     print("\ntime per pick, 300 models, 90 % of them able to answer:")
     for name, seconds in time_per_pick().items():
         print(f"  {name:<44} {seconds * 1e3:8.3f} ms")

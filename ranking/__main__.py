@@ -1,4 +1,5 @@
 """`python -m ranking fit FILE ...` and `python -m ranking elo FILE ...`; see ranking/cli.py."""
+
 import sys
 
 from ranking.cli import main

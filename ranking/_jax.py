@@ -6,6 +6,7 @@ array, so float64 is on whichever of them is imported first. Modules that need n
 checking a snapshot's signature) do not import JAX at all: a web worker that only checks or serves signed
 documents stays light.
 """
+
 import jax
 
 jax.config.update("jax_enable_x64", True)

@@ -31,6 +31,7 @@ How a replicate is made, all inside one compiled JAX function per chunk of repli
   its chunk (lax.map), so a replicate's arithmetic never depends on its neighbours. Memory is O(m²) per
   thread plus the (R, m) samples, never O(battles).
 """
+
 from __future__ import annotations
 
 import os
@@ -130,8 +131,7 @@ def alias_tables(pmfs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             deficit_start = deficit_end - (1 - q[small])
             excess_end = np.cumsum(q[large] - 1)
             threshold[small] = q[small]
-            alias[small] = large[np.minimum(np.searchsorted(excess_end, deficit_start, side="right"),
-                                            large.size - 1)]
+            alias[small] = large[np.minimum(np.searchsorted(excess_end, deficit_start, side="right"), large.size - 1)]
             # the small deficit that each large excess ends inside, if it ends strictly inside one
             inside = np.minimum(np.searchsorted(deficit_end, excess_end, side="right"), small.size - 1)
             overshoot = (excess_end > deficit_start[inside]) & (excess_end < deficit_end[inside])
@@ -167,10 +167,16 @@ def _poisson_tables(cells: np.ndarray) -> _CellTables:
     outcomes = np.arange(size.sum()) - np.repeat(start - low, size)
     pmf = poisson.pmf(outcomes, np.repeat(values, size))
     threshold, alias = alias_tables([p / p.sum() for p in np.split(pmf, start[1:])])
-    stream = ((present.astype(np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN_GAMMA))  # wraps modulo 2^64
-    return jax.device_put(_CellTables(stream=stream, base=start[group].astype(np.int32),
-                                      width=size[group].astype(np.float64), low=low[group].astype(np.float64),
-                                      table=alias + threshold / 2))
+    stream = (present.astype(np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN_GAMMA)  # wraps modulo 2^64
+    return jax.device_put(
+        _CellTables(
+            stream=stream,
+            base=start[group].astype(np.int32),
+            width=size[group].astype(np.float64),
+            low=low[group].astype(np.float64),
+            table=alias + threshold / 2,
+        )
+    )
 
 
 def _draw(tables: _CellTables, key, replicate):
@@ -208,8 +214,8 @@ def _layout(counts: PairCounts, cells: np.ndarray) -> _Layout:
     first, second = counts.first, counts.second
     wins = np.full((m, m), present.size, np.int32)
     ties = np.full((m, m), present.size, np.int32)
-    wins[first, second], wins[second, first] = slot[:k], slot[k:2 * k]
-    ties[first, second] = ties[second, first] = slot[2 * k:]
+    wins[first, second], wins[second, first] = slot[:k], slot[k : 2 * k]
+    ties[first, second] = ties[second, first] = slot[2 * k :]
     return jax.device_put(_Layout(wins, ties))
 
 
@@ -219,13 +225,15 @@ def replicate_counts(counts: PairCounts, replicate: int, *, seed: int = 0) -> Pa
     cells = _whole_cells(counts)
     drawn = np.zeros(cells.size)
     if cells.any():
-        drawn[np.flatnonzero(cells)] = np.asarray(_draw_one(_poisson_tables(cells), np.uint64(_seed_key(seed)),
-                                                            np.int64(replicate)))
+        drawn[np.flatnonzero(cells)] = np.asarray(
+            _draw_one(_poisson_tables(cells), np.uint64(_seed_key(seed)), np.int64(replicate))
+        )
     k = counts.first.size
-    return counts._replace(first_wins=drawn[:k], second_wins=drawn[k:2 * k], ties=drawn[2 * k:])
+    return counts._replace(first_wins=drawn[:k], second_wins=drawn[k : 2 * k], ties=drawn[2 * k :])
 
 
 # ------------------------------------------------------------------------------------------------ refitting
+
 
 def _replicate_cells(tables: _CellTables, layout: _Layout, key, replicate, dtype):
     """The replicate's drawn counts as dense (wins, ties) matrices, like bradley_terry.dense_counts."""
@@ -245,7 +253,7 @@ def _half_gradient(theta, scores, battles, same_component, prior, *, coarse: boo
     """
     if coarse:
         e = jnp.exp(jnp.maximum(theta - theta.max(), -80.0)).astype(jnp.float32)
-        expected = (e * jnp.sum(battles.astype(jnp.float32) / (e[:, None] + e[None, :]), axis=1))
+        expected = e * jnp.sum(battles.astype(jnp.float32) / (e[:, None] + e[None, :]), axis=1)
         expected = expected.astype(jnp.float64)
     else:
         e = jnp.exp(jnp.maximum(theta - theta.max(), -700.0))
@@ -257,8 +265,23 @@ def _half_gradient(theta, scores, battles, same_component, prior, *, coarse: boo
 
 
 @partial(jax.jit, static_argnames=("davidson", "gauge", "narrow", "coarse", "max_iter"))
-def _refit_chunk(tables: _CellTables, layout: _Layout, component, key, replicates, x0, precondition, prior, tol,
-                 *, davidson: bool, gauge: bool, narrow: bool, coarse: bool, max_iter: int):
+def _refit_chunk(
+    tables: _CellTables,
+    layout: _Layout,
+    component,
+    key,
+    replicates,
+    x0,
+    precondition,
+    prior,
+    tol,
+    *,
+    davidson: bool,
+    gauge: bool,
+    narrow: bool,
+    coarse: bool,
+    max_iter: int,
+):
     """Draw and refit each replicate of a chunk; replicate -1 is padding. Returns (x, converged, iterations).
 
     Each replicate runs its own chord iteration x <- x + P g_r(x), P = H0^-1 (float32), until the largest
@@ -302,7 +325,8 @@ def _refit_chunk(tables: _CellTables, layout: _Layout, component, key, replicate
             return ~(was_fine & (size < tol)) & (iterations < max_iter)
 
         x, size, iterations, _, was_fine = jax.lax.while_loop(
-            keep_going, step, (x0, jnp.inf, 0, jnp.bool_(not coarse), jnp.bool_(False)))
+            keep_going, step, (x0, jnp.inf, 0, jnp.bool_(not coarse), jnp.bool_(False))
+        )
         return x, was_fine & (size < tol), iterations
 
     def skip(replicate):
@@ -360,11 +384,24 @@ def _whole_cells(counts: PairCounts) -> np.ndarray:
     return _cells(counts)
 
 
-def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATES, seed: int = 0,
-                      ties: str = "half", prior: float = bt.DEFAULT_PRIOR, confidence: float = 0.95,
-                      anchor: int | None = None, anchor_rating: float = 1000.0, scale: float = 400.0,
-                      base: float = 10.0, batch_size: int | None = None, fit: bt.BTFit | None = None,
-                      tol: float = 1e-9, names=None, progress: bool = False) -> BootstrapResult:
+def bootstrap_ratings(
+    counts: PairCounts,
+    *,
+    replicates: int = DEFAULT_REPLICATES,
+    seed: int = 0,
+    ties: str = "half",
+    prior: float = bt.DEFAULT_PRIOR,
+    confidence: float = 0.95,
+    anchor: int | None = None,
+    anchor_rating: float = 1000.0,
+    scale: float = 400.0,
+    base: float = 10.0,
+    batch_size: int | None = None,
+    fit: bt.BTFit | None = None,
+    tol: float = 1e-9,
+    names=None,
+    progress: bool = False,
+) -> BootstrapResult:
     """Percentile bootstrap intervals for Bradley-Terry ratings (Poisson bootstrap over the cells).
 
     `confidence` is the two-sided level: the interval runs between the (1-c)/2 and (1+c)/2 quantiles of the
@@ -379,8 +416,7 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
         raise ValueError("confidence must lie strictly between 0 and 1")
     bt.check_options(ties, prior, scale, base)
     _check_seed(seed)
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
-                                   or batch_size < 1):
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     cells = _whole_cells(counts)
     davidson = ties == "davidson"
@@ -389,13 +425,29 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
     chunks = [np.arange(start, start + chunk) for start in range(0, replicates, chunk)]
     chunks[-1] = np.where(chunks[-1] < replicates, chunks[-1], -1)
     key = np.uint64(_seed_key(seed))
-    static = dict(davidson=davidson, gauge=prior == 0, narrow=bool(counts.totals.max(initial=0) < 2**22),
-                  coarse=not davidson and m >= COARSE_MIN_MODELS, max_iter=CHORD_MAX_ITER)
+    static = dict(
+        davidson=davidson,
+        gauge=prior == 0,
+        narrow=bool(counts.totals.max(initial=0) < 2**22),
+        coarse=not davidson and m >= COARSE_MIN_MODELS,
+        max_iter=CHORD_MAX_ITER,
+    )
 
     with ThreadPoolExecutor(max_workers=min(_threads(), len(chunks))) as pool:
+
         def run(replicate_ids, x0, precondition):
-            out = _refit_chunk(tables, layout, component, key, replicate_ids, x0, precondition, np.float64(prior),
-                               np.float64(tol), **static)
+            out = _refit_chunk(
+                tables,
+                layout,
+                component,
+                key,
+                replicate_ids,
+                x0,
+                precondition,
+                np.float64(prior),
+                np.float64(tol),
+                **static,
+            )
             return [np.array(a) for a in out]
 
         # The tables, and the compilation of the refit, do not need the fit: on a cold start they run on a
@@ -409,8 +461,16 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
         component = np.zeros(m, np.int32)
         prepared = pool.submit(prepare) if fit is None else None
         if fit is None:
-            fit = bt.fit_bradley_terry(counts, ties=ties, prior=prior, anchor=anchor, anchor_rating=anchor_rating,
-                                       scale=scale, base=base, names=names)
+            fit = bt.fit_bradley_terry(
+                counts,
+                ties=ties,
+                prior=prior,
+                anchor=anchor,
+                anchor_rating=anchor_rating,
+                scale=scale,
+                base=base,
+                names=names,
+            )
         component = np.asarray(fit.component, np.int32)
         x0 = np.append(fit.strengths, np.log(fit.tie_strength) if davidson else 0.0)
         precondition = _preconditioner(x0, counts, fit.component, prior, davidson)
@@ -424,8 +484,7 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
         strengths = np.empty((replicates, m))
         refits = 0
         bar = _progress_bar(replicates, progress)
-        for replicate_ids, (x, converged, _) in zip(chunks, pool.map(lambda ids: run(ids, x0, precondition),
-                                                                     chunks)):
+        for replicate_ids, (x, converged, _) in zip(chunks, pool.map(lambda ids: run(ids, x0, precondition), chunks)):
             valid = replicate_ids >= 0
             for row in np.flatnonzero(valid & ~converged):
                 x[row] = _newton_refit(counts, fit, int(replicate_ids[row]), seed, prior, tol, davidson)
@@ -434,14 +493,16 @@ def bootstrap_ratings(counts: PairCounts, *, replicates: int = DEFAULT_REPLICATE
             bar.update(int(valid.sum()))
         bar.close()
 
-    samples = bt.to_elo(strengths, anchor=anchor, anchor_rating=anchor_rating, scale=scale, base=base,
-                        played=~np.isnan(fit.ratings))
+    samples = bt.to_elo(
+        strengths, anchor=anchor, anchor_rating=anchor_rating, scale=scale, base=base, played=~np.isnan(fit.ratings)
+    )
     tail = (1 - confidence) / 2
     low, high = np.quantile(samples, [tail, 1 - tail], axis=0)
     low = np.where(fit.unbounded_below, -np.inf, low)
     high = np.where(fit.unbounded_above, np.inf, high)
-    return BootstrapResult(low=low, high=high, samples=samples, fit=fit, confidence=confidence, seed=int(seed),
-                           refits=refits)
+    return BootstrapResult(
+        low=low, high=high, samples=samples, fit=fit, confidence=confidence, seed=int(seed), refits=refits
+    )
 
 
 def _newton_refit(counts: PairCounts, fit: bt.BTFit, replicate: int, seed: int, prior, tol, davidson):
@@ -473,9 +534,18 @@ def _progress_bar(total: int, enabled: bool):
 
 # ----------------------------------------------------------------------------------- asymptotic intervals
 
-def sandwich_intervals(counts: PairCounts, fit: bt.BTFit, *, ties: str = "half",
-                       prior: float = bt.DEFAULT_PRIOR, confidence: float = 0.95, scale: float = 400.0,
-                       base: float = 10.0, robust: bool = True) -> Intervals:
+
+def sandwich_intervals(
+    counts: PairCounts,
+    fit: bt.BTFit,
+    *,
+    ties: str = "half",
+    prior: float = bt.DEFAULT_PRIOR,
+    confidence: float = 0.95,
+    scale: float = 400.0,
+    base: float = 10.0,
+    robust: bool = True,
+) -> Intervals:
     """Normal-approximation intervals from the Fisher information, or the sandwich (robust) estimator.
 
     The parameters are identified only up to the centring, so the covariance is taken of the centred

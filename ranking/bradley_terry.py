@@ -26,6 +26,7 @@ column sums, no scatter), and LAPACK solves the m+1 Newton system on the host. T
 only on the number of models, so it is reused as the battle log grows, and it is small: compiling it is
 part of every cold start.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -94,8 +95,9 @@ def _check_counts(counts: PairCounts) -> None:
             raise ValueError(f"PairCounts.{name} has shape {getattr(counts, name).shape}, expected {k}")
     if counts.n_models < 1:
         raise ValueError("there are no models to rank")
-    if k[0] and (counts.first.min() < 0 or counts.second.max() >= counts.n_models
-                 or np.any(counts.first == counts.second)):
+    if k[0] and (
+        counts.first.min() < 0 or counts.second.max() >= counts.n_models or np.any(counts.first == counts.second)
+    ):
         raise ValueError("pair codes must be distinct models in [0, n_models)")
     for name in ("first_wins", "second_wins", "ties"):
         values = getattr(counts, name)
@@ -121,7 +123,7 @@ def dense_counts(counts: PairCounts) -> tuple[np.ndarray, np.ndarray]:
     m = counts.n_models
     first, second = counts.first.astype(np.int64), counts.second.astype(np.int64)
     forward, backward = first * m + second, second * m + first
-    wins = (np.bincount(forward, counts.first_wins, m * m) + np.bincount(backward, counts.second_wins, m * m))
+    wins = np.bincount(forward, counts.first_wins, m * m) + np.bincount(backward, counts.second_wins, m * m)
     ties = np.bincount(forward, counts.ties, m * m) + np.bincount(backward, counts.ties, m * m)
     return wins.reshape(m, m), ties.reshape(m, m)
 
@@ -139,6 +141,7 @@ def make_problem(counts: PairCounts, component: np.ndarray, *, batch: bool = Fal
 
 # ----------------------------------------------------------------------------------------------- the model
 
+
 def _pair_loglik(d, phi, first_wins, second_wins, ties, davidson: bool):
     """Log-likelihood of one pair's counts given d = theta_first - theta_second and phi = log nu."""
     if davidson:
@@ -146,8 +149,7 @@ def _pair_loglik(d, phi, first_wins, second_wins, ties, davidson: bool):
         # log(e^{d/2} + e^{-d/2} + e^phi), the Davidson normaliser divided by sqrt(pi_i pi_j), without overflow.
         log_norm = jnp.logaddexp(jnp.logaddexp(d / 2, -d / 2), phi)
         return (first_wins - second_wins) * d / 2 + ties * phi - n * log_norm
-    return ((first_wins + ties / 2) * jax.nn.log_sigmoid(d)
-            + (second_wins + ties / 2) * jax.nn.log_sigmoid(-d))
+    return (first_wins + ties / 2) * jax.nn.log_sigmoid(d) + (second_wins + ties / 2) * jax.nn.log_sigmoid(-d)
 
 
 def _entry_terms(d, phi, wins, ties, davidson: bool):
@@ -166,8 +168,14 @@ def _entry_terms(d, phi, wins, ties, davidson: bool):
         norm = a + b + v
         odd, even, tie = (a - b) / norm, (a + b) / norm, v / norm
         value = wins * d / 2 + ties * phi / 2 - score * (top + jnp.log(norm))
-        return (value, wins / 2 - score * odd / 2, ties / 2 - score * tie,
-                -score * (even - odd**2) / 4, score * odd * tie / 2, -score * tie * even)
+        return (
+            value,
+            wins / 2 - score * odd / 2,
+            ties / 2 - score * tie,
+            -score * (even - odd**2) / 4,
+            score * odd * tie / 2,
+            -score * tie * even,
+        )
     p = jax.nn.sigmoid(d)
     zero = jnp.zeros_like(d)
     return score * jax.nn.log_sigmoid(d), score * (1 - p), zero, -score * p * (1 - p), zero, zero
@@ -203,8 +211,9 @@ def _data_loglik(x, problem: _Problem, davidson: bool):
 
 def _penalty(x, problem: _Problem, prior, davidson: bool):
     theta, phi = x[:-1], x[-1]
-    return (prior / 2 * (jnp.sum(theta**2) + (phi**2 if davidson else 0.0))
-            + _gauge_weight(prior) / 2 * jnp.sum(theta * _component_sums(problem, theta)))
+    return prior / 2 * (jnp.sum(theta**2) + (phi**2 if davidson else 0.0)) + _gauge_weight(prior) / 2 * jnp.sum(
+        theta * _component_sums(problem, theta)
+    )
 
 
 def _objective(x, problem: _Problem, prior, davidson: bool):
@@ -216,8 +225,7 @@ def _assemble_gradient(x, terms, problem: _Problem, prior, davidson: bool):
     # entry (a, b) depends on theta_a - theta_b: its derivative adds to a and subtracts from b
     theta, phi = x[:-1], x[-1]
     _, g_d, g_phi = terms[:3]
-    g_theta = (g_d.sum(axis=1) - g_d.sum(axis=0) - prior * theta
-               - _gauge_weight(prior) * _component_sums(problem, theta))
+    g_theta = g_d.sum(axis=1) - g_d.sum(axis=0) - prior * theta - _gauge_weight(prior) * _component_sums(problem, theta)
     g_last = jnp.sum(g_phi) - prior * phi if davidson else jnp.zeros(())
     return jnp.concatenate([g_theta, g_last[None]])
 
@@ -227,8 +235,7 @@ def _assemble_negative_hessian(terms, problem: _Problem, prior, davidson: bool):
     m = h_dd.shape[0]
     # entry (a, b)'s curvature lands on (a, a), (b, b) and, negated, on (a, b) and (b, a)
     w = -(h_dd + h_dd.T)
-    h_theta = (jnp.diag(w.sum(axis=1)) - w + prior * jnp.eye(m)
-               + _gauge_weight(prior) * _same_component(problem))
+    h_theta = jnp.diag(w.sum(axis=1)) - w + prior * jnp.eye(m) + _gauge_weight(prior) * _same_component(problem)
     if davidson:
         cross = -(h_dp.sum(axis=1) - h_dp.sum(axis=0))
         corner = prior - jnp.sum(h_pp)
@@ -251,9 +258,12 @@ def _evaluate(x, problem: _Problem, prior, davidson: bool):
     """Everything one Newton iteration needs, in one pass: (objective, data log-likelihood, gradient, -Hessian)."""
     terms = _entries(x, problem, davidson)
     data = jnp.sum(terms[0])
-    return (data - _penalty(x, problem, prior, davidson), data,
-            _assemble_gradient(x, terms, problem, prior, davidson),
-            _assemble_negative_hessian(terms, problem, prior, davidson))
+    return (
+        data - _penalty(x, problem, prior, davidson),
+        data,
+        _assemble_gradient(x, terms, problem, prior, davidson),
+        _assemble_negative_hessian(terms, problem, prior, davidson),
+    )
 
 
 # One compiled function per (batch, m, tie model): fits of a single problem are a batch of one.
@@ -326,6 +336,7 @@ def _damped_newton(x0, problem: _Problem, prior_, tol, davidson: bool, max_iter:
 
 # ------------------------------------------------------------------------------------------- diagnostics
 
+
 def comparison_graph(counts: PairCounts, *, ties: str = "half"):
     """Components of the comparison graph and the models whose rating the data leave unbounded.
 
@@ -377,22 +388,37 @@ def _warn_about_graph(component, unbounded_above, unbounded_below, played, names
     label = (lambda i: names[i]) if names is not None else (lambda i: f"model {i}")
     pieces = np.unique(component[played]).size
     if pieces > 1:
-        warnings.warn(RankingWarning(
-            f"the comparison graph has {pieces} pieces that never met: ratings in different "
-            f"pieces are related only through the prior (precision {prior:g}), not by any battle"), stacklevel=3)
+        warnings.warn(
+            RankingWarning(
+                f"the comparison graph has {pieces} pieces that never met: ratings in different "
+                f"pieces are related only through the prior (precision {prior:g}), not by any battle"
+            ),
+            stacklevel=3,
+        )
     loose = np.flatnonzero(unbounded_above | unbounded_below)
     if loose.size:
         shown = ", ".join(label(i) for i in loose[:5]) + (" ..." if loose.size > 5 else "")
-        warnings.warn(RankingWarning(
-            f"{loose.size} model(s) never lost or never won against the rest of their piece ({shown}): the data "
-            f"put no limit on their rating on that side, which is set by the prior (precision {prior:g})"),
-            stacklevel=3)
+        warnings.warn(
+            RankingWarning(
+                f"{loose.size} model(s) never lost or never won against the rest of their piece ({shown}): the data "
+                f"put no limit on their rating on that side, which is set by the prior (precision {prior:g})"
+            ),
+            stacklevel=3,
+        )
 
 
 # ------------------------------------------------------------------------------------------- public API
 
-def to_elo(strengths, *, anchor: int | None = None, anchor_rating: float = 1000.0, scale: float = 400.0,
-           base: float = 10.0, played=None):
+
+def to_elo(
+    strengths,
+    *,
+    anchor: int | None = None,
+    anchor_rating: float = 1000.0,
+    scale: float = 400.0,
+    base: float = 10.0,
+    played=None,
+):
     """Natural-log strengths -> Elo-scale ratings, centred on mean `anchor_rating` or with `anchor` pinned.
 
     Works on (..., m) arrays, so bootstrap samples convert in one call. `played` (bool (m,)) marks the models
@@ -407,10 +433,20 @@ def to_elo(strengths, *, anchor: int | None = None, anchor_rating: float = 1000.
     return np.where(played, anchor_rating + scale / np.log(base) * (theta - reference), np.nan)
 
 
-def fit_bradley_terry(counts: PairCounts, *, ties: str = "half", prior: float = DEFAULT_PRIOR,
-                      anchor: int | None = None, anchor_rating: float = 1000.0, scale: float = 400.0,
-                      base: float = 10.0, tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER,
-                      names=None, warn: bool = True) -> BTFit:
+def fit_bradley_terry(
+    counts: PairCounts,
+    *,
+    ties: str = "half",
+    prior: float = DEFAULT_PRIOR,
+    anchor: int | None = None,
+    anchor_rating: float = 1000.0,
+    scale: float = 400.0,
+    base: float = 10.0,
+    tol: float = DEFAULT_TOL,
+    max_iter: int = DEFAULT_MAX_ITER,
+    names=None,
+    warn: bool = True,
+) -> BTFit:
     """Maximum (penalised) likelihood Bradley-Terry fit on per-pair counts.
 
     `anchor` (a model index) pins that model at `anchor_rating`; otherwise the mean rating is `anchor_rating`.
@@ -429,35 +465,67 @@ def fit_bradley_terry(counts: PairCounts, *, ties: str = "half", prior: float = 
     component, unbounded_above, unbounded_below = comparison_graph(counts, ties=ties)
     if prior == 0:
         if np.any(unbounded_above | unbounded_below):
-            raise ValueError("the plain maximum-likelihood estimate does not exist for these battles (a model "
-                             "never lost or never won within its piece of the comparison graph); use prior > 0")
+            raise ValueError(
+                "the plain maximum-likelihood estimate does not exist for these battles (a model "
+                "never lost or never won within its piece of the comparison graph); use prior > 0"
+            )
         if davidson and counts.ties.sum() == 0:
-            raise ValueError("the Davidson tie strength has no maximum-likelihood estimate without any tie; "
-                             "use prior > 0 or ties='half'")
+            raise ValueError(
+                "the Davidson tie strength has no maximum-likelihood estimate without any tie; "
+                "use prior > 0 or ties='half'"
+            )
     elif warn:
         _warn_about_graph(component, unbounded_above, unbounded_below, played, names, prior)
 
     problem = make_problem(counts, component, batch=True)
-    x, iterations, converged, data_loglik = newton(np.zeros((1, m + 1)), problem, prior, tol, davidson=davidson,
-                                                    max_iter=max_iter)
+    x, iterations, converged, data_loglik = newton(
+        np.zeros((1, m + 1)), problem, prior, tol, davidson=davidson, max_iter=max_iter
+    )
     if not (converged[0] and np.all(np.isfinite(x))):
         raise RuntimeError(f"Bradley-Terry Newton iterations did not converge in {max_iter} steps")
-    return _make_fit(x[0], float(data_loglik[0]), int(iterations[0]), (component, unbounded_above, unbounded_below),
-                     played, davidson, anchor=anchor, anchor_rating=anchor_rating, scale=scale, base=base)
+    return _make_fit(
+        x[0],
+        float(data_loglik[0]),
+        int(iterations[0]),
+        (component, unbounded_above, unbounded_below),
+        played,
+        davidson,
+        anchor=anchor,
+        anchor_rating=anchor_rating,
+        scale=scale,
+        base=base,
+    )
 
 
 def _make_fit(x, log_likelihood, iterations, graph, played, davidson, **elo_options) -> BTFit:
     theta = x[:-1]
-    return BTFit(ratings=to_elo(theta, played=played, **elo_options), strengths=theta,
-                 log_likelihood=log_likelihood, iterations=iterations, converged=True,
-                 tie_strength=float(np.exp(x[-1])) if davidson else float("nan"),
-                 component=graph[0], unbounded_above=graph[1], unbounded_below=graph[2])
+    return BTFit(
+        ratings=to_elo(theta, played=played, **elo_options),
+        strengths=theta,
+        log_likelihood=log_likelihood,
+        iterations=iterations,
+        converged=True,
+        tie_strength=float(np.exp(x[-1])) if davidson else float("nan"),
+        component=graph[0],
+        unbounded_above=graph[1],
+        unbounded_below=graph[2],
+    )
 
 
-def fit_categories(counts_by_category: list[PairCounts], *, ties: str = "half", prior: float = DEFAULT_PRIOR,
-                   anchor: int | None = None, anchor_rating: float = 1000.0, scale: float = 400.0,
-                   base: float = 10.0, tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER,
-                   names=None, warn: bool = True) -> list[BTFit]:
+def fit_categories(
+    counts_by_category: list[PairCounts],
+    *,
+    ties: str = "half",
+    prior: float = DEFAULT_PRIOR,
+    anchor: int | None = None,
+    anchor_rating: float = 1000.0,
+    scale: float = 400.0,
+    base: float = 10.0,
+    tol: float = DEFAULT_TOL,
+    max_iter: int = DEFAULT_MAX_ITER,
+    names=None,
+    warn: bool = True,
+) -> list[BTFit]:
     """One Bradley-Terry fit per category, solved together in one vmapped Newton run.
 
     All categories are indexed by the same models (a model absent from a category has no battles there and
@@ -480,18 +548,32 @@ def fit_categories(counts_by_category: list[PairCounts], *, ties: str = "half", 
         if not has_battles.any():
             raise ValueError("a category without battles cannot be ranked")
         if prior == 0 and np.any(graph[1] | graph[2]):
-            raise ValueError("the plain maximum-likelihood estimate does not exist in one of the categories; "
-                             "use prior > 0")
+            raise ValueError(
+                "the plain maximum-likelihood estimate does not exist in one of the categories; use prior > 0"
+            )
         if warn and prior > 0:
             _warn_about_graph(*graph, has_battles, names, prior)
         graphs.append(graph)
         played.append(has_battles)
     problems = [make_problem(c, g[0]) for c, g in zip(counts_by_category, graphs)]
     stacked = _Problem(*(np.stack(arrays) for arrays in zip(*problems)))
-    xs, iterations, converged, data_loglik = newton(np.zeros((len(problems), m + 1)), stacked, prior, tol,
-                                                     davidson=davidson, max_iter=max_iter)
+    xs, iterations, converged, data_loglik = newton(
+        np.zeros((len(problems), m + 1)), stacked, prior, tol, davidson=davidson, max_iter=max_iter
+    )
     if not (converged.all() and np.all(np.isfinite(xs))):
         raise RuntimeError(f"Bradley-Terry Newton iterations did not converge in {max_iter} steps")
-    return [_make_fit(x, float(ll), int(it), graph, has_battles, davidson, anchor=anchor,
-                      anchor_rating=anchor_rating, scale=scale, base=base)
-            for x, ll, it, graph, has_battles in zip(xs, data_loglik, iterations, graphs, played)]
+    return [
+        _make_fit(
+            x,
+            float(ll),
+            int(it),
+            graph,
+            has_battles,
+            davidson,
+            anchor=anchor,
+            anchor_rating=anchor_rating,
+            scale=scale,
+            base=base,
+        )
+        for x, ll, it, graph, has_battles in zip(xs, data_loglik, iterations, graphs, played)
+    ]

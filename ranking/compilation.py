@@ -4,6 +4,7 @@ snapshot builder): compiling a fit costs seconds, running a small one millisecon
 Not switched on by importing ranking: a library user decides their own JAX caching. ARENA_RANKING_CACHE names
 the folder (default ~/.cache/arena-ranking/jax, or under XDG_CACHE_HOME), or "off".
 """
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,8 @@ from pathlib import Path
 def cache_folder() -> str | None:
     """The folder compiled fits are kept in, or None when ARENA_RANKING_CACHE is "off"."""
     folder = os.environ.get("ARENA_RANKING_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "arena-ranking" / "jax")
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "arena-ranking" / "jax"
+    )
     return None if folder == "off" else folder
 
 

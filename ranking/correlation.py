@@ -4,6 +4,7 @@ is capability in disguise (safetywashing, Ren et al. 2024).
 
 NumPy and SciPy only, no JAX: a thousand replicates of a few dozen models are computed at once as arrays.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,9 @@ def spearman(x, y) -> np.ndarray:
     return pearson(average_ranks(x), average_ranks(y))
 
 
-def correlation_bootstrap(x, y, *, replicates: int = REPLICATES, seed: int = 0,
-                          confidence: float = CONFIDENCE) -> Correlation:
+def correlation_bootstrap(
+    x, y, *, replicates: int = REPLICATES, seed: int = 0, confidence: float = CONFIDENCE
+) -> Correlation:
     """Pearson and Spearman of (x, y) with percentile intervals from resampling the models with replacement.
 
     The replicates' indices are `numpy.random.default_rng(seed).integers(0, n, size=(replicates, n))`, row b
@@ -84,8 +86,9 @@ def correlation_bootstrap(x, y, *, replicates: int = REPLICATES, seed: int = 0,
         low, high = np.percentile(samples[valid], [tail, 100 - tail])
         return float(low), float(high)
 
-    return Correlation(n, _finite(pearson(x, y)), *interval(samples_p), _finite(spearman(x, y)),
-                       *interval(samples_s), int(valid.sum()))
+    return Correlation(
+        n, _finite(pearson(x, y)), *interval(samples_p), _finite(spearman(x, y)), *interval(samples_s), int(valid.sum())
+    )
 
 
 def _finite(value) -> float | None:

@@ -25,6 +25,7 @@ Rules for the optional fields (same for every format):
 Null counts as absent for every optional field. Unknown fields are ignored. CSV files carry the scalar
 fields only (model_a, model_b, winner, tstamp, category, voter/judge, anony); other columns are ignored.
 """
+
 from __future__ import annotations
 
 import csv
@@ -245,8 +246,10 @@ def battles_jsonl_lines(battles: Battles) -> list[bytes]:
     else:
         weight = number_column(battles.weight, battles.weight != 1.0, b'"weight"')
     meta = repeat(b"", n) if battles.style is None else _conv_metadata_column(battles.style)
-    return [b'{"model_a":%b,"model_b":%b,"winner":%b%b%b%b,"anony":%b%b%b}\n' % row
-            for row in zip(a, b, winner, tstamp, category, judge, anony, weight, meta)]
+    return [
+        b'{"model_a":%b,"model_b":%b,"winner":%b%b%b%b,"anony":%b%b%b}\n' % row
+        for row in zip(a, b, winner, tstamp, category, judge, anony, weight, meta)
+    ]
 
 
 def _conv_metadata_column(style: np.ndarray) -> list[bytes]:
@@ -262,7 +265,7 @@ def _conv_metadata_column(style: np.ndarray) -> list[bytes]:
     # and per value as bytes: no Python int is ever made (making 8 million of them was most of the cost).
     digits = orjson.dumps(np.where(whole[:, None], flat, 0).astype(np.int64), option=orjson.OPT_SERIALIZE_NUMPY)
     whole_rows = digits[2:-2].split(b"],[")
-    template = (b',"conv_metadata":{' + b",".join(b'"%s":%%b' % k.encode() for k in flat_keys) + b"}")
+    template = b',"conv_metadata":{' + b",".join(b'"%s":%%b' % k.encode() for k in flat_keys) + b"}"
     any_finite = np.isfinite(flat).any(axis=1)
     out = []
     for i, (is_whole, values) in enumerate(zip(whole.tolist(), whole_rows)):
@@ -494,8 +497,15 @@ def _json_msg(e: orjson.JSONDecodeError) -> str:
 class _Encoder:
     """Accumulates chunks of records into code arrays; name -> code dicts persist across chunks."""
 
-    def __init__(self, path: str, *, noun: str, thing: str, labels: dict[str, int] = _FASTCHAT_LABELS,
-                 display: dict[str, str] | None = None):
+    def __init__(
+        self,
+        path: str,
+        *,
+        noun: str,
+        thing: str,
+        labels: dict[str, int] = _FASTCHAT_LABELS,
+        display: dict[str, str] | None = None,
+    ):
         self.path, self.noun, self.thing, self.labels = path, noun, thing, labels
         self.display = display or {}
         self.expected = ", ".join(repr(k) for k in labels)
@@ -538,17 +548,29 @@ class _Encoder:
             style = None
         else:
             style = np.concatenate(
-                [s if s is not None else np.full((len(p[0]), 2, len(STYLE_FEATURES)), np.nan)
-                 for s, p in zip(styles, self.parts)]
+                [
+                    s if s is not None else np.full((len(p[0]), 2, len(STYLE_FEATURES)), np.nan)
+                    for s, p in zip(styles, self.parts)
+                ]
             )
         cat = lambda k: np.concatenate(cols[k])  # noqa: E731
         weight = None
         if any(w is not None for w in cols[8]):
             weight = np.concatenate([w if w is not None else np.ones(len(p[0])) for w, p in zip(cols[8], self.parts)])
         return Battles(
-            model_a=cat(0), model_b=cat(1), outcome=cat(2), models=tuple(self.models),
-            category=cat(3), categories=tuple(self.categories), voter=cat(4), voters=tuple(self.voters),
-            tstamp=cat(5), anony=cat(6), style=style, sha256="", weight=weight,
+            model_a=cat(0),
+            model_b=cat(1),
+            outcome=cat(2),
+            models=tuple(self.models),
+            category=cat(3),
+            categories=tuple(self.categories),
+            voter=cat(4),
+            voters=tuple(self.voters),
+            tstamp=cat(5),
+            anony=cat(6),
+            style=style,
+            sha256="",
+            weight=weight,
         )
 
     # -- fast path: whole columns; any doubt -> _Slow. Commits names to the dicts only once all is checked.
@@ -646,9 +668,15 @@ class _Encoder:
             (models.setdefault(k if type(k) is str else str(k), len(models)) for k in local), np.int32, len(local)
         )
         return (
-            remap[a_local], remap[b_local], outcome,
-            _optional_codes(category, self.categories, n), _optional_codes(voter, self.voters, n),
-            tstamp, anony, style, weight,
+            remap[a_local],
+            remap[b_local],
+            outcome,
+            _optional_codes(category, self.categories, n),
+            _optional_codes(voter, self.voters, n),
+            tstamp,
+            anony,
+            style,
+            weight,
         )
 
     # -- slow path: the reference, one record at a time, first broken rule raises

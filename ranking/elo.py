@@ -16,6 +16,7 @@ that are masked out, and the number of models to the same kind of bucket, so 999
 arguments: changing them does not recompile either. A scan step is a few scalar operations and two in-place
 scatter-adds, so 1M battles run in tens of milliseconds on one CPU core once compiled.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -65,8 +66,7 @@ def _elo_scan(initial_ratings, model_a, model_b, score_a, live, k, scale, base):
         delta = jnp.where(keep, k * (s - expected), 0.0)
         return ratings.at[a].add(delta).at[b].add(-delta), None
 
-    final, _ = jax.lax.scan(battle, jnp.asarray(initial_ratings, jnp.float64),
-                            (model_a, model_b, score_a, live))
+    final, _ = jax.lax.scan(battle, jnp.asarray(initial_ratings, jnp.float64), (model_a, model_b, score_a, live))
     return final
 
 
@@ -88,8 +88,10 @@ def check_battles(model_a, model_b, outcome, n_models):
     model_b = _as_codes(model_b, "model_b")
     outcome = _as_codes(outcome, "outcome")
     if not (model_a.shape == model_b.shape == outcome.shape):
-        raise ValueError(f"model_a, model_b and outcome must have the same length, got "
-                         f"{model_a.shape[0]}, {model_b.shape[0]} and {outcome.shape[0]}")
+        raise ValueError(
+            f"model_a, model_b and outcome must have the same length, got "
+            f"{model_a.shape[0]}, {model_b.shape[0]} and {outcome.shape[0]}"
+        )
     if isinstance(n_models, (bool, np.bool_)) or not isinstance(n_models, (int, np.integer)) or n_models < 0:
         raise ValueError(f"n_models must be a non-negative integer, got {n_models!r}")
     if model_a.size:
@@ -100,13 +102,24 @@ def check_battles(model_a, model_b, outcome, n_models):
             row = int(np.flatnonzero(model_a == model_b)[0])
             raise ValueError(f"battle {row} pits model {model_a[row]} against itself")
         if outcome.min() < 0 or outcome.max() > TIE_BOTHBAD:
-            raise ValueError(f"outcome codes must be A_WINS, B_WINS, TIE or TIE_BOTHBAD (0..3), "
-                             f"found {outcome.min()}..{outcome.max()}")
+            raise ValueError(
+                f"outcome codes must be A_WINS, B_WINS, TIE or TIE_BOTHBAD (0..3), "
+                f"found {outcome.min()}..{outcome.max()}"
+            )
     return model_a.astype(np.int32), model_b.astype(np.int32), outcome.astype(np.int8)
 
 
-def online_elo(model_a, model_b, outcome, n_models: int, *, k: float = 4.0, scale: float = 400.0,
-               base: float = 10.0, initial: float = 1000.0) -> EloResult:
+def online_elo(
+    model_a,
+    model_b,
+    outcome,
+    n_models: int,
+    *,
+    k: float = 4.0,
+    scale: float = 400.0,
+    base: float = 10.0,
+    initial: float = 1000.0,
+) -> EloResult:
     """Online Elo ratings after playing the battles in the given order (see the module docstring).
 
     model_a, model_b: (n,) integer model codes in [0, n_models), distinct per row; outcome: (n,) codes A_WINS,
@@ -135,8 +148,12 @@ def online_elo(model_a, model_b, outcome, n_models: int, *, k: float = 4.0, scal
     # Padding rows pit model 0 against model 0 and are masked out, so they change nothing.
     final = _elo_scan_jit(
         jnp.full(models, initial, dtype=jnp.float64),
-        pad(model_a, np.int32), pad(model_b, np.int32), pad(_SCORE[outcome], np.float64),
+        pad(model_a, np.int32),
+        pad(model_b, np.int32),
+        pad(_SCORE[outcome], np.float64),
         pad(np.ones(n, bool), bool),
-        jnp.float64(k), jnp.float64(scale), jnp.float64(base),
+        jnp.float64(k),
+        jnp.float64(scale),
+        jnp.float64(base),
     )
     return EloResult(ratings=np.asarray(final)[:n_models].copy(), battles=battles)

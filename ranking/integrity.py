@@ -18,6 +18,7 @@ never tested themselves).
 - `poisson_binomial_sf`: the tail used by the first two tests, exact (a test checks it against scipy's
   binomial test where all probabilities are equal).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,6 +44,7 @@ BLOCK_CELLS = 1 << 23
 
 # ------------------------------------------------------------------------------------------------ tails
 
+
 def poisson_binomial_sf(probabilities, k: int) -> float:
     """P(X >= k) for X the number of successes of independent trials with these success probabilities."""
     p = np.asarray(probabilities, np.float64)
@@ -60,7 +62,7 @@ def _poisson_binomial_pmf(p: np.ndarray) -> np.ndarray:
     pmf = np.zeros(p.size + 1)
     pmf[0] = 1.0
     for n, q in enumerate(p, start=1):
-        pmf[1:n + 1] = pmf[1:n + 1] * (1 - q) + pmf[:n] * q
+        pmf[1 : n + 1] = pmf[1 : n + 1] * (1 - q) + pmf[:n] * q
         pmf[0] *= 1 - q
     return pmf
 
@@ -80,6 +82,7 @@ def _refined_normal_sf(p: np.ndarray, k: int) -> float:
 
 # ------------------------------------------------------------------------------------------------ rule 2
 
+
 class SequentialTest(NamedTuple):
     """Per voter (indexed by voter code): whether the test rejected, and what it saw.
 
@@ -97,8 +100,9 @@ class SequentialTest(NamedTuple):
     checkpoint: np.ndarray
 
 
-def crowd_disagreement_test(model_a, model_b, outcome, voter, n_voters: int, *, alpha: float,
-                            min_votes: int = 20, min_crowd: int = 10) -> SequentialTest:
+def crowd_disagreement_test(
+    model_a, model_b, outcome, voter, n_voters: int, *, alpha: float, min_votes: int = 20, min_crowd: int = 10
+) -> SequentialTest:
     """FastChat's per-voter sequential test against the pair's history, with an exact null distribution.
 
     FastChat (Chiang et al. 2024, "detecting anomalous users") compares each of a voter's votes with the
@@ -153,7 +157,7 @@ def crowd_disagreement_test(model_a, model_b, outcome, voter, n_voters: int, *, 
     order = rows[np.argsort(v[rows], kind="stable")]  # each voter's judged votes, in vote order
     bounds = np.searchsorted(v[order], np.arange(n_voters + 1))
     for voter_code in np.flatnonzero(tested >= min_votes):
-        mine = order[bounds[voter_code]:bounds[voter_code + 1]]
+        mine = order[bounds[voter_code] : bounds[voter_code + 1]]
         running = np.cumsum(disagrees[mine])
         best, first_reject = 1.0, 0
         for j, n in enumerate(_checkpoints(mine.size, min_votes)):
@@ -181,6 +185,7 @@ def _checkpoints(total: int, start: int) -> list[int]:
 
 # ------------------------------------------------------------------------------------------------ rule 3
 
+
 class ImprobableVotes(NamedTuple):
     """improbable: per vote, the fit gave the outcome voted for a probability below the threshold; flagged: per
     voter, such votes cluster on them beyond chance; p_value, count, expected: per voter."""
@@ -192,8 +197,9 @@ class ImprobableVotes(NamedTuple):
     expected: np.ndarray
 
 
-def improbable_vote_test(model_a, model_b, outcome, voter, n_voters: int, strengths, *, below: float,
-                         alpha: float, min_count: int = 3) -> ImprobableVotes:
+def improbable_vote_test(
+    model_a, model_b, outcome, voter, n_voters: int, strengths, *, below: float, alpha: float, min_count: int = 3
+) -> ImprobableVotes:
     """Votes whose outcome the current fit makes very unlikely, when they cluster on one voter.
 
     `strengths` are the fit's natural-log Bradley-Terry strengths (BTFit.strengths). A decisive vote is
@@ -223,13 +229,15 @@ def improbable_vote_test(model_a, model_b, outcome, voter, n_voters: int, streng
         order = rows[np.argsort(v[rows], kind="stable")]
         bounds = np.searchsorted(v[order], np.arange(n_voters + 1))
         for voter_code in candidates:
-            p_value[voter_code] = poisson_binomial_sf(u[order[bounds[voter_code]:bounds[voter_code + 1]]],
-                                                      int(count[voter_code]))
+            p_value[voter_code] = poisson_binomial_sf(
+                u[order[bounds[voter_code] : bounds[voter_code + 1]]], int(count[voter_code])
+            )
         flagged[candidates] = p_value[candidates] <= alpha
     return ImprobableVotes(improbable & flagged[np.where(has_voter, v, 0)], flagged, p_value, count, expected)
 
 
 # ------------------------------------------------------------------------------------------------ rule 4
+
 
 class Influence(NamedTuple):
     """Each voter's first-order effect on every model's rating, in Elo points, and its z-scores.
@@ -256,10 +264,25 @@ class Influence(NamedTuple):
     suspect_tail: np.ndarray  # (2, m + len(contrasts)): the group tail at suspect_z, for every direction
 
 
-def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, strengths, *, prior: float,
-                            alpha: float, min_votes: int = 10, group_z: float = 3.0, group_min_votes: int = 5,
-                            suspect_z: float = 2.0, null_replicates: int = 4, seed: int = 0,
-                            neighbours: int = 3, weights=None) -> Influence:
+def influence_concentration(
+    model_a,
+    model_b,
+    outcome,
+    voter,
+    n_voters: int,
+    strengths,
+    *,
+    prior: float,
+    alpha: float,
+    min_votes: int = 10,
+    group_z: float = 3.0,
+    group_min_votes: int = 5,
+    suspect_z: float = 2.0,
+    null_replicates: int = 4,
+    seed: int = 0,
+    neighbours: int = 3,
+    weights=None,
+) -> Influence:
     """Voters whose votes concentrate on raising or lowering one model, through any battles.
 
     Bradley-Terry couples every model: a vote in a battle between j and l moves j and l, and through them every
@@ -321,8 +344,9 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
     # Directions to measure a push along: each model's rating, then "model k against model l" for each model
     # and the `neighbours` models rated just above it (what raises a model's rank without raising its rating).
     order = np.flatnonzero(played)[np.argsort(-theta[played], kind="stable")]
-    contrasts = [(int(k), int(l)) for position, k in enumerate(order)
-                 for l in order[max(0, position - neighbours):position]]
+    contrasts = [
+        (int(k), int(l)) for position, k in enumerate(order) for l in order[max(0, position - neighbours) : position]
+    ]
     against = np.zeros((len(contrasts), m))
     for i, (k, l) in enumerate(contrasts):
         against[i, k], against[i, l] = 1.0, -1.0
@@ -334,26 +358,28 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
 
     def pushes(residual):
         """Each voter's summed score G_v through the fit's influence, along every direction: (n_voters, D) Elo."""
-        gradient = (np.bincount(voter_rows * m + a[rows], weights=residual[rows], minlength=n_voters * m)
-                    - np.bincount(voter_rows * m + b[rows], weights=residual[rows], minlength=n_voters * m))
+        gradient = np.bincount(voter_rows * m + a[rows], weights=residual[rows], minlength=n_voters * m) - np.bincount(
+            voter_rows * m + b[rows], weights=residual[rows], minlength=n_voters * m
+        )
         return gradient.reshape(n_voters, m) @ directions.T
 
     pushed_elo = pushes(w * (y - pi))
     # Var[v, d] = sum_t s_t (R[d, a_t] - R[d, b_t])^2, s_t = w_t^2 pi_t (1 - pi_t), R the directions, expanded
     # so that no (votes x directions) array is ever made: sum_j S[v, j] R[d, j]^2 - 2 sum_pairs P[v, pair]
     # R[d, p] R[d, q], with S each voter's s summed per model and P per compared pair {p, q}.
-    spread = (w ** 2) * pi * (1 - pi)
-    per_model = (np.bincount(voter_rows * m + a[rows], weights=spread[rows], minlength=n_voters * m)
-                 + np.bincount(voter_rows * m + b[rows], weights=spread[rows], minlength=n_voters * m))
-    variance = per_model.reshape(n_voters, m) @ (directions ** 2).T
+    spread = (w**2) * pi * (1 - pi)
+    per_model = np.bincount(voter_rows * m + a[rows], weights=spread[rows], minlength=n_voters * m) + np.bincount(
+        voter_rows * m + b[rows], weights=spread[rows], minlength=n_voters * m
+    )
+    variance = per_model.reshape(n_voters, m) @ (directions**2).T
     pair_key = np.minimum(a[rows], b[rows]).astype(np.int64) * m + np.maximum(a[rows], b[rows])
     pairs, pair_code = np.unique(pair_key, return_inverse=True)
     per_pair = csr_matrix((spread[rows], (voter_rows, pair_code)), shape=(n_voters, pairs.size)).tocsc()
     step = max(1, BLOCK_CELLS // max(directions.shape[0], 1))  # pairs per block: (step, D) stays ~64 MB
     for start in range(0, pairs.size, step):
-        block = pairs[start:start + step]
+        block = pairs[start : start + step]
         products = (directions[:, block // m] * directions[:, block % m]).T  # (pairs in block, D)
-        variance -= 2 * (per_pair[:, start:start + step] @ products)
+        variance -= 2 * (per_pair[:, start : start + step] @ products)
     np.maximum(variance, 0.0, out=variance)  # rounding can leave -1e-18 where the variance is 0
     with np.errstate(invalid="ignore", divide="ignore"):
         z_all = np.where(variance > 0, pushed_elo / np.sqrt(variance), 0.0)
@@ -377,8 +403,7 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
             """(2 thresholds, 2 signs, directions): voters beyond group_z and suspect_z."""
             with np.errstate(invalid="ignore", divide="ignore"):
                 zz = np.where(scale > 0, pushed_along[eligible][:, columns] / scale, 0.0)
-            return np.stack([np.stack([(zz >= t).sum(axis=0), (zz <= -t).sum(axis=0)])
-                             for t in (group_z, suspect_z)])
+            return np.stack([np.stack([(zz >= t).sum(axis=0), (zz <= -t).sum(axis=0)]) for t in (group_z, suspect_z)])
 
         counts = exceed(pushed_elo)
         # The null counts, by simulation: every vote redrawn from the fit (decisive, so with the variance the
@@ -392,11 +417,13 @@ def influence_concentration(model_a, model_b, outcome, voter, n_voters: int, str
             sign = 1 if sign_row == 0 else -1
             pushed.append((int(d), sign) if d < m else (contrasts[d - m], sign))
             group |= eligible & (sign * z_all[:, d] >= group_z)
-    return Influence(influence, z, top, flagged | group, threshold, pushed, group, tails[:, :m], z_all,
-                     contrasts, suspect_tails)
+    return Influence(
+        influence, z, top, flagged | group, threshold, pushed, group, tails[:, :m], z_all, contrasts, suspect_tails
+    )
 
 
 # ------------------------------------------------------------------------------------------------ rules 5, 6
+
 
 def repeated_prompt_weights(prompt, *, threshold: int) -> np.ndarray:
     """Per vote, a weight that makes every prompt count as at most `threshold` votes in all.

@@ -3,6 +3,7 @@
 The command line and the service's snapshot builder both call `rank_battles`, so a published leaderboard and
 `python -m ranking fit` on its battle file go through the same code with the same options.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,12 +42,17 @@ def _git_commit() -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                              text=True, timeout=5)
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
-                                "ranking", "arena"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "ranking", "arena"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + (".dirty" if dirty.stdout.strip() else "")
@@ -123,8 +129,9 @@ def style_features_used(battles: Battles, keep) -> np.ndarray:
     return np.flatnonzero(~np.isnan(battles.style[keep]).all(axis=(0, 1)))
 
 
-def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *, progress: bool = False,
-                 timings: dict | None = None) -> Leaderboard:
+def rank_battles(
+    battles: Battles, options: RankingOptions = RankingOptions(), *, progress: bool = False, timings: dict | None = None
+) -> Leaderboard:
     """Fit, intervals and rank upper bounds for the battles that the options select.
 
     `timings`, when given, accumulates seconds under "fit", "bootstrap" (or "sandwich") and "style" (the whole
@@ -150,30 +157,46 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
         tie_strength = style_coefficients = None
         if options.style:
             with clock("style"):
-                ratings, low, high, samples, style_coefficients = _style_controlled(battles, keep, options,
-                                                                                    fit_options)
-            method = (f"bootstrap ({options.replicates} replicates, style-controlled rows)" if options.replicates
-                      else "sandwich (robust normal approximation, style-controlled rows)")
+                ratings, low, high, samples, style_coefficients = _style_controlled(battles, keep, options, fit_options)
+            method = (
+                f"bootstrap ({options.replicates} replicates, style-controlled rows)"
+                if options.replicates
+                else "sandwich (robust normal approximation, style-controlled rows)"
+            )
         else:
             with clock("fit"):
-                fit = bt.fit_bradley_terry(counts, ties=options.ties, prior=options.prior, names=battles.models,
-                                           **fit_options)
+                fit = bt.fit_bradley_terry(
+                    counts, ties=options.ties, prior=options.prior, names=battles.models, **fit_options
+                )
             if options.ties == "davidson":
                 tie_strength = fit.tie_strength
             ratings = fit.ratings
             if options.replicates:
                 with clock("bootstrap"):
-                    boot = bs.bootstrap_ratings(counts, replicates=options.replicates, seed=options.seed,
-                                                ties=options.ties, prior=options.prior,
-                                                confidence=options.confidence, fit=fit, progress=progress,
-                                                **fit_options)
+                    boot = bs.bootstrap_ratings(
+                        counts,
+                        replicates=options.replicates,
+                        seed=options.seed,
+                        ties=options.ties,
+                        prior=options.prior,
+                        confidence=options.confidence,
+                        fit=fit,
+                        progress=progress,
+                        **fit_options,
+                    )
                 low, high, samples = boot.low, boot.high, boot.samples
                 method = f"percentile bootstrap ({options.replicates} replicates)"
             else:
                 with clock("sandwich"):
-                    sandwich = bs.sandwich_intervals(counts, fit, ties=options.ties, prior=options.prior,
-                                                     confidence=options.confidence, scale=options.scale,
-                                                     base=options.base)
+                    sandwich = bs.sandwich_intervals(
+                        counts,
+                        fit,
+                        ties=options.ties,
+                        prior=options.prior,
+                        confidence=options.confidence,
+                        scale=options.scale,
+                        base=options.base,
+                    )
                 low, high, samples = sandwich.low, sandwich.high, None
                 method = "sandwich (robust normal approximation)"
     messages = [str(w.message) for w in caught if issubclass(w.category, bt.RankingWarning)]
@@ -183,15 +206,44 @@ def rank_battles(battles: Battles, options: RankingOptions = RankingOptions(), *
     rank_ub = bs.rank_upper_bound(np.where(played, low, -np.inf), np.where(played, high, np.inf))
     wins, losses, tie_counts = _record(a, b, outcome, m)
     order = sorted(np.flatnonzero(played), key=lambda i: (-ratings[i], battles.models[i]))
-    tier = dict(zip(order, tiers(ratings[order], low[order], high[order],
-                                 None if samples is None else samples[:, order], confidence=options.confidence)))
-    models = [ModelResult(model=battles.models[i], rating=float(ratings[i]), ci_low=float(low[i]),
-                          ci_high=float(high[i]), rank_ub=int(rank_ub[i]), tier=tier[i],
-                          battles=int(wins[i] + losses[i] + tie_counts[i]), wins=int(wins[i]),
-                          losses=int(losses[i]), ties=int(tie_counts[i])) for i in order]
-    return Leaderboard(models=models, options=options, battles_read=int(battles.model_a.shape[0]),
-                       battles_used=int(keep.sum()), excluded=excluded, interval_method=method,
-                       tie_strength=tie_strength, style_coefficients=style_coefficients, warnings=messages)
+    tier = dict(
+        zip(
+            order,
+            tiers(
+                ratings[order],
+                low[order],
+                high[order],
+                None if samples is None else samples[:, order],
+                confidence=options.confidence,
+            ),
+        )
+    )
+    models = [
+        ModelResult(
+            model=battles.models[i],
+            rating=float(ratings[i]),
+            ci_low=float(low[i]),
+            ci_high=float(high[i]),
+            rank_ub=int(rank_ub[i]),
+            tier=tier[i],
+            battles=int(wins[i] + losses[i] + tie_counts[i]),
+            wins=int(wins[i]),
+            losses=int(losses[i]),
+            ties=int(tie_counts[i]),
+        )
+        for i in order
+    ]
+    return Leaderboard(
+        models=models,
+        options=options,
+        battles_read=int(battles.model_a.shape[0]),
+        battles_used=int(keep.sum()),
+        excluded=excluded,
+        interval_method=method,
+        tie_strength=tie_strength,
+        style_coefficients=style_coefficients,
+        warnings=messages,
+    )
 
 
 class _Stopwatch:
@@ -229,21 +281,34 @@ def _style_controlled(battles: Battles, keep, options: RankingOptions, fit_optio
     counts[:, :, np.setdiff1d(np.arange(counts.shape[2]), used)] = 0.0
     mask, covariates, names = style.style_covariates(counts)
     rows = np.flatnonzero(keep)[mask]
-    args = (battles.model_a[rows], battles.model_b[rows], battles.outcome[rows], covariates[mask],
-            len(battles.models))
+    args = (battles.model_a[rows], battles.model_b[rows], battles.outcome[rows], covariates[mask], len(battles.models))
     weights = None if battles.weight is None else battles.weight[rows]
     fit = style.fit_style_controlled(*args, prior=options.prior, weights=weights, **fit_options)
     if options.replicates:
-        boot = style.bootstrap_style_controlled(*args, replicates=options.replicates, seed=options.seed,
-                                                prior=options.prior, confidence=options.confidence,
-                                                weights=weights, **fit_options)
+        boot = style.bootstrap_style_controlled(
+            *args,
+            replicates=options.replicates,
+            seed=options.seed,
+            prior=options.prior,
+            confidence=options.confidence,
+            weights=weights,
+            **fit_options,
+        )
         samples = boot.rating_samples
     else:  # one pass over the rows instead of a fit per replicate (see style.sandwich_style_intervals)
-        boot = style.sandwich_style_intervals(*args, confidence=options.confidence, fit=fit, prior=options.prior,
-                                              weights=weights, **fit_options)
+        boot = style.sandwich_style_intervals(
+            *args, confidence=options.confidence, fit=fit, prior=options.prior, weights=weights, **fit_options
+        )
         samples = None
-    coefficients = {name: {"value": float(fit.coefficients[i]), "ci_low": float(boot.coef_low[i]),
-                           "ci_high": float(boot.coef_high[i])} for i, name in enumerate(names) if i in used}
+    coefficients = {
+        name: {
+            "value": float(fit.coefficients[i]),
+            "ci_low": float(boot.coef_low[i]),
+            "ci_high": float(boot.coef_high[i]),
+        }
+        for i, name in enumerate(names)
+        if i in used
+    }
     return fit.ratings, boot.ratings_low, boot.ratings_high, samples, coefficients
 
 
@@ -295,8 +360,10 @@ def board_dict(board: Leaderboard) -> dict:
         "tie_strength": board.tie_strength,
         "style_coefficients": board.style_coefficients,
         "warnings": board.warnings,
-        "models": [{**row._asdict(), "ci_low": finite_or_none(row.ci_low), "ci_high": finite_or_none(row.ci_high)}
-                   for row in board.models],
+        "models": [
+            {**row._asdict(), "ci_low": finite_or_none(row.ci_low), "ci_high": finite_or_none(row.ci_high)}
+            for row in board.models
+        ],
     }
 
 

@@ -22,6 +22,7 @@ here refits, so a battle's pair costs microseconds.
 
 Numpy only (no JAX, no scipy): the service imports this on its battle path.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,11 +42,15 @@ MAX_STEP = 1.0  # nats: the largest move of a rating by `update_with_votes` (a N
 RULES = {
     "uniform": "every pair of models that can answer the prompt equally likely",
     "weighted": "a pair drawn with probability proportional to the product of the two models' published weights",
-    "new_model_boost": ("as weighted, with the weight of a model multiplied by the boost factor while its "
-                        "rating is provisional (fewer than provisional_votes counted votes)"),
-    "active": ("a share `floor` of battles drawn as weighted; the rest with odds w_i w_j s_ij^focus, s_ij the "
-               "expected reduction by one vote on the pair of the variance of the rating differences between "
-               "neighbours on the board, each weighted by how close the two intervals are to parting"),
+    "new_model_boost": (
+        "as weighted, with the weight of a model multiplied by the boost factor while its "
+        "rating is provisional (fewer than provisional_votes counted votes)"
+    ),
+    "active": (
+        "a share `floor` of battles drawn as weighted; the rest with odds w_i w_j s_ij^focus, s_ij the "
+        "expected reduction by one vote on the pair of the variance of the rating differences between "
+        "neighbours on the board, each weighted by how close the two intervals are to parting"
+    ),
 }
 
 
@@ -83,8 +88,10 @@ class ActiveState(NamedTuple):
 
 # ------------------------------------------------------------------------------------------------ the fit
 
-def state_from_intervals(ratings, low, high, *, confidence: float = 0.95,
-                         prior_variance: float = PRIOR_VARIANCE) -> ActiveState:
+
+def state_from_intervals(
+    ratings, low, high, *, confidence: float = 0.95, prior_variance: float = PRIOR_VARIANCE
+) -> ActiveState:
     """Ratings and their variances from published Elo-scale ratings and two-sided intervals.
 
     The standard error is the half-width over z = Phi^-1((1 + confidence) / 2) (exact for normal intervals, the
@@ -128,6 +135,7 @@ def update_with_votes(state: ActiveState, first, second, first_score, battles) -
 
 # ------------------------------------------------------------------------------------------------ the odds
 
+
 def boundary_weights(state: ActiveState, *, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """(order, weights): models best first, and for each neighbouring pair on the board (order[k], order[k+1])
     how much a vote's worth of precision there would move its two intervals apart.
@@ -144,7 +152,7 @@ def boundary_weights(state: ActiveState, *, confidence: float = 0.95) -> tuple[n
     se = np.sqrt(var)
     scale = _normal_quantile(0.975) / _normal_quantile((1 + confidence) / 2)
     x = gap / (math.sqrt(2) * (se[order[:-1]] + se[order[1:]])) * scale
-    return order, 2 / math.sqrt(math.pi) * x * np.exp(-x**2) + BOUNDARY_FLOOR
+    return order, 2 / math.sqrt(math.pi) * x * np.exp(-(x**2)) + BOUNDARY_FLOOR
 
 
 def active_pair_scores(state: ActiveState, *, confidence: float = 0.95) -> np.ndarray:
@@ -178,8 +186,7 @@ def active_pair_scores(state: ActiveState, *, confidence: float = 0.95) -> np.nd
     p = _sigmoid(theta[:, None] - theta[None, :])
     information = p * (1 - p)
     own = var**2 * touching
-    scores = np.triu(information / (1 + information * (var[:, None] + var[None, :])) * (own[:, None] + own[None, :]),
-                     1)
+    scores = np.triu(information / (1 + information * (var[:, None] + var[None, :])) * (own[:, None] + own[None, :]), 1)
     return scores + scores.T  # exactly symmetric, zero diagonal
 
 
@@ -237,6 +244,7 @@ def _normalised(odds: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ drawing
+
 
 def draw_pair(rule: SamplingRule, weights, rng, *, votes=None, odds=None) -> tuple[int, int] | None:
     """One pair drawn by the rule, as (side a, side b) indices, or None when no two models can be drawn.

@@ -6,6 +6,7 @@ The signed bytes are the document without its "signature" member, written canoni
 whitespace, UTF-8, no NaN or infinity (JSON has none; an unbounded interval end is null). Python's float repr
 round-trips exactly, so parsing a document and writing it canonically again gives the signed bytes back.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,8 +19,9 @@ SIGNATURE_ALGORITHM = "ed25519"
 
 def canonical_json(document: dict) -> bytes:
     """The bytes that are signed and hashed: sorted keys, no whitespace, UTF-8; NaN and infinity refused."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 def signed_bytes(document: dict) -> bytes:
@@ -87,12 +89,20 @@ def check_signature(document: dict, public_key_raw: bytes | None = None) -> Sign
         Ed25519PublicKey.from_public_bytes(raw).verify(value, signed_bytes(document))
     except (InvalidSignature, ValueError):
         which = "the given public key" if public_key_raw is not None else "the key the snapshot carries"
-        return SignatureCheck(False, key_id(raw), f"the signature does not match the document under {which} "
-                                                  "(the document was changed, or another key signed it)")
+        return SignatureCheck(
+            False,
+            key_id(raw),
+            f"the signature does not match the document under {which} "
+            "(the document was changed, or another key signed it)",
+        )
     if public_key_raw is None:
-        return SignatureCheck(True, key_id(raw), "valid under the key the snapshot carries (this proves the "
-                                                  "document intact, not who signed it: pass --public-key with "
-                                                  "the arena's published key)")
+        return SignatureCheck(
+            True,
+            key_id(raw),
+            "valid under the key the snapshot carries (this proves the "
+            "document intact, not who signed it: pass --public-key with "
+            "the arena's published key)",
+        )
     if embedded is not None and embedded != base64.b64encode(raw).decode():
         return SignatureCheck(False, key_id(raw), "valid under the given key, but the snapshot names another key")
     return SignatureCheck(True, key_id(raw), "valid under the given public key")

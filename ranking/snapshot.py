@@ -6,6 +6,7 @@ arena's public key, which the checker fetches on their own), the SHA-256 shows t
 the document names, and re-running the ranking on the file with each board's options must give back every
 published number.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,9 @@ def recompute_board(battles: Battles, published: dict, name: str) -> BoardCheck:
         ours = board_dict(rank_battles(battles, options_of(published)))
     problems = []
     if ours["battles_used"] != published.get("battles_used"):
-        problems.append(f"{published.get('battles_used')} battles published as used, {ours['battles_used']} "
-                        "selected from the file")
+        problems.append(
+            f"{published.get('battles_used')} battles published as used, {ours['battles_used']} selected from the file"
+        )
     mine = {row["model"]: row for row in ours["models"]}
     theirs = {row["model"]: row for row in published.get("models", [])}
     for model in sorted(set(theirs) - set(mine)):

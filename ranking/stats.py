@@ -3,6 +3,7 @@
 Bradley-Terry and its tie variants depend on the battles only through how often each unordered pair ended in
 each outcome, so once the log is reduced to these counts every later step costs O(models²), not O(battles).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -41,8 +42,9 @@ def pair_counts(model_a, model_b, outcome, n_models: int, *, weights=None) -> Pa
     outcome = np.asarray(outcome)
     if not (model_a.shape == model_b.shape == outcome.shape) or model_a.ndim != 1:
         raise ValueError("model_a, model_b and outcome must be 1-d arrays of one length")
-    if n_models < 0 or (model_a.size and (min(model_a.min(), model_b.min()) < 0
-                                          or max(model_a.max(), model_b.max()) >= n_models)):
+    if n_models < 0 or (
+        model_a.size and (min(model_a.min(), model_b.min()) < 0 or max(model_a.max(), model_b.max()) >= n_models)
+    ):
         raise ValueError(f"model codes must lie in [0, {n_models})")
     if np.any(model_a == model_b):
         raise ValueError("a battle of a model with itself cannot be ranked")
@@ -97,8 +99,9 @@ def win_matrix(counts: PairCounts) -> np.ndarray:
 def battle_counts(counts: PairCounts) -> np.ndarray:
     """Number of battles each model took part in (with weights, their sum), float64 (m,)."""
     totals = counts.totals
-    return (np.bincount(counts.first, weights=totals, minlength=counts.n_models)
-            + np.bincount(counts.second, weights=totals, minlength=counts.n_models))
+    return np.bincount(counts.first, weights=totals, minlength=counts.n_models) + np.bincount(
+        counts.second, weights=totals, minlength=counts.n_models
+    )
 
 
 def observed_win_rates(counts: PairCounts) -> np.ndarray:

@@ -37,6 +37,7 @@ count, the standard large-sample approximation of resampling n rows with replace
 Multinomial(n, 1/n), i.e. Poisson(1) for large n, independent across rows). Replicates are vmapped in batches
 and warm-started from the full-data fit.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -64,6 +65,7 @@ _TARGET = np.array([1.0, 0.0, 0.5, 0.5])
 
 
 # ------------------------------------------------------------------------------------------- covariates
+
 
 def style_covariates(style) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Standardised style differences of each battle, following LMArena's published style-control recipe.
@@ -105,6 +107,7 @@ def style_covariates(style) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
 
 # ------------------------------------------------------------------------------------------- results
 
+
 class StyleFit(NamedTuple):
     """A style-controlled Bradley-Terry fit.
 
@@ -143,6 +146,7 @@ class StyleBootstrap(NamedTuple):
 
 # ------------------------------------------------------------------------------------------- the model
 
+
 class _Problem(NamedTuple):
     """Padded device arrays of one fit; padding rows have weight 0, padding models mask 0."""
 
@@ -165,7 +169,7 @@ def _tree_sum(values):
     while values.shape[-1] > 1:
         size = values.shape[-1]
         half = size // 2
-        folded = values[..., :half] + values[..., half:2 * half]
+        folded = values[..., :half] + values[..., half : 2 * half]
         if size % 2:
             folded = folded.at[..., 0].add(values[..., -1])
         values = folded
@@ -193,7 +197,7 @@ def _data_loglik(x, problem: _Problem):
 
 def _penalty(x, problem: _Problem, prior):
     """prior / 2 ||theta||^2 plus the gauge term (sum theta)^2 / 2 (see the module docstring)."""
-    theta = x[:problem.real_model.shape[0]]
+    theta = x[: problem.real_model.shape[0]]
     return prior / 2 * _tree_sum(theta**2) + _tree_sum(problem.real_model * theta) ** 2 / 2
 
 
@@ -236,8 +240,9 @@ def _residual_and_curvature(eta, problem: _Problem):
 def _per_model(values, problem: _Problem):
     """Sum over the rows where the model is side a, minus where it is side b."""
     m = problem.real_model.shape[0]
-    return (jax.ops.segment_sum(values, problem.model_a, num_segments=m)
-            - jax.ops.segment_sum(values, problem.model_b, num_segments=m))
+    return jax.ops.segment_sum(values, problem.model_a, num_segments=m) - jax.ops.segment_sum(
+        values, problem.model_b, num_segments=m
+    )
 
 
 def _curvature_blocks(h, problem: _Problem):
@@ -254,8 +259,11 @@ def _curvature_blocks(h, problem: _Problem):
     hz = [h * z[j] for j in range(p)]
     theta_beta = jnp.stack([_per_model(column, problem) for column in hz], axis=1) if p else jnp.zeros((m, 0))
     products = {(j, k): _tree_sum(hz[j] * z[k]) for j in range(p) for k in range(j + 1)}
-    beta_beta = (jnp.stack([jnp.stack([products[max(j, k), min(j, k)] for k in range(p)]) for j in range(p)])
-                 if p else jnp.zeros((0, 0)))
+    beta_beta = (
+        jnp.stack([jnp.stack([products[max(j, k), min(j, k)] for k in range(p)]) for j in range(p)])
+        if p
+        else jnp.zeros((0, 0))
+    )
     return laplacian, theta_beta, beta_beta
 
 
@@ -320,11 +328,14 @@ def _newton(x0, problem: _Problem, prior, tol, max_iter):
 
         t, new_value = jax.lax.while_loop(keep_shrinking, shrink, (jnp.float64(1.0), value_at(1.0)))
         new_x = x + t * direction
-        ok = (jnp.all(jnp.isfinite(direction)) & acceptable(t, new_value)
-              & jnp.isfinite(new_value) & jnp.all(jnp.isfinite(new_x)))
+        ok = (
+            jnp.all(jnp.isfinite(direction))
+            & acceptable(t, new_value)
+            & jnp.isfinite(new_value)
+            & jnp.all(jnp.isfinite(new_x))
+        )
         converged = ok & (jnp.max(jnp.abs(direction)) <= tol)
-        return (jnp.where(ok, new_x, x), jnp.where(ok, new_value, value), it + ok.astype(it.dtype),
-                converged, ~ok)
+        return (jnp.where(ok, new_x, x), jnp.where(ok, new_value, value), it + ok.astype(it.dtype), converged, ~ok)
 
     def keep_going(state):
         _, _, it, converged, failed = state
@@ -336,17 +347,20 @@ def _newton(x0, problem: _Problem, prior, tol, max_iter):
 
 
 _newton_jit = jax.jit(_newton)
-_newton_batched = jax.jit(jax.vmap(_newton, in_axes=(None, _Problem(None, None, None, 0, None, None),
-                                                     None, None, None)))
+_newton_batched = jax.jit(
+    jax.vmap(_newton, in_axes=(None, _Problem(None, None, None, 0, None, None), None, None, None))
+)
 
 
 # ------------------------------------------------------------------------------------------- input
 
+
 def _check_options(prior, anchor, n_models, scale, base, tol, max_iter):
     if not (np.isfinite(prior) and prior >= 0):
         raise ValueError(f"prior must be a finite precision >= 0, got {prior!r}")
-    if anchor is not None and (isinstance(anchor, (bool, np.bool_)) or not isinstance(anchor, (int, np.integer))
-                               or not 0 <= anchor < n_models):
+    if anchor is not None and (
+        isinstance(anchor, (bool, np.bool_)) or not isinstance(anchor, (int, np.integer)) or not 0 <= anchor < n_models
+    ):
         raise ValueError(f"anchor must be a model index in [0, {n_models}), got {anchor!r}")
     if not (np.isfinite(scale) and scale > 0 and np.isfinite(base) and base > 1):
         raise ValueError(f"need scale > 0 and base > 1, got scale={scale!r}, base={base!r}")
@@ -383,8 +397,10 @@ def _require_connected(model_a, model_b, weights, n_models):
     graph = coo_matrix((np.ones(int(used.sum())), (model_a[used], model_b[used])), shape=(n_models, n_models))
     pieces, _ = connected_components(graph, directed=False)
     if pieces > 1:
-        raise ValueError(f"with prior=0 every model must be connected by battles, but the comparison graph has "
-                         f"{pieces} pieces (a model without battles counts as one); use prior > 0")
+        raise ValueError(
+            f"with prior=0 every model must be connected by battles, but the comparison graph has "
+            f"{pieces} pieces (a model without battles counts as one); use prior > 0"
+        )
 
 
 def _make_problem(model_a, model_b, outcome, covariates, weights, n_models) -> tuple[_Problem, np.ndarray]:
@@ -418,10 +434,23 @@ def _to_elo(theta, anchor, anchor_rating, scale, base):
 
 # ------------------------------------------------------------------------------------------- public API
 
-def fit_style_controlled(model_a, model_b, outcome, covariates, n_models: int, *, prior: float = DEFAULT_PRIOR,
-                         anchor: int | None = None, anchor_rating: float = 1000.0, scale: float = 400.0,
-                         base: float = 10.0, tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER,
-                         weights=None) -> StyleFit:
+
+def fit_style_controlled(
+    model_a,
+    model_b,
+    outcome,
+    covariates,
+    n_models: int,
+    *,
+    prior: float = DEFAULT_PRIOR,
+    anchor: int | None = None,
+    anchor_rating: float = 1000.0,
+    scale: float = 400.0,
+    base: float = 10.0,
+    tol: float = DEFAULT_TOL,
+    max_iter: int = DEFAULT_MAX_ITER,
+    weights=None,
+) -> StyleFit:
     """Style-controlled Bradley-Terry fit on battle rows (see the module docstring for the model).
 
     model_a, model_b: (n,) model codes; outcome: (n,) outcome codes from model_a's side; covariates: (n, p)
@@ -432,14 +461,14 @@ def fit_style_controlled(model_a, model_b, outcome, covariates, n_models: int, *
     Raises ValueError on malformed input; never returns NaN.
     """
     _check_options(prior, anchor, n_models, scale, base, tol, max_iter)
-    model_a, model_b, outcome, covariates, weights = _check_rows(model_a, model_b, outcome, covariates,
-                                                                  n_models, weights)
+    model_a, model_b, outcome, covariates, weights = _check_rows(
+        model_a, model_b, outcome, covariates, n_models, weights
+    )
     if prior == 0:
         _require_connected(model_a, model_b, weights, n_models)
     problem, _ = _make_problem(model_a, model_b, outcome, covariates, weights, n_models)
     x0 = jnp.zeros(problem.real_model.shape[0] + covariates.shape[1])
-    x, iterations, converged = _newton_jit(x0, problem, jnp.float64(prior), jnp.float64(tol),
-                                           jnp.int32(max_iter))
+    x, iterations, converged = _newton_jit(x0, problem, jnp.float64(prior), jnp.float64(tol), jnp.int32(max_iter))
     return _result(x, problem, n_models, int(iterations), bool(converged), anchor, anchor_rating, scale, base)
 
 
@@ -461,8 +490,7 @@ def _check_interval_options(confidence, fit_options) -> None:
     """The checks both interval methods make before fitting: a confidence level, and fit options they know."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
-    unknown = set(fit_options) - {"prior", "anchor", "anchor_rating", "scale", "base", "tol", "max_iter",
-                                  "weights"}
+    unknown = set(fit_options) - {"prior", "anchor", "anchor_rating", "scale", "base", "tol", "max_iter", "weights"}
     if unknown:
         raise TypeError(f"unknown fit options: {sorted(unknown)}")
 
@@ -476,9 +504,19 @@ def poisson_weights(n: int, replicate: int, seed: int) -> np.ndarray:
     return generator.poisson(1.0, n).astype(np.float64)
 
 
-def bootstrap_style_controlled(model_a, model_b, outcome, covariates, n_models: int, *, replicates: int = 100,
-                               seed: int = 0, batch_size: int = 8, confidence: float = 0.95,
-                               **fit_options) -> StyleBootstrap:
+def bootstrap_style_controlled(
+    model_a,
+    model_b,
+    outcome,
+    covariates,
+    n_models: int,
+    *,
+    replicates: int = 100,
+    seed: int = 0,
+    batch_size: int = 8,
+    confidence: float = 0.95,
+    **fit_options,
+) -> StyleBootstrap:
     """Poisson-bootstrap intervals for a style-controlled fit (see the module docstring).
 
     Replicate r reweights row i by w_i * Poisson(1) drawn from `poisson_weights(n, r, seed)`, so the samples are
@@ -493,10 +531,22 @@ def bootstrap_style_controlled(model_a, model_b, outcome, covariates, n_models: 
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     _check_interval_options(confidence, fit_options)
     fit = fit_style_controlled(model_a, model_b, outcome, covariates, n_models, **fit_options)
-    options = dict(prior=DEFAULT_PRIOR, anchor=None, anchor_rating=1000.0, scale=400.0, base=10.0,
-                   tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, weights=None) | fit_options
-    model_a, model_b, outcome, covariates, weights = _check_rows(model_a, model_b, outcome, covariates,
-                                                                  n_models, options["weights"])
+    options = (
+        dict(
+            prior=DEFAULT_PRIOR,
+            anchor=None,
+            anchor_rating=1000.0,
+            scale=400.0,
+            base=10.0,
+            tol=DEFAULT_TOL,
+            max_iter=DEFAULT_MAX_ITER,
+            weights=None,
+        )
+        | fit_options
+    )
+    model_a, model_b, outcome, covariates, weights = _check_rows(
+        model_a, model_b, outcome, covariates, n_models, options["weights"]
+    )
     problem, rows = _make_problem(model_a, model_b, outcome, covariates, weights, n_models)
     n, models = model_a.shape[0], problem.real_model.shape[0]
     x0 = jnp.asarray(np.concatenate([fit.strengths, np.zeros(models - n_models), fit.coefficients]))
@@ -510,14 +560,18 @@ def bootstrap_style_controlled(model_a, model_b, outcome, covariates, n_models: 
         batch_weights = np.zeros((batch_size, rows))
         for slot, replicate in enumerate(range(start, stop)):
             batch_weights[slot, :n] = weights * poisson_weights(n, replicate, seed)
-        batch_weights[stop - start:] = batch_weights[stop - start - 1]
-        x, _, ok = _newton_batched(x0, problem._replace(weight=jnp.asarray(batch_weights)),
-                                   jnp.float64(options["prior"]), jnp.float64(options["tol"]),
-                                   jnp.int32(options["max_iter"]))
+        batch_weights[stop - start :] = batch_weights[stop - start - 1]
+        x, _, ok = _newton_batched(
+            x0,
+            problem._replace(weight=jnp.asarray(batch_weights)),
+            jnp.float64(options["prior"]),
+            jnp.float64(options["tol"]),
+            jnp.int32(options["max_iter"]),
+        )
         x = np.asarray(x)
-        thetas[start:stop] = x[:stop - start, :n_models]
-        coefs[start:stop] = x[:stop - start, models:]
-        converged[start:stop] = np.asarray(ok)[:stop - start]
+        thetas[start:stop] = x[: stop - start, :n_models]
+        coefs[start:stop] = x[: stop - start, models:]
+        converged[start:stop] = np.asarray(ok)[: stop - start]
     ratings = _to_elo(thetas, options["anchor"], options["anchor_rating"], options["scale"], options["base"])
     tail = (1 - confidence) / 2
     return StyleBootstrap(
@@ -549,8 +603,17 @@ class StyleSandwich(NamedTuple):
     fit: StyleFit
 
 
-def sandwich_style_intervals(model_a, model_b, outcome, covariates, n_models: int, *, confidence: float = 0.95,
-                             fit: StyleFit | None = None, **fit_options) -> StyleSandwich:
+def sandwich_style_intervals(
+    model_a,
+    model_b,
+    outcome,
+    covariates,
+    n_models: int,
+    *,
+    confidence: float = 0.95,
+    fit: StyleFit | None = None,
+    **fit_options,
+) -> StyleSandwich:
     """Intervals for a style-controlled fit without refitting: V = H^-1 B H^-1 at the fit.
 
     H is minus the Hessian of the penalised objective, B = sum_rows s s^T the rows' score outer products
@@ -564,10 +627,12 @@ def sandwich_style_intervals(model_a, model_b, outcome, covariates, n_models: in
     _check_interval_options(confidence, fit_options)
     if fit is None:
         fit = fit_style_controlled(model_a, model_b, outcome, covariates, n_models, **fit_options)
-    options = dict(prior=DEFAULT_PRIOR, anchor=None, anchor_rating=1000.0, scale=400.0, base=10.0,
-                   weights=None) | fit_options
-    model_a, model_b, outcome, covariates, weights = _check_rows(model_a, model_b, outcome, covariates,
-                                                                  n_models, options["weights"])
+    options = (
+        dict(prior=DEFAULT_PRIOR, anchor=None, anchor_rating=1000.0, scale=400.0, base=10.0, weights=None) | fit_options
+    )
+    model_a, model_b, outcome, covariates, weights = _check_rows(
+        model_a, model_b, outcome, covariates, n_models, options["weights"]
+    )
     problem, _ = _make_problem(model_a, model_b, outcome, covariates, weights, n_models)
     models, p = problem.real_model.shape[0], covariates.shape[1]
     x = jnp.asarray(np.concatenate([fit.strengths, np.zeros(models - n_models), fit.coefficients]))
@@ -596,6 +661,12 @@ def sandwich_style_intervals(model_a, model_b, outcome, covariates, n_models: in
     from scipy.stats import norm
 
     z = norm.ppf(0.5 + confidence / 2)
-    return StyleSandwich(ratings_low=fit.ratings - z * ratings_se, ratings_high=fit.ratings + z * ratings_se,
-                         coef_low=fit.coefficients - z * coef_se, coef_high=fit.coefficients + z * coef_se,
-                         ratings_se=ratings_se, coef_se=coef_se, fit=fit)
+    return StyleSandwich(
+        ratings_low=fit.ratings - z * ratings_se,
+        ratings_high=fit.ratings + z * ratings_se,
+        coef_low=fit.coefficients - z * coef_se,
+        coef_high=fit.coefficients + z * coef_se,
+        ratings_se=ratings_se,
+        coef_se=coef_se,
+        fit=fit,
+    )

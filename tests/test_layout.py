@@ -1,5 +1,6 @@
 """The layout's rules, read from the source: no import cycle among arena's modules (function-level imports
 included), domain packages never import the web or command-line layers, and ranking/ imports no arena code."""
+
 from __future__ import annotations
 
 import ast
@@ -27,7 +28,7 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parent + ([base] if base else []))
             for alias in node.names:  # `from arena import db` imports arena.db; `from arena import x`, arena
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
@@ -72,8 +73,10 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def package_edges(edges: dict[str, set[str]]) -> dict[str, set[str]]:
     """The same graph between arena's subpackages (arena.battles.lifecycle -> arena.battles)."""
+
     def top(name):
         return ".".join(name.split(".")[:2])
+
     out: dict[str, set[str]] = {}
     for name, targets in edges.items():
         out.setdefault(top(name), set()).update(top(t) for t in targets if top(t) != top(name))

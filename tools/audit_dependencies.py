@@ -7,6 +7,7 @@ versions that fix it). When the advisory service cannot be asked (no network, or
 serve PyPI's per-version JSON that pip-audit reads), it prints a WARNING saying the audit was not done and exits
 0: a network outage must not fail every test run, and the warning stays in the log for whoever reads it.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,14 +32,18 @@ def verdict(report: dict | None, returncode: int, stderr: str) -> tuple[int, lis
             for vuln in dep["vulns"]:
                 fixes = ", ".join(vuln.get("fix_versions") or []) or "no fixed version yet"
                 aliases = ", ".join(vuln.get("aliases") or [])
-                lines.append(f"  {dep['name']} {dep.get('version', '?')}: {vuln['id']}"
-                             f"{f' ({aliases})' if aliases else ''}; fixed in: {fixes}")
+                lines.append(
+                    f"  {dep['name']} {dep.get('version', '?')}: {vuln['id']}"
+                    f"{f' ({aliases})' if aliases else ''}; fixed in: {fixes}"
+                )
         return 1, lines
     considered = [d for d in dependencies if "editable" not in d.get("skip_reason", "")]
     unaudited = [d["name"] for d in considered if "skip_reason" in d]
     if considered and len(unaudited) == len(considered):
-        return 0, [f"WARNING: dependency audit NOT DONE: the advisory service answered for none of the "
-                   f"{len(considered)} installed packages (offline, or a registry mirror without PyPI's JSON API)"]
+        return 0, [
+            f"WARNING: dependency audit NOT DONE: the advisory service answered for none of the "
+            f"{len(considered)} installed packages (offline, or a registry mirror without PyPI's JSON API)"
+        ]
     lines = [f"dependency audit: {len(considered) - len(unaudited)} packages audited, no known vulnerability"]
     if unaudited:
         lines.append(f"  not audited (unknown to the advisory service): {', '.join(sorted(unaudited))}")
@@ -47,13 +52,21 @@ def verdict(report: dict | None, returncode: int, stderr: str) -> tuple[int, lis
 
 def main() -> int:
     pip_audit = Path(sys.executable).with_name("pip-audit")
-    command = [str(pip_audit) if pip_audit.exists() else "pip-audit", "--local", "--skip-editable",
-               "--progress-spinner", "off", "--format", "json", "--desc", "off"]
+    command = [
+        str(pip_audit) if pip_audit.exists() else "pip-audit",
+        "--local",
+        "--skip-editable",
+        "--progress-spinner",
+        "off",
+        "--format",
+        "json",
+        "--desc",
+        "off",
+    ]
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "report.json"
         try:
-            done = subprocess.run([*command, "--output", str(out)], capture_output=True, text=True,
-                                  timeout=TIMEOUT_S)
+            done = subprocess.run([*command, "--output", str(out)], capture_output=True, text=True, timeout=TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as error:
             status, lines = verdict(None, -1, str(error))
         else:

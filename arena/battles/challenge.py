@@ -14,6 +14,7 @@ exclusion rules do the rest; the challenge keeps naive bulk voting expensive and
 Difficulty is read when the vote is checked: raising ARENA_VOTE_CHALLENGE_BITS refuses proofs solved at the old
 difficulty for battles created before the change (their voters start a new battle).
 """
+
 from __future__ import annotations
 
 import functools
@@ -49,8 +50,11 @@ def issue(settings: Settings, battle_id: str) -> dict | None:
     """The challenge to send with a battle, or None when the challenge is off."""
     if not settings.vote_challenge:
         return None
-    return {"algorithm": ALGORITHM, "salt": salt(settings.secret_key, battle_id),
-            "difficulty": settings.vote_challenge_bits}
+    return {
+        "algorithm": ALGORITHM,
+        "salt": salt(settings.secret_key, battle_id),
+        "difficulty": settings.vote_challenge_bits,
+    }
 
 
 def solves(salt_hex: str, proof: str, difficulty: int) -> bool:
@@ -63,10 +67,12 @@ def check(settings: Settings, battle_id: str, proof) -> None:
     if not settings.vote_challenge:
         return
     if not isinstance(proof, str) or not proof:
-        raise Refused("challenge_failed",
-                       "This vote needs \"proof\": the answer to the battle's challenge (see \"challenge\").")
-    if len(proof) > MAX_PROOF_CHARS or not solves(salt(settings.secret_key, battle_id), proof,
-                                                  settings.vote_challenge_bits):
+        raise Refused(
+            "challenge_failed", 'This vote needs "proof": the answer to the battle\'s challenge (see "challenge").'
+        )
+    if len(proof) > MAX_PROOF_CHARS or not solves(
+        salt(settings.secret_key, battle_id), proof, settings.vote_challenge_bits
+    ):
         raise Refused("challenge_failed", "The proof does not solve this battle's challenge.")
 
 

@@ -1,5 +1,6 @@
 """A battle from creation to its vote: pair two models by the sampling policy, store the battle, follow-up
 turns, and the one vote, cast in one transaction, which reveals both identities."""
+
 from __future__ import annotations
 
 import functools
@@ -54,8 +55,15 @@ _PROMPT = select(_prompts.c.text, _prompts.c.source).where(_prompts.c.id == bind
 _INSERT_BATTLE, _INSERT_MESSAGES, _INSERT_VOTE = insert(_battles), insert(_messages), insert(_votes)
 
 
-def create_battle(session: Session, *, prompt_text: str | None, prompt_id: int | None, voter: str,
-                  address: str | None, app: Flask | None = None) -> NewBattle:
+def create_battle(
+    session: Session,
+    *,
+    prompt_text: str | None,
+    prompt_id: int | None,
+    voter: str,
+    address: str | None,
+    app: Flask | None = None,
+) -> NewBattle:
     """Pair two eligible models on the prompt by the sampling policy (arena.leaderboard.sampling; `app`: the current
     one by
     default) and store the battle, with the policy that drew it, and each side's first user message."""
@@ -69,12 +77,27 @@ def create_battle(session: Session, *, prompt_text: str | None, prompt_id: int |
     models = eligible_models(session, prompt_id)
     model_a, model_b, policy = sampling.pick_pair(app or current_app._get_current_object(), session, models)
     battle_id = secrets.token_urlsafe(16)
-    session.execute(_INSERT_BATTLE, dict(
-        id=battle_id, prompt_id=prompt_id, prompt_text=prompt_text, model_a_id=model_a.id, model_b_id=model_b.id,
-        state="created", voter=voter, address_hash=address,
-        sampling_policy=policy))
-    session.execute(_INSERT_MESSAGES, [dict(battle_id=battle_id, side=side, turn=0, role="user",
-                                            content=prompt_text, complete=True) for side in SIDES])
+    session.execute(
+        _INSERT_BATTLE,
+        dict(
+            id=battle_id,
+            prompt_id=prompt_id,
+            prompt_text=prompt_text,
+            model_a_id=model_a.id,
+            model_b_id=model_b.id,
+            state="created",
+            voter=voter,
+            address_hash=address,
+            sampling_policy=policy,
+        ),
+    )
+    session.execute(
+        _INSERT_MESSAGES,
+        [
+            dict(battle_id=battle_id, side=side, turn=0, role="user", content=prompt_text, complete=True)
+            for side in SIDES
+        ],
+    )
     session.commit()
     metrics.BATTLES.labels("created").inc()
     return NewBattle(battle_id, prompt_text, "created", attribution)
@@ -87,8 +110,11 @@ def _not_found() -> ArenaError:
 
 def own_battle(session: Session, battle_id: str, voter: str | None) -> Battle:
     """The voter's battle, with both models loaded in the same query."""
-    statement = select(Battle).where(Battle.id == battle_id).options(joinedload(Battle.model_a, innerjoin=True),
-                                                                      joinedload(Battle.model_b, innerjoin=True))
+    statement = (
+        select(Battle)
+        .where(Battle.id == battle_id)
+        .options(joinedload(Battle.model_a, innerjoin=True), joinedload(Battle.model_b, innerjoin=True))
+    )
     battle = session.scalars(statement).first()
     if battle is None or voter is None or battle.voter != voter:
         raise _not_found()
@@ -107,19 +133,22 @@ def add_turn(session: Session, battle: Battle, text: str) -> int:
     if session.execute(_REOPEN, {"battle_id": battle.id}).rowcount != 1:
         session.rollback()
         raise Conflict("battle_not_ready", "A follow-up can be sent only when both answers are complete.")
-    session.add_all(Message(battle_id=battle.id, side=side, turn=turn, role="user", content=text, complete=True)
-                    for side in SIDES)
+    session.add_all(
+        Message(battle_id=battle.id, side=side, turn=turn, role="user", content=text, complete=True) for side in SIDES
+    )
     session.commit()
     session.expire(battle, ["state"])
     return turn
 
 
-_REOPEN = (update(_battles).where(_battles.c.id == bindparam("battle_id"), _battles.c.state == "ready")
-           .values(state="created"))
+_REOPEN = (
+    update(_battles).where(_battles.c.id == bindparam("battle_id"), _battles.c.state == "ready").values(state="created")
+)
 
 
 class Sides(NamedTuple):
     """Who answered on each side, as a vote reveals it."""
+
     model_a: Identity
     model_b: Identity
 
@@ -134,11 +163,16 @@ def _identity_of(side_id, column):
 # are checked by the very write that closes the battle, so of two racing votes exactly one gets a row.
 _CLOSE_AND_REVEAL = (
     update(_battles)
-    .where(_battles.c.id == bindparam("battle_id"), _battles.c.voter == bindparam("owner"),
-           _battles.c.state == "ready")
+    .where(_battles.c.id == bindparam("battle_id"), _battles.c.voter == bindparam("owner"), _battles.c.state == "ready")
     .values(state="voted")
-    .returning(*(_identity_of(side_id, column) for side_id in (_battles.c.model_a_id, _battles.c.model_b_id)
-                 for column in (_models.c.name, _models.c.organization))))
+    .returning(
+        *(
+            _identity_of(side_id, column)
+            for side_id in (_battles.c.model_a_id, _battles.c.model_b_id)
+            for column in (_models.c.name, _models.c.organization)
+        )
+    )
+)
 
 
 _BATTLE_STATE = select(_battles.c.state, _battles.c.voter).where(_battles.c.id == bindparam("battle_id"))
@@ -164,8 +198,9 @@ def vote(session: Session, battle_id: str, winner: str, *, voter: str | None, ad
     return reveal(Sides(Identity(closed[0], closed[1]), Identity(closed[2], closed[3])))
 
 
-_CLOSE = (update(_battles).where(_battles.c.id == bindparam("battle_id"), _battles.c.state == "ready")
-          .values(state="voted"))
+_CLOSE = (
+    update(_battles).where(_battles.c.id == bindparam("battle_id"), _battles.c.state == "ready").values(state="voted")
+)
 
 
 def cast_vote(session: Session, battle: Battle, winner: str, *, voter: str | None, address: str | None) -> None:
@@ -198,8 +233,9 @@ def _already_voted() -> ArenaError:
 
 def _record_vote(session: Session, battle_id: str, winner: str, *, voter: str | None, address: str | None) -> None:
     """Insert the vote beside the battle's closing UPDATE and commit both; the unique battle_id is the last guard."""
-    session.execute(_INSERT_VOTE, dict(battle_id=battle_id, winner=winner, voter=voter, address_hash=address,
-                                       source="arena"))
+    session.execute(
+        _INSERT_VOTE, dict(battle_id=battle_id, winner=winner, voter=voter, address_hash=address, source="arena")
+    )
     try:
         session.commit()
     except IntegrityError:
@@ -210,5 +246,7 @@ def _record_vote(session: Session, battle_id: str, winner: str, *, voter: str | 
 
 
 def reveal(battle: Battle | Sides) -> dict:
-    return {side: {"model": model.name, "organization": model.organization}
-            for side, model in (("a", battle.model_a), ("b", battle.model_b))}
+    return {
+        side: {"model": model.name, "organization": model.organization}
+        for side, model in (("a", battle.model_a), ("b", battle.model_b))
+    }

@@ -1,5 +1,6 @@
 """Which models can answer a battle's prompt, read live for each battle (a paused model, or a recorded one
 without an answer to the prompt, is never drawn, whatever a cache says)."""
+
 from __future__ import annotations
 
 import secrets
@@ -18,6 +19,7 @@ _system_random = secrets.SystemRandom()
 
 class Candidate(NamedTuple):
     """A model that can answer a battle's prompt: all that pairing needs, read without loading the model."""
+
     id: int
     sampling_weight: float
 
@@ -27,18 +29,31 @@ class Candidate(NamedTuple):
 _WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 
 
-_ELIGIBLE = select(_models.c.id, _models.c.sampling_weight).where(
-    _models.c.status == "active", _models.c.sampling_weight > 0).order_by(_models.c.id)
+_ELIGIBLE = (
+    select(_models.c.id, _models.c.sampling_weight)
+    .where(_models.c.status == "active", _models.c.sampling_weight > 0)
+    .order_by(_models.c.id)
+)
 
 
 _ELIGIBLE_ENDPOINTS = _ELIGIBLE.where(_models.c.kind == "endpoint")
 
 
-_ELIGIBLE_FOR_PROMPT = _ELIGIBLE.where(or_(_models.c.kind == "endpoint", and_(
-    _models.c.kind == "recorded",
-    select(_answers.c.id).where(_answers.c.model_id == _models.c.id,
-                                _answers.c.prompt_id == bindparam("prompt_id"),
-                                func.length(func.trim(_answers.c.text, _WHITESPACE)) > 0).exists())))
+_ELIGIBLE_FOR_PROMPT = _ELIGIBLE.where(
+    or_(
+        _models.c.kind == "endpoint",
+        and_(
+            _models.c.kind == "recorded",
+            select(_answers.c.id)
+            .where(
+                _answers.c.model_id == _models.c.id,
+                _answers.c.prompt_id == bindparam("prompt_id"),
+                func.length(func.trim(_answers.c.text, _WHITESPACE)) > 0,
+            )
+            .exists(),
+        ),
+    )
+)
 
 
 def eligible_models(session: Session, prompt_id: int | None) -> list[Candidate]:

@@ -1,5 +1,6 @@
 """Streaming a battle's two answers: both sides at once, as Server-Sent Events, stored whether or not anyone
 listens, and replayed from the database on a reload."""
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,16 @@ class BattleRun:
     one INSERT, one UPDATE and a commit.
     """
 
-    def __init__(self, app: Flask, battle_id: str, *, turn: int, identities: dict[str, Identity],
-                 flagged: bool, kinds: dict[str, str] | None = None):
+    def __init__(
+        self,
+        app: Flask,
+        battle_id: str,
+        *,
+        turn: int,
+        identities: dict[str, Identity],
+        flagged: bool,
+        kinds: dict[str, str] | None = None,
+    ):
         self.app, self.battle_id = app, battle_id
         self.kinds = kinds or {}  # each side's model kind ("endpoint", "recorded"): its metrics' source label
         self.turn, self.identities, self.flagged = turn, identities, flagged
@@ -69,8 +78,12 @@ class BattleRun:
 
     def start(self, sources: dict) -> None:
         for side in SIDES:
-            threading.Thread(target=self._run_side, args=(side, sources[side]), daemon=True,
-                             name=f"battle-{self.battle_id[:6]}-{side}").start()
+            threading.Thread(
+                target=self._run_side,
+                args=(side, sources[side]),
+                daemon=True,
+                name=f"battle-{self.battle_id[:6]}-{side}",
+            ).start()
 
     def _run_side(self, side: str, source) -> None:
         result = self.results[side]
@@ -121,8 +134,12 @@ class BattleRun:
                 if delay is None or not database_unavailable(error):
                     log.exception("battle %s: the answers could not be stored", self.battle_id)
                     return "void"
-                log.warning("battle %s: database unavailable while storing the answers (%s); retrying in %.1f s",
-                            self.battle_id, one_line(error), delay)
+                log.warning(
+                    "battle %s: database unavailable while storing the answers (%s); retrying in %.1f s",
+                    self.battle_id,
+                    one_line(error),
+                    delay,
+                )
                 time.sleep(delay)
 
     def _store(self) -> str:
@@ -135,25 +152,36 @@ class BattleRun:
             error = result.error or (None if text.strip() else "empty answer")
             if error and side not in failed:
                 failed.append(side)
-            rows.append(dict(
-                battle_id=self.battle_id, side=side, turn=self.turn, role="assistant", content=text,
-                complete=error is None, error=error,
-                first_token_ms=None if result.first_token is None else 1000 * (result.first_token - result.started),
-                duration_ms=1000 * ((result.finished or time.monotonic()) - result.started),
-                **style_counts(text)))  # the style-controlled leaderboard's covariates, counted once here
+            rows.append(
+                dict(
+                    battle_id=self.battle_id,
+                    side=side,
+                    turn=self.turn,
+                    role="assistant",
+                    content=text,
+                    complete=error is None,
+                    error=error,
+                    first_token_ms=None if result.first_token is None else 1000 * (result.first_token - result.started),
+                    duration_ms=1000 * ((result.finished or time.monotonic()) - result.started),
+                    **style_counts(text),
+                )
+            )  # the style-controlled leaderboard's covariates, counted once here
             leak = identity_leak(text, self.identities[side])
             if leak and not self.flagged and not flag:
                 flag = {"flagged": True, "flag_reason": f"side {side} named {leak!r}"}
         if failed:
-            change = {"state": "void",
-                      "void_reason": "; ".join(f"{s}: {self.results[s].error or 'empty answer'}" for s in failed)}
+            change = {
+                "state": "void",
+                "void_reason": "; ".join(f"{s}: {self.results[s].error or 'empty answer'}" for s in failed),
+            }
         else:
             change = {"state": "ready"}
         this_battle = _battles.c.id == self.battle_id
         with db.new_session(self.app) as session:
             session.execute(_INSERT_MESSAGES, rows)
-            moved = session.execute(update(_battles).where(this_battle, _battles.c.state == "streaming")
-                                    .values(**change, **flag))
+            moved = session.execute(
+                update(_battles).where(this_battle, _battles.c.state == "streaming").values(**change, **flag)
+            )
             state = change["state"]
             if moved.rowcount != 1:
                 # Voided meanwhile (an operator changed one of its models): that stands; the answers and the
@@ -172,17 +200,23 @@ def answer_sources(app: Flask, session: Session, battle: Battle) -> dict:
     recorded_ids = [model.id for model in models.values() if model.kind == "recorded"]
     recorded = {}
     if recorded_ids:  # both sides' recordings in one query
-        recorded = {model_id: (text, duration_ms) for model_id, text, duration_ms in session.execute(
-            select(_answers.c.model_id, _answers.c.text, _answers.c.duration_ms)
-            .where(_answers.c.prompt_id == battle.prompt_id, _answers.c.model_id.in_(recorded_ids)))}
+        recorded = {
+            model_id: (text, duration_ms)
+            for model_id, text, duration_ms in session.execute(
+                select(_answers.c.model_id, _answers.c.text, _answers.c.duration_ms).where(
+                    _answers.c.prompt_id == battle.prompt_id, _answers.c.model_id.in_(recorded_ids)
+                )
+            )
+        }
     sources = {}
     for side, model in models.items():
         if model.kind == "recorded":
             if model.id not in recorded:
                 raise Conflict("battle_void", NEUTRAL_FAILURE)
             text, duration_ms = recorded[model.id]
-            sources[side] = (lambda t=text, d=duration_ms: providers.replay_recorded(
-                t, d, speed=settings.replay_speed, max_seconds=settings.replay_max_seconds))
+            sources[side] = lambda t=text, d=duration_ms: providers.replay_recorded(
+                t, d, speed=settings.replay_speed, max_seconds=settings.replay_max_seconds
+            )
         else:
             conversation = []
             if model.system_prompt:
@@ -191,7 +225,7 @@ def answer_sources(app: Flask, session: Session, battle: Battle) -> dict:
             api_key = None
             if model.endpoint_key_encrypted:
                 api_key = decrypt_secret(settings.secret_key, model.endpoint_key_encrypted)
-            sources[side] = (lambda m=model, c=conversation, k=api_key: _call_endpoint(m, c, k, settings))
+            sources[side] = lambda m=model, c=conversation, k=api_key: _call_endpoint(m, c, k, settings)
     return sources
 
 
@@ -211,9 +245,16 @@ def _call_endpoint(model: Model, conversation: list, api_key: str | None, settin
         check_endpoint_address(model.base_url, allow_private=settings.allow_private_endpoints)
         client = endpoint_client(allow_private=settings.allow_private_endpoints)  # vets what it dials too
     return providers.stream_chat(
-        model.base_url, model.endpoint_model, conversation, api_key=api_key, client=client,
-        params=model.sampling_params or None, connect_timeout=settings.provider_connect_timeout,
-        first_token_timeout=settings.provider_first_token_timeout, total_timeout=settings.provider_total_timeout)
+        model.base_url,
+        model.endpoint_model,
+        conversation,
+        api_key=api_key,
+        client=client,
+        params=model.sampling_params or None,
+        connect_timeout=settings.provider_connect_timeout,
+        first_token_timeout=settings.provider_first_token_timeout,
+        total_timeout=settings.provider_total_timeout,
+    )
 
 
 def sse(event: str, data: dict) -> str:
@@ -227,8 +268,11 @@ def start_stream(app: Flask, session: Session, battle: Battle):
     if battle.state in ("ready", "voted", "void"):
         return _replay_stored(battle)
     this_battle = _battles.c.id == battle.id
-    claimed = session.execute(update(_battles).where(this_battle, _battles.c.state == "created")
-                              .values(state="streaming", stream_started_at=utcnow()))
+    claimed = session.execute(
+        update(_battles)
+        .where(this_battle, _battles.c.state == "created")
+        .values(state="streaming", stream_started_at=utcnow())
+    )
     session.commit()
     if claimed.rowcount != 1:
         raise Conflict("already_streaming", "This battle's answers are already being streamed.")
@@ -239,9 +283,14 @@ def start_stream(app: Flask, session: Session, battle: Battle):
         session.commit()
         metrics.BATTLES.labels("void").inc()
         raise
-    run = BattleRun(app, battle.id, turn=_current_turn(battle), flagged=battle.flagged,
-                    identities={"a": Identity.of(battle.model_a), "b": Identity.of(battle.model_b)},
-                    kinds={"a": battle.model_a.kind, "b": battle.model_b.kind})
+    run = BattleRun(
+        app,
+        battle.id,
+        turn=_current_turn(battle),
+        flagged=battle.flagged,
+        identities={"a": Identity.of(battle.model_a), "b": Identity.of(battle.model_b)},
+        kinds={"a": battle.model_a.kind, "b": battle.model_b.kind},
+    )
     run.start(sources)
     return _forward(run)
 
@@ -259,9 +308,11 @@ def _void_if_interrupted(settings: Settings, session: Session, battle: Battle) -
     The write is conditional, so a stream that does end meanwhile keeps its result."""
     started = func.coalesce(_battles.c.stream_started_at, _battles.c.created_at)  # battles from before 0006
     cutoff = utcnow() - timedelta(seconds=stream_deadline_s(settings))
-    voided = session.execute(update(_battles).where(
-        _battles.c.id == battle.id, _battles.c.state == "streaming", started < cutoff).values(
-        state="void", void_reason="stream interrupted: no answers were stored before its deadline"))
+    voided = session.execute(
+        update(_battles)
+        .where(_battles.c.id == battle.id, _battles.c.state == "streaming", started < cutoff)
+        .values(state="void", void_reason="stream interrupted: no answers were stored before its deadline")
+    )
     session.commit()
     if voided.rowcount == 1:
         metrics.BATTLES.labels("void").inc()

@@ -1,4 +1,5 @@
 """The board for one snapshot, and its signed export (JSON and CSV), one file per leaderboard snapshot."""
+
 from __future__ import annotations
 
 import base64
@@ -30,6 +31,7 @@ EXPORT_FORMAT = "arena-board/1"
 
 # ------------------------------------------------------------------------------------------------ the board
 
+
 def find_snapshot(session: Session, version: int | None = None) -> Snapshot:
     """The snapshot of that version (the newest by default); NotFound saying what is missing."""
     snapshot = get_snapshot(session, version)
@@ -51,13 +53,17 @@ def board_report(session: Session, snapshot: Snapshot, *, threshold: float) -> d
     firsts = met_first(session, snapshot.version, definitions, scores)
     metrics = {t["metric"] for d in definitions for t in d["safety"]}
     return {
-        "snapshot": {"version": document["version"], "created_at": document["created_at"],
-                     "url": f"/api/v1/leaderboard/snapshots/{document['version']}",
-                     "key_id": document["signature"]["key_id"],
-                     "provisional_votes": document["settings"]["provisional_votes"]},
+        "snapshot": {
+            "version": document["version"],
+            "created_at": document["created_at"],
+            "url": f"/api/v1/leaderboard/snapshots/{document['version']}",
+            "key_id": document["signature"]["key_id"],
+            "provisional_votes": document["settings"]["provisional_votes"],
+        },
         "scores_dated_on_or_before": day.isoformat(),
-        "milestones": [{**evaluate_milestone(d, document, chosen), "met_first": firsts[d["name"]]}
-                       for d in definitions],
+        "milestones": [
+            {**evaluate_milestone(d, document, chosen), "met_first": firsts[d["name"]]} for d in definitions
+        ],
         "correlations": correlations(document, chosen, threshold=threshold, metrics=metrics),
         "safety_scores": [score_dict(chosen[key]) for key in sorted(chosen)],
     }
@@ -74,9 +80,12 @@ def export_document(session: Session, settings: Settings, snapshot: Snapshot, *,
         "format": EXPORT_FORMAT,
         "snapshot": {**report["snapshot"], "signed_sha256": hashlib.sha256(signed_bytes(document)).hexdigest()},
         "scores_dated_on_or_before": report["scores_dated_on_or_before"],
-        "capability": {"board": "overall", "interval_method": overall.get("interval_method"),
-                       "models": overall["models"], "unrated": sorted(m["model"] for m in document["models"]
-                                                                      if not m["rated"])},
+        "capability": {
+            "board": "overall",
+            "interval_method": overall.get("interval_method"),
+            "models": overall["models"],
+            "unrated": sorted(m["model"] for m in document["models"] if not m["rated"]),
+        },
         "safety_scores": report["safety_scores"],
         "milestones": report["milestones"],
         "correlations": report["correlations"],
@@ -102,16 +111,37 @@ def export_csv(session: Session, settings: Settings, snapshot: Snapshot, *, thre
     rows = list(export["capability"]["models"]) + [{"model": name} for name in export["capability"]["unrated"]]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["snapshot", "snapshot_signed_sha256", "model", "organization", "lab", "status", "rated",
-                     *CSV_CAPABILITY, *(f"safety:{m}" for m in metrics), *(f"milestone:{n}" for n in milestones)])
+    writer.writerow(
+        [
+            "snapshot",
+            "snapshot_signed_sha256",
+            "model",
+            "organization",
+            "lab",
+            "status",
+            "rated",
+            *CSV_CAPABILITY,
+            *(f"safety:{m}" for m in metrics),
+            *(f"milestone:{n}" for n in milestones),
+        ]
+    )
     for row in rows:
         model = row["model"]
         known = info.get(model, {})
-        writer.writerow([export["snapshot"]["version"], export["snapshot"]["signed_sha256"], model,
-                         known.get("organization", ""), known.get("lab") or "", known.get("status", ""),
-                         _cell("rating" in row), *(_cell(row.get(f)) for f in CSV_CAPABILITY),
-                         *(_cell(values.get((model, m))) for m in metrics),
-                         *("met" if decisions.get((n, model)) else "not met" for n in milestones)])
+        writer.writerow(
+            [
+                export["snapshot"]["version"],
+                export["snapshot"]["signed_sha256"],
+                model,
+                known.get("organization", ""),
+                known.get("lab") or "",
+                known.get("status", ""),
+                _cell("rating" in row),
+                *(_cell(row.get(f)) for f in CSV_CAPABILITY),
+                *(_cell(values.get((model, m))) for m in metrics),
+                *("met" if decisions.get((n, model)) else "not met" for n in milestones),
+            ]
+        )
     data = out.getvalue().encode("utf-8")
     return data, sign_bytes(settings, data)
 
@@ -129,15 +159,13 @@ def sign_bytes(settings: Settings, data: bytes) -> dict:
     snapshots)."""
     key = signing.load_or_create_key(settings)
     raw = signing.public_key_raw(settings)
-    return {"algorithm": SIGNATURE_ALGORITHM, "key_id": key_id(raw),
-            "value": base64.b64encode(key.sign(data)).decode()}
+    return {"algorithm": SIGNATURE_ALGORITHM, "key_id": key_id(raw), "value": base64.b64encode(key.sign(data)).decode()}
 
 
 def verify_bytes(data: bytes, signature: str, public_key_raw: bytes) -> bool:
     """Whether `signature` (base64) is the Ed25519 signature of `data` under the 32-byte public key."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_key_raw).verify(base64.b64decode(signature, validate=True),
-                                                                  data)
+        Ed25519PublicKey.from_public_bytes(public_key_raw).verify(base64.b64decode(signature, validate=True), data)
     except (InvalidSignature, ValueError):
         return False
     return True

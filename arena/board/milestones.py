@@ -1,5 +1,6 @@
 """Milestones, declared once as data and never edited, and the decisions made against them: a model meets a
 milestone when every safety part and the capability part are met, conservatively at the 95 % level."""
+
 from __future__ import annotations
 
 import hashlib
@@ -38,12 +39,14 @@ CONFIDENCE = 0.95
 
 # ------------------------------------------------------------------------------------------------ milestones
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
-                                         pattern=r"^[^\x00-\x1f]*$")]
+_Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]*$")
+]
 _Metric = Annotated[str, StringConstraints(pattern=f"^{METRIC_PATTERN.pattern}$")]
 
 
@@ -92,9 +95,11 @@ class MilestoneError(Rejected):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__("invalid_milestones",
-                         f"nothing added: {len(problems)} problem(s) in the milestone definitions",
-                         details={"problems": problems})
+        super().__init__(
+            "invalid_milestones",
+            f"nothing added: {len(problems)} problem(s) in the milestone definitions",
+            details={"problems": problems},
+        )
 
 
 def check_milestones(session: Session, payload) -> list[dict]:
@@ -107,20 +112,26 @@ def check_milestones(session: Session, payload) -> list[dict]:
     models = set(session.scalars(select(Model.name)))
     definitions, problems, names = [], [], {}
     for index, item in enumerate(items, 1):
-        label = f"milestone {index}" + (f" ({item['name']!r})" if isinstance(item, dict) and
-                                        isinstance(item.get("name"), str) else "")
+        label = f"milestone {index}" + (
+            f" ({item['name']!r})" if isinstance(item, dict) and isinstance(item.get("name"), str) else ""
+        )
         if not isinstance(item, dict):
             problems.append(f"{label}: must be an object")
             continue
         try:
             definition = MilestoneDefinition.model_validate(item)
         except ValidationError as e:
-            problems.extend(f"{label}: {'.'.join(map(str, error['loc'])) or 'milestone'}: "
-                            f"{error['msg'].removeprefix('Value error, ')}" for error in e.errors())
+            problems.extend(
+                f"{label}: {'.'.join(map(str, error['loc'])) or 'milestone'}: "
+                f"{error['msg'].removeprefix('Value error, ')}"
+                for error in e.errors()
+            )
             continue
         if definition.name in taken:
-            problems.append(f"{label}: a milestone named {definition.name!r} exists; definitions are never "
-                            "edited: declare the changed rule as a new milestone under a new name")
+            problems.append(
+                f"{label}: a milestone named {definition.name!r} exists; definitions are never "
+                "edited: declare the changed rule as a new milestone under a new name"
+            )
         elif definition.name in names:
             problems.append(f"{label}: the same name as milestone {names[definition.name]}")
         names.setdefault(definition.name, index)
@@ -144,8 +155,7 @@ def add_milestones(session: Session, payload) -> list[Milestone]:
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise MilestoneError(["a milestone of the file was added meanwhile by someone else; nothing added"]) \
-            from None
+        raise MilestoneError(["a milestone of the file was added meanwhile by someone else; nothing added"]) from None
     return added
 
 
@@ -162,13 +172,16 @@ def describe_rule(definition: dict) -> str:
         floor = f"lower bound >= leader's rating - {capability['within_of_leader']:g}"
     else:
         floor = f"lower bound >= {capability['min_rating']:g}"
-    safety = ", ".join(f"{t['metric']} >= {t['at_least']:g}" if "at_least" in t else
-                       f"{t['metric']} <= {t['at_most']:g}" for t in definition["safety"])
+    safety = ", ".join(
+        f"{t['metric']} >= {t['at_least']:g}" if "at_least" in t else f"{t['metric']} <= {t['at_most']:g}"
+        for t in definition["safety"]
+    )
     provisional = "; provisional ratings allowed" if definition.get("allow_provisional") else ""
     return f"board {definition['board']}; capability: {floor}; safety: {safety}{provisional}"
 
 
 # ------------------------------------------------------------------------------------------------ decisions
+
 
 def snapshot_day(document: dict) -> date:
     """The UTC date of a snapshot: safety scores dated on or before it are the ones used."""
@@ -203,8 +216,9 @@ def capability_threshold(capability: dict, rows: list[dict] | None) -> Capabilit
         return CapabilityThreshold(rule, leader, leader["rating"] - float(capability[rule]), None)
     reference = next((row for row in rows if row["model"] == capability[rule]), None)
     if reference is None:
-        return CapabilityThreshold(rule, None, None, f"the reference model {capability[rule]!r} has no rating on "
-                                                     "this board")
+        return CapabilityThreshold(
+            rule, None, None, f"the reference model {capability[rule]!r} has no rating on this board"
+        )
     return CapabilityThreshold(rule, reference, reference["rating"], None)
 
 
@@ -215,33 +229,70 @@ def evaluate_milestone(definition: dict, document: dict, chosen: dict[tuple[str,
     floor = capability_threshold(definition["capability"], rows)
     decisions = [_decide(definition, row["model"], row, floor, chosen, document["version"]) for row in rows or []]
     rated = {row["model"] for row in rows or []}
-    decisions += [_decide(definition, model, None, floor, chosen, document["version"], board_missing=rows is None)
-                  for model in sorted(m["model"] for m in document["models"] if m["model"] not in rated)]
+    decisions += [
+        _decide(definition, model, None, floor, chosen, document["version"], board_missing=rows is None)
+        for model in sorted(m["model"] for m in document["models"] if m["model"] not in rated)
+    ]
     reference = floor.reference
-    return {"name": definition["name"], "description": definition.get("description", ""),
-            "board": definition["board"], "rule": describe_rule(definition), "definition": definition,
-            "capability_reference": {"rule": floor.rule, "model": reference["model"] if reference else None,
-                                     "rating": reference["rating"] if reference else None,
-                                     "threshold": floor.threshold, "note": floor.missing},
-            "met_by": [d["model"] for d in decisions if d["met"]], "models": decisions}
+    return {
+        "name": definition["name"],
+        "description": definition.get("description", ""),
+        "board": definition["board"],
+        "rule": describe_rule(definition),
+        "definition": definition,
+        "capability_reference": {
+            "rule": floor.rule,
+            "model": reference["model"] if reference else None,
+            "rating": reference["rating"] if reference else None,
+            "threshold": floor.threshold,
+            "note": floor.missing,
+        },
+        "met_by": [d["model"] for d in decisions if d["met"]],
+        "models": decisions,
+    }
 
 
-def _decide(definition: dict, model: str, row: dict | None, floor: CapabilityThreshold, chosen: dict,
-            version: int, *, board_missing: bool = False) -> dict:
+def _decide(
+    definition: dict,
+    model: str,
+    row: dict | None,
+    floor: CapabilityThreshold,
+    chosen: dict,
+    version: int,
+    *,
+    board_missing: bool = False,
+) -> dict:
     """One model's decision: the capability part from its board row (None: not rated there), each safety part
     from its chosen scores, and every reason it is not met (none: it is met)."""
     reasons = []
     board = definition["board"]
-    capability = {"rule": floor.rule, "reference": floor.reference["model"] if floor.reference else None,
-                  "threshold": floor.threshold, "value": None, "interval": None, "bound": None, "margin": None,
-                  "provisional": None, "battles": None, "met": False}
+    capability = {
+        "rule": floor.rule,
+        "reference": floor.reference["model"] if floor.reference else None,
+        "threshold": floor.threshold,
+        "value": None,
+        "interval": None,
+        "bound": None,
+        "margin": None,
+        "provisional": None,
+        "battles": None,
+        "met": False,
+    }
     if row is None:
-        reasons.append(f"snapshot {version} has no {board!r} board" if board_missing else
-                       f"not rated on the {board!r} board of snapshot {version}")
+        reasons.append(
+            f"snapshot {version} has no {board!r} board"
+            if board_missing
+            else f"not rated on the {board!r} board of snapshot {version}"
+        )
     else:
         low, threshold = row["ci_low"], floor.threshold
-        capability.update(value=row["rating"], interval=[low, row["ci_high"]], bound=low,
-                          provisional=row["provisional"], battles=row["battles"])
+        capability.update(
+            value=row["rating"],
+            interval=[low, row["ci_high"]],
+            bound=low,
+            provisional=row["provisional"],
+            battles=row["battles"],
+        )
         if threshold is None:
             reasons.append(f"capability: {floor.missing}")
         elif low is None:
@@ -250,11 +301,15 @@ def _decide(definition: dict, model: str, row: dict | None, floor: CapabilityThr
             capability["margin"] = low - threshold
             capability["met"] = low >= threshold
             if not capability["met"]:
-                reasons.append(f"capability: lower bound {low:.1f} is {threshold - low:.1f} below the threshold "
-                               f"{threshold:.1f}{_reference_text(floor)}")
+                reasons.append(
+                    f"capability: lower bound {low:.1f} is {threshold - low:.1f} below the threshold "
+                    f"{threshold:.1f}{_reference_text(floor)}"
+                )
         if row["provisional"] and not definition.get("allow_provisional", False):
-            reasons.append(f"capability: provisional rating ({row['battles']} counted battles; the milestone "
-                           "does not allow provisional ratings)")
+            reasons.append(
+                f"capability: provisional rating ({row['battles']} counted battles; the milestone "
+                "does not allow provisional ratings)"
+            )
     safety = []
     for threshold_rule in definition["safety"]:
         part, reason = _safety_part(threshold_rule, chosen.get((model, threshold_rule["metric"])))
@@ -277,8 +332,19 @@ def _safety_part(rule: dict, chosen: ChosenScore | None) -> tuple[dict, str | No
     direction = "at_least" if "at_least" in rule else "at_most"
     threshold = float(rule[direction])
     metric = rule["metric"]
-    part = {"metric": metric, "direction": direction, "threshold": threshold, "value": None, "interval": None,
-            "bound": None, "bound_from": None, "margin": None, "source": None, "date": None, "met": False}
+    part = {
+        "metric": metric,
+        "direction": direction,
+        "threshold": threshold,
+        "value": None,
+        "interval": None,
+        "bound": None,
+        "bound_from": None,
+        "margin": None,
+        "source": None,
+        "date": None,
+        "met": False,
+    }
     if chosen is None:
         return part, f"safety: no {metric} score measured on or before the snapshot's date"
     score = chosen.score
@@ -288,15 +354,24 @@ def _safety_part(rule: dict, chosen: ChosenScore | None) -> tuple[dict, str | No
     else:
         bound, bound_from = (score.ci_high, "ci_high") if score.ci_high is not None else (score.value, "value")
         margin = threshold - bound
-    part.update(value=score.value, interval=[score.ci_low, score.ci_high], bound=bound, bound_from=bound_from,
-                margin=margin, source=score.source, date=score.measured_on.isoformat(), met=margin >= 0)
+    part.update(
+        value=score.value,
+        interval=[score.ci_low, score.ci_high],
+        bound=bound,
+        bound_from=bound_from,
+        margin=margin,
+        source=score.source,
+        date=score.measured_on.isoformat(),
+        met=margin >= 0,
+    )
     if chosen.same_day:
         part["note"] = same_day_note(chosen)
     if margin >= 0:
         return part, None
     sign, where = (">=", "below") if direction == "at_least" else ("<=", "above")
-    return part, (f"safety: {metric} {bound_from} {bound:g} is {abs(margin):g} {where} the threshold "
-                  f"({sign} {threshold:g})")
+    return part, (
+        f"safety: {metric} {bound_from} {bound:g} is {abs(margin):g} {where} the threshold ({sign} {threshold:g})"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ history
@@ -320,8 +395,9 @@ def met_first(session: Session, version: int, definitions: list[dict], scores: l
     firsts: dict[str, dict | None] = {d["name"]: None for d in definitions}
     pending = list(definitions)
     digest = _scores_digest(scores)
-    for number, signature in session.execute(select(Snapshot.version, Snapshot.signature)
-                                             .where(Snapshot.version <= version).order_by(Snapshot.version)):
+    for number, signature in session.execute(
+        select(Snapshot.version, Snapshot.signature).where(Snapshot.version <= version).order_by(Snapshot.version)
+    ):
         if not pending:
             break
         document = None
@@ -331,8 +407,7 @@ def met_first(session: Session, version: int, definitions: list[dict], scores: l
                 models = _met_cache.get(key)
             if models is None:
                 if document is None:
-                    document = json.loads(session.scalar(select(Snapshot.document)
-                                                         .where(Snapshot.version == number)))
+                    document = json.loads(session.scalar(select(Snapshot.document).where(Snapshot.version == number)))
                     chosen = scores_on(scores, snapshot_day(document))
                 models = tuple(evaluate_milestone(definition, document, chosen)["met_by"])
                 with _met_cache_lock:

@@ -1,5 +1,6 @@
 """Safety scores: measured elsewhere, signed off by the operator's import, stored all or nothing, and the
 score that counts for a snapshot's date."""
+
 from __future__ import annotations
 
 import csv
@@ -29,6 +30,7 @@ MAX_TEXT_CHARS = 200  # Model.name and SafetyScore.source; a metric is at most 1
 
 # ------------------------------------------------------------------------------------------------ safety scores
 
+
 class Problem(NamedTuple):
     where: str  # "line 3", "record 2" (in a JSON list), or "file"
     message: str
@@ -39,9 +41,11 @@ class ScoreFileError(Rejected):
 
     def __init__(self, name: str, problems: list[Problem], records: int):
         self.name, self.problems, self.records = name, problems, records
-        super().__init__("invalid_scores",
-                         f"{name}: nothing imported: {len(problems)} problem(s) in {records} record(s)",
-                         details={"problems": [{"where": p.where, "message": p.message} for p in problems]})
+        super().__init__(
+            "invalid_scores",
+            f"{name}: nothing imported: {len(problems)} problem(s) in {records} record(s)",
+            details={"problems": [{"where": p.where, "message": p.message} for p in problems]},
+        )
 
 
 class Score(NamedTuple):
@@ -102,9 +106,11 @@ def _csv_records(text: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
     missing = [f for f in REQUIRED_SCORE_FIELDS if f not in header]
     unknown = [f for f in header if f not in SCORE_FIELDS]
     if missing or unknown or len(set(header)) != len(header):
-        parts = ([f"missing column(s) {', '.join(missing)}"] if missing else []) + \
-                ([f"unknown column(s) {', '.join(map(repr, unknown))}"] if unknown else []) + \
-                (["a column appears twice"] if len(set(header)) != len(header) else [])
+        parts = (
+            ([f"missing column(s) {', '.join(missing)}"] if missing else [])
+            + ([f"unknown column(s) {', '.join(map(repr, unknown))}"] if unknown else [])
+            + (["a column appears twice"] if len(set(header)) != len(header) else [])
+        )
         return [], [Problem("line 1", "; ".join(parts) + f" (the columns are {', '.join(SCORE_FIELDS)})")]
     records = []
     for row in reader:
@@ -113,8 +119,9 @@ def _csv_records(text: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
             problems.append(Problem(where, f"more cells than the {len(header)} columns"))
             continue
         # an empty optional cell (ci_low, ci_high) means "not given"; an empty required one is reported
-        records.append((where, {k: v for k, v in row.items()
-                                if v is not None and (v.strip() or k in REQUIRED_SCORE_FIELDS)}))
+        records.append(
+            (where, {k: v for k, v in row.items() if v is not None and (v.strip() or k in REQUIRED_SCORE_FIELDS)})
+        )
     return records, problems
 
 
@@ -166,8 +173,9 @@ def unknown_model(name: str, known: Iterable[str]) -> str:
     return f"unknown model {name!r}" + (f" (did you mean {suggestion!r}?)" if suggestion else "")
 
 
-def check_scores(session: Session, records: list[tuple[str, Any]], *, text_numbers: bool
-                 ) -> tuple[list[dict], list[Problem]]:
+def check_scores(
+    session: Session, records: list[tuple[str, Any]], *, text_numbers: bool
+) -> tuple[list[dict], list[Problem]]:
     """Rows ready to insert, and every problem: fields, numbers, the interval, unknown models, duplicates
     within the file and of stored measurements (same model, metric, source and date)."""
     model_ids = dict(session.execute(select(Model.name, Model.id)).all())
@@ -179,8 +187,7 @@ def check_scores(session: Session, records: list[tuple[str, Any]], *, text_numbe
         wrong = []
         unknown = sorted(set(record) - set(SCORE_FIELDS))
         if unknown:
-            wrong.append(f"unknown field(s) {', '.join(map(repr, unknown))} (the fields are "
-                         f"{', '.join(SCORE_FIELDS)})")
+            wrong.append(f"unknown field(s) {', '.join(map(repr, unknown))} (the fields are {', '.join(SCORE_FIELDS)})")
         missing = [f for f in REQUIRED_SCORE_FIELDS if record.get(f) in (None, "")]
         if missing:
             wrong.append(f"missing {', '.join(missing)}")
@@ -192,8 +199,9 @@ def check_scores(session: Session, records: list[tuple[str, Any]], *, text_numbe
             if error:
                 wrong.append(error)
         if values.get("metric") and not METRIC_PATTERN.fullmatch(values["metric"]):
-            wrong.append(f"metric {values['metric']!r} must be letters, digits and _ . : / - (starting with a "
-                         "letter or digit)")
+            wrong.append(
+                f"metric {values['metric']!r} must be letters, digits and _ . : / - (starting with a letter or digit)"
+            )
         for field in ("value", "ci_low", "ci_high"):
             if record.get(field) in (None, ""):
                 values[field] = None
@@ -219,9 +227,19 @@ def check_scores(session: Session, records: list[tuple[str, Any]], *, text_numbe
         if wrong:
             problems.extend(Problem(where, message) for message in wrong)
             continue
-        rows.append({"model_id": model_ids[name], "metric": values["metric"], "value": value, "ci_low": low,
-                     "ci_high": high, "source": values["source"], "measured_on": values["measured_on"],
-                     "_where": where, "_model": name})
+        rows.append(
+            {
+                "model_id": model_ids[name],
+                "metric": values["metric"],
+                "value": value,
+                "ci_low": low,
+                "ci_high": high,
+                "source": values["source"],
+                "measured_on": values["measured_on"],
+                "_where": where,
+                "_model": name,
+            }
+        )
     problems.extend(_stored_duplicates(session, rows))
     return rows, problems
 
@@ -250,16 +268,21 @@ def _stored_duplicates(session: Session, rows: list[dict]) -> list[Problem]:
     for row in rows:
         score = stored.get((row["model_id"], row["metric"], row["source"], row["measured_on"]))
         if score is not None:
-            problems.append(Problem(row["_where"], f"this measurement (model {row['_model']!r}, metric "
-                                                   f"{row['metric']!r}, source {row['source']!r}, date "
-                                                   f"{row['measured_on']}) is already stored, imported "
-                                                   f"{iso_utc(score.imported_at)}"))
+            problems.append(
+                Problem(
+                    row["_where"],
+                    f"this measurement (model {row['_model']!r}, metric "
+                    f"{row['metric']!r}, source {row['source']!r}, date "
+                    f"{row['measured_on']}) is already stored, imported "
+                    f"{iso_utc(score.imported_at)}",
+                )
+            )
     return problems
 
 
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def import_scores(session: Session, text: str, *, fmt: str, name: str = "the file") -> int:
@@ -274,25 +297,44 @@ def import_scores(session: Session, text: str, *, fmt: str, name: str = "the fil
         raise Rejected("no_scores", f"{name}: no safety scores in the file")
     imported_at = datetime.now(timezone.utc)
     try:
-        session.execute(insert(SafetyScore), [{**{k: v for k, v in row.items() if not k.startswith("_")},
-                                               "imported_at": imported_at} for row in rows])
-        record_action(session, OPERATOR, "safety.import",
-                      details={"file": name, "scores": len(rows), "metrics": sorted({row["metric"] for row in rows})})
+        session.execute(
+            insert(SafetyScore),
+            [{**{k: v for k, v in row.items() if not k.startswith("_")}, "imported_at": imported_at} for row in rows],
+        )
+        record_action(
+            session,
+            OPERATOR,
+            "safety.import",
+            details={"file": name, "scores": len(rows), "metrics": sorted({row["metric"] for row in rows})},
+        )
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise Conflict("scores_changed", f"{name}: nothing imported: a measurement of the file was stored meanwhile "
-                                         "by another import; run it again to see which") from None
+        raise Conflict(
+            "scores_changed",
+            f"{name}: nothing imported: a measurement of the file was stored meanwhile "
+            "by another import; run it again to see which",
+        ) from None
     return len(rows)
 
 
 def load_scores(session: Session, *, model: str | None = None, metric: str | None = None) -> list[Score]:
     """Stored measurements with their model's name, by model, metric, date and import order."""
-    statement = (select(SafetyScore.id, Model.name, SafetyScore.metric, SafetyScore.value, SafetyScore.ci_low,
-                        SafetyScore.ci_high, SafetyScore.source, SafetyScore.measured_on, SafetyScore.imported_at)
-                 .join(Model, SafetyScore.model_id == Model.id)
-                 .order_by(Model.name, SafetyScore.metric, SafetyScore.measured_on, SafetyScore.imported_at,
-                           SafetyScore.id))
+    statement = (
+        select(
+            SafetyScore.id,
+            Model.name,
+            SafetyScore.metric,
+            SafetyScore.value,
+            SafetyScore.ci_low,
+            SafetyScore.ci_high,
+            SafetyScore.source,
+            SafetyScore.measured_on,
+            SafetyScore.imported_at,
+        )
+        .join(Model, SafetyScore.model_id == Model.id)
+        .order_by(Model.name, SafetyScore.metric, SafetyScore.measured_on, SafetyScore.imported_at, SafetyScore.id)
+    )
     if model is not None:
         statement = statement.where(Model.name == model)
     if metric is not None:
@@ -340,14 +382,23 @@ def _aware(moment: datetime) -> datetime:
 
 def score_dict(chosen: ChosenScore) -> dict:
     score = chosen.score
-    out = {"model": score.model, "metric": score.metric, "value": score.value, "ci_low": score.ci_low,
-           "ci_high": score.ci_high, "source": score.source, "date": score.measured_on.isoformat(),
-           "imported_at": iso_utc(score.imported_at)}
+    out = {
+        "model": score.model,
+        "metric": score.metric,
+        "value": score.value,
+        "ci_low": score.ci_low,
+        "ci_high": score.ci_high,
+        "source": score.source,
+        "date": score.measured_on.isoformat(),
+        "imported_at": iso_utc(score.imported_at),
+    }
     if chosen.same_day:
         out["note"] = same_day_note(chosen)
     return out
 
 
 def same_day_note(chosen: ChosenScore) -> str:
-    return (f"also measured on {chosen.score.measured_on} by {', '.join(chosen.same_day)}; the most recently "
-            f"imported ({chosen.score.source}) is used")
+    return (
+        f"also measured on {chosen.score.measured_on} by {', '.join(chosen.same_day)}; the most recently "
+        f"imported ({chosen.score.source}) is used"
+    )

@@ -1,5 +1,6 @@
 """A recorded model's answers to the prompt set: uploaded as JSON Lines, checked line by line, stored all or
 none; the one path of the labs' API (POST /models/ID/answers) and `arena answers import`."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,12 @@ def answer_problem(record, prompts: set[int], answered: set[int], seen: dict[int
     if "\x00" in answer or not _encodable(answer):  # PostgreSQL text cannot hold NUL or lone surrogates
         return "answer must be valid Unicode text without NUL characters"
     duration = record.get("duration_ms")
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
-                                 or not math.isfinite(duration) or duration < 0):
+    if duration is not None and (
+        isinstance(duration, bool)
+        or not isinstance(duration, (int, float))
+        or not math.isfinite(duration)
+        or duration < 0
+    ):
         return "duration_ms must be a number of milliseconds >= 0"
     return None
 
@@ -85,21 +90,35 @@ def import_answers(session: Session, actor: Actor, model: Model, data: bytes, *,
             problems.append({"line": number, "error": reason})
             continue
         seen[record["prompt_id"]] = number
-        rows.append({"model_id": model.id, "prompt_id": record["prompt_id"], "text": record["answer"],
-                     "duration_ms": None if record.get("duration_ms") is None else float(record["duration_ms"]),
-                     **style_counts(record["answer"])})  # a bulk insert skips the ORM listener that counts them
+        rows.append(
+            {
+                "model_id": model.id,
+                "prompt_id": record["prompt_id"],
+                "text": record["answer"],
+                "duration_ms": None if record.get("duration_ms") is None else float(record["duration_ms"]),
+                **style_counts(record["answer"]),
+            }
+        )  # a bulk insert skips the ORM listener that counts them
     if problems:
-        raise Rejected("invalid_answers", f"Nothing imported: {len(problems)} of {count} line(s) failed.",
-                       details={"lines": problems[:MAX_REPORTED_LINES], "failed": len(problems), "total": count})
+        raise Rejected(
+            "invalid_answers",
+            f"Nothing imported: {len(problems)} of {count} line(s) failed.",
+            details={"lines": problems[:MAX_REPORTED_LINES], "failed": len(problems), "total": count},
+        )
     if not rows:
         raise BadRequest("no_answers", "The upload has no answers: send one JSON object a line.")
     session.execute(insert(RecordedAnswer), rows)
-    record_action(session, actor, "answers.import", lab_id=model.lab_id, model_id=model.id,
-                  details={"name": model.name, "answers": len(rows), **({"file": file_name} if file_name else {})})
+    record_action(
+        session,
+        actor,
+        "answers.import",
+        lab_id=model.lab_id,
+        model_id=model.id,
+        details={"name": model.name, "answers": len(rows), **({"file": file_name} if file_name else {})},
+    )
     try:
         session.commit()
     except IntegrityError:  # the same answers uploaded twice at once
         session.rollback()
-        raise Conflict("answers_conflict", "Some of these answers were stored meanwhile; nothing imported.") \
-            from None
+        raise Conflict("answers_conflict", "Some of these answers were stored meanwhile; nothing imported.") from None
     return len(rows)

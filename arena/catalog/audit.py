@@ -5,6 +5,7 @@ it records (the action's own commit stores both, or neither). A refused lab acti
 transaction of its own (`record_failure`). The table is append-only: the migration adds triggers that refuse
 UPDATE and DELETE.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,19 +34,41 @@ class Actor(NamedTuple):
 OPERATOR = Actor("operator")
 
 
-def record_action(session: Session, actor: Actor, action: str, *, lab_id: int | None = None,
-                  model_id: int | None = None, details: dict | None = None) -> AuditEvent:
+def record_action(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    lab_id: int | None = None,
+    model_id: int | None = None,
+    details: dict | None = None,
+) -> AuditEvent:
     """Add the record of an action to the session; the action's own commit stores both (or neither).
     `lab_id`: the lab acted on (default: the acting lab)."""
-    event = AuditEvent(lab_id=actor.lab_id if lab_id is None else lab_id, actor=actor.name,
-                       key_prefix=actor.key_prefix, action=action, model_id=model_id, details=details or {},
-                       created_at=utcnow())
+    event = AuditEvent(
+        lab_id=actor.lab_id if lab_id is None else lab_id,
+        actor=actor.name,
+        key_prefix=actor.key_prefix,
+        action=action,
+        model_id=model_id,
+        details=details or {},
+        created_at=utcnow(),
+    )
     session.add(event)
     return event
 
 
-def record_failure(session: Session, actor: Actor, action: str, *, model_id: int | None, status: int, code: str,
-                   message: str, request: dict | None = None) -> AuditEvent:
+def record_failure(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    model_id: int | None,
+    status: int,
+    code: str,
+    message: str,
+    request: dict | None = None,
+) -> AuditEvent:
     """Record a refused lab action (`<action>_failed`) in a transaction of its own; the caller has rolled back
     whatever the action had begun. `request` is a short summary of what was asked, never a key."""
     details = {"status": status, "code": code, "message": loggable(message, 500)}
@@ -69,15 +92,18 @@ def loggable(value, max_chars: int = 200, depth: int = 0):
     if isinstance(value, dict):
         if depth >= 3:
             return "{…}"
-        return {loggable(str(k), 50): ("set" if v else "none") if k == "api_key"
-                else loggable(v, max_chars, depth + 1) for k, v in list(value.items())[:20]}
+        return {
+            loggable(str(k), 50): ("set" if v else "none") if k == "api_key" else loggable(v, max_chars, depth + 1)
+            for k, v in list(value.items())[:20]
+        }
     if isinstance(value, list):
         return [loggable(v, max_chars, depth + 1) for v in value[:5]] + (["…"] if len(value) > 5 else [])
     return value if value is None or isinstance(value, (bool, int, float)) else loggable(repr(value), max_chars)
 
 
-def audit_events(session: Session, *, lab: Lab | None = None, model_id: int | None = None,
-                 limit: int = 50) -> list[AuditEvent]:
+def audit_events(
+    session: Session, *, lab: Lab | None = None, model_id: int | None = None, limit: int = 50
+) -> list[AuditEvent]:
     """The newest events first."""
     statement = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if lab is not None:

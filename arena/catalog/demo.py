@@ -11,6 +11,7 @@ database. The crowd file has no timestamps: battles get synthetic times one minu
 
 Loading is one transaction with bulk inserts (about a second on SQLite): all of it or nothing.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,8 +30,10 @@ from arena.settings import ROOT
 
 DEMO_DATA = ROOT / "data" / "llmfao"
 # Kept wherever the data set is shown (pages, the API, published snapshots), as its licence asks.
-LLMFAO_ATTRIBUTION = ("Prompts and answers from the Crowdsourced LLM Benchmark by llmonitor.com (CC BY 4.0); "
-                      "crowd votes from LLMFAO by Dmitry Ustalov (CC BY 4.0).")
+LLMFAO_ATTRIBUTION = (
+    "Prompts and answers from the Crowdsourced LLM Benchmark by llmonitor.com (CC BY 4.0); "
+    "crowd votes from LLMFAO by Dmitry Ustalov (CC BY 4.0)."
+)
 SOURCE = "llmfao"
 FIRST_VOTE_AT = datetime(2023, 9, 1, tzinfo=timezone.utc)
 VOTE_INTERVAL = timedelta(minutes=1)
@@ -50,6 +53,7 @@ class DemoData(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------------ reading
+
 
 def _read_jsonl(path: Path, fields: tuple[str, ...]) -> list[tuple[int, dict]]:
     try:
@@ -95,8 +99,14 @@ def read_demo(data_dir: Path | str = DEMO_DATA) -> DemoData:
     for number, r in _read_jsonl(path, ("model", "prompt", "result", "duration")):
         if r["model"] not in by_id or r["prompt"] not in prompt_text:
             raise DemoDataError(f"{path}:{number}: unknown model {r['model']} or prompt {r['prompt']}")
-        answers.append({"llmfao_model_id": r["model"], "prompt_id": r["prompt"], "text": r["result"] or "",
-                        "duration_ms": r["duration"]})
+        answers.append(
+            {
+                "llmfao_model_id": r["model"],
+                "prompt_id": r["prompt"],
+                "text": r["result"] or "",
+                "duration_ms": r["duration"],
+            }
+        )
     votes = []
     path = data_dir / "crowd-comparisons.csv"
     try:
@@ -114,14 +124,23 @@ def read_demo(data_dir: Path | str = DEMO_DATA) -> DemoData:
                     raise DemoDataError(f"{where}: left/right names do not match model_x/model_y")
                 if row.get("winner") not in _WINNERS or not row.get("worker"):
                     raise DemoDataError(f"{where}: winner must be left, right or tie, and worker non-empty")
-                votes.append({"row": row_number, "prompt_id": prompt_id, "model_x": x, "model_y": y,
-                              "worker": row["worker"], "winner": _WINNERS[row["winner"]]})
+                votes.append(
+                    {
+                        "row": row_number,
+                        "prompt_id": prompt_id,
+                        "model_x": x,
+                        "model_y": y,
+                        "worker": row["worker"],
+                        "winner": _WINNERS[row["winner"]],
+                    }
+                )
     except OSError as e:
         raise DemoDataError(f"{path}: cannot read: {e.strerror or e}") from None
     return DemoData(models, prompts, answers, votes)
 
 
 # ------------------------------------------------------------------------------------------------ state
+
 
 def demo_is_loaded(session: Session) -> bool:
     return session.scalars(select(Model.id).where(Model.source == SOURCE).limit(1)).first() is not None
@@ -133,6 +152,7 @@ def database_is_empty(session: Session) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ loading
+
 
 def load_demo(session: Session, data_dir: Path | str = DEMO_DATA) -> dict:
     """Load the demo in one transaction and return the counts of what was stored.
@@ -162,34 +182,78 @@ def load_demo(session: Session, data_dir: Path | str = DEMO_DATA) -> dict:
 
 
 def _insert_all(session: Session, data: DemoData) -> dict:
-    session.execute(insert(Model), [{"name": m["name"], "organization": m["organization"], "kind": "recorded",
-                                     "status": "active", "sampling_weight": 1.0, "source": SOURCE}
-                                    for m in data.models])
+    session.execute(
+        insert(Model),
+        [
+            {
+                "name": m["name"],
+                "organization": m["organization"],
+                "kind": "recorded",
+                "status": "active",
+                "sampling_weight": 1.0,
+                "source": SOURCE,
+            }
+            for m in data.models
+        ],
+    )
     our_id = dict(session.execute(select(Model.name, Model.id).where(Model.source == SOURCE)).all())
     model_id = {m["llmfao_id"]: our_id[m["name"]] for m in data.models}
 
     session.execute(insert(Prompt), [{**p, "source": SOURCE} for p in data.prompts])
     _advance_id_sequence(session, Prompt.__tablename__)
 
-    session.execute(insert(RecordedAnswer), [
-        {"model_id": model_id[a["llmfao_model_id"]], "prompt_id": a["prompt_id"], "text": a["text"],
-         "duration_ms": a["duration_ms"], **style_counts(a["text"])} for a in data.answers])
+    session.execute(
+        insert(RecordedAnswer),
+        [
+            {
+                "model_id": model_id[a["llmfao_model_id"]],
+                "prompt_id": a["prompt_id"],
+                "text": a["text"],
+                "duration_ms": a["duration_ms"],
+                **style_counts(a["text"]),
+            }
+            for a in data.answers
+        ],
+    )
 
     prompt_text = {p["id"]: p["text"] for p in data.prompts}
     battles, votes = [], []
     for i, v in enumerate(data.votes):
         battle_id, voter = f"{SOURCE}-{v['row']}", f"{SOURCE}:{v['worker']}"
         at = FIRST_VOTE_AT + i * VOTE_INTERVAL
-        battles.append({"id": battle_id, "prompt_id": v["prompt_id"], "prompt_text": prompt_text[v["prompt_id"]],
-                        "model_a_id": model_id[v["model_x"]], "model_b_id": model_id[v["model_y"]],
-                        "state": "voted", "flagged": False, "voter": voter, "source": SOURCE,
-                        "sampling_policy": "imported", "created_at": at})
-        votes.append({"battle_id": battle_id, "winner": v["winner"], "voter": voter, "source": SOURCE,
-                      "created_at": at + SECONDS_TO_VOTE})
+        battles.append(
+            {
+                "id": battle_id,
+                "prompt_id": v["prompt_id"],
+                "prompt_text": prompt_text[v["prompt_id"]],
+                "model_a_id": model_id[v["model_x"]],
+                "model_b_id": model_id[v["model_y"]],
+                "state": "voted",
+                "flagged": False,
+                "voter": voter,
+                "source": SOURCE,
+                "sampling_policy": "imported",
+                "created_at": at,
+            }
+        )
+        votes.append(
+            {
+                "battle_id": battle_id,
+                "winner": v["winner"],
+                "voter": voter,
+                "source": SOURCE,
+                "created_at": at + SECONDS_TO_VOTE,
+            }
+        )
     session.execute(insert(Battle), battles)
     _insert_votes(session, votes)
-    return {"models": len(data.models), "prompts": len(data.prompts), "answers": len(data.answers),
-            "battles": len(battles), "votes": len(votes)}
+    return {
+        "models": len(data.models),
+        "prompts": len(data.prompts),
+        "answers": len(data.answers),
+        "battles": len(battles),
+        "votes": len(votes),
+    }
 
 
 def _insert_votes(session: Session, votes: list[dict]) -> None:
@@ -200,16 +264,20 @@ def _insert_votes(session: Session, votes: list[dict]) -> None:
 def _advance_id_sequence(session: Session, table: str) -> None:
     """After inserting explicit ids, move PostgreSQL's id sequence past them (SQLite needs nothing)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                             f"(SELECT max(id) FROM {table}))"))
+        session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
 
 
 def demo_counts(session: Session) -> dict:
     """What the database holds from the demo (by source), for reports and checks."""
+
     def count(model, column):
         return session.scalar(select(func.count()).select_from(model).where(column == SOURCE))
 
-    answers = session.scalar(select(func.count()).select_from(RecordedAnswer).join(Model)
-                             .where(Model.source == SOURCE))
-    return {"models": count(Model, Model.source), "prompts": count(Prompt, Prompt.source), "answers": answers,
-            "battles": count(Battle, Battle.source), "votes": count(Vote, Vote.source)}
+    answers = session.scalar(select(func.count()).select_from(RecordedAnswer).join(Model).where(Model.source == SOURCE))
+    return {
+        "models": count(Model, Model.source),
+        "prompts": count(Prompt, Prompt.source),
+        "answers": answers,
+        "battles": count(Battle, Battle.source),
+        "votes": count(Vote, Vote.source),
+    }

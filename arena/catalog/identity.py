@@ -4,6 +4,7 @@ A model's identity is its name, its organisation, and the aliases and families r
 which can only add, or an operator). The battle's stream flags an answer that names its model at the time;
 every snapshot build checks the stored answers again (rule identity_leak, arena.leaderboard.integrity).
 """
+
 from __future__ import annotations
 
 import re
@@ -18,6 +19,7 @@ from arena.models import Model
 
 class Identity(NamedTuple):
     """What identifies a model to a voter: revealed after the vote, and looked for in its answers before."""
+
     name: str
     organization: str
     aliases: tuple[str, ...] = ()
@@ -78,8 +80,9 @@ def merge_labels(current, wanted: list[str]) -> tuple[list[str], list[str]]:
     return have + added, added
 
 
-def set_identity_labels(session: Session, model, *, add_aliases=(), add_families=(), remove_aliases=(),
-                        remove_families=(), actor: Actor) -> dict:
+def set_identity_labels(
+    session: Session, model, *, add_aliases=(), add_families=(), remove_aliases=(), remove_families=(), actor: Actor
+) -> dict:
     """Add (or, for an operator, remove) a model's aliases and families, with one audit record; the caller
     commits. Returns what changed ({"aliases": {"added": [...], "removed": [...]}, ...}, empty if nothing).
 
@@ -96,6 +99,12 @@ def set_identity_labels(session: Session, model, *, add_aliases=(), add_families
             setattr(model, field, labels)
             changes[field] = {key: value for key, value in (("added", added), ("removed", removed)) if value}
     if changes:
-        record_action(session, actor, "model.identity", lab_id=model.lab_id, model_id=model.id,
-                      details={"name": model.name, **changes})
+        record_action(
+            session,
+            actor,
+            "model.identity",
+            lab_id=model.lab_id,
+            model_id=model.id,
+            details={"name": model.name, **changes},
+        )
     return changes

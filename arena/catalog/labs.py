@@ -4,6 +4,7 @@ API keys are long random tokens ("arena_" + 32 random bytes, URL-safe base64), s
 only as their SHA-256: a database dump reveals no usable key. A key with 256 random bits needs no salt or slow
 hash; SHA-256 lets a request find its key with one indexed lookup.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,9 @@ def create_lab(session: Session, actor: Actor, name: str) -> tuple[Lab, str]:
     key = _new_key(session, lab)
     try:
         session.flush()
-        record_action(session, actor, "lab.create", lab_id=lab.id,
-                      details={"lab": name, "key": key[:SHOWN_PREFIX_CHARS]})
+        record_action(
+            session, actor, "lab.create", lab_id=lab.id, details={"lab": name, "key": key[:SHOWN_PREFIX_CHARS]}
+        )
         session.commit()
     except IntegrityError:  # the same name created at the same moment elsewhere
         session.rollback()
@@ -84,8 +86,12 @@ def rotate_key(session: Session, actor: Actor, lab: Lab) -> tuple[str, int]:
     lab itself (its API) or the operator, recorded in the same transaction."""
     revoked = len(active_keys(lab))
     record_action(session, actor, "key.rotate", lab_id=lab.id, details={"lab": lab.name, "revoked": revoked})
-    session.execute(update(ApiKey).where(ApiKey.lab_id == lab.id, ApiKey.revoked_at.is_(None))
-                    .values(revoked_at=utcnow()).execution_options(synchronize_session=False))
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.lab_id == lab.id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
     key = _new_key(session, lab)
     session.commit()
     return key, revoked

@@ -8,6 +8,7 @@ Endpoint checks: an EndpointCheck row is written when, and only when, an endpoin
 each change of address, model name or key), after its real check passed. The newest one therefore marks when the
 current endpoint began, and the health a lab reads counts calls from then on.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,14 +33,18 @@ from arena.settings import Settings
 
 class EndpointSettings(NamedTuple):
     """The operator's settings that registering or changing an endpoint needs."""
+
     secret_key: str  # encrypts the endpoints' keys (arena.egress.secrets)
     allow_private: bool  # ARENA_ALLOW_PRIVATE_ENDPOINTS
     check_timeout: float  # seconds for the one real request that checks an endpoint
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "EndpointSettings":
-        return cls(secret_key=settings.secret_key, allow_private=settings.allow_private_endpoints,
-                   check_timeout=settings.endpoint_check_timeout)
+        return cls(
+            secret_key=settings.secret_key,
+            allow_private=settings.allow_private_endpoints,
+            check_timeout=settings.endpoint_check_timeout,
+        )
 
 
 def model_by_name(session: Session, name: str) -> Model:
@@ -97,27 +102,68 @@ def _on_lab(lab: Lab | None) -> dict:
     return {"lab": lab.name} if lab is not None else {}
 
 
-def register_recorded_model(session: Session, actor: Actor, *, lab: Lab | None, name: str, organization: str,
-                            system_prompt: str | None = None, aliases=None, families=None) -> Model:
+def register_recorded_model(
+    session: Session,
+    actor: Actor,
+    *,
+    lab: Lab | None,
+    name: str,
+    organization: str,
+    system_prompt: str | None = None,
+    aliases=None,
+    families=None,
+) -> Model:
     """A model whose answers are recorded (uploaded next through `arena.catalog.answers`)."""
     name, organization = clean_name(name, "model"), clean_name(organization, "organization")
     _check_name_free(session, name)
     labels = identity_labels(aliases, families)
-    model = Model(lab=lab, name=name, organization=organization, kind="recorded", status="active",
-                  system_prompt=system_prompt or None, sampling_params={}, **labels, created_at=utcnow())
+    model = Model(
+        lab=lab,
+        name=name,
+        organization=organization,
+        kind="recorded",
+        status="active",
+        system_prompt=system_prompt or None,
+        sampling_params={},
+        **labels,
+        created_at=utcnow(),
+    )
     session.add(model)
     session.flush()
-    record_action(session, actor, "model.create", lab_id=model.lab_id, model_id=model.id,
-                  details={"name": name, "organization": organization, "kind": "recorded",
-                           **_labels_details(labels), **(_on_lab(lab) if actor.lab_id is None else {})})
+    record_action(
+        session,
+        actor,
+        "model.create",
+        lab_id=model.lab_id,
+        model_id=model.id,
+        details={
+            "name": name,
+            "organization": organization,
+            "kind": "recorded",
+            **_labels_details(labels),
+            **(_on_lab(lab) if actor.lab_id is None else {}),
+        },
+    )
     _commit_new_model(session, name)
     return model
 
 
-def register_endpoint_model(session: Session, actor: Actor, *, lab: Lab | None, settings: EndpointSettings,
-                            name: str, organization: str, base_url: str, endpoint_model: str, api_key: str | None,
-                            system_prompt: str | None = None, sampling_params: dict | None = None, aliases=None,
-                            families=None) -> Model:
+def register_endpoint_model(
+    session: Session,
+    actor: Actor,
+    *,
+    lab: Lab | None,
+    settings: EndpointSettings,
+    name: str,
+    organization: str,
+    base_url: str,
+    endpoint_model: str,
+    api_key: str | None,
+    system_prompt: str | None = None,
+    sampling_params: dict | None = None,
+    aliases=None,
+    families=None,
+) -> Model:
     """Check the URL, its addresses and the endpoint itself (one short real request), then store the model
     with the check's result. The one registration path: a lab's API call and an operator's command alike.
 
@@ -133,26 +179,57 @@ def register_endpoint_model(session: Session, actor: Actor, *, lab: Lab | None, 
     _check_name_free(session, name)
     labels = identity_labels(aliases, families)
     session.rollback()  # end the read transaction: the check may take seconds, hold nothing meanwhile
-    duration_ms = check_new_endpoint(base_url, endpoint_model, api_key, settings, system_prompt=system_prompt,
-                                     sampling_params=sampling_params)
-    model = Model(lab=lab, name=name, organization=organization, kind="endpoint", status="active",
-                  base_url=base_url, endpoint_model=endpoint_model, system_prompt=system_prompt or None,
-                  endpoint_key_encrypted=encrypt_secret(settings.secret_key, api_key) if api_key else None,
-                  sampling_params=sampling_params, **labels, created_at=utcnow())
+    duration_ms = check_new_endpoint(
+        base_url, endpoint_model, api_key, settings, system_prompt=system_prompt, sampling_params=sampling_params
+    )
+    model = Model(
+        lab=lab,
+        name=name,
+        organization=organization,
+        kind="endpoint",
+        status="active",
+        base_url=base_url,
+        endpoint_model=endpoint_model,
+        system_prompt=system_prompt or None,
+        endpoint_key_encrypted=encrypt_secret(settings.secret_key, api_key) if api_key else None,
+        sampling_params=sampling_params,
+        **labels,
+        created_at=utcnow(),
+    )
     session.add(model)
     session.flush()
     session.add(EndpointCheck(model_id=model.id, ok=True, duration_ms=duration_ms, created_at=utcnow()))
-    record_action(session, actor, "model.create", lab_id=model.lab_id, model_id=model.id,
-                  details={"name": name, "organization": organization, "kind": "endpoint", "base_url": base_url,
-                           "model": endpoint_model, "api_key": "set" if api_key else "none",
-                           "checked_ms": round(duration_ms), **_labels_details(labels),
-                           **(_on_lab(lab) if actor.lab_id is None else {})})
+    record_action(
+        session,
+        actor,
+        "model.create",
+        lab_id=model.lab_id,
+        model_id=model.id,
+        details={
+            "name": name,
+            "organization": organization,
+            "kind": "endpoint",
+            "base_url": base_url,
+            "model": endpoint_model,
+            "api_key": "set" if api_key else "none",
+            "checked_ms": round(duration_ms),
+            **_labels_details(labels),
+            **(_on_lab(lab) if actor.lab_id is None else {}),
+        },
+    )
     _commit_new_model(session, name)
     return model
 
 
-def check_new_endpoint(base_url: str, endpoint_model: str, api_key: str | None, settings: EndpointSettings, *,
-                       system_prompt: str | None = None, sampling_params: dict | None = None) -> float:
+def check_new_endpoint(
+    base_url: str,
+    endpoint_model: str,
+    api_key: str | None,
+    settings: EndpointSettings,
+    *,
+    system_prompt: str | None = None,
+    sampling_params: dict | None = None,
+) -> float:
     """Refuse a forbidden address, then make the one short real request (with the model's system prompt and
     sampling parameters, as battles send them); its duration in ms, or Rejected.
 
@@ -161,34 +238,49 @@ def check_new_endpoint(base_url: str, endpoint_model: str, api_key: str | None, 
     check_endpoint_address(base_url, allow_private=settings.allow_private)
     started = time.monotonic()
     try:
-        providers.check_endpoint(base_url, endpoint_model, api_key=api_key, timeout=settings.check_timeout,
-                                 system_prompt=system_prompt, params=sampling_params or None,
-                                 client=endpoint_client(allow_private=settings.allow_private))
+        providers.check_endpoint(
+            base_url,
+            endpoint_model,
+            api_key=api_key,
+            timeout=settings.check_timeout,
+            system_prompt=system_prompt,
+            params=sampling_params or None,
+            client=endpoint_client(allow_private=settings.allow_private),
+        )
     except providers.ProviderError as e:
         # An endpoint may echo the key it was sent; the message goes to the lab and to the audit log
         message = e.message.replace(api_key, "[the API key]") if api_key else e.message
-        raise Rejected("endpoint_check_failed", f"The endpoint check failed ({e.kind}): {message}",
-                       details={"kind": e.kind, **({"status": e.status} if e.status else {})}) from None
+        raise Rejected(
+            "endpoint_check_failed",
+            f"The endpoint check failed ({e.kind}): {message}",
+            details={"kind": e.kind, **({"status": e.status} if e.status else {})},
+        ) from None
     return 1000 * (time.monotonic() - started)
 
 
 # Allowed status changes: paused and active go back and forth; retired is final (its battles stay).
-_TRANSITIONS = {"pause": ({"active", "paused"}, "paused"),
-                "resume": ({"active", "paused"}, "active"),
-                "retire": ({"active", "paused", "retired"}, "retired")}
+_TRANSITIONS = {
+    "pause": ({"active", "paused"}, "paused"),
+    "resume": ({"active", "paused"}, "active"),
+    "retire": ({"active", "paused", "retired"}, "retired"),
+}
 _ACTION_FOR_STATUS = {"paused": "pause", "active": "resume", "retired": "retire"}
 
 
-def change_status(session: Session, actor: Actor, model: Model, action: str, *,
-                  details: dict | None = None) -> Model:
+def change_status(session: Session, actor: Actor, model: Model, action: str, *, details: dict | None = None) -> Model:
     """Pause, resume or retire a model, with its audit record. A retired model stays retired: its past battles
     keep it on record. `details`: what else the same change did (a lab's PATCH), recorded with it."""
     allowed_from, target = _TRANSITIONS[action]
     if model.status not in allowed_from:
-        raise Conflict("model_retired", f"model {model.name!r} is {model.status}; a retired model cannot be "
-                                        f"{action}d")
-    record_action(session, actor, f"model.{action}", lab_id=model.lab_id, model_id=model.id,
-                  details={"name": model.name, **(details or {}), "status": {"from": model.status, "to": target}})
+        raise Conflict("model_retired", f"model {model.name!r} is {model.status}; a retired model cannot be {action}d")
+    record_action(
+        session,
+        actor,
+        f"model.{action}",
+        lab_id=model.lab_id,
+        model_id=model.id,
+        details={"name": model.name, **(details or {}), "status": {"from": model.status, "to": target}},
+    )
     model.status = target
     session.commit()
     return model
@@ -199,8 +291,14 @@ def set_sampling_weight(session: Session, actor: Actor, model: Model, weight: fl
     weight = float(weight)
     if not math.isfinite(weight) or weight < 0:
         raise BadRequest("invalid_weight", f"the sampling weight must be a finite number >= 0, not {weight!r}")
-    record_action(session, actor, "model.weight", lab_id=model.lab_id, model_id=model.id,
-                  details={"name": model.name, "sampling_weight": {"from": model.sampling_weight, "to": weight}})
+    record_action(
+        session,
+        actor,
+        "model.weight",
+        lab_id=model.lab_id,
+        model_id=model.id,
+        details={"name": model.name, "sampling_weight": {"from": model.sampling_weight, "to": weight}},
+    )
     model.sampling_weight = weight
     session.commit()
     return model
@@ -210,8 +308,9 @@ def set_sampling_weight(session: Session, actor: Actor, model: Model, weight: fl
 RATED_FIELDS = ("base_url", "endpoint_model", "system_prompt", "sampling_params")
 
 
-def update_model(session: Session, actor: Actor, lab: Lab, model: Model, *, changes: dict,
-                 settings: EndpointSettings) -> Model:
+def update_model(
+    session: Session, actor: Actor, lab: Lab, model: Model, *, changes: dict, settings: EndpointSettings
+) -> Model:
     """Apply a PATCH (status, system_prompt, sampling_params, endpoint: base_url, model, api_key), all of it
     or nothing, with one audit record.
 
@@ -252,11 +351,17 @@ def update_model(session: Session, actor: Actor, lab: Lab, model: Model, *, chan
     api_key = (endpoint.get("api_key") or None) if new_key else None
     if new and counted_vote_exists(session, model.id):
         raise _rated(model.id)
-    if ("base_url" in new and not new_key and model.endpoint_key_encrypted is not None
-            and _origin(new["base_url"]) != _origin(model.base_url)):
-        raise BadRequest("api_key_required",
-                       "The stored endpoint key is never sent to another host: with a base_url on another "
-                       'scheme, host or port, send "api_key" again (null for none).')
+    if (
+        "base_url" in new
+        and not new_key
+        and model.endpoint_key_encrypted is not None
+        and _origin(new["base_url"]) != _origin(model.base_url)
+    ):
+        raise BadRequest(
+            "api_key_required",
+            "The stored endpoint key is never sent to another host: with a base_url on another "
+            'scheme, host or port, send "api_key" again (null for none).',
+        )
 
     details = _changed(model, new, new_key and ("changed" if api_key else "removed"))
     check_ms = None
@@ -268,8 +373,9 @@ def update_model(session: Session, actor: Actor, lab: Lab, model: Model, *, chan
         system_prompt = new.get("system_prompt", model.system_prompt)
         sampling_params = new.get("sampling_params", model.sampling_params)
         session.rollback()  # hold nothing during the real request
-        check_ms = check_new_endpoint(base_url, endpoint_model, api_key, settings, system_prompt=system_prompt,
-                                      sampling_params=sampling_params)
+        check_ms = check_new_endpoint(
+            base_url, endpoint_model, api_key, settings, system_prompt=system_prompt, sampling_params=sampling_params
+        )
         model = own_model(session, lab, model_id)  # anew: it may have changed meanwhile
         if model.status == "retired":
             raise Conflict("model_retired", f"Model {model.id} is retired; retiring is final.")
@@ -293,18 +399,21 @@ def update_model(session: Session, actor: Actor, lab: Lab, model: Model, *, chan
     if status is not None and status != model.status:
         change_status(session, actor, model, _ACTION_FOR_STATUS[status], details=details)
         return model
-    record_action(session, actor, "model.update", lab_id=model.lab_id, model_id=model.id,
-                  details=details or {"unchanged": True})
+    record_action(
+        session, actor, "model.update", lab_id=model.lab_id, model_id=model.id, details=details or {"unchanged": True}
+    )
     session.commit()
     return model
 
 
 def _rated(model_id: int) -> ArenaError:
-    return Conflict("model_rated",
-                    f"Model {model_id} has counted votes: its endpoint, model name, system prompt and sampling "
-                    "parameters are what those votes rated, so they stay as they are. Register the new "
-                    'configuration as a new model and retire this one (PATCH {"status": "retired"}); the '
-                    "endpoint's api_key can still be changed.")
+    return Conflict(
+        "model_rated",
+        f"Model {model_id} has counted votes: its endpoint, model name, system prompt and sampling "
+        "parameters are what those votes rated, so they stay as they are. Register the new "
+        'configuration as a new model and retire this one (PATCH {"status": "retired"}); the '
+        "endpoint's api_key can still be changed.",
+    )
 
 
 def _origin(url: str | None) -> tuple:
@@ -316,16 +425,17 @@ def _stored_key(model: Model, settings: EndpointSettings) -> str:
     try:
         return decrypt_secret(settings.secret_key, model.endpoint_key_encrypted)
     except SecretDecryptionError:
-        raise Conflict("endpoint_key_unreadable",
-                       "The stored endpoint key can no longer be read (the arena's secret key changed): "
-                       'send "api_key" again with this change.') from None
+        raise Conflict(
+            "endpoint_key_unreadable",
+            "The stored endpoint key can no longer be read (the arena's secret key changed): "
+            'send "api_key" again with this change.',
+        ) from None
 
 
 def _changed(model: Model, new: dict, key_change: str | bool) -> dict:
     """The audit record's account of a change: addresses and parameters from/to, prompts and keys by name only."""
     details: dict = {}
-    for field, label in (("base_url", "base_url"), ("endpoint_model", "model"), ("sampling_params",
-                                                                               "sampling_params")):
+    for field, label in (("base_url", "base_url"), ("endpoint_model", "model"), ("sampling_params", "sampling_params")):
         if field in new:
             details[label] = {"from": getattr(model, field), "to": new[field]}
     if "system_prompt" in new:
@@ -343,10 +453,12 @@ def _void_waiting_battles(session: Session, model: Model) -> int:
     that follows, which refuses) or finds its battle void.
     """
     waiting = and_(_involves(model.id), Battle.state.in_(("created", "streaming", "ready")))
-    voided = session.execute(update(Battle).where(waiting)
-                             .values(state="void", void_reason=f"model {model.id}'s configuration changed before "
-                                                               "the vote")
-                             .execution_options(synchronize_session=False)).rowcount
+    voided = session.execute(
+        update(Battle)
+        .where(waiting)
+        .values(state="void", void_reason=f"model {model.id}'s configuration changed before the vote")
+        .execution_options(synchronize_session=False)
+    ).rowcount
     if counted_vote_exists(session, model.id):
         session.rollback()
         raise _rated(model.id)
@@ -359,8 +471,12 @@ def _involves(model_id: int):
 
 def counted_vote_exists(session: Session, model_id: int) -> bool:
     """A vote that counts: on a battle in the voted state that is not flagged (any source, imported included)."""
-    statement = (select(Vote.id).join(Battle, Vote.battle_id == Battle.id)
-                 .where(_involves(model_id), Battle.state == "voted", Battle.flagged.is_(False)).limit(1))
+    statement = (
+        select(Vote.id)
+        .join(Battle, Vote.battle_id == Battle.id)
+        .where(_involves(model_id), Battle.state == "voted", Battle.flagged.is_(False))
+        .limit(1)
+    )
     return session.scalars(statement).first() is not None
 
 
@@ -370,18 +486,30 @@ def delete_model(session: Session, actor: Actor, model: Model) -> None:
     Once a vote has counted its results are published: 409, it can only be retired.
     """
     if counted_vote_exists(session, model.id):
-        raise Conflict("model_has_counted_votes",
-                       f"Model {model.id} has counted votes: its results stay published. Retire it instead "
-                       '(PATCH with {"status": "retired"}).')
+        raise Conflict(
+            "model_has_counted_votes",
+            f"Model {model.id} has counted votes: its results stay published. Retire it instead "
+            '(PATCH with {"status": "retired"}).',
+        )
     battle_ids = select(Battle.id).where(_involves(model.id)).scalar_subquery()
     counts = {}
-    for table, condition in ((Vote, Vote.battle_id.in_(battle_ids)), (Message, Message.battle_id.in_(battle_ids)),
-                             (Battle, _involves(model.id)), (RecordedAnswer, RecordedAnswer.model_id == model.id),
-                             (EndpointCheck, EndpointCheck.model_id == model.id)):
+    for table, condition in (
+        (Vote, Vote.battle_id.in_(battle_ids)),
+        (Message, Message.battle_id.in_(battle_ids)),
+        (Battle, _involves(model.id)),
+        (RecordedAnswer, RecordedAnswer.model_id == model.id),
+        (EndpointCheck, EndpointCheck.model_id == model.id),
+    ):
         counts[table.__tablename__] = session.execute(
-            delete(table).where(condition).execution_options(synchronize_session=False)).rowcount
-    details = {"name": model.name, "kind": model.kind, "battles": counts["battles"],
-               "uncounted_votes": counts["votes"], "recorded_answers": counts["recorded_answers"]}
+            delete(table).where(condition).execution_options(synchronize_session=False)
+        ).rowcount
+    details = {
+        "name": model.name,
+        "kind": model.kind,
+        "battles": counts["battles"],
+        "uncounted_votes": counts["votes"],
+        "recorded_answers": counts["recorded_answers"],
+    }
     model_id = model.id
     session.delete(model)
     record_action(session, actor, "model.delete", lab_id=model.lab_id, model_id=model_id, details=details)

@@ -25,6 +25,7 @@ Every failure is reported as `error: ...` on stderr with exit status 1, or 2 whe
 (a domain refusal, a bad argument, an unknown name, a file that does not validate); never a traceback.
 Imports validate the whole file first and store all of it or nothing.
 """
+
 from __future__ import annotations
 
 import click
@@ -35,8 +36,20 @@ from arena.cli import answers, audit, battles, board, db, demo, labs, leaderboar
 from arena.cli.common import BAD_INPUT, FAILURE, CommandError, one_line
 from arena.settings import SettingsError
 
-GROUPS = (*db.GROUPS, *demo.GROUPS, *labs.GROUPS, *models.GROUPS, *sampling.GROUPS, *answers.GROUPS,
-          *battles.GROUPS, *audit.GROUPS, *leaderboard.GROUPS, *board.GROUPS, *transfer.GROUPS, *serve.GROUPS)
+GROUPS = (
+    *db.GROUPS,
+    *demo.GROUPS,
+    *labs.GROUPS,
+    *models.GROUPS,
+    *sampling.GROUPS,
+    *answers.GROUPS,
+    *battles.GROUPS,
+    *audit.GROUPS,
+    *leaderboard.GROUPS,
+    *board.GROUPS,
+    *transfer.GROUPS,
+    *serve.GROUPS,
+)
 
 
 @click.group("arena", help="Operate an arena: database, demo data, labs, models, imports and exports.")

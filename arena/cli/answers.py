@@ -1,4 +1,5 @@
 """`arena answers import`: a recorded model's answers, through the labs' own upload (arena.catalog.answers)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,9 @@ def answers_import(model_name: str, path: Path) -> None:
             count = answers.import_answers(s, OPERATOR, model, path.read_bytes(), file_name=path.name)
         except Rejected as e:
             failed, total = e.details["failed"], e.details["total"]
-            raise CommandError(f"{path}: nothing imported: {failed} of {total} line(s) failed", BAD_INPUT,
-                               detail_lines(e, f"{path}:")) from None
+            raise CommandError(
+                f"{path}: nothing imported: {failed} of {total} line(s) failed", BAD_INPUT, detail_lines(e, f"{path}:")
+            ) from None
     click.echo(f"imported {count} recorded answer(s) for {model_name!r}")
 
 

@@ -1,4 +1,5 @@
 """`arena audit list`: the append-only log of lab and operator actions (arena.catalog.audit)."""
+
 from __future__ import annotations
 
 import json
@@ -29,14 +30,34 @@ def audit_list(lab_name: str | None, model_id: int | None, limit: int, as_json: 
     if as_json:
         for e in events:
             at = e.created_at if e.created_at.tzinfo else e.created_at.replace(tzinfo=timezone.utc)
-            click.echo(json.dumps({"id": e.id, "at": at.isoformat(), "actor": e.actor,
-                                   "lab": lab_names.get(e.lab_id), "key": e.key_prefix, "action": e.action,
-                                   "model_id": e.model_id, "details": e.details}, ensure_ascii=False))
+            click.echo(
+                json.dumps(
+                    {
+                        "id": e.id,
+                        "at": at.isoformat(),
+                        "actor": e.actor,
+                        "lab": lab_names.get(e.lab_id),
+                        "key": e.key_prefix,
+                        "action": e.action,
+                        "model_id": e.model_id,
+                        "details": e.details,
+                    },
+                    ensure_ascii=False,
+                )
+            )
         return
-    rows = [[when(e.created_at), e.actor, (e.key_prefix + "…") if e.key_prefix else "-",
-             lab_names.get(e.lab_id, "-"), e.action, e.model_id if e.model_id is not None else "-",
-             json.dumps(e.details, ensure_ascii=False)]
-            for e in events]
+    rows = [
+        [
+            when(e.created_at),
+            e.actor,
+            (e.key_prefix + "…") if e.key_prefix else "-",
+            lab_names.get(e.lab_id, "-"),
+            e.action,
+            e.model_id if e.model_id is not None else "-",
+            json.dumps(e.details, ensure_ascii=False),
+        ]
+        for e in events
+    ]
     if rows:
         table(["WHEN (UTC)", "ACTOR", "KEY", "LAB", "ACTION", "MODEL", "DETAILS"], rows)
     else:

@@ -1,4 +1,5 @@
 """`arena battles import` and `arena votes export`: battle files in and out (arena.battles.imports, .exports)."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,12 @@ votes_cli = Group("votes", help="The votes as cast.")
 
 @battles_cli.command("import")
 @click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--source", default="import", show_default=True,
-              help="Name recorded with each battle and vote, and prefixed to voters (not 'arena').")
+@click.option(
+    "--source",
+    default="import",
+    show_default=True,
+    help="Name recorded with each battle and vote, and prefixed to voters (not 'arena').",
+)
 @reports_errors
 def battles_import(path: Path, source: str) -> None:
     """Import a FastChat battle file (JSON, JSON Lines or CSV) as voted battles of existing models."""
@@ -32,10 +37,18 @@ def battles_import(path: Path, source: str) -> None:
 
 
 @votes_cli.command("export")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
-              help="File to write (default: standard output). Written whole or not at all.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]),
-              help="JSON Lines (default) or CSV; a --out name ending in .csv picks CSV.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default: standard output). Written whole or not at all.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    help="JSON Lines (default) or CSV; a --out name ending in .csv picks CSV.",
+)
 @reports_errors
 def votes_export(out: Path | None, fmt: str | None) -> None:
     """Every vote with its battle, oldest first, in FastChat battle format (readable by `python -m ranking`)."""

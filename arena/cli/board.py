@@ -10,6 +10,7 @@
 Errors are one `error:` line with exit status 2 for bad input (1 otherwise), as everywhere in arena.cli; a file
 that does not validate gets one `error:` line per problem first, and nothing of it is stored.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,12 @@ safety_cli = Group("safety", help="Safety scores measured elsewhere, imported fo
 
 @safety_cli.command("import")
 @click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]),
-              help="CSV, or JSON (a list of objects, or JSON Lines); default: by the file name (.csv is CSV).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json"]),
+    help="CSV, or JSON (a list of objects, or JSON Lines); default: by the file name (.csv is CSV).",
+)
 @reports_errors
 def safety_import(path: Path, fmt: str | None) -> None:
     """Import safety scores: model, metric, value, ci_low?, ci_high?, source, date (YYYY-MM-DD); all or none."""
@@ -82,9 +87,18 @@ def safety_list(model: str | None, metric: str | None) -> None:
         if model is not None:
             known_model(db_session, model)
         scores = load_scores(db_session, model=model, metric=metric)
-    rows = [[s.model, s.metric, f"{s.value:g}",
-             "-" if s.ci_low is None and s.ci_high is None else f"[{_g(s.ci_low)}, {_g(s.ci_high)}]",
-             s.source, s.measured_on.isoformat(), iso_utc(s.imported_at)] for s in scores]
+    rows = [
+        [
+            s.model,
+            s.metric,
+            f"{s.value:g}",
+            "-" if s.ci_low is None and s.ci_high is None else f"[{_g(s.ci_low)}, {_g(s.ci_high)}]",
+            s.source,
+            s.measured_on.isoformat(),
+            iso_utc(s.imported_at),
+        ]
+        for s in scores
+    ]
     if rows:
         table(["MODEL", "METRIC", "VALUE", "INTERVAL", "SOURCE", "DATE", "IMPORTED"], rows)
     else:
@@ -126,8 +140,7 @@ def milestones_add(path: Path) -> None:
 def milestones_list() -> None:
     """The declared milestones, oldest first."""
     with session() as db_session:
-        rows = [[m.name, iso_utc(m.created_at)[:10], describe_rule(m.definition)]
-                for m in list_milestones(db_session)]
+        rows = [[m.name, iso_utc(m.created_at)[:10], describe_rule(m.definition)] for m in list_milestones(db_session)]
     if rows:
         table(["NAME", "ADDED", "RULE"], rows)
     else:
@@ -151,8 +164,10 @@ def milestones_evaluate(version: int | None, as_json: bool) -> None:
 
 def _print_report(report: dict) -> None:
     snapshot = report["snapshot"]
-    click.echo(f"snapshot {snapshot['version']} ({snapshot['created_at']}); safety scores dated on or before "
-               f"{report['scores_dated_on_or_before']}; capability at the lower end of the 95 % interval")
+    click.echo(
+        f"snapshot {snapshot['version']} ({snapshot['created_at']}); safety scores dated on or before "
+        f"{report['scores_dated_on_or_before']}; capability at the lower end of the 95 % interval"
+    )
     if not report["milestones"]:
         click.echo("no milestones (arena milestones add FILE.json)")
     for milestone in report["milestones"]:
@@ -162,24 +177,35 @@ def _print_report(report: dict) -> None:
         if reference["note"]:
             click.echo(f"  capability threshold: none ({reference['note']})")
         else:
-            of = f" ({reference['rule']} {reference['model']}, rating {reference['rating']:.1f})" \
-                if reference["model"] else ""
+            of = (
+                f" ({reference['rule']} {reference['model']}, rating {reference['rating']:.1f})"
+                if reference["model"]
+                else ""
+            )
             click.echo(f"  capability threshold: {reference['threshold']:.1f}{of}")
         click.echo(f"  met by: {', '.join(milestone['met_by']) or 'no model'}")
         first = milestone["met_first"]
-        click.echo(f"  met first: snapshot {first['version']} by {', '.join(first['models'])}" if first
-                   else f"  met first: not yet (no model in snapshots up to {snapshot['version']})")
+        click.echo(
+            f"  met first: snapshot {first['version']} by {', '.join(first['models'])}"
+            if first
+            else f"  met first: not yet (no model in snapshots up to {snapshot['version']})"
+        )
         metrics = [t["metric"] for t in milestone["definition"]["safety"]]
         rows = []
         for decision in milestone["models"]:
             capability = decision["capability"]
             interval = capability["interval"]
-            rows.append([decision["model"], "yes" if decision["met"] else "no",
-                         _number(capability["value"]) + (f" [{_number(interval[0])}, {_number(interval[1])}]"
-                                                         if interval else ""),
-                         _signed(capability["margin"]) + ("  prov." if capability["provisional"] else ""),
-                         *(_safety_cell(part) for part in decision["safety"]),
-                         _why_not(decision, milestone["definition"])])
+            rows.append(
+                [
+                    decision["model"],
+                    "yes" if decision["met"] else "no",
+                    _number(capability["value"])
+                    + (f" [{_number(interval[0])}, {_number(interval[1])}]" if interval else ""),
+                    _signed(capability["margin"]) + ("  prov." if capability["provisional"] else ""),
+                    *(_safety_cell(part) for part in decision["safety"]),
+                    _why_not(decision, milestone["definition"]),
+                ]
+            )
         table(["MODEL", "MET", "RATING [95 %]", "MARGIN", *(f"{m} (margin)" for m in metrics), "WHY NOT"], rows)
         notes = sorted({part["note"] for d in milestone["models"] for part in d["safety"] if part.get("note")})
         for note in notes:
@@ -187,11 +213,21 @@ def _print_report(report: dict) -> None:
     correlations = report["correlations"]
     if correlations["metrics"]:
         click.echo("")
-        click.echo(f"safety metrics against capability ({correlations['against']}; {correlations['replicates']} "
-                   f"bootstrap replicates over models, seed {correlations['seed']}); flag: {correlations['why']}")
-        rows = [[c["metric"], c["n"], _correlation_cell(c["pearson"], "r"), _correlation_cell(c["spearman"], "rho"),
-                 "FLAGGED" if c["flagged"] else ("-" if c.get("note") else "no"),
-                 c.get("note", "") if not c["flagged"] else ""] for c in correlations["metrics"]]
+        click.echo(
+            f"safety metrics against capability ({correlations['against']}; {correlations['replicates']} "
+            f"bootstrap replicates over models, seed {correlations['seed']}); flag: {correlations['why']}"
+        )
+        rows = [
+            [
+                c["metric"],
+                c["n"],
+                _correlation_cell(c["pearson"], "r"),
+                _correlation_cell(c["spearman"], "rho"),
+                "FLAGGED" if c["flagged"] else ("-" if c.get("note") else "no"),
+                c.get("note", "") if not c["flagged"] else "",
+            ]
+            for c in correlations["metrics"]
+        ]
         table(["METRIC", "N", "PEARSON [95 %]", "SPEARMAN [95 %]", "FLAG", "NOTE"], rows)
 
 
@@ -206,8 +242,9 @@ def _why_not(decision: dict, definition: dict) -> str:
         parts.append("capability" if capability["margin"] is not None else "no capability threshold")
     if capability["provisional"] and not definition.get("allow_provisional"):
         parts.append("provisional")
-    parts += [part["metric"] + (" missing" if part["value"] is None else "") for part in decision["safety"]
-              if not part["met"]]
+    parts += [
+        part["metric"] + (" missing" if part["value"] is None else "") for part in decision["safety"] if not part["met"]
+    ]
     return ", ".join(parts)
 
 
@@ -230,10 +267,18 @@ board_group = Group("board", help="The milestone board's signed export.")
 
 @board_group.command("export")
 @click.argument("version", type=click.IntRange(1))
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]),
-              help="Signed JSON (default), or CSV with a detached signature; a --out name ending in .csv picks CSV.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
-              help="File to write (default: standard output); CSV also writes its signature to PATH.sig.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "csv"]),
+    help="Signed JSON (default), or CSV with a detached signature; a --out name ending in .csv picks CSV.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default: standard output); CSV also writes its signature to PATH.sig.",
+)
 @reports_errors
 def board_export(version: int, fmt: str | None, out: Path | None) -> None:
     """The board for snapshot VERSION: capability, safety scores used, milestone decisions, correlations."""
@@ -257,8 +302,9 @@ def board_export(version: int, fmt: str | None, out: Path | None) -> None:
     if signature is not None:
         sig = out.with_name(out.name + ".sig")
         write_atomically(sig, lambda f: f.write(signature["value"] + "\n"))
-        click.echo(f"wrote the board of snapshot {version} to {out}, its signature (key {signature['key_id']}) to "
-                   f"{sig}")
+        click.echo(
+            f"wrote the board of snapshot {version} to {out}, its signature (key {signature['key_id']}) to {sig}"
+        )
     else:
         click.echo(f"wrote the signed board of snapshot {version} to {out}")
 

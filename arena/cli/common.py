@@ -1,5 +1,6 @@
 """What every command shares: one `error:` line and an exit status for any failure, the command groups, the
 database session, tables and atomic writes."""
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """`arena demo load`: the embedded LLMFAO data set (arena.catalog.demo)."""
+
 from __future__ import annotations
 
 import time
@@ -23,9 +24,11 @@ def demo_load(if_empty: bool) -> None:
             return
         started = time.perf_counter()
         counts = demo.load_demo(s)
-    click.echo(f"loaded the LLMFAO demo in {time.perf_counter() - started:.1f} s: {counts['models']} models, "
-               f"{counts['prompts']} prompts, {counts['answers']} recorded answers, "
-               f"{counts['battles']} battles with {counts['votes']} votes")
+    click.echo(
+        f"loaded the LLMFAO demo in {time.perf_counter() - started:.1f} s: {counts['models']} models, "
+        f"{counts['prompts']} prompts, {counts['answers']} recorded answers, "
+        f"{counts['battles']} battles with {counts['votes']} votes"
+    )
 
 
 GROUPS = (demo_cli,)

@@ -1,4 +1,5 @@
 """`arena labs`: labs and their API keys, through the same functions as the labs' API (arena.catalog.labs)."""
+
 from __future__ import annotations
 
 import click
@@ -27,8 +28,15 @@ def labs_create(name: str) -> None:
 def labs_list() -> None:
     """Labs with their active key prefixes and model counts."""
     with session() as s:
-        rows = [[lab.name, when(lab.created_at), ", ".join(k.prefix + "…" for k in labs.active_keys(lab)) or "-",
-                 len(lab.models)] for lab in labs.list_labs(s)]
+        rows = [
+            [
+                lab.name,
+                when(lab.created_at),
+                ", ".join(k.prefix + "…" for k in labs.active_keys(lab)) or "-",
+                len(lab.models),
+            ]
+            for lab in labs.list_labs(s)
+        ]
     if rows:
         table(["NAME", "CREATED", "ACTIVE KEYS", "MODELS"], rows)
     else:

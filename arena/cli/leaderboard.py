@@ -1,9 +1,10 @@
 """`arena snapshot` and `arena voters`: the leaderboard's snapshots and the voters it leaves out.
 
-    arena snapshot [--if-due | --if-none]       build, sign and store a new snapshot
-    arena snapshot list | export VERSION [--dir D] | public-key
-    arena voters exclude VOTER --reason TEXT | include VOTER --reason TEXT | list
+arena snapshot [--if-due | --if-none]       build, sign and store a new snapshot
+arena snapshot list | export VERSION [--dir D] | public-key
+arena voters exclude VOTER --reason TEXT | include VOTER --reason TEXT | list
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,12 @@ from arena.leaderboard import builds, reading, signing, voters
 from arena.settings import current
 
 
-@click.group("snapshot", cls=Group, invoke_without_command=True,
-             help="Build a new leaderboard snapshot (no subcommand), or list, export and check them.")
+@click.group(
+    "snapshot",
+    cls=Group,
+    invoke_without_command=True,
+    help="Build a new leaderboard snapshot (no subcommand), or list, export and check them.",
+)
 @click.option("--if-due", is_flag=True, help="Only if ARENA_SNAPSHOT_EVERY_VOTES new counted votes arrived.")
 @click.option("--if-none", is_flag=True, help="Only if no snapshot exists yet (for start-up scripts).")
 @click.pass_context
@@ -37,19 +42,23 @@ def snapshot_cli(ctx: click.Context, if_due: bool, if_none: bool) -> None:
         raise CommandError(str(error), BAD_INPUT) from None
     if built is None:
         if if_none or if_due:
-            click.echo("nothing to do: " + ("a snapshot exists already" if if_none else
-                                             "not enough new counted votes since the newest snapshot"))
+            click.echo(
+                "nothing to do: "
+                + ("a snapshot exists already" if if_none else "not enough new counted votes since the newest snapshot")
+            )
         else:
             click.echo("another snapshot is being built right now; nothing started")
         return
     document = reading.published_document(built)
     votes = document["votes"]
-    click.echo(f"snapshot {built.version}: {votes['counted']} counted votes, "
-               f"{votes['considered'] - votes['counted']} excluded, "
-               f"{len(document['boards']['overall']['models'])} rated models, "
-               f"{len(document['boards']['categories'])} categories"
-               f"{', style-controlled board' if document['boards']['style'] else ''}; "
-               f"built in {time.perf_counter() - started:.1f} s")
+    click.echo(
+        f"snapshot {built.version}: {votes['counted']} counted votes, "
+        f"{votes['considered'] - votes['counted']} excluded, "
+        f"{len(document['boards']['overall']['models'])} rated models, "
+        f"{len(document['boards']['categories'])} categories"
+        f"{', style-controlled board' if document['boards']['style'] else ''}; "
+        f"built in {time.perf_counter() - started:.1f} s"
+    )
     click.echo(f"battle file sha256 {built.battle_file_sha256}; signed with key {built.key_id}")
 
 
@@ -58,9 +67,17 @@ def snapshot_cli(ctx: click.Context, if_due: bool, if_none: bool) -> None:
 def snapshot_list() -> None:
     """Every snapshot, newest first."""
     with session() as s:
-        rows = [[row.version, when(row.created_at), row.votes_counted, row.votes_excluded,
-                 row.battle_file_sha256[:16] + "…", row.code_version]
-                for row in s.execute(reading.snapshot_index())]
+        rows = [
+            [
+                row.version,
+                when(row.created_at),
+                row.votes_counted,
+                row.votes_excluded,
+                row.battle_file_sha256[:16] + "…",
+                row.code_version,
+            ]
+            for row in s.execute(reading.snapshot_index())
+        ]
     if rows:
         table(["VERSION", "CREATED (UTC)", "COUNTED", "EXCLUDED", "BATTLE FILE", "CODE"], rows)
     else:
@@ -69,8 +86,14 @@ def snapshot_list() -> None:
 
 @snapshot_cli.command("export")
 @click.argument("version", type=int)
-@click.option("--dir", "folder", default=".", show_default=True, type=click.Path(file_okay=False),
-              help="Where to write snapshot-V.json, snapshot-V-battles.jsonl and snapshot-V-votes.jsonl.")
+@click.option(
+    "--dir",
+    "folder",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to write snapshot-V.json, snapshot-V-battles.jsonl and snapshot-V-votes.jsonl.",
+)
 @reports_errors
 def snapshot_export(version: int, folder: str) -> None:
     """Write a snapshot's signed document and both of its files, ready for `python -m ranking verify`."""
@@ -86,8 +109,10 @@ def snapshot_export(version: int, folder: str) -> None:
     for kind, data in files.items():
         (out / f"snapshot-{version}-{kind}.jsonl").write_bytes(data)
     click.echo(f"wrote {out / f'snapshot-{version}.json'} and its battle and vote files; check them with:")
-    click.echo(f"python -m ranking verify {out / f'snapshot-{version}.json'} "
-               f"{out / f'snapshot-{version}-battles.jsonl'} --public-key PUBLIC_KEY.pem")
+    click.echo(
+        f"python -m ranking verify {out / f'snapshot-{version}.json'} "
+        f"{out / f'snapshot-{version}-battles.jsonl'} --public-key PUBLIC_KEY.pem"
+    )
 
 
 @snapshot_cli.command("public-key")
@@ -109,8 +134,7 @@ voters_cli = Group("voters", help="Voters whose votes the leaderboard leaves out
 def voters_exclude(voter: str, reason: str) -> None:
     """Leave VOTER's votes out of the next snapshots (VOTER: the id, or the pseudonym of a vote file)."""
     with session() as s:
-        resolved = voters.set_voter_exclusion(s, current().secret_key, voter, reason,
-                                                 lifted=False)
+        resolved = voters.set_voter_exclusion(s, current().secret_key, voter, reason, lifted=False)
     click.echo(f"voter {resolved} excluded from the next snapshot on")
 
 
@@ -121,8 +145,7 @@ def voters_exclude(voter: str, reason: str) -> None:
 def voters_include(voter: str, reason: str) -> None:
     """Lift an exclusion: VOTER's votes count again from the next snapshot on."""
     with session() as s:
-        resolved = voters.set_voter_exclusion(s, current().secret_key, voter, reason,
-                                                 lifted=True)
+        resolved = voters.set_voter_exclusion(s, current().secret_key, voter, reason, lifted=True)
     click.echo(f"voter {resolved}'s votes count again from the next snapshot on")
 
 
@@ -131,8 +154,10 @@ def voters_include(voter: str, reason: str) -> None:
 def voters_list() -> None:
     """Every exclusion decision, oldest first."""
     with session() as s:
-        rows = [[when(row.created_at), row.voter, "lifted" if row.lifted else "excluded", row.actor, row.reason]
-                for row in voters.voter_exclusions(s)]
+        rows = [
+            [when(row.created_at), row.voter, "lifted" if row.lifted else "excluded", row.actor, row.reason]
+            for row in voters.voter_exclusions(s)
+        ]
     if rows:
         table(["WHEN (UTC)", "VOTER", "DECISION", "BY", "REASON"], rows)
     else:

@@ -1,5 +1,6 @@
 """`arena models`: the models in the arena, changed through the same functions as the labs' API
 (arena.catalog.registry), so an operator's endpoint gets the same address policy and real check as a lab's."""
+
 from __future__ import annotations
 
 import click
@@ -20,8 +21,10 @@ def models_list(lab_name: str | None) -> None:
     """Models with organization, kind, status and sampling weight."""
     with session() as s:
         lab = labs.lab_by_name(s, lab_name) if lab_name else None
-        rows = [[m.name, m.organization or "-", m.kind, m.status, f"{m.sampling_weight:g}"]
-                for m in registry.list_models(s, lab)]
+        rows = [
+            [m.name, m.organization or "-", m.kind, m.status, f"{m.sampling_weight:g}"]
+            for m in registry.list_models(s, lab)
+        ]
     if rows:
         table(["NAME", "ORGANIZATION", "KIND", "STATUS", "WEIGHT"], rows)
     else:
@@ -33,8 +36,12 @@ def models_list(lab_name: str | None) -> None:
 @click.option("--organization", required=True, help="Who made it.")
 @click.option("--base-url", required=True, help="OpenAI-compatible base URL, e.g. https://host/v1.")
 @click.option("--model", "endpoint_model", required=True, help="The model identifier the endpoint expects.")
-@click.option("--api-key", envvar="ARENA_ENDPOINT_API_KEY", show_envvar=True,
-              help="The endpoint's key, stored encrypted (the variable keeps it out of shell history).")
+@click.option(
+    "--api-key",
+    envvar="ARENA_ENDPOINT_API_KEY",
+    show_envvar=True,
+    help="The endpoint's key, stored encrypted (the variable keeps it out of shell history).",
+)
 @click.option("--lab", "lab_name", help="The lab that owns the model.")
 @click.option("--system-prompt", help="A system prompt sent before each conversation.")
 @reports_errors
@@ -43,12 +50,22 @@ def models_add_endpoint(name, organization, base_url, endpoint_model, api_key, l
     with session() as s:
         lab = labs.lab_by_name(s, lab_name) if lab_name else None
         model = registry.register_endpoint_model(
-            s, OPERATOR, lab=lab, settings=registry.EndpointSettings.from_settings(current()), name=name,
-            organization=organization, base_url=base_url, endpoint_model=endpoint_model, api_key=api_key,
-            system_prompt=system_prompt)
+            s,
+            OPERATOR,
+            lab=lab,
+            settings=registry.EndpointSettings.from_settings(current()),
+            name=name,
+            organization=organization,
+            base_url=base_url,
+            endpoint_model=endpoint_model,
+            api_key=api_key,
+            system_prompt=system_prompt,
+        )
         key_note = "key stored encrypted" if model.endpoint_key_encrypted else "no API key"
-        click.echo(f"added endpoint model {model.name!r}: {model.base_url} model {model.endpoint_model!r} "
-                   f"({key_note}; it answered the check)")
+        click.echo(
+            f"added endpoint model {model.name!r}: {model.base_url} model {model.endpoint_model!r} "
+            f"({key_note}; it answered the check)"
+        )
 
 
 def _status_command(action: str):
@@ -91,14 +108,21 @@ def models_identity(name, aliases, families, remove_aliases, remove_families) ->
     (rule identity_leak), in earlier battles too."""
     with session() as s:
         model = registry.model_by_name(s, name)
-        changed = set_identity_labels(s, model, add_aliases=aliases, add_families=families,
-                                      remove_aliases=remove_aliases, remove_families=remove_families,
-                                      actor=OPERATOR)
+        changed = set_identity_labels(
+            s,
+            model,
+            add_aliases=aliases,
+            add_families=families,
+            remove_aliases=remove_aliases,
+            remove_families=remove_families,
+            actor=OPERATOR,
+        )
         s.commit()
         asked = aliases or families or remove_aliases or remove_families
         note = " (unchanged)" if asked and not changed else ""
-        click.echo(f"model {model.name!r}: aliases {list(model.aliases or [])}, "
-                   f"families {list(model.families or [])}{note}")
+        click.echo(
+            f"model {model.name!r}: aliases {list(model.aliases or [])}, families {list(model.families or [])}{note}"
+        )
 
 
 GROUPS = (models_cli,)

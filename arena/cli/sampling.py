@@ -1,4 +1,5 @@
 """`arena sampling show`: the published sampling policy (arena.leaderboard.sampling)."""
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,24 @@ def sampling_show(as_json: bool) -> None:
         return
     click.echo(f"policy: {published['policy']} ({published['rule']})")
     click.echo(f"settings: {json.dumps(published['settings'], sort_keys=True)}")
-    click.echo(f"fit: snapshot {published['snapshot'] or '(none yet)'} and the votes since, read at "
-               f"{published['refreshed_at']}")
-    rows = [[m["model"], m["organization"] or "-", m["kind"], f"{m['weight']:g}", m["votes"],
-             f"{m['share']:.4f}", ("failing: %(failed)d of %(calls)d calls" % m["failing"]) if m["failing"] else
-             ("provisional" if m["provisional"] else "")] for m in published["models"]]
+    click.echo(
+        f"fit: snapshot {published['snapshot'] or '(none yet)'} and the votes since, read at "
+        f"{published['refreshed_at']}"
+    )
+    rows = [
+        [
+            m["model"],
+            m["organization"] or "-",
+            m["kind"],
+            f"{m['weight']:g}",
+            m["votes"],
+            f"{m['share']:.4f}",
+            ("failing: %(failed)d of %(calls)d calls" % m["failing"])
+            if m["failing"]
+            else ("provisional" if m["provisional"] else ""),
+        ]
+        for m in published["models"]
+    ]
     table(["model", "organization", "kind", "weight", "votes", "share", "note"], rows)
     click.echo("weights: arena models weight NAME W (0: never drawn)")
 

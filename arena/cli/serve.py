@@ -6,6 +6,7 @@ builder exits while the server runs (a crash, the OOM killer, `kill`), it is sta
 to 30 s while it keeps dying at once. When gunicorn exits, or on SIGINT/SIGTERM, both are stopped and `arena serve`
 exits with gunicorn's status.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,14 @@ STEADY_S = 60.0  # a builder that ran this long before it died is restarted afte
 class Supervisor:
     """Runs `web` and `builder` (argument lists); keeps the builder running for as long as `web` runs."""
 
-    def __init__(self, web: list[str], builder: list[str], *, first_delay: float = FIRST_RESTART_DELAY_S,
-                 max_delay: float = MAX_RESTART_DELAY_S):
+    def __init__(
+        self,
+        web: list[str],
+        builder: list[str],
+        *,
+        first_delay: float = FIRST_RESTART_DELAY_S,
+        max_delay: float = MAX_RESTART_DELAY_S,
+    ):
         self.web_command, self.builder_command = web, builder
         self.first_delay, self.max_delay = first_delay, max_delay
         self.stopping = threading.Event()
@@ -50,8 +57,10 @@ class Supervisor:
                 code = builder.poll()
                 if code is not None:
                     delay = self.first_delay if time.monotonic() - started >= STEADY_S else delay
-                    click.echo(f"arena serve: the builder exited with status {code}; starting it again in "
-                               f"{delay:g} s", err=True)
+                    click.echo(
+                        f"arena serve: the builder exited with status {code}; starting it again in {delay:g} s",
+                        err=True,
+                    )
                     if self.stopping.wait(delay) or web.poll() is not None:
                         break
                     builder, started = self._start_builder(), time.monotonic()
@@ -82,8 +91,10 @@ def serve() -> None:
     settings = settings_of(current_app)
     logs.configure(settings.log_format)
     use_multiprocess_metrics(settings)  # both children count their metrics in one folder, which /metrics sums
-    supervisor = Supervisor([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-                            [sys.executable, "-m", "arena.cli", "builder"])
+    supervisor = Supervisor(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+        [sys.executable, "-m", "arena.cli", "builder"],
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: supervisor.stopping.set())
     sys.exit(supervisor.run())

@@ -15,6 +15,7 @@ Messages name the URL and are meant for operators and logs, never for voters.
 Deadlines are wall-clock and precise: a shared watchdog thread shuts the socket of a stream whose first-token or
 total deadline passes while it waits for bytes, instead of letting it wait out a whole read timeout.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -68,8 +69,9 @@ def shared_client() -> httpx.Client:
     global _client
     with _client_lock:
         if _client is None or _client.is_closed:
-            _client = httpx.Client(limits=POOL_LIMITS, follow_redirects=False,
-                                   headers={"User-Agent": "arena-providers"})
+            _client = httpx.Client(
+                limits=POOL_LIMITS, follow_redirects=False, headers={"User-Agent": "arena-providers"}
+            )
         return _client
 
 
@@ -118,11 +120,15 @@ def vetted_client(key: object, vet: Callable[[str], str | None]) -> httpx.Client
             # httpx has no public way to pass a network backend; its transport wraps an httpcore pool, rebuilt
             # here with the same limits and the vetting backend.
             transport._pool = httpcore.ConnectionPool(
-                ssl_context=httpx.create_ssl_context(), max_connections=POOL_LIMITS.max_connections,
+                ssl_context=httpx.create_ssl_context(),
+                max_connections=POOL_LIMITS.max_connections,
                 max_keepalive_connections=POOL_LIMITS.max_keepalive_connections,
-                keepalive_expiry=POOL_LIMITS.keepalive_expiry, network_backend=_VettedBackend(vet))
-            client = _vetted_clients[key] = httpx.Client(transport=transport, follow_redirects=False,
-                                                         headers={"User-Agent": "arena-providers"})
+                keepalive_expiry=POOL_LIMITS.keepalive_expiry,
+                network_backend=_VettedBackend(vet),
+            )
+            client = _vetted_clients[key] = httpx.Client(
+                transport=transport, follow_redirects=False, headers={"User-Agent": "arena-providers"}
+            )
         return client
 
 
@@ -225,10 +231,19 @@ class _ReleasingStream(httpx.SyncByteStream):
 
 
 # -- streaming chat --------------------------------------------------------------------------------------------
-def stream_chat(base_url: str, model: str, messages: list[dict], *, api_key: str | None = None,
-                params: dict | None = None, connect_timeout: float = 5.0, first_token_timeout: float = 30.0,
-                total_timeout: float = 120.0, read_timeout: float | None = None,
-                client: httpx.Client | None = None) -> Iterator[str]:
+def stream_chat(
+    base_url: str,
+    model: str,
+    messages: list[dict],
+    *,
+    api_key: str | None = None,
+    params: dict | None = None,
+    connect_timeout: float = 5.0,
+    first_token_timeout: float = 30.0,
+    total_timeout: float = 120.0,
+    read_timeout: float | None = None,
+    client: httpx.Client | None = None,
+) -> Iterator[str]:
     """Stream one chat completion from an OpenAI-compatible endpoint, yielding the text deltas as they arrive.
 
     POSTs `{base_url}/chat/completions` with `stream: true`; `params` (temperature, max_tokens, top_p, ...) are
@@ -264,8 +279,7 @@ def stream_chat(base_url: str, model: str, messages: list[dict], *, api_key: str
         return ProviderError("timeout", f"{url} went silent for {per_read:g} s in the middle of its answer")
 
     try:
-        with (client or shared_client()).stream("POST", url, json=body, headers=headers,
-                                                 timeout=timeout) as response:
+        with (client or shared_client()).stream("POST", url, json=body, headers=headers, timeout=timeout) as response:
             deadline = _Deadline(response, first_token_by)
             if not response.is_success:
                 raise _status_error(response, url)
@@ -302,13 +316,14 @@ def stream_chat(base_url: str, model: str, messages: list[dict], *, api_key: str
             raise
         if isinstance(error, (httpx.TimeoutException, httpx.PoolTimeout)) or (deadline and deadline.expired):
             if isinstance(error, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-                raise ProviderError("timeout", f"connecting to {url} took more than {connect_timeout:g} s") \
-                    from error
+                raise ProviderError("timeout", f"connecting to {url} took more than {connect_timeout:g} s") from error
             raise timed_out() from error
         raise _transport_error(error, url, responded=deadline is not None) from error
     if not complete:
-        raise ProviderError("interrupted", f"the stream from {url} ended before [DONE]"
-                            + ("" if answered else " and without any content"))
+        raise ProviderError(
+            "interrupted",
+            f"the stream from {url} ended before [DONE]" + ("" if answered else " and without any content"),
+        )
     if not answered:
         raise ProviderError("empty", f"{url} completed its answer without any content")
 
@@ -399,8 +414,7 @@ def _status_error(response: httpx.Response, url: str) -> ProviderError:
     except ValueError:
         detail = _excerpt(text)
     status = response.status_code
-    return ProviderError("http", f"{url} answered HTTP {status}" + (f": {detail}" if detail else ""),
-                         status=status)
+    return ProviderError("http", f"{url} answered HTTP {status}" + (f": {detail}" if detail else ""), status=status)
 
 
 def _transport_error(error: Exception, url: str, *, responded: bool) -> ProviderError:
@@ -425,8 +439,10 @@ def _read_json(response: httpx.Response, url: str, deadline: _Deadline):
     try:
         return json.loads(raw)
     except ValueError:
-        raise ProviderError("garbage", f"{url} answered with something that is not JSON: "
-                                       f"{_excerpt(raw[:400].decode('utf-8', errors='replace'))}") from None
+        raise ProviderError(
+            "garbage",
+            f"{url} answered with something that is not JSON: {_excerpt(raw[:400].decode('utf-8', errors='replace'))}",
+        ) from None
 
 
 def _completion_text(payload, url: str) -> str:
@@ -435,16 +451,24 @@ def _completion_text(payload, url: str) -> str:
         message = payload["choices"][0]["message"]
         content = message.get("content")
     except (TypeError, KeyError, IndexError, AttributeError):
-        raise ProviderError("garbage", f"{url} answered with JSON that is not a chat completion: "
-                                       f"{_excerpt(json.dumps(payload))}") from None
+        raise ProviderError(
+            "garbage", f"{url} answered with JSON that is not a chat completion: {_excerpt(json.dumps(payload))}"
+        ) from None
     if content is not None and not isinstance(content, str):
         raise ProviderError("garbage", f"{url} answered with content that is not text")
     return content or ""
 
 
-def check_endpoint(base_url: str, model: str, *, api_key: str | None = None, timeout: float = 10.0,
-                   system_prompt: str | None = None, params: dict | None = None,
-                   client: httpx.Client | None = None) -> None:
+def check_endpoint(
+    base_url: str,
+    model: str,
+    *,
+    api_key: str | None = None,
+    timeout: float = 10.0,
+    system_prompt: str | None = None,
+    params: dict | None = None,
+    client: httpx.Client | None = None,
+) -> None:
     """One short real request (non-streamed, max_tokens 8) to check that an endpoint serves `model`.
 
     The request carries the model's system prompt and sampling parameters as battles will send them, so an
@@ -460,8 +484,9 @@ def check_endpoint(base_url: str, model: str, *, api_key: str | None = None, tim
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     deadline: _Deadline | None = None
     try:
-        with (client or shared_client()).stream("POST", url, json=body, headers=headers,
-                                                 timeout=httpx.Timeout(timeout)) as response:
+        with (client or shared_client()).stream(
+            "POST", url, json=body, headers=headers, timeout=httpx.Timeout(timeout)
+        ) as response:
             deadline = _Deadline(response, time.monotonic() + timeout)
             if not response.is_success:
                 raise _status_error(response, url)
@@ -475,8 +500,14 @@ def check_endpoint(base_url: str, model: str, *, api_key: str | None = None, tim
 
 
 # -- recorded answers ------------------------------------------------------------------------------------------
-def replay_recorded(text: str, duration_ms: float | None, *, speed: float = 1.0, max_seconds: float = 8.0,
-                    sleep: Callable[[float], None] = time.sleep) -> Iterator[str]:
+def replay_recorded(
+    text: str,
+    duration_ms: float | None,
+    *,
+    speed: float = 1.0,
+    max_seconds: float = 8.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[str]:
     """Yield a recorded answer in word-sized chunks, spread evenly over its recorded duration.
 
     The replay lasts duration_ms / 1000 / speed seconds, at most `max_seconds`; each chunk waits its equal

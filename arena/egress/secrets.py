@@ -13,6 +13,7 @@ Format of a stored value: ``v1:`` followed by URL-safe base64 (no padding) of a 
 GCM ciphertext with its 16-byte tag. The AES key is HKDF-SHA256(SECRET_KEY, info="arena endpoint keys v1"),
 so this key is separate from any other use of SECRET_KEY (session cookies, address hashes).
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,7 +55,7 @@ def decrypt_secret(secret_key: str, token: str) -> str:
     """
     if not token.startswith(_VERSION):
         raise SecretDecryptionError("not an encrypted secret of a known version")
-    body = token[len(_VERSION):]
+    body = token[len(_VERSION) :]
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
@@ -65,5 +66,6 @@ def decrypt_secret(secret_key: str, token: str) -> str:
         plain = _aead(secret_key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], None)
     except InvalidTag:
         raise SecretDecryptionError(
-            "the encrypted secret cannot be decrypted: it was made with another SECRET_KEY or altered") from None
+            "the encrypted secret cannot be decrypted: it was made with another SECRET_KEY or altered"
+        ) from None
     return plain.decode()

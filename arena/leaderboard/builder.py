@@ -15,6 +15,7 @@ dies), at a lower CPU priority than the web workers (ARENA_BUILDER_NICE), and:
 
 `arena snapshot` still builds at once from the command line.
 """
+
 from __future__ import annotations
 
 import json
@@ -121,8 +122,12 @@ class Builder:
         self.beat()
         beating = threading.Thread(target=self._beating, name="builder-heartbeat", daemon=True)
         beating.start()
-        log.info("builder started (pid %d): a snapshot after %d new counted votes, checked every %g s",
-                 os.getpid(), self.settings.snapshot_every_votes, self.settings.builder_check_seconds)
+        log.info(
+            "builder started (pid %d): a snapshot after %d new counted votes, checked every %g s",
+            os.getpid(),
+            self.settings.snapshot_every_votes,
+            self.settings.builder_check_seconds,
+        )
         while not self.stop.is_set():
             try:
                 self.run_once()

@@ -16,6 +16,7 @@ How a snapshot is made (see DESIGN.md):
    style-controlled board when answer style counts are known.
 5. Sign the document with the arena's Ed25519 key and store it with both files in one transaction.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -63,8 +64,12 @@ WINNER_LABELS = {"a": "model_a", "b": "model_b", "tie": "tie", "bothbad": "tie (
 
 STYLE_COLUMNS = ("tokens", "header_count", "list_count", "bold_count")  # ranking.data.STYLE_FEATURES order
 
-_STYLE_KEYS = (("sum_assistant_a_tokens", "sum_assistant_b_tokens"), ("header_count_a", "header_count_b"),
-               ("list_count_a", "list_count_b"), ("bold_count_a", "bold_count_b"))
+_STYLE_KEYS = (
+    ("sum_assistant_a_tokens", "sum_assistant_b_tokens"),
+    ("header_count_a", "header_count_b"),
+    ("list_count_a", "list_count_b"),
+    ("bold_count_a", "bold_count_b"),
+)
 
 
 # Which votes count, checked in this order; the first that applies is the reason recorded for the vote.
@@ -88,10 +93,14 @@ class SnapshotSettings(NamedTuple):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SnapshotSettings":
-        return cls(replicates=settings.snapshot_replicates, style_replicates=settings.snapshot_style_replicates,
-                   seed=settings.snapshot_seed, ties=settings.snapshot_ties,
-                   provisional_votes=settings.provisional_votes,
-                   every_votes=settings.snapshot_every_votes)
+        return cls(
+            replicates=settings.snapshot_replicates,
+            style_replicates=settings.snapshot_style_replicates,
+            seed=settings.snapshot_seed,
+            ties=settings.snapshot_ties,
+            provisional_votes=settings.provisional_votes,
+            every_votes=settings.snapshot_every_votes,
+        )
 
 
 class BuildTimings(NamedTuple):
@@ -106,8 +115,9 @@ class BuildTimings(NamedTuple):
     total: float
 
 
-def build_snapshot(app: Flask, *, only_if_due: bool = False, if_none: bool = False,
-                   timings: list | None = None) -> Snapshot | None:
+def build_snapshot(
+    app: Flask, *, only_if_due: bool = False, if_none: bool = False, timings: list | None = None
+) -> Snapshot | None:
     """Build, sign and store a new snapshot; the only function that computes the service's rankings.
 
     Runs alone across workers and hosts (arena.leaderboard.locks): if another build holds the lock, returns None at
@@ -153,18 +163,30 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
     created_at = datetime.now(timezone.utc).replace(microsecond=0)
     votes, models = _gather(session, cut)
     rules = integrity.IntegritySettings.from_settings(settings_of(app))
-    leaked, prompts = integrity.read_evidence(session, cut, votes.battle_id, votes.model_a_id, votes.model_b_id,
-                                              votes.prompt_id, votes.reason, rules)
+    leaked, prompts = integrity.read_evidence(
+        session, cut, votes.battle_id, votes.model_a_id, votes.model_b_id, votes.prompt_id, votes.reason, rules
+    )
     session.rollback()  # end the read transaction: the fit takes a while, and nothing read is written back
     queried = time.perf_counter()
 
     pseudonym = pseudonymiser(settings_of(app).secret_key)
     everything = _encode(votes, models, pseudonym)
-    checked = integrity.apply_rules(integrity.VoteTable(
-        everything.model_a, everything.model_b, everything.outcome, everything.voter,
-        integrity.day_numbers(everything.tstamp), prompts, leaked, votes.reason,
-        tested=np.array([source == "arena" for source in votes.source], bool)), len(models),
-        len(everything.voters), rules)
+    checked = integrity.apply_rules(
+        integrity.VoteTable(
+            everything.model_a,
+            everything.model_b,
+            everything.outcome,
+            everything.voter,
+            integrity.day_numbers(everything.tstamp),
+            prompts,
+            leaked,
+            votes.reason,
+            tested=np.array([source == "arena" for source in votes.source], bool),
+        ),
+        len(models),
+        len(everything.voters),
+        rules,
+    )
     votes = votes._replace(reason=checked.reason)
     everything = everything._replace(weight=checked.weight)  # written where not 1: repeated prompts
     excluded = {name: sum(1 for reason in votes.reason if reason == name) for name, _ in COUNTING_RULES}
@@ -185,12 +207,24 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
         "created_at": iso_utc(created_at),
         "code_version": _code_version(),
         "settings": settings._asdict(),
-        "battle_file": {"sha256": battles.sha256, "battles": int(counted.sum()), "bytes": len(battle_bytes),
-                        "download": f"/api/v1/leaderboard/snapshots/{version}/battles"},
-        "vote_file": {"sha256": hashlib.sha256(vote_bytes).hexdigest(), "votes": len(votes.reason),
-                      "bytes": len(vote_bytes), "download": f"/api/v1/leaderboard/snapshots/{version}/votes"},
-        "votes": {"considered": len(votes.reason), "counted": int(counted.sum()), "excluded": excluded,
-                  "last_vote_id": cut},
+        "battle_file": {
+            "sha256": battles.sha256,
+            "battles": int(counted.sum()),
+            "bytes": len(battle_bytes),
+            "download": f"/api/v1/leaderboard/snapshots/{version}/battles",
+        },
+        "vote_file": {
+            "sha256": hashlib.sha256(vote_bytes).hexdigest(),
+            "votes": len(votes.reason),
+            "bytes": len(vote_bytes),
+            "download": f"/api/v1/leaderboard/snapshots/{version}/votes",
+        },
+        "votes": {
+            "considered": len(votes.reason),
+            "counted": int(counted.sum()),
+            "excluded": excluded,
+            "last_vote_id": cut,
+        },
         "counting_rules": [{"name": name, "description": text} for name, text in COUNTING_RULES],
         "integrity": checked.report,  # the integrity rules' settings, votes excluded and voters flagged by each
         "sampling": _sampling_policy(models, settings_of(app)),
@@ -202,25 +236,52 @@ def _build(app: Flask, session: Session, settings: SnapshotSettings, timings: li
     if any(model.source == "llmfao" for model in models.values()):
         document["attribution"] = LLMFAO_ATTRIBUTION
     signature = signing.sign_document(settings_of(app), document)
-    snapshot = Snapshot(version=version, created_at=created_at, code_version=document["code_version"],
-                        seed=settings.seed, last_vote_id=cut, votes_counted=int(counted.sum()),
-                        votes_excluded=int((~counted).sum()), battle_file_sha256=battles.sha256,
-                        document=_canonical_text(document), signature=json.dumps(signature, sort_keys=True),
-                        key_id=signature["key_id"])
+    snapshot = Snapshot(
+        version=version,
+        created_at=created_at,
+        code_version=document["code_version"],
+        seed=settings.seed,
+        last_vote_id=cut,
+        votes_counted=int(counted.sum()),
+        votes_excluded=int((~counted).sum()),
+        battle_file_sha256=battles.sha256,
+        document=_canonical_text(document),
+        signature=json.dumps(signature, sort_keys=True),
+        key_id=signature["key_id"],
+    )
     session.add(snapshot)
     session.flush()
     for kind, data in (("battles", battle_bytes), ("votes", vote_bytes)):
-        session.add(SnapshotFile(version=version, kind=kind, sha256=hashlib.sha256(data).hexdigest(),
-                                 size=len(data), gzip=gzip.compress(data, compresslevel=1, mtime=0)))
+        session.add(
+            SnapshotFile(
+                version=version,
+                kind=kind,
+                sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data),
+                gzip=gzip.compress(data, compresslevel=1, mtime=0),
+            )
+        )
     session.commit()
     finished = time.perf_counter()
     if timings is not None:
-        timings.append(BuildTimings(query=queried - started, encoding=encoded - queried,
-                                    fit=ranking_times.get("fit", 0.0), bootstrap=ranking_times.get("bootstrap", 0.0),
-                                    style=ranking_times.get("style", 0.0), storing=finished - ranked,
-                                    total=finished - started))
-    log.info("snapshot %d built from %d counted votes (%d excluded) in %.1f s", version, snapshot.votes_counted,
-             snapshot.votes_excluded, finished - started)
+        timings.append(
+            BuildTimings(
+                query=queried - started,
+                encoding=encoded - queried,
+                fit=ranking_times.get("fit", 0.0),
+                bootstrap=ranking_times.get("bootstrap", 0.0),
+                style=ranking_times.get("style", 0.0),
+                storing=finished - ranked,
+                total=finished - started,
+            )
+        )
+    log.info(
+        "snapshot %d built from %d counted votes (%d excluded) in %.1f s",
+        version,
+        snapshot.votes_counted,
+        snapshot.votes_excluded,
+        finished - started,
+    )
     return snapshot
 
 
@@ -253,30 +314,66 @@ class _ModelInfo(NamedTuple):
 
 def _gather(session: Session, cut: int) -> tuple[_Votes, dict[int, _ModelInfo]]:
     """Every vote with id <= cut, in vote order, with what the counting rules and the battle file need."""
-    models = {row.id: _ModelInfo(row.name, row.organization, row.lab, row.kind, row.status, row.source,
-                                 row.sampling_weight)
-              for row in session.execute(select(Model.id, Model.name, Model.organization, Lab.name.label("lab"),
-                                                Model.kind, Model.status, Model.source, Model.sampling_weight)
-                                         .outerjoin(Lab, Model.lab_id == Lab.id))}
+    models = {
+        row.id: _ModelInfo(row.name, row.organization, row.lab, row.kind, row.status, row.source, row.sampling_weight)
+        for row in session.execute(
+            select(
+                Model.id,
+                Model.name,
+                Model.organization,
+                Lab.name.label("lab"),
+                Model.kind,
+                Model.status,
+                Model.source,
+                Model.sampling_weight,
+            ).outerjoin(Lab, Model.lab_id == Lab.id)
+        )
+    }
     left_out_voters = excluded_voters(session)
     styles = _message_styles(session, cut)
-    recorded = {(row.model_id, row.prompt_id): tuple(row[2:])
-                for row in session.execute(select(RecordedAnswer.model_id, RecordedAnswer.prompt_id,
-                                                  *(getattr(RecordedAnswer, c) for c in STYLE_COLUMNS)))}
-    statement = (select(Vote.id, Vote.winner, Vote.created_at, Vote.voter, Vote.source, Battle.model_a_id,
-                        Battle.model_b_id, Prompt.category, Battle.state, Battle.flagged, Battle.id,
-                        Battle.prompt_id)
-                 .join(Battle, Vote.battle_id == Battle.id).outerjoin(Prompt, Battle.prompt_id == Prompt.id)
-                 .where(Vote.id <= cut).order_by(Vote.created_at, Vote.id))
+    recorded = {
+        (row.model_id, row.prompt_id): tuple(row[2:])
+        for row in session.execute(
+            select(
+                RecordedAnswer.model_id, RecordedAnswer.prompt_id, *(getattr(RecordedAnswer, c) for c in STYLE_COLUMNS)
+            )
+        )
+    }
+    statement = (
+        select(
+            Vote.id,
+            Vote.winner,
+            Vote.created_at,
+            Vote.voter,
+            Vote.source,
+            Battle.model_a_id,
+            Battle.model_b_id,
+            Prompt.category,
+            Battle.state,
+            Battle.flagged,
+            Battle.id,
+            Battle.prompt_id,
+        )
+        .join(Battle, Vote.battle_id == Battle.id)
+        .outerjoin(Prompt, Battle.prompt_id == Prompt.id)
+        .where(Vote.id <= cut)
+        .order_by(Vote.created_at, Vote.id)
+    )
     rows = session.execute(statement).all()
     columns = [list(column) for column in zip(*rows)] if rows else [[] for _ in range(12)]
     states, flags, battle_ids, prompt_ids = columns[8:]
-    reason = ["void_battle" if state == "void" else "flagged_battle" if flagged
-              else "excluded_voter" if voter is not None and voter in left_out_voters else None
-              for state, flagged, voter in zip(states, flags, columns[3])]
+    reason = [
+        "void_battle"
+        if state == "void"
+        else "flagged_battle"
+        if flagged
+        else "excluded_voter"
+        if voter is not None and voter in left_out_voters
+        else None
+        for state, flagged, voter in zip(states, flags, columns[3])
+    ]
     style = np.full((len(rows), 2, len(STYLE_COLUMNS)), np.nan)
-    for i, (battle_id, model_a, model_b, prompt_id) in enumerate(zip(battle_ids, columns[5], columns[6],
-                                                                      prompt_ids)):
+    for i, (battle_id, model_a, model_b, prompt_id) in enumerate(zip(battle_ids, columns[5], columns[6], prompt_ids)):
         sides = styles.get(battle_id)
         if sides is None and prompt_id is not None:  # imported battles: the recorded answers were shown
             sides = (recorded.get((model_a, prompt_id)), recorded.get((model_b, prompt_id)))
@@ -293,10 +390,12 @@ def _message_styles(session: Session, cut: int) -> dict[str, tuple]:
     """Per voted battle, each side's style counts summed over its answers (None for a side with an uncounted
     answer), from the counts stored with each message."""
     counted = [func.count(Message.tokens)] + [func.sum(getattr(Message, c)) for c in STYLE_COLUMNS]
-    statement = (select(Message.battle_id, Message.side, func.count(), *counted)
-                 .join(Vote, Vote.battle_id == Message.battle_id)
-                 .where(Vote.id <= cut, Message.role == "assistant")
-                 .group_by(Message.battle_id, Message.side))
+    statement = (
+        select(Message.battle_id, Message.side, func.count(), *counted)
+        .join(Vote, Vote.battle_id == Message.battle_id)
+        .where(Vote.id <= cut, Message.role == "assistant")
+        .group_by(Message.battle_id, Message.side)
+    )
     styles: dict[str, list] = {}
     for battle_id, side, answers, known, *sums in session.execute(statement):
         sides = styles.setdefault(battle_id, [None, None])
@@ -322,22 +421,33 @@ def _encode(votes: _Votes, models: dict[int, _ModelInfo], pseudonym):
     return Battles(
         model_a=np.fromiter((position[m] for m in votes.model_a_id), np.int32, n),
         model_b=np.fromiter((position[m] for m in votes.model_b_id), np.int32, n),
-        outcome=np.fromiter((outcome_code[w] for w in votes.winner), np.int8, n), models=names,
+        outcome=np.fromiter((outcome_code[w] for w in votes.winner), np.int8, n),
+        models=names,
         category=np.fromiter((category_code[c] if c else -1 for c in votes.category), np.int32, n),
         categories=categories,
-        voter=np.fromiter((-1 if j is None else voter_code[j] for j in judges), np.int32, n), voters=voters,
+        voter=np.fromiter((-1 if j is None else voter_code[j] for j in judges), np.int32, n),
+        voters=voters,
         tstamp=np.fromiter((_epoch(moment) for moment in votes.created_at), np.float64, n),
-        anony=np.ones(n, bool), style=votes.style, sha256="")
+        anony=np.ones(n, bool),
+        style=votes.style,
+        sha256="",
+    )
 
 
 def _rows(battles, keep: np.ndarray):
     """The selected rows of encoded battles (the name tuples stay whole: the file holds names, not codes)."""
     style = battles.style[keep]
-    return battles._replace(model_a=battles.model_a[keep], model_b=battles.model_b[keep],
-                            outcome=battles.outcome[keep], category=battles.category[keep],
-                            voter=battles.voter[keep], tstamp=battles.tstamp[keep], anony=battles.anony[keep],
-                            style=style if np.isfinite(style).any() else None,
-                            weight=None if battles.weight is None else battles.weight[keep])
+    return battles._replace(
+        model_a=battles.model_a[keep],
+        model_b=battles.model_b[keep],
+        outcome=battles.outcome[keep],
+        category=battles.category[keep],
+        voter=battles.voter[keep],
+        tstamp=battles.tstamp[keep],
+        anony=battles.anony[keep],
+        style=style if np.isfinite(style).any() else None,
+        weight=None if battles.weight is None else battles.weight[keep],
+    )
 
 
 def _canonical_battles(encoded, version: int):
@@ -358,14 +468,14 @@ def _vote_file(encoded, votes: _Votes) -> bytes:
     fields spliced in around it, the bytes orjson would write for {"vote", **battle, "source", "counted",
     "excluded"}, without parsing and dumping a million lines again."""
     quoted = {value: orjson.dumps(value) for value in {*votes.source, *votes.reason}}
-    return b"".join(b'{"vote":%d,%b,"source":%b,"counted":%b,"excluded":%b}\n' % (
-        vote_id, line[1:-2], quoted[source], b"true" if reason is None else b"false", quoted[reason])
-        for line, vote_id, source, reason in zip(battles_jsonl_lines(encoded), votes.id, votes.source,
-                                                 votes.reason))
+    return b"".join(
+        b'{"vote":%d,%b,"source":%b,"counted":%b,"excluded":%b}\n'
+        % (vote_id, line[1:-2], quoted[source], b"true" if reason is None else b"false", quoted[reason])
+        for line, vote_id, source, reason in zip(battles_jsonl_lines(encoded), votes.id, votes.source, votes.reason)
+    )
 
 
-def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: SnapshotSettings,
-            timings: dict) -> dict:
+def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: SnapshotSettings, timings: dict) -> dict:
     """The overall board, one per prompt category and, where answer style is known, the style-controlled one;
     each model row completed with what the service knows of the model (organisation, lab, status)."""
     from ranking import RankingWarning, rank_battles  # JAX, as in _build
@@ -379,8 +489,13 @@ def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: Snap
             data = board_dict(rank_battles(battles, options, timings=timings))
         for row in data["models"]:
             info = by_name[row["model"]]
-            row.update(organization=info.organization, lab=info.lab, status=info.status,
-                       retired=info.status == "retired", provisional=row["battles"] < settings.provisional_votes)
+            row.update(
+                organization=info.organization,
+                lab=info.lab,
+                status=info.status,
+                retired=info.status == "retired",
+                provisional=row["battles"] < settings.provisional_votes,
+            )
         return data
 
     boards = {"overall": board(base_options), "categories": {}, "style": None}
@@ -393,15 +508,22 @@ def _boards(battles, base_options, models: dict[int, _ModelInfo], settings: Snap
 
 def _reproduce(options: dict, name: str) -> str:
     """The command that recomputes a board from the snapshot's battle file (save it as battles.jsonl)."""
-    parts = ["python -m ranking fit battles.jsonl", f"--bootstrap {options['replicates']}",
-             f"--seed {options['seed']}", f"--ties {options['ties']}", f"--prior {options['prior']!r}",
-             f"--confidence {options['confidence']!r}"]
+    parts = [
+        "python -m ranking fit battles.jsonl",
+        f"--bootstrap {options['replicates']}",
+        f"--seed {options['seed']}",
+        f"--ties {options['ties']}",
+        f"--prior {options['prior']!r}",
+        f"--confidence {options['confidence']!r}",
+    ]
     if options["category"] is not None:
         parts.append(f"--category '{options['category']}'")
     if options["style"]:
         parts.append("--style")
-    return " ".join(parts + ["--format json"]) + f"   # or: python -m ranking verify snapshot.json battles.jsonl " \
-                                                  f"--board {name}"
+    return (
+        " ".join(parts + ["--format json"]) + f"   # or: python -m ranking verify snapshot.json battles.jsonl "
+        f"--board {name}"
+    )
 
 
 def _registry(models: dict[int, _ModelInfo], battles, everything, reasons: list[str | None]) -> list[dict]:
@@ -420,10 +542,17 @@ def _registry(models: dict[int, _ModelInfo], battles, everything, reasons: list[
     entries = []
     for info in sorted(models.values(), key=lambda info: info.name):
         counts = by_name.get(info.name, [0] * (len(rules) + 1))
-        entries.append({"model": info.name, "organization": info.organization, "lab": info.lab,
-                        "kind": info.kind, "status": info.status, "rated": info.name in rated,
-                        "votes": {"counted": counts[0],
-                                  "excluded": {rule: n for rule, n in zip(rules, counts[1:]) if n}}})
+        entries.append(
+            {
+                "model": info.name,
+                "organization": info.organization,
+                "lab": info.lab,
+                "kind": info.kind,
+                "status": info.status,
+                "rated": info.name in rated,
+                "votes": {"counted": counts[0], "excluded": {rule: n for rule, n in zip(rules, counts[1:]) if n}},
+            }
+        )
     return entries
 
 

@@ -20,6 +20,7 @@ Rules, in order (the first that applies is a vote's recorded reason):
 Then heavily repeated free-text prompts are down-weighted (each counts as at most ARENA_REPEATED_PROMPT_VOTES
 votes in all): the weights are written in the battle file, where `python -m ranking fit` reads them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,15 +38,26 @@ from ranking import integrity as statistics
 from ranking.stats import pair_counts
 
 RULES = (
-    ("identity_leak", "an answer named its model, maker, or a family or alias registered for the model (checked "
-                      "again at every build, so names registered later apply to earlier battles)"),
+    (
+        "identity_leak",
+        "an answer named its model, maker, or a family or alias registered for the model (checked "
+        "again at every build, so names registered later apply to earlier battles)",
+    ),
     ("daily_cap", "beyond the voter's daily cap of counted votes (UTC days)"),
-    ("sequential_test", "the voter's votes disagree with the crowd's votes on the same model pairs more than "
-                        "chance allows (FastChat's per-voter sequential test, alpha-spending over checkpoints)"),
-    ("improbable_votes", "an outcome the current fit makes very unlikely, from a voter on whom such votes "
-                         "cluster beyond chance"),
-    ("concentrated_influence", "the voter's votes push one model's rating up or down beyond chance, through "
-                               "its own battles or others' (influence function of the Bradley-Terry fit)"),
+    (
+        "sequential_test",
+        "the voter's votes disagree with the crowd's votes on the same model pairs more than "
+        "chance allows (FastChat's per-voter sequential test, alpha-spending over checkpoints)",
+    ),
+    (
+        "improbable_votes",
+        "an outcome the current fit makes very unlikely, from a voter on whom such votes cluster beyond chance",
+    ),
+    (
+        "concentrated_influence",
+        "the voter's votes push one model's rating up or down beyond chance, through "
+        "its own battles or others' (influence function of the Bradley-Terry fit)",
+    ),
 )
 
 
@@ -80,12 +92,18 @@ class IntegritySettings(NamedTuple):
         """The rules' view of the arena's settings (validated there, once)."""
         from ranking.bradley_terry import DEFAULT_PRIOR  # ranking.bradley_terry loads JAX: only when a build runs
 
-        return cls(enabled=settings.integrity_rules, recheck_identity=settings.integrity_recheck_leaks,
-                   daily_cap=settings.voter_daily_cap, alpha=settings.integrity_alpha,
-                   min_votes=settings.integrity_min_votes, min_crowd=settings.integrity_min_crowd,
-                   improbable_below=settings.integrity_improbable_below,
-                   improbable_min_count=settings.integrity_improbable_min_count,
-                   repeated_prompt_votes=settings.repeated_prompt_votes, prior=DEFAULT_PRIOR)
+        return cls(
+            enabled=settings.integrity_rules,
+            recheck_identity=settings.integrity_recheck_leaks,
+            daily_cap=settings.voter_daily_cap,
+            alpha=settings.integrity_alpha,
+            min_votes=settings.integrity_min_votes,
+            min_crowd=settings.integrity_min_crowd,
+            improbable_below=settings.integrity_improbable_below,
+            improbable_min_count=settings.integrity_improbable_min_count,
+            repeated_prompt_votes=settings.repeated_prompt_votes,
+            prior=DEFAULT_PRIOR,
+        )
 
 
 class VoteTable(NamedTuple):
@@ -118,10 +136,14 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
     tested = np.ones(len(reason), bool) if table.tested is None else np.asarray(table.tested, bool)
     # Untested votes are never capped, tested or down-weighted: no voter, no prompt to compare.
     table = table._replace(voter=np.where(tested, table.voter, -1), prompt=np.where(tested, table.prompt, -1))
-    report = {"enabled": settings.enabled, "settings": settings._asdict(), "rules": {},
-              "votes_tested": int(tested.sum()),
-              "applies_to": "the statistical tests and the daily cap judge votes cast in this arena; imported "
-                            "votes count as the crowd's history and in the fit, and identity leaks apply to all"}
+    report = {
+        "enabled": settings.enabled,
+        "settings": settings._asdict(),
+        "rules": {},
+        "votes_tested": int(tested.sum()),
+        "applies_to": "the statistical tests and the daily cap judge votes cast in this arena; imported "
+        "votes count as the crowd's history and in the fit, and identity leaks apply to all",
+    }
     weight = np.ones(len(reason))
     if not settings.enabled:
         return IntegrityResult(reason, weight, report)
@@ -145,19 +167,30 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
         return rows, table.model_a[rows], table.model_b[rows], table.outcome[rows], table.voter[rows]
 
     rows, a, b, o, v = current()
-    sequential = statistics.crowd_disagreement_test(a, b, o, v, n_voters, alpha=settings.alpha,
-                                                   min_votes=settings.min_votes, min_crowd=settings.min_crowd)
+    sequential = statistics.crowd_disagreement_test(
+        a, b, o, v, n_voters, alpha=settings.alpha, min_votes=settings.min_votes, min_crowd=settings.min_crowd
+    )
     exclude("sequential_test", _votes_of(table.voter, sequential.flagged), int(sequential.flagged.sum()))
-    report["rules"]["sequential_test"]["checkpoints"] = (f"{settings.min_votes}, {2 * settings.min_votes}, "
-                                                         f"{4 * settings.min_votes}, ... judged votes and the last; "
-                                                         "level alpha / 2^(j+1) at checkpoint j")
+    report["rules"]["sequential_test"]["checkpoints"] = (
+        f"{settings.min_votes}, {2 * settings.min_votes}, "
+        f"{4 * settings.min_votes}, ... judged votes and the last; "
+        "level alpha / 2^(j+1) at checkpoint j"
+    )
 
     rows, a, b, o, v = current()
     if rows.size:
         fit = _fit(a, b, o, n_models, settings.prior)
-        improbable = statistics.improbable_vote_test(a, b, o, v, n_voters, fit.strengths,
-                                                    below=settings.improbable_below, alpha=settings.alpha,
-                                                    min_count=settings.improbable_min_count)
+        improbable = statistics.improbable_vote_test(
+            a,
+            b,
+            o,
+            v,
+            n_voters,
+            fit.strengths,
+            below=settings.improbable_below,
+            alpha=settings.alpha,
+            min_count=settings.improbable_min_count,
+        )
         rule = np.zeros(counted.size, bool)
         rule[rows] = improbable.improbable
         exclude("improbable_votes", rule, int(improbable.flagged.sum()))
@@ -167,9 +200,16 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
     rows, a, b, o, v = current()
     if rows.size:
         fit = _fit(a, b, o, n_models, settings.prior)  # the fit without the improbable votes just left out
-        test = dict(prior=settings.prior, alpha=settings.alpha, min_votes=settings.min_votes, group_z=GROUP_Z,
-                    group_min_votes=GROUP_MIN_VOTES, suspect_z=SUSPECT_Z, null_replicates=NULL_REPLICATES,
-                    seed=NULL_SEED)
+        test = dict(
+            prior=settings.prior,
+            alpha=settings.alpha,
+            min_votes=settings.min_votes,
+            group_z=GROUP_Z,
+            group_min_votes=GROUP_MIN_VOTES,
+            suspect_z=SUSPECT_Z,
+            null_replicates=NULL_REPLICATES,
+            seed=NULL_SEED,
+        )
         influence = statistics.influence_concentration(a, b, o, v, n_voters, fit.strengths, **test)
         flagged = influence.flagged
         # Many identities pushing one model drag the fit along, and then each looks like chance against it.
@@ -196,9 +236,16 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
             flagged = flagged | influence.flagged
         exclude("concentrated_influence", _votes_of(table.voter, flagged), int(flagged.sum()))
         report["rules"]["concentrated_influence"].update(
-            z_threshold=round(influence.threshold, 6), group_z=GROUP_Z, group_min_votes=GROUP_MIN_VOTES,
-            null_replicates=NULL_REPLICATES, null_seed=NULL_SEED, suspect_z=SUSPECT_Z, suspect_tail=SUSPECT_TAIL,
-            suspect_pushes=SUSPECT_PUSHES, rounds=INFLUENCE_ROUNDS)
+            z_threshold=round(influence.threshold, 6),
+            group_z=GROUP_Z,
+            group_min_votes=GROUP_MIN_VOTES,
+            null_replicates=NULL_REPLICATES,
+            null_seed=NULL_SEED,
+            suspect_z=SUSPECT_Z,
+            suspect_tail=SUSPECT_TAIL,
+            suspect_pushes=SUSPECT_PUSHES,
+            rounds=INFLUENCE_ROUNDS,
+        )
     else:
         exclude("concentrated_influence", np.zeros(counted.size, bool), 0)
 
@@ -208,7 +255,8 @@ def apply_rules(table: VoteTable, n_models: int, n_voters: int, settings: Integr
     report["repeated_prompts"] = {
         "votes_down_weighted": int(lighter.sum()),
         "prompts_down_weighted": int(np.unique(table.prompt[lighter]).size),
-        "weight_removed": round(float((1 - weight[lighter]).sum()), 6)}
+        "weight_removed": round(float((1 - weight[lighter]).sum()), 6),
+    }
     return IntegrityResult(reason, weight, report)
 
 
@@ -226,6 +274,7 @@ def _fit(a, b, o, n_models: int, prior: float):
 
 # ------------------------------------------------------------------------------------------------ database reads
 
+
 def prompt_codes(session: Session, battle_ids: list[str], prompt_ids: list) -> np.ndarray:
     """Per vote, a code shared by votes on the same free-text prompt (case and spacing ignored); -1 for prompts
     of the arena's own set, which are drawn by the arena and repeated by design, and for battles without a
@@ -233,7 +282,7 @@ def prompt_codes(session: Session, battle_ids: list[str], prompt_ids: list) -> n
     free = [battle for battle, prompt in zip(battle_ids, prompt_ids) if prompt is None]
     texts: dict[str, str] = {}
     for start in range(0, len(free), 5000):
-        chunk = free[start:start + 5000]
+        chunk = free[start : start + 5000]
         texts.update(session.execute(select(Battle.id, Battle.prompt_text).where(Battle.id.in_(chunk))).all())
     codes: dict[bytes, int] = {}
     out = np.full(len(battle_ids), -1, np.int64)
@@ -245,21 +294,32 @@ def prompt_codes(session: Session, battle_ids: list[str], prompt_ids: list) -> n
     return out
 
 
-def leaked_votes(session: Session, cut: int, battle_ids: list[str], model_a_ids: list[int],
-                 model_b_ids: list[int], prompt_ids: list, reasons: list) -> np.ndarray:
+def leaked_votes(
+    session: Session,
+    cut: int,
+    battle_ids: list[str],
+    model_a_ids: list[int],
+    model_b_ids: list[int],
+    prompt_ids: list,
+    reasons: list,
+) -> np.ndarray:
     """Per vote, whether an answer shown in its battle names its model by any registered identity (name,
     organisation, aliases, families), checked now on the stored answers. Votes already left out are not read.
     Battles with stored messages are checked on them; imported battles (no messages) on the recorded answers
     that were shown, each (model, prompt) once."""
-    identities = {row.id: Identity(row.name, row.organization, tuple(row.aliases or ()), tuple(row.families or ()))
-                  for row in session.execute(select(Model.id, Model.name, Model.organization, Model.aliases,
-                                                    Model.families))}
+    identities = {
+        row.id: Identity(row.name, row.organization, tuple(row.aliases or ()), tuple(row.families or ()))
+        for row in session.execute(select(Model.id, Model.name, Model.organization, Model.aliases, Model.families))
+    }
     index = {battle: i for i, (battle, why) in enumerate(zip(battle_ids, reasons)) if why is None}
     leaked = np.zeros(len(battle_ids), bool)
     with_messages: set[str] = set()
-    statement = (select(Message.battle_id, Message.side, Message.content)
-                 .join(Vote, Vote.battle_id == Message.battle_id)
-                 .where(Vote.id <= cut, Message.role == "assistant").execution_options(yield_per=2000))
+    statement = (
+        select(Message.battle_id, Message.side, Message.content)
+        .join(Vote, Vote.battle_id == Message.battle_id)
+        .where(Vote.id <= cut, Message.role == "assistant")
+        .execution_options(yield_per=2000)
+    )
     for battle, side, content in session.execute(statement):
         with_messages.add(battle)
         i = index.get(battle)
@@ -276,8 +336,10 @@ def leaked_votes(session: Session, cut: int, battle_ids: list[str], model_a_ids:
     if shown:
         models = sorted({model for model, _ in shown})
         for model, prompt, text in session.execute(
-                select(RecordedAnswer.model_id, RecordedAnswer.prompt_id, RecordedAnswer.text)
-                .where(RecordedAnswer.model_id.in_(models))):
+            select(RecordedAnswer.model_id, RecordedAnswer.prompt_id, RecordedAnswer.text).where(
+                RecordedAnswer.model_id.in_(models)
+            )
+        ):
             votes = shown.get((model, prompt))
             if votes and identity_leak(text or "", identities[model]):
                 leaked[votes] = True
@@ -289,15 +351,28 @@ def day_numbers(epoch_seconds: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(epoch_seconds, np.float64) / 86400.0).astype(np.int64)
 
 
-def read_evidence(session: Session, cut: int, battle_ids: list[str], model_a_ids: list[int],
-                  model_b_ids: list[int], prompt_ids: list, reasons: list,
-                  settings: IntegritySettings) -> tuple[np.ndarray, np.ndarray]:
+def read_evidence(
+    session: Session,
+    cut: int,
+    battle_ids: list[str],
+    model_a_ids: list[int],
+    model_b_ids: list[int],
+    prompt_ids: list,
+    reasons: list,
+    settings: IntegritySettings,
+) -> tuple[np.ndarray, np.ndarray]:
     """What the rules need from the database besides the votes: (leaked per vote, free-text prompt codes)."""
     n = len(battle_ids)
     if not settings.enabled:
         return np.zeros(n, bool), np.full(n, -1, np.int64)
-    leaked = (leaked_votes(session, cut, battle_ids, model_a_ids, model_b_ids, prompt_ids, reasons)
-              if settings.recheck_identity else np.zeros(n, bool))
-    prompts = (prompt_codes(session, battle_ids, prompt_ids) if settings.repeated_prompt_votes > 0
-               else np.full(n, -1, np.int64))
+    leaked = (
+        leaked_votes(session, cut, battle_ids, model_a_ids, model_b_ids, prompt_ids, reasons)
+        if settings.recheck_identity
+        else np.zeros(n, bool)
+    )
+    prompts = (
+        prompt_codes(session, battle_ids, prompt_ids)
+        if settings.repeated_prompt_votes > 0
+        else np.full(n, -1, np.int64)
+    )
     return leaked, prompts

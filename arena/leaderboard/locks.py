@@ -5,6 +5,7 @@ it is released even if the process dies. SQLite: an flock on a file beside the d
 lives on one host, so a host-wide lock is enough); flock locks belong to the open file, so two threads of one
 process exclude each other too. An in-memory database gets a process-wide lock.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,6 @@
 """Reading published snapshots: pages, the API and a lab's model status read the newest stored one, so a read
 never waits for a fit and never recomputes one. A snapshot never changes, so each process parses it once."""
+
 from __future__ import annotations
 
 import gzip
@@ -26,20 +27,24 @@ def get_snapshot(session: Session, version: int | None = None) -> Snapshot | Non
 
 def published_document(snapshot: Snapshot) -> dict:
     """The snapshot as published: the stored document with its signature block. Shared: do not modify."""
-    return _cached(snapshot.version, snapshot.signature) or _parse(snapshot.version, snapshot.document,
-                                                                   snapshot.signature)
+    return _cached(snapshot.version, snapshot.signature) or _parse(
+        snapshot.version, snapshot.document, snapshot.signature
+    )
 
 
 def newest_document(session: Session) -> dict | None:
     """The newest snapshot as published, or None. Reads only the version and the signature when this process
     has parsed that snapshot before (the document itself can be a megabyte). Shared: do not modify."""
-    newest = session.execute(select(Snapshot.version, Snapshot.signature)
-                             .order_by(Snapshot.version.desc()).limit(1)).first()
+    newest = session.execute(
+        select(Snapshot.version, Snapshot.signature).order_by(Snapshot.version.desc()).limit(1)
+    ).first()
     if newest is None:
         return None
     return _cached(newest.version, newest.signature) or _parse(
-        newest.version, session.scalar(select(Snapshot.document).where(Snapshot.version == newest.version)),
-        newest.signature)
+        newest.version,
+        session.scalar(select(Snapshot.document).where(Snapshot.version == newest.version)),
+        newest.signature,
+    )
 
 
 _parsed_cache: dict[tuple[int, str], dict] = {}
@@ -67,9 +72,15 @@ def _parse(version: int, document: str, signature: str) -> dict:
 
 def snapshot_index():
     """The statement listing every snapshot, newest first, without its document."""
-    return select(Snapshot.version, Snapshot.created_at, Snapshot.code_version, Snapshot.votes_counted,
-                  Snapshot.votes_excluded, Snapshot.battle_file_sha256, Snapshot.key_id
-                  ).order_by(Snapshot.version.desc())
+    return select(
+        Snapshot.version,
+        Snapshot.created_at,
+        Snapshot.code_version,
+        Snapshot.votes_counted,
+        Snapshot.votes_excluded,
+        Snapshot.battle_file_sha256,
+        Snapshot.key_id,
+    ).order_by(Snapshot.version.desc())
 
 
 def snapshot_file(session: Session, version: int, kind: str) -> bytes | None:
@@ -80,8 +91,15 @@ def snapshot_file(session: Session, version: int, kind: str) -> bytes | None:
 def new_counted_votes(session: Session) -> int:
     """Votes since the newest snapshot that the cheap rules already let count (not void, not flagged)."""
     last = session.scalar(select(func.max(Snapshot.last_vote_id))) or 0
-    return session.scalar(select(func.count()).select_from(Vote).join(Battle, Vote.battle_id == Battle.id)
-                          .where(Vote.id > last, Battle.state == "voted", Battle.flagged.is_(False))) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Vote)
+            .join(Battle, Vote.battle_id == Battle.id)
+            .where(Vote.id > last, Battle.state == "voted", Battle.flagged.is_(False))
+        )
+        or 0
+    )
 
 
 def named_boards(boards: dict):

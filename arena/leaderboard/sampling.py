@@ -15,6 +15,7 @@ ARENA_SAMPLING_FAILING_SECONDS failed at a rate of at least ARENA_SAMPLING_FAILI
 ARENA_SAMPLING_FAILING_MIN_CALLS calls, is not drawn. Its failures then age out of the window and it is tried
 again: a model that recovered comes back by itself, one that did not is set aside again after a few calls.
 """
+
 from __future__ import annotations
 
 import random
@@ -55,17 +56,27 @@ class SamplingSettings(NamedTuple):
     @classmethod
     def from_settings(cls, settings: Settings) -> "SamplingSettings":
         """The sampling view of the arena's settings (validated there, once)."""
-        return cls(policy=settings.sampling_policy, boost=settings.sampling_boost,
-                   provisional_votes=settings.provisional_votes, active_floor=settings.sampling_active_floor,
-                   active_focus=settings.sampling_active_focus, refresh_seconds=settings.sampling_refresh_seconds,
-                   failing_rate=settings.sampling_failing_rate, failing_min_calls=settings.sampling_failing_min_calls,
-                   failing_seconds=settings.sampling_failing_seconds)
+        return cls(
+            policy=settings.sampling_policy,
+            boost=settings.sampling_boost,
+            provisional_votes=settings.provisional_votes,
+            active_floor=settings.sampling_active_floor,
+            active_focus=settings.sampling_active_focus,
+            refresh_seconds=settings.sampling_refresh_seconds,
+            failing_rate=settings.sampling_failing_rate,
+            failing_min_calls=settings.sampling_failing_min_calls,
+            failing_seconds=settings.sampling_failing_seconds,
+        )
 
     @property
     def rule(self) -> rule_math.SamplingRule:
-        return rule_math.SamplingRule(policy=self.policy, boost=self.boost,
-                                      provisional_votes=self.provisional_votes, floor=self.active_floor,
-                                      focus=self.active_focus)
+        return rule_math.SamplingRule(
+            policy=self.policy,
+            boost=self.boost,
+            provisional_votes=self.provisional_votes,
+            floor=self.active_floor,
+            focus=self.active_focus,
+        )
 
     def published(self) -> dict:
         """The policy, its rule in words and the settings that apply to it."""
@@ -74,8 +85,13 @@ class SamplingSettings(NamedTuple):
             settings.update(boost=self.boost, provisional_votes=self.provisional_votes)
         if self.policy == "active":
             settings.update(floor=self.active_floor, focus=self.active_focus, refresh_seconds=self.refresh_seconds)
-        settings.update(failing={"error_rate": self.failing_rate, "min_calls": self.failing_min_calls,
-                                 "window_seconds": self.failing_seconds})
+        settings.update(
+            failing={
+                "error_rate": self.failing_rate,
+                "min_calls": self.failing_min_calls,
+                "window_seconds": self.failing_seconds,
+            }
+        )
         return {"policy": self.policy, "rule": rule_math.RULES[self.policy], "settings": settings}
 
 
@@ -96,6 +112,7 @@ class PolicyState(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------------ the state
+
 
 def policy_state(app: Flask, session: Session, *, known: tuple[int, ...] = ()) -> PolicyState:
     """This process's current state, refreshed when older than the refresh interval, when a newer snapshot has
@@ -123,8 +140,9 @@ def _stale(app: Flask, state: PolicyState, known: tuple[int, ...]) -> bool:
     return any(model_id not in state.position for model_id in known)
 
 
-def build_state(session: Session, settings: SamplingSettings, *, now: datetime | None = None,
-                previous: PolicyState | None = None) -> PolicyState:
+def build_state(
+    session: Session, settings: SamplingSettings, *, now: datetime | None = None, previous: PolicyState | None = None
+) -> PolicyState:
     """Read the newest snapshot's fit, the votes counted since and the failing models: a few cheap queries.
 
     The votes since the snapshot are read incrementally: a refresh on the same snapshot as `previous` reads only
@@ -162,9 +180,19 @@ def build_state(session: Session, settings: SamplingSettings, *, now: datetime |
     odds = None
     if settings.policy == "active":
         odds = rule_math.active_odds(rule_math.active_pair_scores(fit, confidence=confidence), settings.active_focus)
-    return PolicyState(settings=settings, snapshot=version, refreshed=started,
-                       refreshed_at=now.replace(microsecond=0), position=position, votes=votes, fit=fit, odds=odds,
-                       failing=failing_models(session, settings, now=now), since=since, read_up_to=read_up_to)
+    return PolicyState(
+        settings=settings,
+        snapshot=version,
+        refreshed=started,
+        refreshed_at=now.replace(microsecond=0),
+        position=position,
+        votes=votes,
+        fit=fit,
+        odds=odds,
+        failing=failing_models(session, settings, now=now),
+        since=since,
+        read_up_to=read_up_to,
+    )
 
 
 def _read_votes_since(session: Session, after: int, since: dict) -> int:
@@ -175,10 +203,11 @@ def _read_votes_since(session: Session, after: int, since: dict) -> int:
     only steer sampling between two snapshots, and the snapshot counts every vote."""
     newest = after
     for model_a, model_b, winner, n, last in session.execute(
-            select(Battle.model_a_id, Battle.model_b_id, Vote.winner, func.count(), func.max(Vote.id))
-            .join(Battle, Vote.battle_id == Battle.id)
-            .where(Vote.id > after, Battle.state == "voted", Battle.flagged.is_(False))
-            .group_by(Battle.model_a_id, Battle.model_b_id, Vote.winner)):
+        select(Battle.model_a_id, Battle.model_b_id, Vote.winner, func.count(), func.max(Vote.id))
+        .join(Battle, Vote.battle_id == Battle.id)
+        .where(Vote.id > after, Battle.state == "voted", Battle.flagged.is_(False))
+        .group_by(Battle.model_a_id, Battle.model_b_id, Vote.winner)
+    ):
         a_score = {"a": 1.0, "b": 0.0}.get(winner, 0.5)
         key, first_score = ((model_a, model_b), a_score) if model_a < model_b else ((model_b, model_a), 1 - a_score)
         score, count = since.get(key, (0.0, 0.0))
@@ -189,8 +218,9 @@ def _read_votes_since(session: Session, after: int, since: dict) -> int:
 
 def _pairs(since: dict, position: dict[int, int]):
     """`since` as arrays over the state's positions: (first, second, first's score, votes)."""
-    rows = [(position[a], position[b], score, n) for (a, b), (score, n) in since.items()
-            if a in position and b in position]
+    rows = [
+        (position[a], position[b], score, n) for (a, b), (score, n) in since.items() if a in position and b in position
+    ]
     if not rows:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0), np.zeros(0)
@@ -209,20 +239,29 @@ def failing_models(session: Session, settings: SamplingSettings, *, now: datetim
     failed = func.sum(case((Message.complete.is_(False), 1), else_=0))
     calls: dict[int, list[int]] = {}
     for model_id, n_failed, n in session.execute(
-            select(model, failed, func.count()).join(Battle, Message.battle_id == Battle.id)
-            .where(Battle.created_at >= since, Message.role == "assistant").group_by(model)):
+        select(model, failed, func.count())
+        .join(Battle, Message.battle_id == Battle.id)
+        .where(Battle.created_at >= since, Message.role == "assistant")
+        .group_by(model)
+    ):
         calls[model_id] = [int(n_failed or 0), int(n)]
     for model_id, n_failed, n in session.execute(
-            select(EndpointCheck.model_id, func.sum(case((EndpointCheck.ok.is_(False), 1), else_=0)), func.count())
-            .where(EndpointCheck.created_at >= since).group_by(EndpointCheck.model_id)):
+        select(EndpointCheck.model_id, func.sum(case((EndpointCheck.ok.is_(False), 1), else_=0)), func.count())
+        .where(EndpointCheck.created_at >= since)
+        .group_by(EndpointCheck.model_id)
+    ):
         cell = calls.setdefault(model_id, [0, 0])
         cell[0] += int(n_failed or 0)
         cell[1] += int(n)
-    return {model_id: (bad, n) for model_id, (bad, n) in calls.items()
-            if n >= settings.failing_min_calls and bad >= settings.failing_rate * n}
+    return {
+        model_id: (bad, n)
+        for model_id, (bad, n) in calls.items()
+        if n >= settings.failing_min_calls and bad >= settings.failing_rate * n
+    }
 
 
 # ------------------------------------------------------------------------------------------------ the draw
+
 
 def choose_pair(state: PolicyState, candidates: list, rng=_system_random) -> tuple:
     """Two of `candidates` (objects with .id and .sampling_weight, the models that can answer) drawn by the
@@ -258,6 +297,7 @@ def pick_pair(app: Flask, session: Session, candidates: list, rng=_system_random
 
 # ------------------------------------------------------------------------------------------------ publishing
 
+
 def published(app: Flask, session: Session) -> dict:
     """The active policy, its rule and settings, and each active model's weight, votes and share of battles.
 
@@ -265,8 +305,11 @@ def published(app: Flask, session: Session) -> dict:
     (recorded models answer only the prompts they have answers for, so for others it differs).
     """
     state = policy_state(app, session)
-    models = session.execute(select(Model.id, Model.name, Model.organization, Model.kind, Model.sampling_weight)
-                             .where(Model.status == "active").order_by(Model.name)).all()
+    models = session.execute(
+        select(Model.id, Model.name, Model.organization, Model.kind, Model.sampling_weight)
+        .where(Model.status == "active")
+        .order_by(Model.name)
+    ).all()
     drawn = [row for row in models if row.id not in state.failing and row.sampling_weight > 0]
     index = np.array([state.position.get(row.id, -1) for row in drawn], np.int64)
     votes = np.array([state.votes[i] if i >= 0 else 0.0 for i in index])
@@ -274,9 +317,9 @@ def published(app: Flask, session: Session) -> dict:
     if state.odds is not None:
         odds = state.odds[np.ix_(np.maximum(index, 0), np.maximum(index, 0))]
         odds[index < 0, :] = odds[:, index < 0] = 0.0
-    probabilities = rule_math.pair_probabilities(state.settings.rule,
-                                                 np.array([r.sampling_weight for r in drawn], np.float64),
-                                                 votes=votes, odds=odds)
+    probabilities = rule_math.pair_probabilities(
+        state.settings.rule, np.array([r.sampling_weight for r in drawn], np.float64), votes=votes, odds=odds
+    )
     shares = dict(zip((row.id for row in drawn), rule_math.model_shares(probabilities)))
     rule = state.settings.rule
     rows = []
@@ -284,13 +327,24 @@ def published(app: Flask, session: Session) -> dict:
         i = state.position.get(row.id)
         count = int(state.votes[i]) if i is not None else 0
         failing = state.failing.get(row.id)
-        rows.append({"model": row.name, "organization": row.organization, "kind": row.kind,
-                     "weight": row.sampling_weight, "votes": count,
-                     "provisional": count < rule.provisional_votes,
-                     "share": round(float(shares.get(row.id, 0.0)), 6),
-                     "failing": None if failing is None else {"failed": failing[0], "calls": failing[1]}})
-    return {**state.settings.published(), "snapshot": state.snapshot,
-            "refreshed_at": state.refreshed_at.isoformat().replace("+00:00", "Z"), "models": rows}
+        rows.append(
+            {
+                "model": row.name,
+                "organization": row.organization,
+                "kind": row.kind,
+                "weight": row.sampling_weight,
+                "votes": count,
+                "provisional": count < rule.provisional_votes,
+                "share": round(float(shares.get(row.id, 0.0)), 6),
+                "failing": None if failing is None else {"failed": failing[0], "calls": failing[1]},
+            }
+        )
+    return {
+        **state.settings.published(),
+        "snapshot": state.snapshot,
+        "refreshed_at": state.refreshed_at.isoformat().replace("+00:00", "Z"),
+        "models": rows,
+    }
 
 
 def snapshot_record(settings: Settings) -> dict:

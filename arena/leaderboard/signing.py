@@ -5,6 +5,7 @@ Anyone checks a snapshot with `python -m ranking verify` against the public key 
 instance folder (mode 0600); `ARENA_SIGNING_KEY_FILE` puts it elsewhere, for example on a volume that
 several hosts share, since every host must sign with the same key.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,9 +31,9 @@ def load_or_create_key(settings: Settings) -> Ed25519PrivateKey:
     path = key_path(settings)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM,
-                                                         serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption())
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".signing-key-")
         try:
             os.fchmod(fd, 0o600)
@@ -51,18 +52,29 @@ def load_or_create_key(settings: Settings) -> Ed25519PrivateKey:
 
 
 def public_key_raw(settings: Settings) -> bytes:
-    return load_or_create_key(settings).public_key().public_bytes(serialization.Encoding.Raw,
-                                                                 serialization.PublicFormat.Raw)
+    return (
+        load_or_create_key(settings)
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
 
 
 def public_key_pem(settings: Settings) -> str:
-    return load_or_create_key(settings).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        load_or_create_key(settings)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def sign_document(settings: Settings, document: dict) -> dict:
     """The signature block for a document (which must not carry one yet): algorithm, key, key id, value."""
     key = load_or_create_key(settings)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return {"algorithm": SIGNATURE_ALGORITHM, "public_key": base64.b64encode(raw).decode(), "key_id": key_id(raw),
-            "value": base64.b64encode(key.sign(signed_bytes(document))).decode()}
+    return {
+        "algorithm": SIGNATURE_ALGORITHM,
+        "public_key": base64.b64encode(raw).decode(),
+        "key_id": key_id(raw),
+        "value": base64.b64encode(key.sign(signed_bytes(document))).decode(),
+    }

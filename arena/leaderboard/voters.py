@@ -1,5 +1,6 @@
 """Voters as the leaderboard sees them: the operators' exclusions (recorded with a reason, never deleted) and
 the stable pseudonym each voter has in every published battle and vote file."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,9 @@ from arena.models import Vote, VoterExclusion
 def excluded_voters(session: Session) -> set[str]:
     """Voters whose latest exclusion record is in force (a later record with `lifted` lifts it)."""
     latest = {}
-    for voter, lifted in session.execute(select(VoterExclusion.voter, VoterExclusion.lifted)
-                                         .order_by(VoterExclusion.id)):
+    for voter, lifted in session.execute(
+        select(VoterExclusion.voter, VoterExclusion.lifted).order_by(VoterExclusion.id)
+    ):
         latest[voter] = lifted
     return {voter for voter, lifted in latest.items() if not lifted}
 
@@ -25,8 +27,9 @@ def voter_exclusions(session: Session) -> list[VoterExclusion]:
     return list(session.scalars(select(VoterExclusion).order_by(VoterExclusion.id)))
 
 
-def set_voter_exclusion(session: Session, secret_key: str, voter: str, reason: str, *, lifted: bool,
-                        actor: str = "operator") -> str:
+def set_voter_exclusion(
+    session: Session, secret_key: str, voter: str, reason: str, *, lifted: bool, actor: str = "operator"
+) -> str:
     """Record an operator's decision to exclude a voter (or lift the exclusion); returns the voter's id.
 
     `voter` is a voter id as stored, or the pseudonym a snapshot's files show ("v" and 16 hex digits).
@@ -40,8 +43,9 @@ def set_voter_exclusion(session: Session, secret_key: str, voter: str, reason: s
         pseudonym = pseudonymiser(secret_key)
         matches = [v for v in voters if pseudonym(v) == voter]
         if not matches:
-            raise NotFound("voter_not_found",
-                           f"no vote was cast by a voter {voter!r} (give a voter id or a vote file's pseudonym)")
+            raise NotFound(
+                "voter_not_found", f"no vote was cast by a voter {voter!r} (give a voter id or a vote file's pseudonym)"
+            )
         voter = matches[0]
     excluded = voter in excluded_voters(session)
     if excluded != lifted:

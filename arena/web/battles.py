@@ -1,4 +1,5 @@
 """The public JSON API under /api/v1: prompts, battles, their streams and votes. Views stay thin."""
+
 from __future__ import annotations
 
 import secrets
@@ -54,37 +55,45 @@ def list_prompts():
 
 
 @bp.get("/sampling")
-@openapi.documented("The sampling policy: its rule, settings, each model's weight and share", "voters",
-                    {200: openapi.SamplingOut})
+@openapi.documented(
+    "The sampling policy: its rule, settings, each model's weight and share", "voters", {200: openapi.SamplingOut}
+)
 def sampling_policy():
     """The published sampling rule: the policy, its settings, and each active model's weight and share."""
     return sampling.published(current_app._get_current_object(), db.session())
 
 
 @bp.post("/battles")
-@openapi.documented("Start a battle", "voters", {201: openapi.BattleCreated, 400: ErrorBody, 404: ErrorBody,
-                                                 413: ErrorBody, 429: ErrorBody, 503: ErrorBody},
-                    body=openapi.BattleCreate)
+@openapi.documented(
+    "Start a battle",
+    "voters",
+    {201: openapi.BattleCreated, 400: ErrorBody, 404: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody},
+    body=openapi.BattleCreate,
+)
 def create_battle():
     body = _json_body()
     ratelimit.check("battles", voter=_voter(), address=request.remote_addr)
     prompt, prompt_id = body.get("prompt"), body.get("prompt_id")
     if (prompt is None) == (prompt_id is None):
-        raise BadRequest("invalid_request", "Send exactly one of \"prompt\" (text) or \"prompt_id\".")
+        raise BadRequest("invalid_request", 'Send exactly one of "prompt" (text) or "prompt_id".')
     if prompt is not None:
         if not isinstance(prompt, str) or not prompt.strip():
-            raise BadRequest("invalid_prompt", "\"prompt\" must be a non-empty string.")
+            raise BadRequest("invalid_prompt", '"prompt" must be a non-empty string.')
         if len(prompt) > current().max_prompt_chars:
-            raise TooLarge("prompt_too_long",
-                           f"A prompt may have at most {current().max_prompt_chars} characters.")
+            raise TooLarge("prompt_too_long", f"A prompt may have at most {current().max_prompt_chars} characters.")
     elif isinstance(prompt_id, bool) or not isinstance(prompt_id, int):
-        raise BadRequest("invalid_prompt_id", "\"prompt_id\" must be an integer.")
+        raise BadRequest("invalid_prompt_id", '"prompt_id" must be an integer.')
     elif not 1 <= prompt_id <= MAX_ID:  # ids are 32-bit in the database, which would refuse to look one up
         raise NotFound("prompt_not_found", f"There is no prompt {prompt_id}.")
-    battle = lifecycle.create_battle(db.session(), prompt_text=prompt, prompt_id=prompt_id, voter=_voter(),
-                                   address=_address())
-    response = {"id": battle.id, "prompt": battle.prompt_text, "state": battle.state,
-                "stream": f"/api/v1/battles/{battle.id}/stream"}
+    battle = lifecycle.create_battle(
+        db.session(), prompt_text=prompt, prompt_id=prompt_id, voter=_voter(), address=_address()
+    )
+    response = {
+        "id": battle.id,
+        "prompt": battle.prompt_text,
+        "state": battle.state,
+        "stream": f"/api/v1/battles/{battle.id}/stream",
+    }
     if battle.attribution:
         response["attribution"] = battle.attribution
     vote_challenge = challenge.issue(current(), battle.id)
@@ -94,8 +103,9 @@ def create_battle():
 
 
 @bp.get("/battles/<battle_id>")
-@openapi.documented("A battle (yours)", "voters", {200: openapi.BattleOut, 404: ErrorBody},
-                    path_params={"battle_id": BATTLE_ID})
+@openapi.documented(
+    "A battle (yours)", "voters", {200: openapi.BattleOut, 404: ErrorBody}, path_params={"battle_id": BATTLE_ID}
+)
 def show_battle(battle_id: str):
     battle = lifecycle.own_battle(db.session(), battle_id, cookie.get("voter"))
     turns = {}
@@ -105,9 +115,13 @@ def show_battle(battle_id: str):
             turns[message.turn]["prompt"] = message.content
         else:
             turns[message.turn][message.side] = message.content if message.complete else None
-    body = {"id": battle.id, "state": battle.state, "turns": [turns[t] for t in sorted(turns)],
-            # whether a follow-up turn is possible (both answer live): says nothing about which models answer
-            "follow_up": battle.model_a.kind == "endpoint" and battle.model_b.kind == "endpoint"}
+    body = {
+        "id": battle.id,
+        "state": battle.state,
+        "turns": [turns[t] for t in sorted(turns)],
+        # whether a follow-up turn is possible (both answer live): says nothing about which models answer
+        "follow_up": battle.model_a.kind == "endpoint" and battle.model_b.kind == "endpoint",
+    }
     if battle.state == "voted":
         body["winner"] = battle.vote.winner
         body["models"] = lifecycle.reveal(battle)
@@ -117,46 +131,59 @@ def show_battle(battle_id: str):
 
 
 @bp.get("/battles/<battle_id>/stream")
-@openapi.documented("The answers, as Server-Sent Events", "voters", {200: openapi.SSE, 404: ErrorBody, 409: ErrorBody},
-                    path_params={"battle_id": BATTLE_ID})
+@openapi.documented(
+    "The answers, as Server-Sent Events",
+    "voters",
+    {200: openapi.SSE, 404: ErrorBody, 409: ErrorBody},
+    path_params={"battle_id": BATTLE_ID},
+)
 def stream_battle(battle_id: str):
     session = db.session()
     battle = lifecycle.own_battle(session, battle_id, cookie.get("voter"))
     events = start_stream(current_app._get_current_object(), session, battle)
-    return Response(events, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return Response(
+        events, mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
 
 
 @bp.post("/battles/<battle_id>/turns")
-@openapi.documented("A follow-up prompt", "voters", {201: openapi.TurnCreated, 400: ErrorBody, 404: ErrorBody,
-                                                     409: ErrorBody, 413: ErrorBody, 429: ErrorBody},
-                    body=openapi.TurnCreate, path_params={"battle_id": BATTLE_ID})
+@openapi.documented(
+    "A follow-up prompt",
+    "voters",
+    {201: openapi.TurnCreated, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody, 429: ErrorBody},
+    body=openapi.TurnCreate,
+    path_params={"battle_id": BATTLE_ID},
+)
 def add_turn(battle_id: str):
     body = _json_body()
     ratelimit.check("battles", voter=cookie.get("voter"), address=request.remote_addr)  # calls both models again
     text = body.get("prompt")
     if not isinstance(text, str) or not text.strip():
-        raise BadRequest("invalid_prompt", "\"prompt\" must be a non-empty string.")
+        raise BadRequest("invalid_prompt", '"prompt" must be a non-empty string.')
     if len(text) > current().max_prompt_chars:
         raise TooLarge("prompt_too_long", "The follow-up is too long.")
     session = db.session()
     battle = lifecycle.own_battle(session, battle_id, cookie.get("voter"))
     turn = lifecycle.add_turn(session, battle, text)
-    return jsonify({"id": battle.id, "turn": turn, "state": "created",
-                    "stream": f"/api/v1/battles/{battle.id}/stream"}), 201
+    return jsonify(
+        {"id": battle.id, "turn": turn, "state": "created", "stream": f"/api/v1/battles/{battle.id}/stream"}
+    ), 201
 
 
 @bp.post("/battles/<battle_id>/vote")
-@openapi.documented("Vote (once); reveals both models", "voters", {200: openapi.VoteOut, 400: ErrorBody,
-                                                                   403: ErrorBody, 404: ErrorBody, 409: ErrorBody,
-                                                                   429: ErrorBody},
-                    body=openapi.VoteIn, path_params={"battle_id": BATTLE_ID})
+@openapi.documented(
+    "Vote (once); reveals both models",
+    "voters",
+    {200: openapi.VoteOut, 400: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 429: ErrorBody},
+    body=openapi.VoteIn,
+    path_params={"battle_id": BATTLE_ID},
+)
 def vote(battle_id: str):
     body = _json_body()
     ratelimit.check("votes", voter=cookie.get("voter"), address=request.remote_addr)
     winner = body.get("winner")
     if winner not in WINNERS:
-        raise BadRequest("invalid_winner", "\"winner\" must be one of: " + ", ".join(WINNERS) + ".")
+        raise BadRequest("invalid_winner", '"winner" must be one of: ' + ", ".join(WINNERS) + ".")
     challenge.check(current(), battle_id, body.get("proof"))
     models = lifecycle.vote(db.session(), battle_id, winner, voter=cookie.get("voter"), address=_address())
     return {"battle_id": battle_id, "winner": winner, "models": models}

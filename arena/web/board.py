@@ -4,6 +4,7 @@ Read only: decisions are computed from a stored snapshot, the stored safety scor
 (arena.board.exports); nothing here ranks or imports JAX, except the export's signing (arena.leaderboard.signing), on
 first use.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,9 @@ def _snapshot(version: int | None):
         return exports.find_snapshot(db.session(), version)
     except NotFound as missing:  # the same refusal, in the API's words
         if version is None:
-            raise NotFound("no_snapshot", "No leaderboard has been published yet (an operator runs "
-                                          "'arena snapshot').") from missing
+            raise NotFound(
+                "no_snapshot", "No leaderboard has been published yet (an operator runs 'arena snapshot')."
+            ) from missing
         raise NotFound("snapshot_not_found", f"There is no snapshot {version}.") from missing
 
 
@@ -37,11 +39,14 @@ def _threshold() -> float:
 
 
 @bp.get("/milestones")
-@openapi.documented("Every milestone decided on a snapshot (the newest by default)", "board",
-                    {200: openapi.MilestonesOut, 400: ErrorBody, 404: ErrorBody},
-                    query_params={"snapshot": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
-                    description="Each model's decision with its margins, the first snapshot where a model met the "
-                                "milestone, and each safety metric's correlation with capability.")
+@openapi.documented(
+    "Every milestone decided on a snapshot (the newest by default)",
+    "board",
+    {200: openapi.MilestonesOut, 400: ErrorBody, 404: ErrorBody},
+    query_params={"snapshot": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
+    description="Each model's decision with its margins, the first snapshot where a model met the "
+    "milestone, and each safety metric's correlation with capability.",
+)
 def milestones():
     """Every milestone on the newest snapshot (or ?snapshot=N): each model's decision with its margins, the
     first snapshot where a model met it, and each safety metric's correlation with capability."""
@@ -55,11 +60,15 @@ def milestones():
 
 
 @bp.get("/board/snapshots/<int:version>")
-@openapi.documented("The milestone board's signed export for a snapshot (JSON, or CSV with ?format=csv)", "board",
-                    {200: (openapi.BoardExport, CSV), 400: ErrorBody, 404: ErrorBody},
-                    path_params={"version": VERSION}, query_params=FORMAT_JSON_CSV,
-                    description="The JSON is signed like the snapshot; the CSV's detached Ed25519 signature (base64) "
-                                "is in the X-Arena-Signature header.")
+@openapi.documented(
+    "The milestone board's signed export for a snapshot (JSON, or CSV with ?format=csv)",
+    "board",
+    {200: (openapi.BoardExport, CSV), 400: ErrorBody, 404: ErrorBody},
+    path_params={"version": VERSION},
+    query_params=FORMAT_JSON_CSV,
+    description="The JSON is signed like the snapshot; the CSV's detached Ed25519 signature (base64) "
+    "is in the X-Arena-Signature header.",
+)
 def board_export(version: int):
     """The board's export for a snapshot: signed JSON (format arena-board/1), or ?format=csv with the CSV's
     detached Ed25519 signature (base64) in the X-Arena-Signature header."""
@@ -70,6 +79,12 @@ def board_export(version: int):
     if wanted == "json":
         return exports.export_document(db.session(), current(), snapshot, threshold=_threshold())
     data, signature = exports.export_csv(db.session(), current(), snapshot, threshold=_threshold())
-    return Response(data, mimetype="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="board-{version}.csv"',
-        "X-Arena-Signature": signature["value"], "X-Arena-Key-Id": signature["key_id"]})
+    return Response(
+        data,
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="board-{version}.csv"',
+            "X-Arena-Signature": signature["value"],
+            "X-Arena-Key-Id": signature["key_id"],
+        },
+    )

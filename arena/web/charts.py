@@ -6,6 +6,7 @@ static/css/arena.css (so dark mode follows the system), or, for data-driven colo
 SVG presentation attributes such as `fill=`. Every chart is an `<svg role="img">` with a title and a
 description, and the page beside it holds the same numbers as text (tables), so nothing is said by colour alone.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,6 +46,7 @@ def _number(value: float) -> str:
 
 class _Scale(NamedTuple):
     """A linear map from data values to pixels."""
+
     low: float
     high: float
     start: float
@@ -71,12 +73,13 @@ def _svg(width: float, height: float, title: str, description: str, body: list[s
         f'role="img" aria-labelledby="{ident}t {ident}d" xmlns="http://www.w3.org/2000/svg" '
         f'font-size="{FONT_SIZE}">'
         f'<title id="{ident}t">{escape(title)}</title><desc id="{ident}d">{escape(description)}</desc>'
-        + "".join(body) + "</svg>")
+        + "".join(body)
+        + "</svg>"
+    )
 
 
 def _text(x: float, y: float, text: str, *, anchor: str = "start", css: str = "label", extra: str = "") -> str:
-    return (f'<text x="{_f(x)}" y="{_f(y)}" text-anchor="{anchor}" class="{css}"{extra}>'
-            f'{escape(text)}</text>')
+    return f'<text x="{_f(x)}" y="{_f(y)}" text-anchor="{anchor}" class="{css}"{extra}>{escape(text)}</text>'
 
 
 def _clip(name: str, limit: int = 30) -> str:
@@ -84,6 +87,7 @@ def _clip(name: str, limit: int = 30) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ ratings
+
 
 def rating_chart(rows: Sequence[dict], *, title: str = "Ratings with 95% intervals") -> Markup:
     """Every model's rating as a dot on its 95 % interval, best first: the picture people look at first.
@@ -107,13 +111,16 @@ def rating_chart(rows: Sequence[dict], *, title: str = "Ratings with 95% interva
         hi = x(row["ci_high"]) if row["ci_high"] is not None else x.end
         shown_low = "unbounded" if row["ci_low"] is None else f"{row['ci_low']:.1f}"
         shown_high = "unbounded" if row["ci_high"] is None else f"{row['ci_high']:.1f}"
-        tip = (f"{row['model']}: {row['rating']:.1f} (95% interval {shown_low} to {shown_high}), "
-               f"{row['battles']} battles{', provisional' if row.get('provisional') else ''}")
+        tip = (
+            f"{row['model']}: {row['rating']:.1f} (95% interval {shown_low} to {shown_high}), "
+            f"{row['battles']} battles{', provisional' if row.get('provisional') else ''}"
+        )
         kind = "dot provisional" if row.get("provisional") else "dot"
         body.append(f'<g class="row"><title>{escape(tip)}</title>')
         if i % 2 == 0:
-            body.append(f'<rect x="0" y="{_f(cy - ROW_HEIGHT / 2)}" width="{_f(width)}" height="{ROW_HEIGHT}" '
-                        f'class="band"/>')
+            body.append(
+                f'<rect x="0" y="{_f(cy - ROW_HEIGHT / 2)}" width="{_f(width)}" height="{ROW_HEIGHT}" class="band"/>'
+            )
         body.append(_text(LABEL_WIDTH, cy + 4, _clip(row["model"]), anchor="end"))
         body.append(f'<line x1="{_f(lo)}" x2="{_f(hi)}" y1="{_f(cy)}" y2="{_f(cy)}" class="ci"/>')
         for end, bounded, direction in ((lo, row["ci_low"] is not None, -1), (hi, row["ci_high"] is not None, 1)):
@@ -122,12 +129,15 @@ def rating_chart(rows: Sequence[dict], *, title: str = "Ratings with 95% interva
             else:
                 body.append(f'<path d="M{_f(end)} {_f(cy)} l{_f(-6 * direction)} -4 v8 z" class="open"/>')
         body.append(f'<circle cx="{_f(x(row["rating"]))}" cy="{_f(cy)}" r="4" class="{kind}"/></g>')
-    description = (f"{len(rows)} models from best to worst; each dot is a rating on the Elo scale, each line its "
-                   "95% bootstrap interval. The table holds the same numbers.")
+    description = (
+        f"{len(rows)} models from best to worst; each dot is a rating on the Elo scale, each line its "
+        "95% bootstrap interval. The table holds the same numbers."
+    )
     return _svg(width, height, title, description, body, "rating-chart")
 
 
 # ------------------------------------------------------------------------------------------------ win rates
+
 
 def predicted_win_rate(rating_a: float, rating_b: float) -> float:
     """P(a beats b) under the Bradley-Terry model on the Elo scale: 1 / (1 + 10^((R_b - R_a) / 400))."""
@@ -151,8 +161,9 @@ def _diverging(p: float) -> tuple[str, str]:
     return "#%02x%02x%02x" % rgb, text
 
 
-def win_rate_heatmap(rows: Sequence[dict], *, limit: int = 15,
-                     title: str = "Predicted win rates between the top models") -> Markup:
+def win_rate_heatmap(
+    rows: Sequence[dict], *, limit: int = 15, title: str = "Predicted win rates between the top models"
+) -> Markup:
     """The probability that the row's model beats the column's, from the snapshot's ratings, for the `limit`
     best-rated models: derived from the stored ratings by the model's own formula, never refitted."""
     top = sorted(rows, key=lambda r: -r["rating"])[:limit]
@@ -163,9 +174,11 @@ def win_rate_heatmap(rows: Sequence[dict], *, limit: int = 15,
     body = []
     for j, row in enumerate(top):
         cx = label + cell * j + cell / 2
-        body.append(f'<text x="0" y="0" class="label" text-anchor="start" '
-                    f'transform="translate({_f(cx + 4)} {_f(label - 6)}) rotate(-60)">{escape(_clip(row["model"], 26))}'
-                    f'</text>')
+        body.append(
+            f'<text x="0" y="0" class="label" text-anchor="start" '
+            f'transform="translate({_f(cx + 4)} {_f(label - 6)}) rotate(-60)">{escape(_clip(row["model"], 26))}'
+            f"</text>"
+        )
     for i, a in enumerate(top):
         cy = label + cell * i
         body.append(_text(label - 6, cy + cell / 2 + 4, _clip(a["model"], 26), anchor="end"))
@@ -176,17 +189,22 @@ def win_rate_heatmap(rows: Sequence[dict], *, limit: int = 15,
                 continue
             p = predicted_win_rate(a["rating"], b["rating"])
             fill, ink = _diverging(p)
-            body.append(f'<g><title>{escape(a["model"])} beats {escape(b["model"])}: {p:.2f}</title>'
-                        f'<rect x="{_f(cx)}" y="{_f(cy)}" width="{_f(cell)}" height="{_f(cell)}" fill="{fill}" '
-                        f'class="cell"/>'
-                        f'<text x="{_f(cx + cell / 2)}" y="{_f(cy + cell / 2 + 4)}" text-anchor="middle" '
-                        f'fill="{ink}" font-size="10">{p:.2f}</text></g>')
-    description = (f"A {n} by {n} grid: the cell in row A, column B is the probability that A beats B, "
-                   "1 / (1 + 10^((rating B - rating A) / 400)), from the snapshot's ratings.")
+            body.append(
+                f"<g><title>{escape(a['model'])} beats {escape(b['model'])}: {p:.2f}</title>"
+                f'<rect x="{_f(cx)}" y="{_f(cy)}" width="{_f(cell)}" height="{_f(cell)}" fill="{fill}" '
+                f'class="cell"/>'
+                f'<text x="{_f(cx + cell / 2)}" y="{_f(cy + cell / 2 + 4)}" text-anchor="middle" '
+                f'fill="{ink}" font-size="10">{p:.2f}</text></g>'
+            )
+    description = (
+        f"A {n} by {n} grid: the cell in row A, column B is the probability that A beats B, "
+        "1 / (1 + 10^((rating B - rating A) / 400)), from the snapshot's ratings."
+    )
     return _svg(width, height, title, description, body, "heatmap")
 
 
 # ------------------------------------------------------------------------------------------------ history
+
 
 def history_chart(points: Sequence[dict], *, title: str = "Rating across snapshots") -> Markup:
     """A model's rating in each snapshot that rated it (x: snapshot version), with its 95 % interval as bars."""
@@ -210,10 +228,12 @@ def history_chart(points: Sequence[dict], *, title: str = "Rating across snapsho
         px, py = x(p["version"]), y(p["rating"])
         lo = y(p["ci_low"]) if p["ci_low"] is not None else bottom
         hi = y(p["ci_high"]) if p["ci_high"] is not None else top
-        body.append(f'<g><title>snapshot {p["version"]}: {p["rating"]:.1f}</title>'
-                    f'<line x1="{_f(px)}" x2="{_f(px)}" y1="{_f(lo)}" y2="{_f(hi)}" class="ci"/>'
-                    f'<circle cx="{_f(px)}" cy="{_f(py)}" r="4" class="dot"/></g>')
-        path.append(f'{"M" if not path else "L"}{_f(px)} {_f(py)}')
+        body.append(
+            f"<g><title>snapshot {p['version']}: {p['rating']:.1f}</title>"
+            f'<line x1="{_f(px)}" x2="{_f(px)}" y1="{_f(lo)}" y2="{_f(hi)}" class="ci"/>'
+            f'<circle cx="{_f(px)}" cy="{_f(py)}" r="4" class="dot"/></g>'
+        )
+        path.append(f"{'M' if not path else 'L'}{_f(px)} {_f(py)}")
     if len(path) > 1:
         body.insert(1, f'<path d="{" ".join(path)}" class="trend" fill="none"/>')
     body.append(_text(12, top + 4, "rating", css="axis"))
@@ -224,16 +244,24 @@ def history_chart(points: Sequence[dict], *, title: str = "Rating across snapsho
 
 # ------------------------------------------------------------------------------------------------ board
 
+
 class Threshold(NamedTuple):
     """A milestone's line on a scatter plot: a value on one axis, named, with the side that passes."""
+
     value: float
     label: str
     passes: str  # "above" or "below" (safety), "right" (capability)
 
 
-def capability_safety_scatter(points: Sequence[dict], *, metric: str, safety_lines: Sequence[Threshold] = (),
-                              capability_lines: Sequence[Threshold] = (), flagged: bool = False,
-                              note: str = "") -> Markup:
+def capability_safety_scatter(
+    points: Sequence[dict],
+    *,
+    metric: str,
+    safety_lines: Sequence[Threshold] = (),
+    capability_lines: Sequence[Threshold] = (),
+    flagged: bool = False,
+    note: str = "",
+) -> Markup:
     """Capability (the overall rating, x) against one safety metric (y) across models, both with their 95 %
     intervals, the milestones' thresholds drawn as dashed lines, and the safetywashing flag when the metric
     tracks capability.
@@ -263,8 +291,7 @@ def capability_safety_scatter(points: Sequence[dict], *, metric: str, safety_lin
         py = y(line.value)
         body.append(f'<line x1="{left}" x2="{right}" y1="{_f(py)}" y2="{_f(py)}" class="threshold"/>')
         arrow = "↑" if line.passes == "above" else "↓"
-        body.append(_text(right - 4, py - 4, f"{_clip(line.label, 40)} {arrow}", anchor="end",
-                          css="threshold-label"))
+        body.append(_text(right - 4, py - 4, f"{_clip(line.label, 40)} {arrow}", anchor="end", css="threshold-label"))
     for p in points:
         px, py = x(p["rating"]), y(p["value"])
         xl = x(p["ci_low"]) if p["ci_low"] is not None else left
@@ -273,17 +300,28 @@ def capability_safety_scatter(points: Sequence[dict], *, metric: str, safety_lin
         yh = y(p["value_high"]) if p["value_high"] is not None else py
         tip = f"{p['model']}: rating {p['rating']:.1f}, {metric} {p['value']:g}"
         kind = "dot met" if p.get("met") else "dot"
-        body.append(f'<g><title>{escape(tip)}</title>'
-                    f'<line x1="{_f(xl)}" x2="{_f(xh)}" y1="{_f(py)}" y2="{_f(py)}" class="ci"/>'
-                    f'<line x1="{_f(px)}" x2="{_f(px)}" y1="{_f(yl)}" y2="{_f(yh)}" class="ci"/>'
-                    f'<circle cx="{_f(px)}" cy="{_f(py)}" r="4.5" class="{kind}"/></g>')
+        body.append(
+            f"<g><title>{escape(tip)}</title>"
+            f'<line x1="{_f(xl)}" x2="{_f(xh)}" y1="{_f(py)}" y2="{_f(py)}" class="ci"/>'
+            f'<line x1="{_f(px)}" x2="{_f(px)}" y1="{_f(yl)}" y2="{_f(yh)}" class="ci"/>'
+            f'<circle cx="{_f(px)}" cy="{_f(py)}" r="4.5" class="{kind}"/></g>'
+        )
         if len(points) <= 12 or p.get("met"):
             body.append(_text(px + 6, py - 6, _clip(p["model"], 22), css="point-label"))
-    body.append(_text((left + right) / 2, height - 8, "capability: rating on the overall board (95% interval)",
-                      anchor="middle", css="axis"))
+    body.append(
+        _text(
+            (left + right) / 2,
+            height - 8,
+            "capability: rating on the overall board (95% interval)",
+            anchor="middle",
+            css="axis",
+        )
+    )
     body.append(_text(left, 14, f"{metric} (95% interval)", css="axis"))
     if flagged:
         body.append(_text(right, 14, "flagged: tracks capability", anchor="end", css="flag"))
-    description = (f"{len(points)} models: capability rating against {metric}, with both intervals as bars; "
-                   f"dashed lines are milestone thresholds. {note}").strip()
+    description = (
+        f"{len(points)} models: capability rating against {metric}, with both intervals as bars; "
+        f"dashed lines are milestone thresholds. {note}"
+    ).strip()
     return _svg(width, height, f"Capability against {metric}", description, body, "scatter")

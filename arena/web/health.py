@@ -1,5 +1,6 @@
 """The operator's endpoints: `/healthz` (the process answers), `/readyz` (it can serve: arena.health), `/metrics`
 (Prometheus), and the per-request counts behind them."""
+
 from __future__ import annotations
 
 import hmac

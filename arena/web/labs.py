@@ -6,6 +6,7 @@ Every action a lab is refused (after its key was accepted) is recorded in the au
 with what it asked for: operators see failed registrations, probes of other labs' models, unsafe endpoint
 addresses.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,7 +49,7 @@ def requires_key(view):
         lab = labs.authenticate(db.session(), key)
         if lab is None:
             return _unauthorized()
-        g.lab, g.key_prefix = lab, key[:labs.SHOWN_PREFIX_CHARS]
+        g.lab, g.key_prefix = lab, key[: labs.SHOWN_PREFIX_CHARS]
         g.actor = Actor.of_lab(lab, g.key_prefix)
         return view(*args, **kwargs)
 
@@ -59,6 +60,7 @@ def requires_key(view):
 def records_failures(action: str):
     """Record the view's refusal (an ArenaError, or an HTTP error such as 413) in the audit log, then let it go
     on to its error handler. What the view had begun is rolled back first."""
+
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
@@ -73,8 +75,16 @@ def records_failures(action: str):
                 session = db.session()
                 try:
                     session.rollback()
-                    record_failure(session, g.actor, action, model_id=kwargs.get("model_id"), status=status,
-                                   code=code, message=message, request=g.get("attempt"))
+                    record_failure(
+                        session,
+                        g.actor,
+                        action,
+                        model_id=kwargs.get("model_id"),
+                        status=status,
+                        code=code,
+                        message=message,
+                        request=g.get("attempt"),
+                    )
                 except SQLAlchemyError:  # the refusal still goes to the client; the log says what was lost
                     session.rollback()
                     log.exception("could not record a failed %s (key %s…)", action, g.key_prefix)
@@ -102,8 +112,11 @@ def _parse(schema: type[BaseModel]):
 
 def _status(session, model) -> openapi.ModelOut:
     """The model's status as a lab reads it, with its line on the newest published leaderboard."""
-    return openapi.ModelOut.model_validate(status.model_status(
-        session, model, newest=reading.newest_document(session), excluded_voters=voters.excluded_voters(session)))
+    return openapi.ModelOut.model_validate(
+        status.model_status(
+            session, model, newest=reading.newest_document(session), excluded_voters=voters.excluded_voters(session)
+        )
+    )
 
 
 def _model_out(model, code: int = 200):
@@ -129,74 +142,105 @@ def list_models():
 
 
 @bp.post("/models")
-@openapi.documented("Register a model", "labs", {201: openapi.ModelOut, **_LAB_ERRORS, 409: ErrorBody, 413: ErrorBody,
-                                                 422: ErrorBody}, body=openapi.ModelCreate,
-                    description="An endpoint model is checked once, now, with a short real request; a failed check "
-                                "answers 422 with what failed and registers nothing.")
+@openapi.documented(
+    "Register a model",
+    "labs",
+    {201: openapi.ModelOut, **_LAB_ERRORS, 409: ErrorBody, 413: ErrorBody, 422: ErrorBody},
+    body=openapi.ModelCreate,
+    description="An endpoint model is checked once, now, with a short real request; a failed check "
+    "answers 422 with what failed and registers nothing.",
+)
 @requires_key
 @records_failures("model.create")
 def create_model():
     body = _parse(openapi.ModelCreate)
     session = db.session()
-    common = {"lab": g.lab, "name": body.name, "organization": body.organization,
-              "system_prompt": body.system_prompt, "aliases": body.aliases, "families": body.families}
+    common = {
+        "lab": g.lab,
+        "name": body.name,
+        "organization": body.organization,
+        "system_prompt": body.system_prompt,
+        "aliases": body.aliases,
+        "families": body.families,
+    }
     if body.kind == "recorded":
         if body.endpoint is not None or body.sampling_params is not None:
             raise BadRequest("invalid_request", "A recorded model takes no endpoint or sampling_params.")
         model = registry.register_recorded_model(session, g.actor, **common)
     else:
         if body.endpoint is None:
-            raise BadRequest("invalid_request",
-                           'Send "endpoint": {"base_url", "model", "api_key"?}, or "kind": "recorded".')
+            raise BadRequest(
+                "invalid_request", 'Send "endpoint": {"base_url", "model", "api_key"?}, or "kind": "recorded".'
+            )
         model = registry.register_endpoint_model(
-            session, g.actor, **common, settings=registry.EndpointSettings.from_settings(current()),
-            base_url=body.endpoint.base_url, endpoint_model=body.endpoint.model,
+            session,
+            g.actor,
+            **common,
+            settings=registry.EndpointSettings.from_settings(current()),
+            base_url=body.endpoint.base_url,
+            endpoint_model=body.endpoint.model,
             api_key=body.endpoint.api_key or None,
-            sampling_params=body.sampling_params.model_dump(exclude_none=True) if body.sampling_params else {})
+            sampling_params=body.sampling_params.model_dump(exclude_none=True) if body.sampling_params else {},
+        )
     return _model_out(model, 201)
 
 
 @bp.get("/models/<int:model_id>")
-@openapi.documented("A model's status", "labs", {200: openapi.ModelOut, 401: ErrorBody, 404: ErrorBody},
-                    path_params={"model_id": openapi.MODEL_ID})
+@openapi.documented(
+    "A model's status",
+    "labs",
+    {200: openapi.ModelOut, 401: ErrorBody, 404: ErrorBody},
+    path_params={"model_id": openapi.MODEL_ID},
+)
 @requires_key
 def show_model(model_id: int):
     return _model_out(registry.own_model(db.session(), g.lab, model_id))
 
 
 @bp.patch("/models/<int:model_id>")
-@openapi.documented("Pause, resume, retire or reconfigure a model", "labs",
-                    {200: openapi.ModelOut, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody,
-                     422: ErrorBody}, body=openapi.ModelPatch, path_params={"model_id": openapi.MODEL_ID},
-                    description="A new endpoint (base_url, model or api_key) is checked first with one short real "
-                                "request, as at registration; a failed check answers 422 and changes nothing. A "
-                                "change of what the model is (before its first counted vote) voids its battles "
-                                "still waiting for a vote.")
+@openapi.documented(
+    "Pause, resume, retire or reconfigure a model",
+    "labs",
+    {200: openapi.ModelOut, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody, 422: ErrorBody},
+    body=openapi.ModelPatch,
+    path_params={"model_id": openapi.MODEL_ID},
+    description="A new endpoint (base_url, model or api_key) is checked first with one short real "
+    "request, as at registration; a failed check answers 422 and changes nothing. A "
+    "change of what the model is (before its first counted vote) voids its battles "
+    "still waiting for a vote.",
+)
 @requires_key
 @records_failures("model.update")
 def update_model(model_id: int):
     body = _parse(openapi.ModelPatch)
     changes = body.model_dump(exclude_unset=True)
     if "sampling_params" in changes:
-        changes["sampling_params"] = (body.sampling_params.model_dump(exclude_none=True)
-                                      if body.sampling_params else {})
+        changes["sampling_params"] = body.sampling_params.model_dump(exclude_none=True) if body.sampling_params else {}
     if not changes:
-        raise BadRequest("invalid_request",
-                       "Send at least one of: status, endpoint, system_prompt, sampling_params, aliases, families.")
+        raise BadRequest(
+            "invalid_request",
+            "Send at least one of: status, endpoint, system_prompt, sampling_params, aliases, families.",
+        )
     if "endpoint" in changes and not changes["endpoint"]:
         raise BadRequest("invalid_request", "Send at least one of endpoint.base_url, .model, .api_key.")
     session = db.session()
     model = registry.own_model(session, g.lab, model_id)
-    return _model_out(registry.update_model(session, g.actor, g.lab, model, changes=changes,
-                                            settings=registry.EndpointSettings.from_settings(current())))
+    return _model_out(
+        registry.update_model(
+            session, g.actor, g.lab, model, changes=changes, settings=registry.EndpointSettings.from_settings(current())
+        )
+    )
 
 
 @bp.delete("/models/<int:model_id>")
-@openapi.documented("Delete a model that has no counted vote", "labs",
-                    {204: None, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody},
-                    path_params={"model_id": openapi.MODEL_ID},
-                    description="Its uncounted battles (void, flagged, never voted) go with it. Once a vote has "
-                                "counted this answers 409: the model can only be retired.")
+@openapi.documented(
+    "Delete a model that has no counted vote",
+    "labs",
+    {204: None, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody},
+    path_params={"model_id": openapi.MODEL_ID},
+    description="Its uncounted battles (void, flagged, never voted) go with it. Once a vote has "
+    "counted this answers 409: the model can only be retired.",
+)
 @requires_key
 @records_failures("model.delete")
 def delete_model(model_id: int):
@@ -207,12 +251,23 @@ def delete_model(model_id: int):
 
 
 @bp.post("/models/<int:model_id>/answers")
-@openapi.documented("Upload a recorded model's answers (JSON Lines)", "labs",
-                    {201: openapi.AnswersImported, **_LAB_ERRORS, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody,
-                     422: openapi.AnswersRejected}, body=openapi.JSONL, path_params={"model_id": openapi.MODEL_ID},
-                    description='One JSON object a line: {"prompt_id": N, "answer": "...", "duration_ms": 1234} '
-                                "(duration_ms optional). All lines are stored or none: a bad line answers 422 with "
-                                'error.details.lines = [{"line", "error"}, ...].')
+@openapi.documented(
+    "Upload a recorded model's answers (JSON Lines)",
+    "labs",
+    {
+        201: openapi.AnswersImported,
+        **_LAB_ERRORS,
+        404: ErrorBody,
+        409: ErrorBody,
+        413: ErrorBody,
+        422: openapi.AnswersRejected,
+    },
+    body=openapi.JSONL,
+    path_params={"model_id": openapi.MODEL_ID},
+    description='One JSON object a line: {"prompt_id": N, "answer": "...", "duration_ms": 1234} '
+    "(duration_ms optional). All lines are stored or none: a bad line answers 422 with "
+    'error.details.lines = [{"line", "error"}, ...].',
+)
 @requires_key
 @records_failures("answers.import")
 def upload_answers(model_id: int):
@@ -225,10 +280,11 @@ def upload_answers(model_id: int):
 
 
 @bp.post("/keys/rotate")
-@openapi.documented("Replace your API key (the old one stops working at once)", "labs",
-                    {200: openapi.KeyRotated, 401: ErrorBody})
+@openapi.documented(
+    "Replace your API key (the old one stops working at once)", "labs", {200: openapi.KeyRotated, 401: ErrorBody}
+)
 @requires_key
 def rotate_key():
     key, revoked = labs.rotate_key(db.session(), g.actor, g.lab)
-    rotated = openapi.KeyRotated(api_key=key, prefix=key[:labs.SHOWN_PREFIX_CHARS], revoked=revoked)
+    rotated = openapi.KeyRotated(api_key=key, prefix=key[: labs.SHOWN_PREFIX_CHARS], revoked=revoked)
     return rotated.model_dump(mode="json")

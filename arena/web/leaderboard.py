@@ -1,4 +1,5 @@
 """The published leaderboard under /api/v1/leaderboard: read from stored snapshots only, never recomputed."""
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,23 @@ from ranking.signature import key_id
 
 bp = Blueprint("leaderboard_api", __name__, url_prefix="/api/v1/leaderboard")
 
-_ROW_FIELDS = ("rank_ub", "tier", "model", "organization", "lab", "rating", "ci_low", "ci_high", "battles", "wins",
-               "losses", "ties", "provisional", "retired", "status")
+_ROW_FIELDS = (
+    "rank_ub",
+    "tier",
+    "model",
+    "organization",
+    "lab",
+    "rating",
+    "ci_low",
+    "ci_high",
+    "battles",
+    "wins",
+    "losses",
+    "ties",
+    "provisional",
+    "retired",
+    "status",
+)
 
 
 def _snapshot(version: int | None = None):
@@ -27,8 +43,7 @@ def _snapshot(version: int | None = None):
     snapshot = None if too_large else reading.get_snapshot(db.session(), version)
     if snapshot is None:
         if version is None:
-            raise NotFound("no_snapshot", "No leaderboard has been published yet (an operator runs "
-                                               "'arena snapshot').")
+            raise NotFound("no_snapshot", "No leaderboard has been published yet (an operator runs 'arena snapshot').")
         raise NotFound("snapshot_not_found", f"There is no snapshot {version}.")
     return snapshot
 
@@ -45,19 +60,28 @@ def _flag(name: str) -> bool:
 def _summary(document: dict) -> dict:
     """What every leaderboard answer says of the snapshot it comes from."""
     version = document["version"]
-    return {"version": version, "created_at": document["created_at"], "code_version": document["code_version"],
-            "votes": document["votes"], "battle_file": document["battle_file"],
-            "snapshot": f"/api/v1/leaderboard/snapshots/{version}", "public_key": document["public_key"],
-            "key_id": document["signature"]["key_id"], **({"attribution": document["attribution"]}
-                                                          if "attribution" in document else {})}
+    return {
+        "version": version,
+        "created_at": document["created_at"],
+        "code_version": document["code_version"],
+        "votes": document["votes"],
+        "battle_file": document["battle_file"],
+        "snapshot": f"/api/v1/leaderboard/snapshots/{version}",
+        "public_key": document["public_key"],
+        "key_id": document["signature"]["key_id"],
+        **({"attribution": document["attribution"]} if "attribution" in document else {}),
+    }
 
 
 @bp.get("")
-@openapi.documented("The newest published leaderboard", "leaderboard",
-                    {200: openapi.LeaderboardOut, 400: ErrorBody, 404: ErrorBody},
-                    query_params={"category": {"type": "string"}, "style": {"type": "boolean"}},
-                    description="Read from the newest stored snapshot, never recomputed. ?category=NAME for a "
-                                "prompt category's board, ?style=true for the style-controlled board.")
+@openapi.documented(
+    "The newest published leaderboard",
+    "leaderboard",
+    {200: openapi.LeaderboardOut, 400: ErrorBody, 404: ErrorBody},
+    query_params={"category": {"type": "string"}, "style": {"type": "boolean"}},
+    description="Read from the newest stored snapshot, never recomputed. ?category=NAME for a "
+    "prompt category's board, ?style=true for the style-controlled board.",
+)
 def leaderboard():
     """The newest snapshot's board: overall, or ?category=NAME, or ?style=true (style-controlled)."""
     document = reading.newest_document(db.session())
@@ -79,29 +103,47 @@ def leaderboard():
         name = "style"
     else:
         board, name = document["boards"]["overall"], "overall"
-    return {**_summary(document), "board": name, "categories": sorted(document["boards"]["categories"]),
-            "style_available": document["boards"]["style"] is not None,
-            "provisional_votes": document["settings"]["provisional_votes"], **board,
-            "unrated": [m for m in document["models"] if not m["rated"]]}
+    return {
+        **_summary(document),
+        "board": name,
+        "categories": sorted(document["boards"]["categories"]),
+        "style_available": document["boards"]["style"] is not None,
+        "provisional_votes": document["settings"]["provisional_votes"],
+        **board,
+        "unrated": [m for m in document["models"] if not m["rated"]],
+    }
 
 
 @bp.get("/snapshots")
 @openapi.documented("Every published snapshot, newest first", "leaderboard", {200: openapi.SnapshotList})
 def list_snapshots():
     rows = db.session().execute(reading.snapshot_index()).all()
-    return {"snapshots": [{"version": row.version, "created_at": reading.iso_utc(row.created_at),
-                           "code_version": row.code_version, "votes_counted": row.votes_counted,
-                           "votes_excluded": row.votes_excluded, "battle_file_sha256": row.battle_file_sha256,
-                           "key_id": row.key_id, "url": f"/api/v1/leaderboard/snapshots/{row.version}"}
-                          for row in rows]}
+    return {
+        "snapshots": [
+            {
+                "version": row.version,
+                "created_at": reading.iso_utc(row.created_at),
+                "code_version": row.code_version,
+                "votes_counted": row.votes_counted,
+                "votes_excluded": row.votes_excluded,
+                "battle_file_sha256": row.battle_file_sha256,
+                "key_id": row.key_id,
+                "url": f"/api/v1/leaderboard/snapshots/{row.version}",
+            }
+            for row in rows
+        ]
+    }
 
 
 @bp.get("/snapshots/<int:version>")
-@openapi.documented("One snapshot: the signed document, or its boards as CSV", "leaderboard",
-                    {200: (openapi.SnapshotDocument, CSV), 400: ErrorBody, 404: ErrorBody},
-                    path_params={"version": VERSION}, query_params=FORMAT_JSON_CSV,
-                    description="Check it with `python -m ranking verify snapshot.json battles.jsonl --public-key "
-                                "KEY`.")
+@openapi.documented(
+    "One snapshot: the signed document, or its boards as CSV",
+    "leaderboard",
+    {200: (openapi.SnapshotDocument, CSV), 400: ErrorBody, 404: ErrorBody},
+    path_params={"version": VERSION},
+    query_params=FORMAT_JSON_CSV,
+    description="Check it with `python -m ranking verify snapshot.json battles.jsonl --public-key KEY`.",
+)
 def show_snapshot(version: int):
     """The signed document (JSON), or every board's rows as CSV with ?format=csv."""
     document = reading.published_document(_snapshot(version))
@@ -120,25 +162,36 @@ def show_snapshot(version: int):
 
 
 @bp.get("/snapshots/<int:version>/battles")
-@openapi.documented("The snapshot's exact battle file (JSON Lines; its SHA-256 is in the snapshot)", "leaderboard",
-                    {200: JSONL, 404: ErrorBody}, path_params={"version": VERSION})
+@openapi.documented(
+    "The snapshot's exact battle file (JSON Lines; its SHA-256 is in the snapshot)",
+    "leaderboard",
+    {200: JSONL, 404: ErrorBody},
+    path_params={"version": VERSION},
+)
 def snapshot_battles(version: int):
     """The exact battle file the snapshot was computed from (its SHA-256 is in the snapshot)."""
     return _file(version, "battles")
 
 
 @bp.get("/snapshots/<int:version>/votes")
-@openapi.documented("Every vote the snapshot considered, with the reason for each one left out (JSON Lines)",
-                    "leaderboard", {200: JSONL, 404: ErrorBody}, path_params={"version": VERSION})
+@openapi.documented(
+    "Every vote the snapshot considered, with the reason for each one left out (JSON Lines)",
+    "leaderboard",
+    {200: JSONL, 404: ErrorBody},
+    path_params={"version": VERSION},
+)
 def snapshot_votes(version: int):
     """Every vote the snapshot considered, counted or not, with the reason for each one left out."""
     return _file(version, "votes")
 
 
 @bp.get("/public-key")
-@openapi.documented("The Ed25519 key that signs snapshots (PEM, or JSON with ?format=json)", "leaderboard",
-                    {200: (openapi.PublicKeyOut, PEM), 400: ErrorBody},
-                    query_params={"format": {"type": "string", "enum": ["pem", "json"]}})
+@openapi.documented(
+    "The Ed25519 key that signs snapshots (PEM, or JSON with ?format=json)",
+    "leaderboard",
+    {200: (openapi.PublicKeyOut, PEM), 400: ErrorBody},
+    query_params={"format": {"type": "string", "enum": ["pem", "json"]}},
+)
 def public_key():
     """The Ed25519 key that signs snapshots: PEM, or ?format=json with the raw key in base64 and its id."""
     wanted = request.args.get("format", "pem")
@@ -147,8 +200,7 @@ def public_key():
     pem = signing.public_key_pem(current())
     if wanted == "json":
         raw = signing.public_key_raw(current())
-        return {"algorithm": "ed25519", "public_key": base64.b64encode(raw).decode(), "key_id": key_id(raw),
-                "pem": pem}
+        return {"algorithm": "ed25519", "public_key": base64.b64encode(raw).decode(), "key_id": key_id(raw), "pem": pem}
     return Response(pem, mimetype="application/x-pem-file")
 
 
@@ -161,6 +213,11 @@ def _file(version: int, kind: str):
 
 
 def _download(data: bytes, filename: str, mimetype: str) -> Response:
-    return Response(data, mimetype=mimetype, headers={"Content-Disposition": f'attachment; filename="{filename}"',
-                                                      "Cache-Control": "public, max-age=31536000, immutable"})
-
+    return Response(
+        data,
+        mimetype=mimetype,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "public, max-age=31536000, immutable",
+        },
+    )

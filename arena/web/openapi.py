@@ -6,6 +6,7 @@ document says cannot drift apart. Each view carries its own entry (`documented`,
 tests/arena/test_openapi.py checks that every route under /api/v1 is in the document and runs schemathesis
 against it.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,8 +35,11 @@ def _storable(text: str) -> str:
 
 
 def _text(max_length: int, min_length: int = 0, strip: bool = False):
-    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length, strip_whitespace=strip,
-                                            pattern=r"^[^\x00]*$"), AfterValidator(_storable)]
+    return Annotated[
+        str,
+        StringConstraints(min_length=min_length, max_length=max_length, strip_whitespace=strip, pattern=r"^[^\x00]*$"),
+        AfterValidator(_storable),
+    ]
 
 
 Name = _text(200, 1, strip=True)
@@ -61,6 +65,7 @@ class _Out(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ errors
 
+
 class ErrorDetail(_Out):
     code: str = Field(description="A stable machine-readable name, e.g. invalid_request, not_found.")
     message: str = Field(description="What went wrong, for a person.")
@@ -69,13 +74,16 @@ class ErrorDetail(_Out):
 
 class ErrorBody(_Out):
     """Every error of the API has this shape."""
+
     error: ErrorDetail
 
 
 # ------------------------------------------------------------------------------------------------ lab API
 
+
 class SamplingParams(_In):
     """Sent with every request to the endpoint, as they are."""
+
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=65536)
@@ -86,20 +94,25 @@ class SamplingParams(_In):
 
 class EndpointIn(_In):
     base_url: _text(2000, 1, strip=True) = Field(
-        description="OpenAI-compatible base URL (http or https, no user:password@), e.g. https://host/v1.")
+        description="OpenAI-compatible base URL (http or https, no user:password@), e.g. https://host/v1."
+    )
     model: _text(200, 1, strip=True) = Field(description="The model name to send to the endpoint.")
     api_key: _text(4096) | None = Field(
-        None, description="The endpoint's key. Write-only: stored encrypted, never returned.")
+        None, description="The endpoint's key. Write-only: stored encrypted, never returned."
+    )
 
 
-_ALIASES = ("Other names of this model that its answers could reveal it by (e.g. a short name, a code name); "
-            "case, punctuation and spacing are ignored, whole words only. An answer naming one leaves its vote "
-            "out of the ranking, in past battles too.")
-_FAMILIES = ("The model families it belongs to (e.g. \"Llama\", \"GPT\"), matched like aliases.")
+_ALIASES = (
+    "Other names of this model that its answers could reveal it by (e.g. a short name, a code name); "
+    "case, punctuation and spacing are ignored, whole words only. An answer naming one leaves its vote "
+    "out of the ranking, in past battles too."
+)
+_FAMILIES = 'The model families it belongs to (e.g. "Llama", "GPT"), matched like aliases.'
 
 
 class ModelCreate(_In):
     """An endpoint model: `endpoint`; a recorded one: `"kind": "recorded"`, then upload its answers."""
+
     name: Name = Field(description="The public name, unique in the arena.")
     organization: Name
     kind: Literal["endpoint", "recorded"] = "endpoint"
@@ -112,12 +125,16 @@ class ModelCreate(_In):
 
 class EndpointPatch(_In):
     """Only the fields sent change. A new base_url, model or api_key is checked with one real request first."""
+
     base_url: _text(2000, 1, strip=True) = Omittable(
         description="A base URL on another scheme, host or port needs api_key in the same request: the stored "
-                    "key is never sent to another host.")
+        "key is never sent to another host."
+    )
     model: _text(200, 1, strip=True) = Omittable(description="The model name to send to the endpoint.")
-    api_key: _text(4096) | None = Field(None, description="A new key (write-only, stored encrypted), or null to "
-                                                          "remove the stored one; leave out to keep it.")
+    api_key: _text(4096) | None = Field(
+        None,
+        description="A new key (write-only, stored encrypted), or null to remove the stored one; leave out to keep it.",
+    )
 
 
 class ModelPatch(_In):
@@ -126,13 +143,14 @@ class ModelPatch(_In):
     is applied or none. Once a vote has counted, the endpoint's base_url and model, the system prompt and the
     sampling parameters are fixed (409 model_rated: another configuration is another model, to register anew);
     the endpoint's api_key can always change. Name and organization never change."""
+
     status: Literal["active", "paused", "retired"] = Omittable()
     endpoint: EndpointPatch = Omittable(description="Endpoint models only.")
     system_prompt: _text(20000) | None = None
-    sampling_params: SamplingParams | None = Field(None, description="Replaces the stored ones; endpoint models "
-                                                                     "only.")
-    aliases: list[Name] = Omittable(max_length=50, description="Added to the stored aliases (never removed: "
-                                                               "an operator can). " + _ALIASES)
+    sampling_params: SamplingParams | None = Field(None, description="Replaces the stored ones; endpoint models only.")
+    aliases: list[Name] = Omittable(
+        max_length=50, description="Added to the stored aliases (never removed: an operator can). " + _ALIASES
+    )
     families: list[Name] = Omittable(max_length=50, description="Added to the stored families (never removed).")
 
 
@@ -150,8 +168,11 @@ class LastError(_Out):
 class Health(_Out):
     """The current endpoint's recent calls: its check (at registration or at its last change) and its answers
     in battles since."""
-    since: datetime | None = Field(description="When the current endpoint was set (registered or last changed); "
-                                               "null for a model the operator added without a check.")
+
+    since: datetime | None = Field(
+        description="When the current endpoint was set (registered or last changed); "
+        "null for a model the operator added without a check."
+    )
     last_success_at: datetime | None
     last_error: LastError | None
     error_rate: float | None = Field(description="Failed share of the last `calls` calls; null before any call.")
@@ -165,25 +186,32 @@ class ExcludedVotes(_Out):
 
 
 class Votes(_Out):
-    counted: int = Field(description="Votes on voted, unflagged battles: these rank the model, but for those a "
-                                     "snapshot's integrity rules leave out (daily cap, statistical tests, identity "
-                                     "leaks found later: the snapshot's vote file gives each one's reason).")
+    counted: int = Field(
+        description="Votes on voted, unflagged battles: these rank the model, but for those a "
+        "snapshot's integrity rules leave out (daily cap, statistical tests, identity "
+        "leaks found later: the snapshot's vote file gives each one's reason)."
+    )
     excluded: int
     excluded_by_reason: ExcludedVotes
 
 
 class Leaderboard(_Out):
-    rating: float | None = Field(description="Elo-scale rating in the newest leaderboard snapshot; null until "
-                                             "a snapshot ranks this model.")
+    rating: float | None = Field(
+        description="Elo-scale rating in the newest leaderboard snapshot; null until a snapshot ranks this model."
+    )
     interval: list[float | None] | None = Field(description="95 % interval [low, high] of the rating.")
     rank: int | None = Field(description="Rank upper bound: 1 + the models whose interval lies wholly above.")
     tier: int | None = Field(description="Models in a tier cannot be told apart from its first model at 95 %.")
     provisional: bool | None = Field(description="Fewer counted votes than the arena's provisional threshold.")
     snapshot: str | None = Field(description="The snapshot's version.")
-    counted_votes: int | None = Field(description="Votes of this model's battles the snapshot counted, after every "
-                                                  "counting rule, integrity rules included.")
-    excluded_votes: dict[str, int] | None = Field(description="Votes of this model's battles the snapshot left out, "
-                                                              "by rule (the snapshot's vote file has each one).")
+    counted_votes: int | None = Field(
+        description="Votes of this model's battles the snapshot counted, after every "
+        "counting rule, integrity rules included."
+    )
+    excluded_votes: dict[str, int] | None = Field(
+        description="Votes of this model's battles the snapshot left out, "
+        "by rule (the snapshot's vote file has each one)."
+    )
     note: str
 
 
@@ -230,6 +258,7 @@ class AnswersRejectedDetail(_Out):
 
 class AnswersRejected(_Out):
     """The answers upload's 422: nothing was stored; every failing line with its reason."""
+
     error: AnswersRejectedDetail
 
 
@@ -245,6 +274,7 @@ class KeyRotated(_Out):
 
 
 # ------------------------------------------------------------------------------------------------ voters' API
+
 
 class PromptOut(_Out):
     id: int
@@ -269,10 +299,13 @@ class SampledModel(_Out):
     kind: str
     votes: int = Field(description="Counted votes: the newest snapshot's and those since")
     provisional: bool
-    share: float = Field(description="Expected share of battle sides under the rule now, for a prompt every "
-                                     "active model answers (shares sum to 1)")
-    failing: FailingCalls | None = Field(description="Set when the model's recent calls failed too often: it is "
-                                                     "not drawn until they age out")
+    share: float = Field(
+        description="Expected share of battle sides under the rule now, for a prompt every "
+        "active model answers (shares sum to 1)"
+    )
+    failing: FailingCalls | None = Field(
+        description="Set when the model's recent calls failed too often: it is not drawn until they age out"
+    )
 
 
 class SamplingOut(_Out):
@@ -286,6 +319,7 @@ class SamplingOut(_Out):
 
 class BattleCreate(BaseModel):
     """Exactly one of `prompt` (text; endpoint models answer) and `prompt_id` (a prompt of the set)."""
+
     prompt: str | None = Field(None, min_length=1)
     prompt_id: Id | None = None
 
@@ -293,6 +327,7 @@ class BattleCreate(BaseModel):
 class Challenge(_Out):
     """The vote's proof of work: send as the vote's "proof" a string p with SHA-256(salt + ":" + p) beginning
     with `difficulty` zero bits. Absent when the arena runs without the challenge."""
+
     algorithm: Literal["sha256"]
     salt: str
     difficulty: int
@@ -356,6 +391,7 @@ class VoteOut(_Out):
 
 
 # ------------------------------------------------------------------------------------------------ leaderboard
+
 
 class _Open(BaseModel):
     """A published document: the fields named here are promised, others may be added."""
@@ -423,13 +459,17 @@ class PublicKeyOut(_Out):
 
 # ------------------------------------------------------------------------------------------------ milestone board
 
+
 class MilestoneDecision(_Open):
     model: str
     met: bool
-    capability: dict = Field(description="rule, reference, threshold, value, interval, bound (the rating's "
-                                          "lower 95 % limit), margin, provisional, battles, met.")
-    safety: list[dict] = Field(description="Per threshold: metric, direction, threshold, value, interval, bound, "
-                                           "margin, source, date, met.")
+    capability: dict = Field(
+        description="rule, reference, threshold, value, interval, bound (the rating's "
+        "lower 95 % limit), margin, provisional, battles, met."
+    )
+    safety: list[dict] = Field(
+        description="Per threshold: metric, direction, threshold, value, interval, bound, margin, source, date, met."
+    )
     reasons: list[str] = Field(description="Why the milestone is not met; empty when it is.")
 
 
@@ -439,8 +479,9 @@ class MilestoneResult(_Open):
     rule: str
     definition: dict
     met_by: list[str]
-    met_first: dict | None = Field(description="The first snapshot (up to this one) where a model met it, with "
-                                               "the model(s); null if none did.")
+    met_first: dict | None = Field(
+        description="The first snapshot (up to this one) where a model met it, with the model(s); null if none did."
+    )
     models: list[MilestoneDecision]
 
 
@@ -448,8 +489,10 @@ class MilestonesOut(_Open):
     snapshot: dict
     scores_dated_on_or_before: str
     milestones: list[MilestoneResult]
-    correlations: dict = Field(description="Each safety metric's Pearson and Spearman correlation with the "
-                                           "overall rating, bootstrap intervals, and the safetywashing flag.")
+    correlations: dict = Field(
+        description="Each safety metric's Pearson and Spearman correlation with the "
+        "overall rating, bootstrap intervals, and the safetywashing flag."
+    )
     safety_scores: list[dict]
 
 
@@ -467,11 +510,21 @@ class BoardExport(_Open):
 
 JSONL = "application/jsonl"
 SSE = "text/event-stream"
-_STATUS_TEXT = {200: "OK", 201: "Created", 204: "Deleted", 400: "Invalid request", 401: "Missing or invalid API key",
-                403: "Refused: a missing or wrong vote proof, or a write from another site",
-                404: "Not found (or another lab's)", 405: "Method not allowed", 409: "Conflict with the current state",
-                413: "Request body too large", 422: "Rejected: see the message and details",
-                429: "Too many requests: wait Retry-After seconds", 503: "Not enough models right now"}
+_STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    204: "Deleted",
+    400: "Invalid request",
+    401: "Missing or invalid API key",
+    403: "Refused: a missing or wrong vote proof, or a write from another site",
+    404: "Not found (or another lab's)",
+    405: "Method not allowed",
+    409: "Conflict with the current state",
+    413: "Request body too large",
+    422: "Rejected: see the message and details",
+    429: "Too many requests: wait Retry-After seconds",
+    503: "Not enough models right now",
+}
 
 
 CSV = "text/csv"
@@ -495,6 +548,7 @@ def documented(summary: str, tag: str, responses: dict[int, Any], **more) -> Cal
     """Attach a view's OpenAPI entry to the view itself, under its route decorator: the route is written once,
     where Flask serves it, and `document` reads every /api/v1 route from the app's URL map. A lab route's
     security comes from `requires_key` (it marks the view), not from here."""
+
     def attach(view):
         view.openapi = Operation(summary, tag, responses, **more)
         return view
@@ -529,8 +583,10 @@ def _schemas(operations: list[Operation]) -> tuple[dict, dict]:
     """({model: {"$ref": ...}}, components.schemas) for every pydantic model the operations name."""
     models = []
     for operation in operations:
-        for thing, mode in [(operation.body, "validation"), *((r, "serialization")
-                                                             for r in operation.responses.values())]:
+        for thing, mode in [
+            (operation.body, "validation"),
+            *((r, "serialization") for r in operation.responses.values()),
+        ]:
             if isinstance(thing, tuple):
                 thing = thing[0]
             if isinstance(thing, type) and issubclass(thing, BaseModel) and (thing, mode) not in models:
@@ -547,8 +603,9 @@ def _path_parameters(rule: str, operation: Operation) -> list[dict]:
     parameters = []
     for converter, name in _PARAMETER.findall(rule):
         default = {"type": "integer", "minimum": 0} if converter == "int" else {"type": "string", "minLength": 1}
-        parameters.append({"name": name, "in": "path", "required": True,
-                           "schema": operation.path_params.get(name, default)})
+        parameters.append(
+            {"name": name, "in": "path", "required": True, "schema": operation.path_params.get(name, default)}
+        )
     return parameters
 
 
@@ -558,14 +615,21 @@ def document(app) -> dict:
     refs, schemas = _schemas([op for *_, op, _ in views])
     paths: dict[str, dict] = {}
     for method, path, view, op, rule in views:
-        entry: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
-                                 "operationId": f"{method}_{path.removeprefix('/api/v1/')}"
-                                 .replace("/", "_").replace("{", "").replace("}", "").replace(".", "_")}
+        entry: dict[str, Any] = {
+            "summary": op.summary,
+            "tags": [op.tag],
+            "operationId": f"{method}_{path.removeprefix('/api/v1/')}".replace("/", "_")
+            .replace("{", "")
+            .replace("}", "")
+            .replace(".", "_"),
+        }
         if op.description:
             entry["description"] = op.description
         entry["parameters"] = _path_parameters(rule, op)
-        entry["parameters"] += [{"name": name, "in": "query", "required": False, "schema": schema}
-                                for name, schema in op.query_params.items()]
+        entry["parameters"] += [
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in op.query_params.items()
+        ]
         if op.body is JSONL:
             entry["requestBody"] = {"required": True, "content": {JSONL: {"schema": {"type": "string"}}}}
         elif op.body is not None:
@@ -577,8 +641,10 @@ def document(app) -> dict:
                 response["content"] = {body: {"schema": {"type": "string"}}}
             elif isinstance(body, tuple):  # a pydantic model as JSON, or the same data in a text format
                 model, text_format = body
-                response["content"] = {"application/json": {"schema": refs[model]},
-                                       text_format: {"schema": {"type": "string"}}}
+                response["content"] = {
+                    "application/json": {"schema": refs[model]},
+                    text_format: {"schema": {"type": "string"}},
+                }
             elif isinstance(body, type):
                 response["content"] = {"application/json": {"schema": refs[body]}}
             elif status == 200:  # this document
@@ -589,12 +655,18 @@ def document(app) -> dict:
         paths.setdefault(path, {})[method] = entry
     return {
         "openapi": "3.1.0",
-        "info": {"title": "arena API", "version": API_VERSION,
-                 "description": "Labs register and follow their models (Authorization: Bearer <key>, from "
-                                "`arena labs create`); voters battle and vote. Every error is "
-                                '{"error": {"code", "message"}}.'},
+        "info": {
+            "title": "arena API",
+            "version": API_VERSION,
+            "description": "Labs register and follow their models (Authorization: Bearer <key>, from "
+            "`arena labs create`); voters battle and vote. Every error is "
+            '{"error": {"code", "message"}}.',
+        },
         "paths": paths,
-        "components": {"schemas": schemas,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                                      "description": "A lab's API key (arena_...)."}}},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "A lab's API key (arena_...)."}
+            },
+        },
     }

@@ -4,6 +4,7 @@ Server-rendered templates (arena/templates) with plain JavaScript from static/. 
 is read from stored snapshots (arena.leaderboard.reading); nothing here fits or ranks. The arena page names no model:
 it is given the prompt set only, and speaks to the voters' API (arena.api) of sides "a" and "b".
 """
+
 from __future__ import annotations
 
 import json
@@ -41,12 +42,19 @@ def _signed(value) -> str:
 
 @bp.get("/")
 def arena_page():
-    prompts = db.session().execute(select(Prompt.id, Prompt.text, Prompt.category, Prompt.source)
-                                   .order_by(Prompt.category, Prompt.id)).all()
+    prompts = (
+        db.session()
+        .execute(select(Prompt.id, Prompt.text, Prompt.category, Prompt.source).order_by(Prompt.category, Prompt.id))
+        .all()
+    )
     attribution = LLMFAO_ATTRIBUTION if any(p.source == "llmfao" for p in prompts) else None
-    return render_template("arena.html", prompts=prompts, attribution=attribution,
-                           max_prompt_chars=current().max_prompt_chars,
-                           challenge_script=_has_static("js/challenge.js"))
+    return render_template(
+        "arena.html",
+        prompts=prompts,
+        attribution=attribution,
+        max_prompt_chars=current().max_prompt_chars,
+        challenge_script=_has_static("js/challenge.js"),
+    )
 
 
 def _has_static(path: str) -> bool:
@@ -78,12 +86,21 @@ def leaderboard_page():
     name, chosen = _choose_board(document)
     rows = chosen["models"]
     return render_template(
-        "leaderboard.html", document=document, board_name=name, board=chosen, rows=rows,
-        categories=sorted(document["boards"]["categories"]), style_available=document["boards"]["style"] is not None,
-        category=request.args.get("category") or None, style=name == "style",
+        "leaderboard.html",
+        document=document,
+        board_name=name,
+        board=chosen,
+        rows=rows,
+        categories=sorted(document["boards"]["categories"]),
+        style_available=document["boards"]["style"] is not None,
+        category=request.args.get("category") or None,
+        style=name == "style",
         unrated=[m for m in document["models"] if not m["rated"]],
-        rating_chart=charts.rating_chart(rows), heatmap=charts.win_rate_heatmap(rows, limit=HEATMAP_MODELS),
-        heatmap_models=min(HEATMAP_MODELS, len(rows)), attribution=document.get("attribution"))
+        rating_chart=charts.rating_chart(rows),
+        heatmap=charts.win_rate_heatmap(rows, limit=HEATMAP_MODELS),
+        heatmap_models=min(HEATMAP_MODELS, len(rows)),
+        attribution=document.get("attribution"),
+    )
 
 
 def _scatter_plots(report: dict) -> list[dict]:
@@ -105,28 +122,52 @@ def _scatter_plots(report: dict) -> list[dict]:
                 if rule["metric"] == metric:
                     direction = "at_least" if "at_least" in rule else "at_most"
                     sign = "≥" if direction == "at_least" else "≤"
-                    safety_lines.append(charts.Threshold(rule[direction], f"{milestone['name']}: {sign} "
-                                                         f"{rule[direction]:g}",
-                                                         "above" if direction == "at_least" else "below"))
+                    safety_lines.append(
+                        charts.Threshold(
+                            rule[direction],
+                            f"{milestone['name']}: {sign} {rule[direction]:g}",
+                            "above" if direction == "at_least" else "below",
+                        )
+                    )
                     milestones_here.append(milestone["name"])
                     threshold = milestone["capability_reference"]["threshold"]
                     if milestone["board"] == "overall" and threshold is not None:
-                        capability_lines.append(charts.Threshold(threshold, f"{milestone['name']}: capability",
-                                                                 "right"))
+                        capability_lines.append(
+                            charts.Threshold(threshold, f"{milestone['name']}: capability", "right")
+                        )
         points = []
         for score in report["safety_scores"]:
             capability = capability_by_model.get(score["model"])
             if score["metric"] != metric or capability is None:
                 continue
             low, high = capability["interval"]
-            points.append({"model": score["model"], "rating": capability["value"], "ci_low": low, "ci_high": high,
-                           "value": score["value"], "value_low": score["ci_low"], "value_high": score["ci_high"],
-                           "met": any((name, score["model"]) in met for name in milestones_here)})
-        plots.append({"metric": metric, "correlation": correlation, "points": points,
-                      "svg": charts.capability_safety_scatter(points, metric=metric, safety_lines=safety_lines,
-                                                              capability_lines=capability_lines,
-                                                              flagged=correlation["flagged"],
-                                                              note=correlation.get("note", ""))})
+            points.append(
+                {
+                    "model": score["model"],
+                    "rating": capability["value"],
+                    "ci_low": low,
+                    "ci_high": high,
+                    "value": score["value"],
+                    "value_low": score["ci_low"],
+                    "value_high": score["ci_high"],
+                    "met": any((name, score["model"]) in met for name in milestones_here),
+                }
+            )
+        plots.append(
+            {
+                "metric": metric,
+                "correlation": correlation,
+                "points": points,
+                "svg": charts.capability_safety_scatter(
+                    points,
+                    metric=metric,
+                    safety_lines=safety_lines,
+                    capability_lines=capability_lines,
+                    flagged=correlation["flagged"],
+                    note=correlation.get("note", ""),
+                ),
+            }
+        )
     return plots
 
 
@@ -138,8 +179,12 @@ def board_page():
     except NotFound:
         return render_template("board.html", report=None)
     report = exports.board_report(session, snapshot, threshold=float(current().board_correlation_flag))
-    return render_template("board.html", report=report, plots=_scatter_plots(report),
-                           attribution=reading.published_document(snapshot).get("attribution"))
+    return render_template(
+        "board.html",
+        report=report,
+        plots=_scatter_plots(report),
+        attribution=reading.published_document(snapshot).get("attribution"),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ model pages
@@ -156,10 +201,19 @@ def _overall_rows(session, version: int, signature: str) -> dict[str, dict]:
         rows = _history_cache.get(key)
     if rows is None:
         document = json.loads(session.scalar(select(Snapshot.document).where(Snapshot.version == version)))
-        rows = {row["model"]: {"version": version, "created_at": document["created_at"], "rating": row["rating"],
-                               "ci_low": row["ci_low"], "ci_high": row["ci_high"], "rank_ub": row["rank_ub"],
-                               "battles": row["battles"], "provisional": row["provisional"]}
-                for row in document["boards"]["overall"]["models"]}
+        rows = {
+            row["model"]: {
+                "version": version,
+                "created_at": document["created_at"],
+                "rating": row["rating"],
+                "ci_low": row["ci_low"],
+                "ci_high": row["ci_high"],
+                "rank_ub": row["rank_ub"],
+                "battles": row["battles"],
+                "provisional": row["provisional"],
+            }
+            for row in document["boards"]["overall"]["models"]
+        }
         with _history_lock:
             _history_cache[key] = rows
     return rows
@@ -170,11 +224,11 @@ def model_page(name: str):
     session = db.session()
     model = session.scalars(select(Model).where(Model.name == name)).first()
     if model is None:
-        return render_template("error.html", title="No such model",
-                               message=f"The arena has no model called “{name}”."), 404
+        return render_template(
+            "error.html", title="No such model", message=f"The arena has no model called “{name}”."
+        ), 404
     history = []
-    for version, signature in session.execute(select(Snapshot.version, Snapshot.signature)
-                                              .order_by(Snapshot.version)):
+    for version, signature in session.execute(select(Snapshot.version, Snapshot.signature).order_by(Snapshot.version)):
         row = _overall_rows(session, version, signature).get(model.name)
         if row is not None:
             history.append(row)
@@ -185,13 +239,18 @@ def model_page(name: str):
             row = next((r for r in board_data["models"] if r["model"] == model.name), None)
             if row is not None:
                 current.append((board_name, row))
-    return render_template("model.html", model=model, history=history, current=current, document=document,
-                           chart=charts.history_chart(history) if history else None,
-                           attribution=LLMFAO_ATTRIBUTION if model.source == "llmfao" else None)
+    return render_template(
+        "model.html",
+        model=model,
+        history=history,
+        current=current,
+        document=document,
+        chart=charts.history_chart(history) if history else None,
+        attribution=LLMFAO_ATTRIBUTION if model.source == "llmfao" else None,
+    )
 
 
 @bp.get("/about")
 def about_page():
     document = reading.newest_document(db.session())
-    return render_template("about.html", document=document, attribution=LLMFAO_ATTRIBUTION,
-                           rules=COUNTING_RULES)
+    return render_template("about.html", document=document, attribution=LLMFAO_ATTRIBUTION, rules=COUNTING_RULES)

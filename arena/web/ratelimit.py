@@ -20,6 +20,7 @@ with W workers a client whose requests spread over them can get up to W times a 
 - on the first success logs ONE info line (`rate limits: Redis at ... answers again ...`) and shares again.
 Counts made in memory meanwhile are not carried over to Redis (they age out within their windows).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -71,8 +72,10 @@ def parse_limits(settings: Settings) -> dict[str, list[Limit]]:
             try:
                 items = tuple(parse_many(text))
             except ValueError:
-                raise ValueError(f"ARENA_{setting_name(action, scope)} must look like \"20/minute\" or "
-                                 f"\"20/minute;300/hour\", not {text!r}") from None
+                raise ValueError(
+                    f'ARENA_{setting_name(action, scope)} must look like "20/minute" or '
+                    f'"20/minute;300/hour", not {text!r}'
+                ) from None
             limits[action].append(Limit(action, scope, items))
     return limits
 
@@ -137,16 +140,27 @@ class MemoryMovingWindow:
 class RateLimiter:
     """Moving-window counters in Redis when configured and answering, else in this process's memory."""
 
-    def __init__(self, limits: dict[str, list[Limit]], redis_url: str | None = None, *, key_prefix: str = "arena",
-                 retry_seconds: float = REDIS_RETRY_SECONDS):
+    def __init__(
+        self,
+        limits: dict[str, list[Limit]],
+        redis_url: str | None = None,
+        *,
+        key_prefix: str = "arena",
+        retry_seconds: float = REDIS_RETRY_SECONDS,
+    ):
         self.limits = limits
         self.redis_url = redis_url
         self.retry_seconds = retry_seconds
         self._memory = MemoryMovingWindow()
         self._shared = None
         if redis_url:
-            storage = RedisStorage(redis_url, key_prefix=f"{key_prefix}-ratelimit", wrap_exceptions=True,
-                                   socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+            storage = RedisStorage(
+                redis_url,
+                key_prefix=f"{key_prefix}-ratelimit",
+                wrap_exceptions=True,
+                socket_timeout=REDIS_TIMEOUT,
+                socket_connect_timeout=REDIS_TIMEOUT,
+            )
             self._shared = MovingWindowRateLimiter(storage)
         self._lock = threading.Lock()
         self._down_since: float | None = None  # monotonic time Redis was found unreachable; None while it answers
@@ -190,22 +204,31 @@ class RateLimiter:
                 return  # still down: said once already
             self._down_since = time.monotonic()
         cause = error.__cause__ or error
-        log.warning("rate limits: Redis at %s is unreachable (%s: %s); counting in this process's memory until it "
-                    "answers again (tried every %g s)", redacted(self.redis_url), type(cause).__name__,
-                    str(cause).splitlines()[0] if str(cause) else "", self.retry_seconds)
+        log.warning(
+            "rate limits: Redis at %s is unreachable (%s: %s); counting in this process's memory until it "
+            "answers again (tried every %g s)",
+            redacted(self.redis_url),
+            type(cause).__name__,
+            str(cause).splitlines()[0] if str(cause) else "",
+            self.retry_seconds,
+        )
 
     def _came_back(self) -> None:
         with self._lock:
             if self._down_since is None:
                 return
             down_for, self._down_since = time.monotonic() - self._down_since, None
-        log.info("rate limits: Redis at %s answers again after %.0f s; limits are shared again",
-                 redacted(self.redis_url), down_for)
+        log.info(
+            "rate limits: Redis at %s answers again after %.0f s; limits are shared again",
+            redacted(self.redis_url),
+            down_for,
+        )
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["arena.ratelimit"] = RateLimiter(parse_limits(settings_of(app)), settings_of(app).redis_url,
-                                                    key_prefix=settings_of(app).rate_limit_key_prefix)
+    app.extensions["arena.ratelimit"] = RateLimiter(
+        parse_limits(settings_of(app)), settings_of(app).redis_url, key_prefix=settings_of(app).rate_limit_key_prefix
+    )
 
 
 def address_key(secret_key: str, address: str | None) -> str | None:

@@ -6,6 +6,7 @@ one fixed set, and CSRF tokens would need every page and script to carry one, wh
 Sec-Fetch-Site / Origin headers already say whether a write comes from our pages (the contract in the pages'
 JavaScript: same-origin fetch needs nothing special).
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -20,9 +21,11 @@ from arena.settings import settings_of
 
 # Everything from our own origin, nothing inline: pages keep scripts and styles in /static, data for scripts in
 # <script type="application/json"> blocks, and no page may be framed (clickjacking a vote).
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                           "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-                           "form-action 'self'; frame-ancestors 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 HEADERS = (
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Frame-Options", "DENY"),

@@ -1,5 +1,6 @@
 """Fixtures for the service: a fresh database per test (SQLite, and PostgreSQL when configured), built through
 the same Alembic migrations that production runs."""
+
 from __future__ import annotations
 
 import os
@@ -57,13 +58,23 @@ def database_url(request, tmp_path):
 @pytest.fixture
 def app(database_url, tmp_path):
     db.upgrade(database_url)
-    application = create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path), "TESTING": True,
-                              "SECRET_KEY": "test-secret", "REPLAY_MAX_SECONDS": 0.0, "DB_POOL_SIZE": 5,
-                              "PROVIDER_CONNECT_TIMEOUT": 2.0, "PROVIDER_FIRST_TOKEN_TIMEOUT": 2.0,
-                              "PROVIDER_TOTAL_TIMEOUT": 5.0,
-                              # Tests of other features vote without solving the challenge and create battles
-                              # faster than a person would (test_integrity_gates turns both gates on).
-                              "VOTE_CHALLENGE": False, "RATE_LIMITS": False})
+    application = create_app(
+        {
+            "DATABASE_URL": database_url,
+            "INSTANCE_PATH": str(tmp_path),
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "REPLAY_MAX_SECONDS": 0.0,
+            "DB_POOL_SIZE": 5,
+            "PROVIDER_CONNECT_TIMEOUT": 2.0,
+            "PROVIDER_FIRST_TOKEN_TIMEOUT": 2.0,
+            "PROVIDER_TOTAL_TIMEOUT": 5.0,
+            # Tests of other features vote without solving the challenge and create battles
+            # faster than a person would (test_integrity_gates turns both gates on).
+            "VOTE_CHALLENGE": False,
+            "RATE_LIMITS": False,
+        }
+    )
     yield application
     application.extensions["arena.engine"].dispose()
 
@@ -114,8 +125,9 @@ def gen_recorded_model(session, name, organization, answers: dict, *, duration_m
 
 
 def gen_endpoint_model(session, name, organization, base_url, behaviour="echo", **fields) -> Model:
-    model = Model(name=name, organization=organization, kind="endpoint", base_url=base_url,
-                  endpoint_model=behaviour, **fields)
+    model = Model(
+        name=name, organization=organization, kind="endpoint", base_url=base_url, endpoint_model=behaviour, **fields
+    )
     session.add(model)
     session.commit()
     return model

@@ -1,4 +1,5 @@
 """Blind battles end to end through the JSON API: recorded answers, loopback endpoint models, votes, anonymity."""
+
 import itertools
 import json
 import random
@@ -169,15 +170,15 @@ def test_a_failing_provider_voids_the_battle_and_names_nobody(client, session, l
     response = client.post(f"/api/v1/battles/{battle_id}/vote", json={"winner": "a"})
     assert response.status_code == 409 and response.get_json()["error"]["code"] == "battle_void"
     battle = session.get(Battle, battle_id)
-    answers = session.scalars(select(Message).where(Message.battle_id == battle_id,
-                                                    Message.role == "assistant")).all()
+    answers = session.scalars(select(Message).where(Message.battle_id == battle_id, Message.role == "assistant")).all()
     assert battle.state == "void" and len(answers) == 2  # the answers are stored either way
     assert sum(1 for m in answers if m.error) == 1
 
 
 def test_an_answer_naming_its_model_is_flagged(client, session, loopback):
-    gen_endpoint_model(session, "Honest Model", "Acme Labs", loopback.base_url,
-                       behaviour="leak:I was made by ACME-labs")
+    gen_endpoint_model(
+        session, "Honest Model", "Acme Labs", loopback.base_url, behaviour="leak:I was made by ACME-labs"
+    )
     gen_endpoint_model(session, "Quiet Model", "Quiet Org", loopback.base_url)
     battle_id, _, _, events = run_battle(client, prompt="Who made you?")
     assert events[-1][1]["state"] == "ready"
@@ -221,7 +222,8 @@ def test_empty_recordings_are_never_drawn(client, session):
         assert {battle.model_a.name, battle.model_b.name} == {"Speaks", "Speaks Too"}
     # the database's test is Python's str.strip(), whatever the whitespace
     assert [m.id for m in pairing.eligible_models(session, prompt.id)] == [
-        m.id for m in session.scalars(select(Model).order_by(Model.id)) if m.name.startswith("Speaks")]
+        m.id for m in session.scalars(select(Model).order_by(Model.id)) if m.name.startswith("Speaks")
+    ]
 
 
 def test_a_lab_endpoint_is_checked_again_at_battle_time(client, session, loopback):
@@ -240,6 +242,7 @@ def test_a_lab_endpoint_is_checked_again_at_battle_time(client, session, loopbac
 
 
 # ------------------------------------------------------------------------------------------------ cost
+
 
 @contextmanager
 def statements(app):
@@ -340,8 +343,12 @@ def test_a_follow_up_read_before_a_vote_never_reopens_the_battle(app, client, se
             lifecycle.add_turn(stale, battle, "And the moon?")
     session.expire_all()
     assert session.get(Battle, battle_id).state == "voted"
-    assert session.scalar(select(func.count()).select_from(Message).where(Message.battle_id == battle_id,
-                                                                          Message.role == "user")) == 2
+    assert (
+        session.scalar(
+            select(func.count()).select_from(Message).where(Message.battle_id == battle_id, Message.role == "user")
+        )
+        == 2
+    )
 
 
 def test_pairs_are_drawn_with_odds_proportional_to_the_product_of_weights():
@@ -376,9 +383,13 @@ def test_queued_events_go_out_in_one_write():
     writes = list(streaming._forward(run))
     assert len(writes) == 2 and writes[0].startswith(":")
     assert parse_sse(writes[1].encode()) == [
-        ("delta", {"side": "a", "text": "Hello"}), ("delta", {"side": "a", "text": " there"}),
-        ("delta", {"side": "a", "text": "!"}), ("done", {"side": "a"}),
-        ("error", {"side": "b", "message": streaming.NEUTRAL_FAILURE}), ("end", {"state": "void"})]
+        ("delta", {"side": "a", "text": "Hello"}),
+        ("delta", {"side": "a", "text": " there"}),
+        ("delta", {"side": "a", "text": "!"}),
+        ("done", {"side": "a"}),
+        ("error", {"side": "b", "message": streaming.NEUTRAL_FAILURE}),
+        ("end", {"state": "void"}),
+    ]
 
 
 def test_a_battle_voided_while_it_streams_stays_void(app, client, session, recorded_pair):
@@ -388,8 +399,13 @@ def test_a_battle_voided_while_it_streams_stays_void(app, client, session, recor
     battle_id = client.post("/api/v1/battles", json={"prompt_id": prompt.id}).get_json()["id"]
     session.execute(update(Battle).where(Battle.id == battle_id).values(state="void", void_reason="changed"))
     session.commit()
-    run = streaming.BattleRun(app, battle_id, turn=0, flagged=False, identities={
-        "a": identity.Identity.of(alpha), "b": identity.Identity.of(beta)})
+    run = streaming.BattleRun(
+        app,
+        battle_id,
+        turn=0,
+        flagged=False,
+        identities={"a": identity.Identity.of(alpha), "b": identity.Identity.of(beta)},
+    )
     run.results["a"].text, run.results["b"].text = ["I am Alpha Model."], ["Blue light scatters."]
     assert run._store() == "void"
     session.expire_all()

@@ -1,6 +1,7 @@
 """Snapshot builds run in the builder process (arena.leaderboard.builder), never in a web worker: votes past the
 threshold start nothing in the worker, the builder builds when due, a builder killed halfway through a build
 leaves nothing behind and its restart builds it, and `arena serve` keeps a dying builder running."""
+
 from __future__ import annotations
 
 import os
@@ -70,21 +71,35 @@ def test_with_every_votes_zero_only_the_operator_builds(app, session):
 
 def builder_env(app) -> dict:
     settings = settings_of(app)
-    return {**os.environ, "ARENA_DATABASE_URL": settings.sqlalchemy_url,
-            "ARENA_INSTANCE_PATH": str(settings.instance_path), "ARENA_SECRET_KEY": settings.secret_key,
-            "ARENA_SNAPSHOT_EVERY_VOTES": "1", "ARENA_SNAPSHOT_REPLICATES": str(REPLICATES),
-            "ARENA_SNAPSHOT_STYLE_REPLICATES": "0", "ARENA_BUILDER_CHECK_SECONDS": "0.1", "ARENA_BUILDER_NICE": "7"}
+    return {
+        **os.environ,
+        "ARENA_DATABASE_URL": settings.sqlalchemy_url,
+        "ARENA_INSTANCE_PATH": str(settings.instance_path),
+        "ARENA_SECRET_KEY": settings.secret_key,
+        "ARENA_SNAPSHOT_EVERY_VOTES": "1",
+        "ARENA_SNAPSHOT_REPLICATES": str(REPLICATES),
+        "ARENA_SNAPSHOT_STYLE_REPLICATES": "0",
+        "ARENA_BUILDER_CHECK_SECONDS": "0.1",
+        "ARENA_BUILDER_NICE": "7",
+    }
 
 
 def test_a_builder_killed_mid_build_leaves_nothing_and_its_restart_builds_the_snapshot(app, session):
     demo.load_demo(session)
     env = builder_env(app)
     settings = settings_of(app)
-    first = subprocess.Popen([sys.executable, "-m", "arena.cli", "builder"], cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "arena.cli", "builder"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
-        wait_for(lambda: (beat := read_heartbeat(settings)) and beat.pid == first.pid and beat.state == "building",
-                 what="the first builder to start its build")
+        wait_for(
+            lambda: (beat := read_heartbeat(settings)) and beat.pid == first.pid and beat.state == "building",
+            what="the first builder to start its build",
+        )
         # the builder runs below the test's own CPU priority (what the web workers have)
         assert os.getpriority(os.PRIO_PROCESS, first.pid) >= max(7, os.getpriority(os.PRIO_PROCESS, 0))
         first.kill()
@@ -95,8 +110,13 @@ def test_a_builder_killed_mid_build_leaves_nothing_and_its_restart_builds_the_sn
     assert count(session, Snapshot) == 0 and count(session, SnapshotFile) == 0  # nothing half-written
     assert not builder_alive(settings)  # its heartbeat names a process that is gone
 
-    second = subprocess.Popen([sys.executable, "-m", "arena.cli", "builder"], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    second = subprocess.Popen(
+        [sys.executable, "-m", "arena.cli", "builder"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(lambda: count(session, Snapshot) == 1, what="the restarted builder's snapshot")
         assert builder_alive(settings)
@@ -114,9 +134,13 @@ def test_the_supervisor_restarts_a_builder_that_dies_and_stops_it_with_the_serve
     starts = tmp_path / "starts"
     dying = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x'); raise SystemExit(1)"]
     # the "server" exits once the builder has been started three times
-    server = [sys.executable, "-c", f"import pathlib, time\np = pathlib.Path({str(starts)!r})\n"
-                                    "while not (p.exists() and len(p.read_text()) >= 3): time.sleep(0.01)\n"
-                                    "raise SystemExit(7)"]
+    server = [
+        sys.executable,
+        "-c",
+        f"import pathlib, time\np = pathlib.Path({str(starts)!r})\n"
+        "while not (p.exists() and len(p.read_text()) >= 3): time.sleep(0.01)\n"
+        "raise SystemExit(7)",
+    ]
     supervisor = Supervisor(server, dying, first_delay=0.01, max_delay=0.02)
     assert supervisor.run() == 7  # the server's status
     assert supervisor.restarts >= 2 and len(starts.read_text()) >= 3
@@ -124,10 +148,17 @@ def test_the_supervisor_restarts_a_builder_that_dies_and_stops_it_with_the_serve
 
 def test_the_supervisor_stops_a_running_builder_when_the_server_ends(tmp_path):
     pid_file = tmp_path / "builder.pid"
-    builder = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
-                                     "while True: time.sleep(1)"]
-    server = [sys.executable, "-c", f"import pathlib, time\np = pathlib.Path({str(pid_file)!r})\n"
-                                    "while not p.exists() or not p.read_text(): time.sleep(0.01)"]
+    builder = [
+        sys.executable,
+        "-c",
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid()))\nwhile True: time.sleep(1)",
+    ]
+    server = [
+        sys.executable,
+        "-c",
+        f"import pathlib, time\np = pathlib.Path({str(pid_file)!r})\n"
+        "while not p.exists() or not p.read_text(): time.sleep(0.01)",
+    ]
     supervisor = Supervisor(server, builder)
     assert supervisor.run() == 0 and supervisor.restarts == 0
     pid = int(pid_file.read_text())

@@ -1,5 +1,6 @@
 """The operator's commands, run as `flask --app arena ...` (the app's CLI runner) and as the `arena` script
 (`arena.cli.main`), on a fresh database per test (SQLite, and PostgreSQL when configured)."""
+
 import csv
 import hashlib
 import json
@@ -58,6 +59,7 @@ def write(path: Path, lines) -> Path:
 
 # ------------------------------------------------------------------------------------------------ db
 
+
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
@@ -84,6 +86,7 @@ def test_db_downgrade_to_an_unknown_revision_is_bad_input(runner):
 
 
 # ------------------------------------------------------------------------------------------------ labs
+
 
 def test_a_new_labs_key_is_shown_once_as_the_last_line_and_only_its_hash_is_stored(runner, session):
     result = invoke(runner, "labs", "create", "Acme Labs")
@@ -134,6 +137,7 @@ def test_authenticate_refuses_unknown_malformed_and_other_labs_keys(session):
 
 # ------------------------------------------------------------------------------------------------ models
 
+
 @pytest.fixture
 def private_endpoints(app):
     """The operator allows loopback endpoints (ARENA_ALLOW_PRIVATE_ENDPOINTS), as for the labs' API tests."""
@@ -142,13 +146,35 @@ def private_endpoints(app):
 
 def test_add_endpoint_stores_the_key_encrypted_and_never_prints_it(runner, session, loopback, private_endpoints):
     invoke(runner, "labs", "create", "Acme")
-    result = invoke(runner, "models", "add-endpoint", "--name", "Acme Chat", "--organization", "Acme",
-                    "--base-url", loopback.base_url + "/", "--model", "echo", "--api-key", "sk-very-secret",
-                    "--lab", "Acme", "--system-prompt", "Be brief.")
+    result = invoke(
+        runner,
+        "models",
+        "add-endpoint",
+        "--name",
+        "Acme Chat",
+        "--organization",
+        "Acme",
+        "--base-url",
+        loopback.base_url + "/",
+        "--model",
+        "echo",
+        "--api-key",
+        "sk-very-secret",
+        "--lab",
+        "Acme",
+        "--system-prompt",
+        "Be brief.",
+    )
     assert "sk-very-secret" not in result.stdout + result.stderr
     model = session.scalars(select(Model)).one()
-    assert (model.kind, model.status, model.base_url, model.endpoint_model, model.system_prompt, model.lab.name) == \
-        ("endpoint", "active", loopback.base_url, "echo", "Be brief.", "Acme")
+    assert (model.kind, model.status, model.base_url, model.endpoint_model, model.system_prompt, model.lab.name) == (
+        "endpoint",
+        "active",
+        loopback.base_url,
+        "echo",
+        "Be brief.",
+        "Acme",
+    )
     assert "sk-very-secret" not in model.endpoint_key_encrypted
     assert decrypt_secret(SECRET, model.endpoint_key_encrypted) == "sk-very-secret"
     listing = invoke(runner, "models", "list", "--lab", "Acme").stdout
@@ -156,8 +182,19 @@ def test_add_endpoint_stores_the_key_encrypted_and_never_prints_it(runner, sessi
 
 
 def test_add_endpoint_without_a_key_stores_none(runner, session, loopback, private_endpoints):
-    invoke(runner, "models", "add-endpoint", "--name", "Open", "--organization", "Org", "--base-url",
-           loopback.base_url, "--model", "echo")
+    invoke(
+        runner,
+        "models",
+        "add-endpoint",
+        "--name",
+        "Open",
+        "--organization",
+        "Org",
+        "--base-url",
+        loopback.base_url,
+        "--model",
+        "echo",
+    )
     assert session.scalars(select(Model)).one().endpoint_key_encrypted is None
 
 
@@ -174,17 +211,34 @@ def test_the_operators_endpoint_gets_the_labs_checks(app, runner, session, loopb
     assert [e.action for e in session.scalars(select(AuditEvent))] == []
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("https://user:pass@api.acme.test/v1", "user name or password"),
-    ("https://token@api.acme.test/v1", "user name or password"),
-    ("ftp://api.acme.test/v1", "http:// or https://"),
-    ("api.acme.test/v1", "http:// or https://"),
-    ("https:///v1", "no host"),
-    ("https://api.acme.test:99999/v1", "not a valid URL"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("https://user:pass@api.acme.test/v1", "user name or password"),
+        ("https://token@api.acme.test/v1", "user name or password"),
+        ("ftp://api.acme.test/v1", "http:// or https://"),
+        ("api.acme.test/v1", "http:// or https://"),
+        ("https:///v1", "no host"),
+        ("https://api.acme.test:99999/v1", "not a valid URL"),
+    ],
+)
 def test_add_endpoint_refuses_bad_base_urls_and_stores_nothing(runner, session, url, reason):
-    result = invoke(runner, "models", "add-endpoint", "--name", "M", "--organization", "O", "--base-url", url,
-                    "--model", "m", "--api-key", "k", code=2)
+    result = invoke(
+        runner,
+        "models",
+        "add-endpoint",
+        "--name",
+        "M",
+        "--organization",
+        "O",
+        "--base-url",
+        url,
+        "--model",
+        "m",
+        "--api-key",
+        "k",
+        code=2,
+    )
     assert reason in result.stderr
     assert count(session, Model) == 0
 
@@ -239,25 +293,52 @@ def test_weight_must_be_a_finite_number_at_least_zero(runner, session):
 
 # ------------------------------------------------------------------------------------------------ audit
 
-def test_the_operators_changes_to_labs_and_models_are_in_the_audit_log(runner, session, tmp_path, loopback,
-                                                                       private_endpoints):
+
+def test_the_operators_changes_to_labs_and_models_are_in_the_audit_log(
+    runner, session, tmp_path, loopback, private_endpoints
+):
     """Each command that changes a lab or a model records itself (actor "operator") with the change; a refused
     command records nothing, and no key appears in the log."""
     first_key = invoke(runner, "labs", "create", "Acme").stdout.strip().splitlines()[-1]
     new_key = invoke(runner, "labs", "rotate-key", "Acme").stdout.strip().splitlines()[-1]
-    invoke(runner, "models", "add-endpoint", "--name", "Acme Chat", "--organization", "Acme", "--base-url",
-           loopback.base_url, "--model", "echo", "--api-key", "sk-very-secret", "--lab", "Acme")
+    invoke(
+        runner,
+        "models",
+        "add-endpoint",
+        "--name",
+        "Acme Chat",
+        "--organization",
+        "Acme",
+        "--base-url",
+        loopback.base_url,
+        "--model",
+        "echo",
+        "--api-key",
+        "sk-very-secret",
+        "--lab",
+        "Acme",
+    )
     for command in (["pause", "Acme Chat"], ["resume", "Acme Chat"], ["weight", "Acme Chat", "0.5"]):
         invoke(runner, "models", *command)
     prompt = gen_prompt(session)
     gen_recorded_model(session, "Alpha", "Org", {})
     gen_recorded_model(session, "Beta", "Org", {})
-    invoke(runner, "answers", "import", "Alpha", str(write(tmp_path / "a.jsonl", [{"prompt_id": prompt.id,
-                                                                                    "answer": "One."}])))
+    invoke(
+        runner,
+        "answers",
+        "import",
+        "Alpha",
+        str(write(tmp_path / "a.jsonl", [{"prompt_id": prompt.id, "answer": "One."}])),
+    )
     invoke(runner, "battles", "import", str(write(tmp_path / "b.jsonl", BATTLES[:1])), "--source", "lmsys")
     invoke(runner, "models", "retire", "Acme Chat")
-    refused = [("labs", "create", "Acme"), ("labs", "rotate-key", "Nobody"), ("models", "resume", "Acme Chat"),
-               ("models", "weight", "Alpha", "nan"), ("battles", "import", str(tmp_path / "b.jsonl"))]
+    refused = [
+        ("labs", "create", "Acme"),
+        ("labs", "rotate-key", "Nobody"),
+        ("models", "resume", "Acme Chat"),
+        ("models", "weight", "Alpha", "nan"),
+        ("battles", "import", str(tmp_path / "b.jsonl")),
+    ]
     for args in refused:
         invoke(runner, *args, code=2)
 
@@ -265,14 +346,20 @@ def test_the_operators_changes_to_labs_and_models_are_in_the_audit_log(runner, s
     chat, alpha = (session.scalars(select(Model).where(Model.name == n)).one() for n in ("Acme Chat", "Alpha"))
     events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
     assert [(e.action, e.lab_id, e.model_id) for e in events] == [
-        ("lab.create", acme.id, None), ("key.rotate", acme.id, None), ("model.create", acme.id, chat.id),
-        ("model.pause", acme.id, chat.id), ("model.resume", acme.id, chat.id), ("model.weight", acme.id, chat.id),
-        ("answers.import", None, alpha.id), ("battles.import", None, None), ("model.retire", acme.id, chat.id)]
+        ("lab.create", acme.id, None),
+        ("key.rotate", acme.id, None),
+        ("model.create", acme.id, chat.id),
+        ("model.pause", acme.id, chat.id),
+        ("model.resume", acme.id, chat.id),
+        ("model.weight", acme.id, chat.id),
+        ("answers.import", None, alpha.id),
+        ("battles.import", None, None),
+        ("model.retire", acme.id, chat.id),
+    ]
     assert {(e.actor, e.key_prefix) for e in events} == {("operator", None)}
     details = {e.action: e.details for e in events}
     assert details["key.rotate"] == {"lab": "Acme", "revoked": 1}
-    assert details["model.create"]["base_url"] == loopback.base_url and \
-        details["model.create"]["api_key"] == "set"
+    assert details["model.create"]["base_url"] == loopback.base_url and details["model.create"]["api_key"] == "set"
     assert details["model.weight"]["sampling_weight"] == {"from": 1.0, "to": 0.5}
     assert details["model.retire"]["status"] == {"from": "active", "to": "retired"}
     assert details["answers.import"]["answers"] == 1 and details["battles.import"]["battles"] == 1
@@ -281,11 +368,19 @@ def test_the_operators_changes_to_labs_and_models_are_in_the_audit_log(runner, s
 
     listing = invoke(runner, "audit", "list", "--lab", "Acme", "--json").stdout.splitlines()
     assert [json.loads(line)["action"] for line in listing] == [
-        "model.retire", "model.weight", "model.resume", "model.pause", "model.create", "key.rotate", "lab.create"]
+        "model.retire",
+        "model.weight",
+        "model.resume",
+        "model.pause",
+        "model.create",
+        "key.rotate",
+        "lab.create",
+    ]
     assert {(json.loads(line)["actor"], json.loads(line)["lab"]) for line in listing} == {("operator", "Acme")}
 
 
 # ------------------------------------------------------------------------------------------------ answers
+
 
 @pytest.fixture
 def two_prompts(session):
@@ -295,28 +390,39 @@ def two_prompts(session):
 def test_answers_import_stores_every_line(runner, session, two_prompts, tmp_path):
     first, second = two_prompts
     model = gen_recorded_model(session, "Rec", "Org", {})
-    path = write(tmp_path / "answers.jsonl", [{"prompt_id": first.id, "answer": "One.", "duration_ms": 1500},
-                                               "", {"prompt_id": second.id, "answer": "Two."}])
+    path = write(
+        tmp_path / "answers.jsonl",
+        [
+            {"prompt_id": first.id, "answer": "One.", "duration_ms": 1500},
+            "",
+            {"prompt_id": second.id, "answer": "Two."},
+        ],
+    )
     assert "imported 2" in invoke(runner, "answers", "import", "Rec", str(path)).stdout
-    stored = {(a.prompt_id, a.text, a.duration_ms) for a in
-              session.scalars(select(RecordedAnswer).where(RecordedAnswer.model_id == model.id))}
+    stored = {
+        (a.prompt_id, a.text, a.duration_ms)
+        for a in session.scalars(select(RecordedAnswer).where(RecordedAnswer.model_id == model.id))
+    }
     assert stored == {(first.id, "One.", 1500.0), (second.id, "Two.", None)}
 
 
 def test_answers_import_reports_every_bad_line_and_stores_nothing(runner, session, two_prompts, tmp_path):
     first, second = two_prompts
     gen_recorded_model(session, "Rec", "Org", {})
-    path = write(tmp_path / "answers.jsonl", [
-        {"prompt_id": first.id, "answer": "fine"},                        # 1 good
-        {"prompt_id": 9999, "answer": "x"},                                # 2 no such prompt
-        "{not json",                                                       # 3
-        {"prompt_id": first.id, "answer": "again"},                        # 4 duplicate of line 1
-        {"prompt_id": second.id, "answer": "  "},                          # 5 empty answer
-        {"prompt_id": second.id, "answer": "x", "duration": 3},            # 6 unknown field
-        {"prompt_id": second.id, "answer": "x", "duration_ms": -5},        # 7 negative duration
-        {"prompt_id": "1", "answer": "x"},                                 # 8 prompt_id not an integer
-        [1, 2],                                                            # 9 not an object
-    ])
+    path = write(
+        tmp_path / "answers.jsonl",
+        [
+            {"prompt_id": first.id, "answer": "fine"},  # 1 good
+            {"prompt_id": 9999, "answer": "x"},  # 2 no such prompt
+            "{not json",  # 3
+            {"prompt_id": first.id, "answer": "again"},  # 4 duplicate of line 1
+            {"prompt_id": second.id, "answer": "  "},  # 5 empty answer
+            {"prompt_id": second.id, "answer": "x", "duration": 3},  # 6 unknown field
+            {"prompt_id": second.id, "answer": "x", "duration_ms": -5},  # 7 negative duration
+            {"prompt_id": "1", "answer": "x"},  # 8 prompt_id not an integer
+            [1, 2],  # 9 not an object
+        ],
+    )
     result = runner.invoke(args=["answers", "import", "Rec", str(path)])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
@@ -328,8 +434,9 @@ def test_answers_import_reports_every_bad_line_and_stores_nothing(runner, sessio
     assert count(session, RecordedAnswer) == 0
 
 
-def test_answers_import_refuses_existing_answers_endpoint_models_and_missing_files(runner, session, two_prompts,
-                                                                                   tmp_path):
+def test_answers_import_refuses_existing_answers_endpoint_models_and_missing_files(
+    runner, session, two_prompts, tmp_path
+):
     first, _ = two_prompts
     gen_recorded_model(session, "Rec", "Org", {first.id: "already"})
     gen_endpoint_model(session, "Live", "Org", "https://x.test")
@@ -338,8 +445,10 @@ def test_answers_import_refuses_existing_answers_endpoint_models_and_missing_fil
     assert "endpoint model" in invoke(runner, "answers", "import", "Live", str(path), code=2).stderr
     invoke(runner, "answers", "import", "Ghost", str(path), code=2)
     invoke(runner, "answers", "import", "Rec", str(tmp_path / "missing.jsonl"), code=2)
-    assert "no answers" in invoke(runner, "answers", "import", "Rec", str(write(tmp_path / "e.jsonl", [""])),
-                                  code=2).stderr
+    assert (
+        "no answers"
+        in invoke(runner, "answers", "import", "Rec", str(write(tmp_path / "e.jsonl", [""])), code=2).stderr
+    )
     assert [a.text for a in session.scalars(select(RecordedAnswer))] == ["already"]
 
 
@@ -356,6 +465,7 @@ def test_answers_import_refuses_a_retired_model_as_the_labs_upload_does(runner, 
 
 
 # ------------------------------------------------------------------------------------------------ battles
+
 
 @pytest.fixture
 def three_models(session):
@@ -375,7 +485,11 @@ def test_battles_import_stores_voted_battles_with_their_votes(runner, session, t
     assert "imported 4" in invoke(runner, "battles", "import", str(path), "--source", "lmsys").stdout
     battles = session.scalars(select(Battle).order_by(Battle.created_at)).all()
     assert [(b.model_a.name, b.model_b.name, b.vote.winner) for b in battles] == [
-        ("Alpha", "Beta", "a"), ("Gamma", "Alpha", "b"), ("Beta", "Gamma", "tie"), ("Alpha", "Gamma", "bothbad")]
+        ("Alpha", "Beta", "a"),
+        ("Gamma", "Alpha", "b"),
+        ("Beta", "Gamma", "tie"),
+        ("Alpha", "Gamma", "bothbad"),
+    ]
     assert {b.state for b in battles} == {"voted"} and {b.source for b in battles} == {"lmsys"}
     assert {b.vote.source for b in battles} == {"lmsys"}
     assert [b.voter for b in battles] == ["lmsys:u1", "lmsys:u2", "lmsys:u1", None]
@@ -385,9 +499,14 @@ def test_battles_import_stores_voted_battles_with_their_votes(runner, session, t
 
 
 def test_battles_import_with_unknown_models_names_them_and_stores_nothing(runner, session, three_models, tmp_path):
-    path = write(tmp_path / "battles.jsonl", BATTLES + [
-        {"model_a": "Alpha", "model_b": "Zeta", "winner": "tie"},
-        {"model_a": "Omega", "model_b": "Beta", "winner": "tie"}])
+    path = write(
+        tmp_path / "battles.jsonl",
+        BATTLES
+        + [
+            {"model_a": "Alpha", "model_b": "Zeta", "winner": "tie"},
+            {"model_a": "Omega", "model_b": "Beta", "winner": "tie"},
+        ],
+    )
     result = invoke(runner, "battles", "import", str(path), code=2)
     assert "Zeta" in result.stderr and "Omega" in result.stderr and "Alpha" not in result.stderr
     assert count(session, Battle) == 0 and count(session, Vote) == 0
@@ -410,6 +529,7 @@ def test_battles_import_refuses_the_same_file_twice_and_bad_files(runner, sessio
 
 # ------------------------------------------------------------------------------------------------ votes export
 
+
 def test_votes_export_reads_back_with_the_ranking_reader(runner, session, three_models, tmp_path):
     invoke(runner, "battles", "import", str(write(tmp_path / "battles.jsonl", BATTLES)), "--source", "lmsys")
     original = read_battles(tmp_path / "battles.jsonl")
@@ -424,8 +544,17 @@ def test_votes_export_reads_back_with_the_ranking_reader(runner, session, three_
         np.testing.assert_array_equal(back.tstamp, original.tstamp)
         assert [back.voters[v] if v >= 0 else None for v in back.voter] == ["lmsys:u1", "lmsys:u2", "lmsys:u1", None]
     records = [json.loads(line) for line in (tmp_path / "votes.jsonl").read_text().splitlines()]
-    assert set(records[0]) == {"model_a", "model_b", "winner", "tstamp", "judge", "battle_id", "source", "flagged",
-                               "state"}
+    assert set(records[0]) == {
+        "model_a",
+        "model_b",
+        "winner",
+        "tstamp",
+        "judge",
+        "battle_id",
+        "source",
+        "flagged",
+        "state",
+    }
     assert (records[0]["source"], records[0]["flagged"], records[0]["state"]) == ("lmsys", False, "voted")
     rows = list(csv.DictReader((tmp_path / "votes.csv").open()))
     assert [r["battle_id"] for r in rows] == [r["battle_id"] for r in records]
@@ -436,8 +565,19 @@ def test_votes_export_to_standard_output_carries_category_and_flag(runner, sessi
     prompt = gen_prompt(session, "Write a sort.", category="code")
     alpha = gen_recorded_model(session, "Alpha", "Org", {prompt.id: "a"})
     beta = gen_recorded_model(session, "Beta", "Org", {prompt.id: "b"})
-    session.add(Battle(id="b1", prompt_id=prompt.id, prompt_text=prompt.text, model_a_id=alpha.id,
-                       model_b_id=beta.id, state="voted", flagged=True, flag_reason="names itself", voter="v"))
+    session.add(
+        Battle(
+            id="b1",
+            prompt_id=prompt.id,
+            prompt_text=prompt.text,
+            model_a_id=alpha.id,
+            model_b_id=beta.id,
+            state="voted",
+            flagged=True,
+            flag_reason="names itself",
+            voter="v",
+        )
+    )
     session.add(Vote(battle_id="b1", winner="b", voter="v"))
     session.commit()
     result = invoke(runner, "votes", "export")
@@ -458,6 +598,7 @@ def test_votes_export_of_an_empty_database_and_a_bad_destination(runner, tmp_pat
 
 # ------------------------------------------------------------------------------------------------ crypto
 
+
 def test_endpoint_keys_encrypt_with_a_fresh_nonce_and_need_the_same_secret_key():
     first, second = encrypt_secret("app secret", "sk-123"), encrypt_secret("app secret", "sk-123")
     assert first != second and "sk-123" not in first
@@ -476,6 +617,7 @@ def test_endpoint_keys_encrypt_with_a_fresh_nonce_and_need_the_same_secret_key()
 
 
 # ------------------------------------------------------------------------------------------------ the script
+
 
 @pytest.fixture
 def script_env(app, monkeypatch, tmp_path):
@@ -500,12 +642,24 @@ def test_the_arena_script_runs_commands_and_reports_errors_in_one_line(script_en
 
 
 def test_python_dash_m_arena_cli_is_the_script(script_env):
-    created = subprocess.run([sys.executable, "-m", "arena.cli", "labs", "create", "Subprocess Lab"],
-                             env=script_env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    created = subprocess.run(
+        [sys.executable, "-m", "arena.cli", "labs", "create", "Subprocess Lab"],
+        env=script_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert created.returncode == 0, created.stderr
     assert created.stdout.strip().splitlines()[-1].startswith("arena_")
-    failed = subprocess.run([sys.executable, "-m", "arena.cli", "models", "retire", "Nobody"],
-                            env=script_env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    failed = subprocess.run(
+        [sys.executable, "-m", "arena.cli", "models", "retire", "Nobody"],
+        env=script_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert failed.returncode == 2 and failed.stdout == ""
     assert_one_error_line(failed.stderr)
 

@@ -1,4 +1,5 @@
 """The embedded LLMFAO demo: loaded whole, exactly as the data files say, once, or not at all."""
+
 import csv
 import json
 import shutil
@@ -43,28 +44,34 @@ def load(runner, *flags):
 def test_the_demo_loads_every_model_prompt_answer_and_vote(runner, session):
     out = load(runner)
     assert "70 models, 19 prompts, 1133 recorded answers, 8931 battles with 8931 votes" in out
-    assert counts(session) == {"models": 70, "prompts": 19, "recorded_answers": 1133, "battles": 8931,
-                               "votes": 8931}
-    assert demo.demo_counts(session) == {"models": 70, "prompts": 19, "answers": 1133, "battles": 8931,
-                                         "votes": 8931}
+    assert counts(session) == {"models": 70, "prompts": 19, "recorded_answers": 1133, "battles": 8931, "votes": 8931}
+    assert demo.demo_counts(session) == {"models": 70, "prompts": 19, "answers": 1133, "battles": 8931, "votes": 8931}
     event = session.scalars(select(AuditEvent)).one()  # the load is on the operators' record
     assert (event.actor, event.action, event.details["votes"], event.details["models"]) == (
-        "operator", "demo.load", 8931, 70)
+        "operator",
+        "demo.load",
+        8931,
+        70,
+    )
 
     models = {m.name: m for m in session.scalars(select(Model))}
-    assert {(r["name"], r["org"]) for r in jsonl("models.jsonl")} == \
-        {(m.name, m.organization) for m in models.values()}
-    assert {(m.kind, m.status, m.source, m.sampling_weight) for m in models.values()} == \
-        {("recorded", "active", "llmfao", 1.0)}
+    assert {(r["name"], r["org"]) for r in jsonl("models.jsonl")} == {(m.name, m.organization) for m in models.values()}
+    assert {(m.kind, m.status, m.source, m.sampling_weight) for m in models.values()} == {
+        ("recorded", "active", "llmfao", 1.0)
+    }
 
     prompts = {p.id: p for p in session.scalars(select(Prompt))}
-    assert {r["id"]: (r["text"], r["type"], r["slug"]) for r in jsonl("prompts.jsonl")} == \
-        {i: (p.text, p.category, p.slug) for i, p in prompts.items()}  # the data set's ids are ours
+    assert {r["id"]: (r["text"], r["type"], r["slug"]) for r in jsonl("prompts.jsonl")} == {
+        i: (p.text, p.category, p.slug) for i, p in prompts.items()
+    }  # the data set's ids are ours
 
     name_of = {r["id"]: r["name"] for r in jsonl("models.jsonl")}
     expected = sorted((name_of[r["model"]], r["prompt"], r["result"], r["duration"]) for r in jsonl("results.jsonl"))
-    stored = sorted(session.execute(select(Model.name, RecordedAnswer.prompt_id, RecordedAnswer.text,
-                                           RecordedAnswer.duration_ms).join(Model)).all())
+    stored = sorted(
+        session.execute(
+            select(Model.name, RecordedAnswer.prompt_id, RecordedAnswer.text, RecordedAnswer.duration_ms).join(Model)
+        ).all()
+    )
     assert [tuple(row) for row in stored] == expected
 
 
@@ -144,8 +151,9 @@ def test_inconsistent_data_files_are_named_and_nothing_is_stored(session, tmp_pa
     broken = tmp_path / "llmfao"
     shutil.copytree(DATA, broken)
     lines = (broken / "crowd-comparisons.csv").read_text().splitlines()
-    lines[5000] = lines[5000].replace(",left,", ",sideways,").replace(",right,", ",sideways,").replace(
-        ",tie,", ",sideways,")
+    lines[5000] = (
+        lines[5000].replace(",left,", ",sideways,").replace(",right,", ",sideways,").replace(",tie,", ",sideways,")
+    )
     (broken / "crowd-comparisons.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(demo.DemoDataError, match=r"crowd-comparisons\.csv:5001: winner"):
         demo.load_demo(session, broken)

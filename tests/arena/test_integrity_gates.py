@@ -1,4 +1,5 @@
 """The request-side gates on voting: the proof-of-work challenge and the rate limits, through the voters' API."""
+
 import hashlib
 import logging
 import os
@@ -43,12 +44,12 @@ def votes_stored(session) -> int:
 
 # ------------------------------------------------------------------------------------------------ challenge
 
+
 def test_a_battle_carries_its_challenge_and_a_solved_vote_counts(gated, client, session, prompt_id):
     battle = ready_battle(client, prompt_id)
     issued = battle["challenge"]
     openapi.BattleCreated.model_validate(battle)  # as the OpenAPI document describes it
-    assert issued == {"algorithm": "sha256", "salt": challenge.salt("test-secret", battle["id"]),
-                      "difficulty": BITS}
+    assert issued == {"algorithm": "sha256", "salt": challenge.salt("test-secret", battle["id"]), "difficulty": BITS}
     assert client.get(f"/api/v1/battles/{battle['id']}").get_json()["challenge"] == issued  # a reloaded page
 
     proof = challenge.solve(issued)
@@ -133,14 +134,21 @@ def test_the_browser_solver_finds_proofs_the_server_accepts(tmp_path):
     script = tmp_path / "solve.js"
     script.write_text(
         'const fs = require("fs"), vm = require("vm");\n'
-        'const scope = {}; scope.self = scope; vm.createContext(scope);\n'
+        "const scope = {}; scope.self = scope; vm.createContext(scope);\n"
         f'vm.runInContext(fs.readFileSync({str(REPO / "static/js/challenge-worker.js")!r}, "utf8"), scope);\n'
-        'const cases = JSON.parse(process.argv[2]);\n'
-        'console.log(JSON.stringify(cases.map(([s, d, start, step]) =>'
-        ' scope.self.arenaChallengeSearch(s, d, start, step, 1 << 24))));\n')
+        "const cases = JSON.parse(process.argv[2]);\n"
+        "console.log(JSON.stringify(cases.map(([s, d, start, step]) =>"
+        " scope.self.arenaChallengeSearch(s, d, start, step, 1 << 24))));\n"
+    )
     salts = [challenge.salt("k", f"battle-{i}") for i in range(6)]
-    cases = [[salts[0], 0, 0, 1], [salts[1], 1, 0, 1], [salts[2], 12, 0, 1], [salts[3], 16, 1, 2],
-             [salts[4], 8, 0, 1], ["x" * 60, 8, 0, 1]]  # the last message spans two SHA-256 blocks
+    cases = [
+        [salts[0], 0, 0, 1],
+        [salts[1], 1, 0, 1],
+        [salts[2], 12, 0, 1],
+        [salts[3], 16, 1, 2],
+        [salts[4], 8, 0, 1],
+        ["x" * 60, 8, 0, 1],
+    ]  # the last message spans two SHA-256 blocks
     import json
 
     out = subprocess.run(["node", str(script), json.dumps(cases)], capture_output=True, text=True, timeout=60)
@@ -155,13 +163,15 @@ def test_the_browser_solver_finds_proofs_the_server_accepts(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ rate limits
 
+
 def limit(app, **settings):
     """Turn the rate limits on with these settings (the rest unlimited) and rebuild the app's limiter."""
     for action in ratelimit.ACTIONS:
         for scope in ratelimit.SCOPES:
             override(app, **{ratelimit.setting_name(action, scope): settings.get(f"{action}_per_{scope}", "")})
-    override(app, RATE_LIMITS=True, RATE_LIMIT_KEY_PREFIX=f"test-{uuid.uuid4().hex}",
-                      REDIS_URL=settings.get("redis_url"))
+    override(
+        app, RATE_LIMITS=True, RATE_LIMIT_KEY_PREFIX=f"test-{uuid.uuid4().hex}", REDIS_URL=settings.get("redis_url")
+    )
     ratelimit.init_app(app)
     return app
 
@@ -257,8 +267,7 @@ def test_defaults_are_on_and_a_malformed_limit_stops_the_app_at_start(monkeypatc
     monkeypatch.setenv("ARENA_RATE_LIMITS", "off")
     assert Settings().rate_limits is False
     with pytest.raises(SettingsError, match="ARENA_RATE_LIMIT_VOTES_PER_VOTER"):
-        create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path),
-                    "RATE_LIMIT_VOTES_PER_VOTER": "lots"})
+        create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path), "RATE_LIMIT_VOTES_PER_VOTER": "lots"})
 
 
 def only_limits(**limits) -> Settings:
@@ -316,9 +325,23 @@ def own_redis(tmp_path):
         process = None
 
         def start(self):
-            self.process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                             "--appendonly", "no", "--dir", str(tmp_path)],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(tmp_path),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             deadline = time.monotonic() + 10
             while not _redis_answers(self.url):
                 assert time.monotonic() < deadline, "redis-server did not start"
@@ -398,8 +421,10 @@ def test_challenge_js_solves_in_a_browser_with_workers_and_without(tmp_path):
                 with_workers = page.evaluate(solve, issued)
                 page.evaluate("() => { window.Worker = undefined; }")
                 on_the_page = page.evaluate(solve, issued)
-                refused = page.evaluate("c => window.arenaChallenge.solve(c).then(() => 'solved', e => e.message)",
-                                        {"algorithm": "md5", "salt": "x", "difficulty": 1})
+                refused = page.evaluate(
+                    "c => window.arenaChallenge.solve(c).then(() => 'solved', e => e.message)",
+                    {"algorithm": "md5", "salt": "x", "difficulty": 1},
+                )
             finally:
                 browser.close()
     finally:

@@ -1,6 +1,7 @@
 """The integrity rules as the snapshot builder applies them: each leaves its planted votes out with its reason,
 spares the honest voters, is counted and described in the snapshot with its settings, and a snapshot built with
 the rules on is still reproduced exactly by `python -m ranking verify` from its published battle file."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,19 @@ class Arena:
 
     def vote(self, a: int, b: int, winner: str, voter: str, at: datetime, *, prompt_id="set", text="?"):
         battle_id = f"t{len(self.battles)}"
-        self.battles.append({"id": battle_id, "prompt_id": self.prompt.id if prompt_id == "set" else prompt_id,
-                             "prompt_text": text, "model_a_id": self.models[a].id, "model_b_id": self.models[b].id,
-                             "state": "voted", "flagged": False, "voter": voter, "created_at": at})
+        self.battles.append(
+            {
+                "id": battle_id,
+                "prompt_id": self.prompt.id if prompt_id == "set" else prompt_id,
+                "prompt_text": text,
+                "model_a_id": self.models[a].id,
+                "model_b_id": self.models[b].id,
+                "state": "voted",
+                "flagged": False,
+                "voter": voter,
+                "created_at": at,
+            }
+        )
         self.votes.append({"battle_id": battle_id, "winner": winner, "voter": voter, "created_at": at})
         return battle_id
 
@@ -49,11 +60,20 @@ class Arena:
 
 @pytest.fixture
 def arena(app, session):
-    override(app, SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0,
-                      PROVISIONAL_VOTES=5, VOTER_DAILY_CAP=40, REPEATED_PROMPT_VOTES=20)
+    override(
+        app,
+        SNAPSHOT_REPLICATES=REPLICATES,
+        SNAPSHOT_STYLE_REPLICATES=REPLICATES,
+        SNAPSHOT_EVERY_VOTES=0,
+        PROVISIONAL_VOTES=5,
+        VOTER_DAILY_CAP=40,
+        REPEATED_PROMPT_VOTES=20,
+    )
     prompt = gen_prompt(session, "Explain tides.")
-    models = [gen_recorded_model(session, f"Model {i}", f"Org {i}", {prompt.id: "Tides come from the moon."})
-              for i in range(MODELS)]
+    models = [
+        gen_recorded_model(session, f"Model {i}", f"Org {i}", {prompt.id: "Tides come from the moon."})
+        for i in range(MODELS)
+    ]
     return Arena(session, prompt, models)
 
 
@@ -74,12 +94,15 @@ def build(app) -> dict:
 
 
 def vote_file(client, version=1) -> list[dict]:
-    return [json.loads(line) for line in
-            client.get(f"/api/v1/leaderboard/snapshots/{version}/votes").data.decode().splitlines()]
+    return [
+        json.loads(line)
+        for line in client.get(f"/api/v1/leaderboard/snapshots/{version}/votes").data.decode().splitlines()
+    ]
 
 
-def test_each_rule_leaves_its_planted_votes_out_and_the_snapshot_records_counts_and_settings(app, client, session,
-                                                                                           arena, tmp_path, capsys):
+def test_each_rule_leaves_its_planted_votes_out_and_the_snapshot_records_counts_and_settings(
+    app, client, session, arena, tmp_path, capsys
+):
     rng = np.random.default_rng(7)
     honest_votes(arena, rng)
     # a voter pushing model 6 (second weakest): 80 votes for it over two days, under the daily cap
@@ -94,14 +117,26 @@ def test_each_rule_leaves_its_planted_votes_out_and_the_snapshot_records_counts_
     # one greeting typed 30 times (free text, no prompt of the set): counts as 20 votes in all
     for i in range(30):
         a, b = rng.choice(MODELS, 2, replace=False)
-        arena.vote(int(a), int(b), "a" if a < b else "b", f"greeter-{i}", DAY0 + timedelta(days=6, seconds=i),
-                   prompt_id=None, text="  Hi ")
+        arena.vote(
+            int(a),
+            int(b),
+            "a" if a < b else "b",
+            f"greeter-{i}",
+            DAY0 + timedelta(days=6, seconds=i),
+            prompt_id=None,
+            text="  Hi ",
+        )
     # a streamed battle whose answer names an alias registered only after the vote
     leaked = arena.vote(0, 1, "a", "honest-0", DAY0 + timedelta(days=7), prompt_id=None, text="Who are you?")
     arena.store()
-    session.add_all([Message(battle_id=leaked, side="a", role="assistant", content="I'm Zephyr-Prime, by the way.",
-                             complete=True),
-                     Message(battle_id=leaked, side="b", role="assistant", content="An assistant.", complete=True)])
+    session.add_all(
+        [
+            Message(
+                battle_id=leaked, side="a", role="assistant", content="I'm Zephyr-Prime, by the way.", complete=True
+            ),
+            Message(battle_id=leaked, side="b", role="assistant", content="An assistant.", complete=True),
+        ]
+    )
     session.execute(update(Model).where(Model.id == arena.models[0].id).values(aliases=["zephyr prime"]))
     session.commit()
 
@@ -118,8 +153,7 @@ def test_each_rule_leaves_its_planted_votes_out_and_the_snapshot_records_counts_
     # the rigger: all left out, by one of the statistical rules
     pseudonym = voters.pseudonymiser("test-secret")
     rigger = by_voter[pseudonym("rigger")]
-    assert all(line["excluded"] in ("sequential_test", "improbable_votes", "concentrated_influence")
-               for line in rigger)
+    assert all(line["excluded"] in ("sequential_test", "improbable_votes", "concentrated_influence") for line in rigger)
     # the daily cap: the eager voter's 41st to 60th votes of that day
     eager = by_voter[pseudonym("eager")]
     assert [line["excluded"] for line in eager] == [None] * 40 + ["daily_cap"] * 20
@@ -136,8 +170,9 @@ def test_each_rule_leaves_its_planted_votes_out_and_the_snapshot_records_counts_
     for rule, _ in integrity.RULES:
         assert report["rules"][rule]["excluded"] == counts[rule]
     assert report["rules"]["concentrated_influence"]["z_threshold"] > 3
-    assert [rule["name"] for rule in document["counting_rules"]][-len(integrity.RULES):] == [
-        rule for rule, _ in integrity.RULES]
+    assert [rule["name"] for rule in document["counting_rules"]][-len(integrity.RULES) :] == [
+        rule for rule, _ in integrity.RULES
+    ]
 
     # the repeated greeting's counted votes weigh 20 in all, written in the battle file
     greetings = [line for i in range(30) for line in by_voter[pseudonym(f"greeter-{i}")] if line["counted"]]
@@ -171,8 +206,12 @@ def test_a_family_registered_later_applies_to_old_imported_battles(app, client, 
     first = build(app)
     assert first["votes"]["excluded"]["identity_leak"] == 0
     from arena.models import RecordedAnswer
-    session.execute(update(RecordedAnswer).where(RecordedAnswer.model_id == arena.models[3].id)
-                    .values(text="As a Zephyr model, I think tides come from the moon."))
+
+    session.execute(
+        update(RecordedAnswer)
+        .where(RecordedAnswer.model_id == arena.models[3].id)
+        .values(text="As a Zephyr model, I think tides come from the moon.")
+    )
     session.execute(update(Model).where(Model.id == arena.models[3].id).values(families=["Zephyr"]))
     session.commit()
     second = build(app)
@@ -200,14 +239,23 @@ def test_labs_register_and_add_aliases_and_families_but_never_remove_them(client
     from tests.arena.test_lab_api import bearer
 
     lab, key = labs.create_lab(session, OPERATOR, "Zephyr Lab")
-    created = client.post("/api/v1/models", headers=bearer(key), json={
-        "name": "Zephyr 2", "organization": "Zephyr Lab", "kind": "recorded",
-        "aliases": [" zephyr-2 ", "Zephyr-2"], "families": ["Zephyr"]})
+    created = client.post(
+        "/api/v1/models",
+        headers=bearer(key),
+        json={
+            "name": "Zephyr 2",
+            "organization": "Zephyr Lab",
+            "kind": "recorded",
+            "aliases": [" zephyr-2 ", "Zephyr-2"],
+            "families": ["Zephyr"],
+        },
+    )
     assert created.status_code == 201, created.json
     assert created.json["aliases"] == ["zephyr-2"] and created.json["families"] == ["Zephyr"]
     model_id = created.json["id"]
-    patched = client.patch(f"/api/v1/models/{model_id}", headers=bearer(key),
-                           json={"aliases": ["ZP2"], "families": ["zephyr", "Breeze"]})
+    patched = client.patch(
+        f"/api/v1/models/{model_id}", headers=bearer(key), json={"aliases": ["ZP2"], "families": ["zephyr", "Breeze"]}
+    )
     assert patched.status_code == 200, patched.json
     assert patched.json["aliases"] == ["zephyr-2", "ZP2"] and patched.json["families"] == ["Zephyr", "Breeze"]
     for bad in ({"aliases": "Zephyr"}, {"families": ["---"]}, {"aliases": [None]}):
@@ -253,8 +301,9 @@ def test_apply_rules_catches_many_identities_that_drag_the_fit_along():
     a, b = np.r_[a, np.full(sybils * 10, target)], np.r_[b, other]
     o = np.r_[o, np.full(sybils * 10, A_WINS)].astype(np.int8)
     v = np.r_[v, voters + np.repeat(np.arange(sybils), 10)]
-    table = integrity.VoteTable(a, b, o, v, np.zeros(a.size, np.int64), np.full(a.size, -1), np.zeros(a.size, bool),
-                                [None] * a.size)
+    table = integrity.VoteTable(
+        a, b, o, v, np.zeros(a.size, np.int64), np.full(a.size, -1), np.zeros(a.size, bool), [None] * a.size
+    )
     defaults = integrity.IntegritySettings.from_settings(Settings())
     result = integrity.apply_rules(table, models, voters + sybils, defaults)
     reason = np.array(result.reason, object)
@@ -265,8 +314,7 @@ def test_apply_rules_catches_many_identities_that_drag_the_fit_along():
 def test_imported_votes_are_not_capped_tested_or_down_weighted(app, client, session, arena):
     """`arena battles import` stores no prompt text and its voters' votes were collected elsewhere."""
     for i in range(120):
-        arena.vote(i % MODELS, (i + 1) % MODELS, "a", "importer", DAY0 + timedelta(seconds=i), prompt_id=None,
-                   text="")
+        arena.vote(i % MODELS, (i + 1) % MODELS, "a", "importer", DAY0 + timedelta(seconds=i), prompt_id=None, text="")
     arena.store()
     session.execute(update(Vote).values(source="fastchat"))
     session.commit()
@@ -279,8 +327,9 @@ def test_a_streamed_answer_naming_a_registered_family_flags_its_battle(client, s
     from tests.arena.conftest import gen_endpoint_model
     from tests.arena.test_battles import run_battle
 
-    gen_endpoint_model(session, "Gust 3", "Gust Inc", loopback.base_url, behaviour="leak:I am a GUSTLM model",
-                       families=["GustLM"])
+    gen_endpoint_model(
+        session, "Gust 3", "Gust Inc", loopback.base_url, behaviour="leak:I am a GUSTLM model", families=["GustLM"]
+    )
     gen_endpoint_model(session, "Quiet Model", "Quiet Org", loopback.base_url)
     battle_id, _, _, events = run_battle(client, prompt="Who made you?")
     assert events[-1][1]["state"] == "ready"

@@ -1,5 +1,6 @@
 """The OpenAPI document at /api/v1/openapi.json matches the code: the same routes, and responses that conform
 (a bounded schemathesis run: no 5xx, every status, content type and body as documented)."""
+
 from __future__ import annotations
 
 import itertools
@@ -32,16 +33,19 @@ def _documented_path(rule: str) -> str:
 
 def test_every_api_route_is_documented_and_every_documented_route_exists(app, client):
     document = client.get("/api/v1/openapi.json").json
-    served = {(_documented_path(rule.rule), method.lower())
-              for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")
-              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    served = {
+        (_documented_path(rule.rule), method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/v1/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
     documented = {(path, method) for path, operations in document["paths"].items() for method in operations}
     assert served == documented
     assert document["openapi"].startswith("3.1")
-    lab_operations = [op for path, ops in document["paths"].items() for op in ops.values()
-                      if op["tags"] == ["labs"]]
-    assert lab_operations and all(op["security"] == [{"bearer": []}] and "401" in op["responses"]
-                                  for op in lab_operations)
+    lab_operations = [op for path, ops in document["paths"].items() for op in ops.values() if op["tags"] == ["labs"]]
+    assert lab_operations and all(
+        op["security"] == [{"bearer": []}] and "401" in op["responses"] for op in lab_operations
+    )
 
 
 def test_a_route_without_an_entry_stops_the_document(tmp_path):
@@ -49,8 +53,9 @@ def test_a_route_without_an_entry_stops_the_document(tmp_path):
     from arena import create_app
     from arena.web import openapi
 
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}", "INSTANCE_PATH": str(tmp_path),
-                      "SECRET_KEY": "k"})
+    app = create_app(
+        {"DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}", "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "k"}
+    )
     assert "/api/v1/models/{model_id}" in openapi.document(app)["paths"]
     app.add_url_rule("/api/v1/undocumented", "undocumented", lambda: "")
     with pytest.raises(LookupError, match="/api/v1/undocumented .* has no OpenAPI entry"):
@@ -72,8 +77,11 @@ def _jsonl(_context, value) -> bytes:
     return value if isinstance(value, bytes) else json.dumps(value).encode()  # negative cases: not a string
 
 
-CHECKS = [openapi_checks.status_code_conformance, openapi_checks.content_type_conformance,
-          openapi_checks.response_schema_conformance]
+CHECKS = [
+    openapi_checks.status_code_conformance,
+    openapi_checks.content_type_conformance,
+    openapi_checks.response_schema_conformance,
+]
 
 
 def test_schemathesis_finds_no_server_error_and_no_response_that_breaks_the_document(app, session, monkeypatch):
@@ -91,8 +99,11 @@ def test_schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
     client = app.test_client()
     own_ids = []
     for name in ("Fuzz target", "Disposable 1", "Disposable 2", "Disposable 3"):
-        created = client.post("/api/v1/models", json={"name": name, "organization": "F", "kind": "recorded"},
-                              headers={"Authorization": f"Bearer {key}"})
+        created = client.post(
+            "/api/v1/models",
+            json={"name": name, "organization": "F", "kind": "recorded"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
         assert created.status_code == 201
         own_ids.append(created.json["id"])
     target, disposable = own_ids[0], own_ids[1:]
@@ -105,8 +116,15 @@ def test_schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
     seen_statuses: dict[str, set[int]] = {}
 
     for operation, mode in itertools.product(operations, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)):
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy(generation_mode=mode))
         def run(case):
             if operation.path == "/api/v1/keys/rotate":
@@ -134,24 +152,49 @@ def test_schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
     # And the successful answers of every lab operation, which random input rarely reaches, conform too.
     by_label = {op.label: op for op in operations}
     prompt_id = gen_prompt(session, "explicit").id
-    fresh, doomed = (client.post("/api/v1/models", json={"name": name, "organization": "F", "kind": "recorded"},
-                                 headers={"Authorization": f"Bearer {key}"}).json["id"]
-                     for name in ("Explicit target", "Explicit doomed"))
+    fresh, doomed = (
+        client.post(
+            "/api/v1/models",
+            json={"name": name, "organization": "F", "kind": "recorded"},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json["id"]
+        for name in ("Explicit target", "Explicit doomed")
+    )
     explicit = [
-        ("POST /api/v1/models", {}, {"name": "Explicit endpoint", "organization": "F", "sampling_params": {"seed": 1},
-                                     "endpoint": {"base_url": "https://models.example.com/v1", "model": "m",
-                                                  "api_key": "k"}}, 201),
+        (
+            "POST /api/v1/models",
+            {},
+            {
+                "name": "Explicit endpoint",
+                "organization": "F",
+                "sampling_params": {"seed": 1},
+                "endpoint": {"base_url": "https://models.example.com/v1", "model": "m", "api_key": "k"},
+            },
+            201,
+        ),
         ("POST /api/v1/models", {}, {"name": "Explicit recorded", "organization": "F", "kind": "recorded"}, 201),
         ("GET /api/v1/models/{model_id}", {"model_id": fresh}, None, 200),
         ("PATCH /api/v1/models/{model_id}", {"model_id": fresh}, {"status": "paused"}, 200),
-        ("PATCH /api/v1/models/{model_id}", {"model_id": ENDPOINT_MODEL},
-         {"endpoint": {"base_url": "https://other.example.com/v1", "model": "m2"}}, 400),  # the key must come along
-        ("PATCH /api/v1/models/{model_id}", {"model_id": ENDPOINT_MODEL},
-         {"endpoint": {"base_url": "https://other.example.com/v1", "api_key": "k2"}, "sampling_params": None}, 200),
+        (
+            "PATCH /api/v1/models/{model_id}",
+            {"model_id": ENDPOINT_MODEL},
+            {"endpoint": {"base_url": "https://other.example.com/v1", "model": "m2"}},
+            400,
+        ),  # the key must come along
+        (
+            "PATCH /api/v1/models/{model_id}",
+            {"model_id": ENDPOINT_MODEL},
+            {"endpoint": {"base_url": "https://other.example.com/v1", "api_key": "k2"}, "sampling_params": None},
+            200,
+        ),
         ("PATCH /api/v1/models/{model_id}", {"model_id": fresh}, {"endpoint": {"model": "m"}}, 400),
         ("POST /api/v1/models/{model_id}/answers", {"model_id": fresh}, '{"prompt_id": 1, "answer": "x"}\n{', 422),
-        ("POST /api/v1/models/{model_id}/answers", {"model_id": fresh},
-         json.dumps({"prompt_id": prompt_id, "answer": "x"}), 201),
+        (
+            "POST /api/v1/models/{model_id}/answers",
+            {"model_id": fresh},
+            json.dumps({"prompt_id": prompt_id, "answer": "x"}),
+            201,
+        ),
         ("DELETE /api/v1/models/{model_id}", {"model_id": doomed}, None, 204),
         ("GET /api/v1/models", {}, None, 200),
         ("POST /api/v1/keys/rotate", {}, None, 200),

@@ -1,5 +1,6 @@
 """What operators expect of the service: /healthz, /readyz, /metrics (with counts where things happen) and JSON
 logs. Two gunicorn workers' counts adding up is tests/reliability/test_metrics.py."""
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,21 @@ def sample(name: str, **labels) -> float:
 def scraped(response) -> dict:
     """The samples of a /metrics answer, by (name, sorted labels)."""
     assert response.status_code == 200, response.data[:300]
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.get_data(as_text=True)) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.get_data(as_text=True))
+        for s in family.samples
+    }
 
 
 def test_healthz_answers_without_the_database(tmp_path):
-    unreachable = create_app({"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:9/none",
-                              "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "k"})
+    unreachable = create_app(
+        {
+            "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:9/none",
+            "INSTANCE_PATH": str(tmp_path),
+            "SECRET_KEY": "k",
+        }
+    )
     client = unreachable.test_client()
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
@@ -47,12 +56,16 @@ def test_healthz_answers_without_the_database(tmp_path):
 def test_readyz_wants_the_database_and_a_live_builder(app, client):
     missing = client.get("/readyz")
     assert missing.status_code == 503 and missing.get_json()["error"]["details"] == {
-        "database": "ok", "builder": missing.get_json()["error"]["details"]["builder"]}
+        "database": "ok",
+        "builder": missing.get_json()["error"]["details"]["builder"],
+    }
     assert "heartbeat" in missing.get_json()["error"]["details"]["builder"]
     Builder(app).beat()  # what the builder process writes every few seconds
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.get_json() == {"status": "ready",
-                                                             "checks": {"database": "ok", "builder": "ok"}}
+    assert ready.status_code == 200 and ready.get_json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "builder": "ok"},
+    }
     override(app, READY_NEEDS_BUILDER=False)  # a host that only serves; its builder runs elsewhere
     heartbeat_path(settings_of(app)).unlink()
     assert client.get("/readyz").get_json() == {"status": "ready", "checks": {"database": "ok"}}
@@ -73,8 +86,7 @@ def test_a_battle_and_its_vote_are_counted(client, recorded_pair):  # noqa: F811
         assert sample("arena_battles_total", state=state) == before[state] + 1
     assert sample("arena_votes_total", outcome="tie") == votes_before + 1
     assert sample("arena_answer_seconds_count", model="Alpha Model", source="recorded") == answers_before + 1
-    assert sample("arena_http_requests_total", endpoint="api.vote", method="POST",
-                  status="200") == requests_before + 1
+    assert sample("arena_http_requests_total", endpoint="api.vote", method="POST", status="200") == requests_before + 1
     assert sample("arena_http_requests_total", endpoint="api.vote", method="POST", status="409") >= 1
 
     metrics = scraped(client.get("/metrics"))
@@ -178,8 +190,16 @@ def test_json_logs_are_one_object_per_line(capsys):
 
 def test_an_access_record_becomes_fields():
     record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, "%(h)s %(r)s", None, None)
-    record.args = {"h": "127.0.0.1", "m": "POST", "U": "/api/v1/battles", "q": "", "s": "201", "B": "-", "L": "0.004",
-                   "a": "curl/8"}
+    record.args = {
+        "h": "127.0.0.1",
+        "m": "POST",
+        "U": "/api/v1/battles",
+        "q": "",
+        "s": "201",
+        "B": "-",
+        "L": "0.004",
+        "a": "curl/8",
+    }
     entry = json.loads(logs.JsonFormatter().format(record))
     assert entry["message"] == "request" and entry["status"] == 201 and entry["method"] == "POST"
     assert entry["path"] == "/api/v1/battles" and entry["duration_s"] == 0.004 and entry["user_agent"] == "curl/8"
@@ -195,4 +215,3 @@ def test_the_log_format_setting_is_checked(log_format, monkeypatch):
     monkeypatch.setenv("ARENA_LOG_FORMAT", "xml")
     with pytest.raises(SettingsError, match="ARENA_LOG_FORMAT"):
         load()
-

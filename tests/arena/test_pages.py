@@ -1,6 +1,7 @@
 """The pages through Flask's test client (the browser tests in tests/browser drive them in Chromium): what each page
 shows from the stored snapshots (and that it never builds one), that the arena page names no model, that every
 page keeps to the Content-Security-Policy (no inline script, style or handler), and the charts' numbers."""
+
 from __future__ import annotations
 
 import math
@@ -171,7 +172,7 @@ def test_a_models_page_shows_its_rating_in_every_snapshot(app, client, session):
     for document in (first, second):
         row = next(r for r in document["boards"]["overall"]["models"] if r["model"] == "Alpha")
         assert f'<td class="num">{document["version"]}</td>' in page
-        assert f'{row["rating"]:.1f}' in page
+        assert f"{row['rating']:.1f}" in page
     assert page.count('class="dot"') == 2 and 'class="trend"' in page  # the history chart: two points, one line
     assert "Snapshot 2 does not rate" not in page
 
@@ -192,6 +193,7 @@ def test_battle_details_say_whether_follow_ups_are_possible_without_naming_anyon
 
 # ------------------------------------------------------------------------------------------------ charts
 
+
 def test_predicted_win_rate_is_the_elo_scale_bradley_terry_probability():
     assert charts.predicted_win_rate(1000, 1000) == 0.5
     assert math.isclose(charts.predicted_win_rate(1400, 1000), 10 / 11, rel_tol=1e-12)
@@ -200,7 +202,7 @@ def test_predicted_win_rate_is_the_elo_scale_bradley_terry_probability():
 
 def test_cell_text_keeps_aa_contrast_on_every_heatmap_colour():
     def luminance(hex_colour):
-        channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
         linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
         return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
 
@@ -211,17 +213,40 @@ def test_cell_text_keeps_aa_contrast_on_every_heatmap_colour():
 
 
 def test_charts_escape_names_use_no_inline_style_and_mark_unbounded_intervals():
-    rows = [{"model": "<script>x</script>", "rating": 1100.0, "ci_low": 1050.0, "ci_high": None, "battles": 40,
-             "provisional": True},
-            {"model": "Plain", "rating": 950.0, "ci_low": 900.0, "ci_high": 990.0, "battles": 400,
-             "provisional": False}]
-    for svg in (charts.rating_chart(rows), charts.win_rate_heatmap(rows),
-                charts.history_chart([{"version": 1, **rows[1]}, {"version": 2, **rows[0]}]),
-                charts.capability_safety_scatter(
-                    [{"model": "<i>m</i>", "rating": 1000.0, "ci_low": None, "ci_high": 1010.0, "value": 0.9,
-                      "value_low": 0.85, "value_high": None, "met": True}], metric="refusal",
-                    safety_lines=[charts.Threshold(0.8, "M: >= 0.8", "above")],
-                    capability_lines=[charts.Threshold(990.0, "M: capability", "right")], flagged=True)):
+    rows = [
+        {
+            "model": "<script>x</script>",
+            "rating": 1100.0,
+            "ci_low": 1050.0,
+            "ci_high": None,
+            "battles": 40,
+            "provisional": True,
+        },
+        {"model": "Plain", "rating": 950.0, "ci_low": 900.0, "ci_high": 990.0, "battles": 400, "provisional": False},
+    ]
+    for svg in (
+        charts.rating_chart(rows),
+        charts.win_rate_heatmap(rows),
+        charts.history_chart([{"version": 1, **rows[1]}, {"version": 2, **rows[0]}]),
+        charts.capability_safety_scatter(
+            [
+                {
+                    "model": "<i>m</i>",
+                    "rating": 1000.0,
+                    "ci_low": None,
+                    "ci_high": 1010.0,
+                    "value": 0.9,
+                    "value_low": 0.85,
+                    "value_high": None,
+                    "met": True,
+                }
+            ],
+            metric="refusal",
+            safety_lines=[charts.Threshold(0.8, "M: >= 0.8", "above")],
+            capability_lines=[charts.Threshold(990.0, "M: capability", "right")],
+            flagged=True,
+        ),
+    ):
         text = str(svg)
         assert "<script>" not in text and "<i>" not in text and "style=" not in text
         assert text.startswith("<svg") and 'role="img"' in text and "<title" in text and "<desc" in text
@@ -236,23 +261,39 @@ def test_charts_escape_names_use_no_inline_style_and_mark_unbounded_intervals():
 
 CSS = Path(__file__).resolve().parents[2] / "static" / "css" / "arena.css"
 # (text, background) pairs the stylesheet puts together; WCAG AA asks 4.5:1 of body text.
-TEXT_ON = [("text", "bg"), ("text", "surface"), ("text", "band"), ("muted", "bg"), ("muted", "surface"),
-           ("muted", "band"), ("link", "bg"), ("link", "band"), ("link", "good-soft"), ("text", "good-soft"),
-           ("accent-text", "accent"), ("bad", "bg"), ("bad", "bad-soft"), ("good", "bg"), ("warn", "bg"),
-           ("accent", "bg")]
+TEXT_ON = [
+    ("text", "bg"),
+    ("text", "surface"),
+    ("text", "band"),
+    ("muted", "bg"),
+    ("muted", "surface"),
+    ("muted", "band"),
+    ("link", "bg"),
+    ("link", "band"),
+    ("link", "good-soft"),
+    ("text", "good-soft"),
+    ("accent-text", "accent"),
+    ("bad", "bg"),
+    ("bad", "bad-soft"),
+    ("good", "bg"),
+    ("warn", "bg"),
+    ("accent", "bg"),
+]
 
 
 def _schemes() -> dict[str, dict[str, str]]:
     css = CSS.read_text()
-    light = css[css.index(":root {"):]
-    dark = css[css.index("@media (prefers-color-scheme: dark)"):]
-    return {name: dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-fA-F]{6})", block[:block.index("}")]))
-            for name, block in (("light", light), ("dark", dark))}
+    light = css[css.index(":root {") :]
+    dark = css[css.index("@media (prefers-color-scheme: dark)") :]
+    return {
+        name: dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-fA-F]{6})", block[: block.index("}")]))
+        for name, block in (("light", light), ("dark", dark))
+    }
 
 
 def _contrast(one: str, two: str) -> float:
     def luminance(colour):
-        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
         linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
         return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
 

@@ -1,4 +1,5 @@
 """Endpoint models and recorded answers, against the loopback model server (arena.loopback_model)."""
+
 from __future__ import annotations
 
 import json
@@ -67,10 +68,11 @@ def test_models_endpoint_lists_every_behaviour(server):
 
 
 def test_streams_openai_chunks_then_done(server):
-    with httpx.stream("POST", f"{server.base_url}/chat/completions",
-                      json={"model": "echo", "messages": HELLO, "stream": True}) as response:
+    with httpx.stream(
+        "POST", f"{server.base_url}/chat/completions", json={"model": "echo", "messages": HELLO, "stream": True}
+    ) as response:
         assert response.headers["content-type"] == "text/event-stream"
-        events = [line[len("data: "):] for line in response.iter_lines() if line]
+        events = [line[len("data: ") :] for line in response.iter_lines() if line]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(event) for event in events[:-1]]
     assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
@@ -88,8 +90,9 @@ def test_non_streaming_answer_is_a_chat_completion_and_honours_max_tokens(server
     assert whole["object"] == "chat.completion"
     assert whole["choices"][0]["message"] == {"role": "assistant", "content": echo_answer(HELLO)}
     assert whole["choices"][0]["finish_reason"] == "stop"
-    short = httpx.post(f"{server.base_url}/chat/completions",
-                       json={"model": "echo", "messages": HELLO, "max_tokens": 2}).json()
+    short = httpx.post(
+        f"{server.base_url}/chat/completions", json={"model": "echo", "messages": HELLO, "max_tokens": 2}
+    ).json()
     assert short["choices"][0]["message"]["content"] == "Answer to: "
     assert short["choices"][0]["finish_reason"] == "length"
 
@@ -141,12 +144,17 @@ def test_two_hundred_concurrent_streams_each_get_their_own_answer(server):
     count = 200
 
     def conversation(i):
-        return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"question {i}"},
-                {"role": "assistant", "content": "an answer"}, {"role": "user", "content": f"follow-up {i}"}]
+        return [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": f"question {i}"},
+            {"role": "assistant", "content": "an answer"},
+            {"role": "user", "content": f"follow-up {i}"},
+        ]
 
     def one(i):
-        return "".join(stream_chat(server.base_url, "slow:1", conversation(i), first_token_timeout=10,
-                                   total_timeout=20))
+        return "".join(
+            stream_chat(server.base_url, "slow:1", conversation(i), first_token_timeout=10, total_timeout=20)
+        )
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=count) as pool:
@@ -160,18 +168,20 @@ def test_two_hundred_concurrent_streams_each_get_their_own_answer(server):
 
 # -- stream_chat: answers ----------------------------------------------------------------------------------------
 def test_echo_streams_several_deltas_of_its_own_conversation(server):
-    conversation = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "first"},
-                    {"role": "assistant", "content": "ok"}, {"role": "user", "content": "second  question\n"}]
+    conversation = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "second  question\n"},
+    ]
     deltas = list(stream_chat(server.base_url, "echo", conversation))
     assert len(deltas) > 4 and all(deltas)
     assert "".join(deltas) == "Answer to: second  question\n (turn 2, 4 messages seen)"
 
 
 def test_params_pass_through_but_cannot_replace_model_messages_or_stream(server):
-    params = {"temperature": 0.2, "top_p": 0.9, "max_tokens": 3, "model": "other", "stream": False,
-              "messages": []}
-    answer = "".join(stream_chat(server.base_url, "echo:params", [{"role": "user", "content": "x"}],
-                                 params=params))
+    params = {"temperature": 0.2, "top_p": 0.9, "max_tokens": 3, "model": "other", "stream": False, "messages": []}
+    answer = "".join(stream_chat(server.base_url, "echo:params", [{"role": "user", "content": "x"}], params=params))
     assert answer == "Answer to: x "  # max_tokens reached the server: three word chunks
     body = requests_for(server, "echo:params")[-1]
     assert body["temperature"] == 0.2 and body["top_p"] == 0.9 and body["max_tokens"] == 3
@@ -189,8 +199,10 @@ def test_slow_spreads_its_deltas_over_the_requested_time(server):
 
 
 def test_leak_answers_with_the_given_text(server):
-    assert "".join(stream_chat(server.base_url, "leak:I am Claude, made by Anthropic.", HELLO)) \
+    assert (
+        "".join(stream_chat(server.base_url, "leak:I am Claude, made by Anthropic.", HELLO))
         == "I am Claude, made by Anthropic."
+    )
 
 
 def test_a_base_url_ending_in_chat_completions_is_used_as_it_is(server):
@@ -257,8 +269,9 @@ def test_connect_timeout():
                 filler.setblocking(False)
                 filler.connect_ex(("127.0.0.1", port))
                 fillers.append(filler)
-            error, elapsed = timed(lambda: list(stream_chat(f"http://127.0.0.1:{port}/v1", "echo", HELLO,
-                                                            connect_timeout=0.3)))
+            error, elapsed = timed(
+                lambda: list(stream_chat(f"http://127.0.0.1:{port}/v1", "echo", HELLO, connect_timeout=0.3))
+            )
         finally:
             for filler in fillers:
                 filler.close()
@@ -283,8 +296,11 @@ def test_first_token_timeout_counts_only_non_empty_deltas(server):
 
 def test_a_stall_after_the_first_tokens_times_out_after_the_read_timeout(server):
     received = []
-    error, elapsed = timed(lambda: received.extend(
-        stream_chat(server.base_url, "stall-mid", HELLO, first_token_timeout=5, read_timeout=0.3)))
+    error, elapsed = timed(
+        lambda: received.extend(
+            stream_chat(server.base_url, "stall-mid", HELLO, first_token_timeout=5, read_timeout=0.3)
+        )
+    )
     assert isinstance(error, ProviderError) and error.kind == "timeout" and "silent for 0.3 s" in error.message
     assert "".join(received) == "A partial answer from stall-mid that will not end"
     assert 0.25 < elapsed < 0.3 + SLACK
@@ -292,8 +308,9 @@ def test_a_stall_after_the_first_tokens_times_out_after_the_read_timeout(server)
 
 def test_total_timeout_on_an_answer_that_keeps_coming(server):
     received = []
-    error, elapsed = timed(lambda: received.extend(
-        stream_chat(server.base_url, "slow:3", HELLO, first_token_timeout=2, total_timeout=0.8)))
+    error, elapsed = timed(
+        lambda: received.extend(stream_chat(server.base_url, "slow:3", HELLO, first_token_timeout=2, total_timeout=0.8))
+    )
     assert isinstance(error, ProviderError) and error.kind == "timeout" and "within 0.8 s" in error.message
     assert 0 < len(received) < len(echo_answer(HELLO).split())
     assert 0.75 < elapsed < 0.8 + SLACK
@@ -301,9 +318,13 @@ def test_total_timeout_on_an_answer_that_keeps_coming(server):
 
 def test_total_timeout_is_kept_even_in_the_middle_of_a_read(server):
     """The stall starts at 0.4 s, the read timeout is 0.8 s: only the watchdog can end it at the 0.8 s deadline."""
-    error, elapsed = timed(lambda: list(
-        stream_chat(server.base_url, "stall-mid:0.4", HELLO, first_token_timeout=5, read_timeout=5,
-                    total_timeout=0.8)))
+    error, elapsed = timed(
+        lambda: list(
+            stream_chat(
+                server.base_url, "stall-mid:0.4", HELLO, first_token_timeout=5, read_timeout=5, total_timeout=0.8
+            )
+        )
+    )
     assert isinstance(error, ProviderError) and error.kind == "timeout" and "within 0.8 s" in error.message
     assert 0.75 < elapsed < 0.8 + 2 * SLACK  # the 5 s read timeout would have fired at 5.4 s at the earliest
 
@@ -322,8 +343,9 @@ def test_connections_are_reused_after_complete_answers(server):
 def test_a_connection_cut_by_the_watchdog_is_not_reused(server):
     with httpx.Client() as client:
         for _ in range(3):
-            error = error_from(lambda: list(stream_chat(server.base_url, "stall-mid:0.1", HELLO, total_timeout=0.3,
-                                                        client=client)))
+            error = error_from(
+                lambda: list(stream_chat(server.base_url, "stall-mid:0.1", HELLO, total_timeout=0.3, client=client))
+            )
             assert error.kind == "timeout"
             assert "".join(stream_chat(server.base_url, "echo", HELLO, client=client)) == echo_answer(HELLO)
 
@@ -341,22 +363,53 @@ def chunk(content=None, finish=None, **extra) -> str:
 
 
 def mock_client(body: bytes, content_type: str = "text/event-stream", status: int = 200) -> httpx.Client:
-    return httpx.Client(transport=httpx.MockTransport(
-        lambda request: httpx.Response(status, headers={"content-type": content_type}, content=body)))
+    return httpx.Client(
+        transport=httpx.MockTransport(
+            lambda request: httpx.Response(status, headers={"content-type": content_type}, content=body)
+        )
+    )
 
 
 SSE_CASES = {
     "crlf line ends, comments and a usage chunk without choices": (
-        "\r\n".join([": keep-alive", "", chunk("Hel"), "", chunk("lo"), "", chunk(finish="stop"), "",
-                     'data: {"choices": [], "usage": {"total_tokens": 3}}', "", "data: [DONE]", "", ""]),
-        "Hello"),
+        "\r\n".join(
+            [
+                ": keep-alive",
+                "",
+                chunk("Hel"),
+                "",
+                chunk("lo"),
+                "",
+                chunk(finish="stop"),
+                "",
+                'data: {"choices": [], "usage": {"total_tokens": 3}}',
+                "",
+                "data: [DONE]",
+                "",
+                "",
+            ]
+        ),
+        "Hello",
+    ),
     "a finish_reason without [DONE] is a complete answer": (
-        "\n".join([chunk("Hi"), "", chunk(" there", finish="stop"), "", ""]), "Hi there"),
-    "[DONE] without a finish_reason is a complete answer": (
-        "\n".join([chunk("Hi"), "", "data: [DONE]", "", ""]), "Hi"),
+        "\n".join([chunk("Hi"), "", chunk(" there", finish="stop"), "", ""]),
+        "Hi there",
+    ),
+    "[DONE] without a finish_reason is a complete answer": ("\n".join([chunk("Hi"), "", "data: [DONE]", "", ""]), "Hi"),
     "data: without a space, event and id fields": (
-        "\n".join(["event: message", "id: 1", 'data:{"choices":[{"index":0,"delta":{"content":"x"}}]}', "",
-                   "data: [DONE]", "", ""]), "x"),
+        "\n".join(
+            [
+                "event: message",
+                "id: 1",
+                'data:{"choices":[{"index":0,"delta":{"content":"x"}}]}',
+                "",
+                "data: [DONE]",
+                "",
+                "",
+            ]
+        ),
+        "x",
+    ),
     "junk after [DONE] is ignored": ("\n".join([chunk("ok"), "", "data: [DONE]", "", "<html>"]), "ok"),
 }
 
@@ -370,8 +423,7 @@ SSE_FAILURES = {
     "a line that is not SSE": ("<html>oops</html>\n", "garbage"),
     "a chunk without choices": ('data: {"id": 1}\n\n', "garbage"),
     "content that is not text": ('data: {"choices": [{"index": 0, "delta": {"content": 5}}]}\n\n', "garbage"),
-    "an error event mid-stream": (chunk("Hi") + '\n\ndata: {"error": {"message": "overloaded"}}\n\n',
-                                  "interrupted"),
+    "an error event mid-stream": (chunk("Hi") + '\n\ndata: {"error": {"message": "overloaded"}}\n\n', "interrupted"),
     "cut before [DONE]": (chunk("Hi") + "\n\n", "interrupted"),
     "cut before anything": ("", "interrupted"),
     "only a finish_reason": (chunk(finish="stop") + "\n\ndata: [DONE]\n\n", "empty"),
@@ -397,8 +449,10 @@ def test_check_endpoint_accepts_a_working_model_with_one_short_request(keyed_ser
     assert body["stream"] is False and body["max_tokens"] <= 16 and body["messages"][0]["role"] == "user"
 
 
-@pytest.mark.parametrize("model, kind", [("http-500", "http"), ("no-such-model", "http"), ("garbage", "garbage"),
-                                         ("error-mid", "interrupted")])
+@pytest.mark.parametrize(
+    "model, kind",
+    [("http-500", "http"), ("no-such-model", "http"), ("garbage", "garbage"), ("error-mid", "interrupted")],
+)
 def test_check_endpoint_failures(server, model, kind):
     assert error_from(lambda: check_endpoint(server.base_url, model)).kind == kind
 
@@ -416,8 +470,16 @@ def test_check_endpoint_times_out(server):
 
 
 # -- replay_recorded ---------------------------------------------------------------------------------------------
-TEXTS = ["", "one", "  leading and trailing  ", "Two\n\nparagraphs,\twith tabs.\n", "   ", "\n",
-         "Ünïcödé — 中文 words ✓", "- a list\n- of items\n\n```python\nprint('code')\n```"]
+TEXTS = [
+    "",
+    "one",
+    "  leading and trailing  ",
+    "Two\n\nparagraphs,\twith tabs.\n",
+    "   ",
+    "\n",
+    "Ünïcödé — 中文 words ✓",
+    "- a list\n- of items\n\n```python\nprint('code')\n```",
+]
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -441,13 +503,16 @@ def test_replay_spreads_the_chunks_evenly_over_the_recorded_duration():
     assert events == [0.5, "one ", 0.5, "two ", 0.5, "three ", 0.5, "four"]
 
 
-@pytest.mark.parametrize("duration_ms, options, total", [
-    (2000, {"speed": 2.0}, 1.0),
-    (2000, {"speed": 0.5}, 4.0),
-    (60_000, {}, 8.0),
-    (60_000, {"max_seconds": 3.0}, 3.0),
-    (60_000, {"speed": 10.0, "max_seconds": 30.0}, 6.0),
-])
+@pytest.mark.parametrize(
+    "duration_ms, options, total",
+    [
+        (2000, {"speed": 2.0}, 1.0),
+        (2000, {"speed": 0.5}, 4.0),
+        (60_000, {}, 8.0),
+        (60_000, {"max_seconds": 3.0}, 3.0),
+        (60_000, {"speed": 10.0, "max_seconds": 30.0}, 6.0),
+    ],
+)
 def test_replay_duration_scales_with_speed_and_is_capped(duration_ms, options, total):
     delays = [e for e in record_replay("a b c d e f g h", duration_ms, **options) if isinstance(e, float)]
     assert len(delays) == 8

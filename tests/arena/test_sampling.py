@@ -5,6 +5,7 @@ never a paused, failing or unable model, the policy recorded with each battle an
 Tolerances: long-run draws are compared with the published shares by a chi-square test at p > 1e-3 with a
 fixed seed (see tests/ranking/test_sampling.py for the rules themselves).
 """
+
 from __future__ import annotations
 
 import random
@@ -32,12 +33,15 @@ STRENGTHS = {"Alpha": 1.2, "Beta": 0.6, "Gamma": 0.0, "Delta": -0.6, "Epsilon": 
 @pytest.fixture
 def arena(app, session):
     """Five recorded models answering one prompt, and a sixth that has no answer to it."""
-    override(app, SNAPSHOT_REPLICATES=20, SNAPSHOT_STYLE_REPLICATES=20, SNAPSHOT_EVERY_VOTES=0,
-                      SAMPLING_REFRESH_SECONDS=0.0)
+    override(
+        app, SNAPSHOT_REPLICATES=20, SNAPSHOT_STYLE_REPLICATES=20, SNAPSHOT_EVERY_VOTES=0, SAMPLING_REFRESH_SECONDS=0.0
+    )
     prompt = gen_prompt(session)
     other = gen_prompt(session, text="Another question")
-    models = {name: gen_recorded_model(session, name, f"{name} Lab", {prompt.id: f"{name} says", other.id: "x"})
-              for name in STRENGTHS}
+    models = {
+        name: gen_recorded_model(session, name, f"{name} Lab", {prompt.id: f"{name} says", other.id: "x"})
+        for name in STRENGTHS
+    }
     models["Mute"] = gen_recorded_model(session, "Mute", "Mute Lab", {other.id: "only this one"})
     return prompt, models
 
@@ -50,8 +54,15 @@ def add_votes(session, models: dict, n: int, *, seed: int = 0) -> None:
     for k in range(n):
         a, b = rng.choice(len(names), 2, replace=False)
         p = 1 / (1 + np.exp(STRENGTHS[names[b]] - STRENGTHS[names[a]]))
-        battle = Battle(id=f"b{seed}-{k}", prompt_text="q", model_a_id=models[names[a]].id,
-                        model_b_id=models[names[b]].id, state="voted", voter=f"voter{k % 7}", created_at=now)
+        battle = Battle(
+            id=f"b{seed}-{k}",
+            prompt_text="q",
+            model_a_id=models[names[a]].id,
+            model_b_id=models[names[b]].id,
+            state="voted",
+            voter=f"voter{k % 7}",
+            created_at=now,
+        )
         session.add(battle)
         session.add(Vote(battle_id=battle.id, winner="a" if rng.random() < p else "b", voter=battle.voter))
     session.commit()
@@ -107,8 +118,11 @@ def test_long_run_shares_match_the_published_ones(app, client, session, arena):
     index = [state.position[c.id] for c in candidates]
     from ranking import sampling as rule_math
 
-    expected = rule_math.model_shares(rule_math.pair_probabilities(
-        state.settings.rule, weights, votes=state.votes[index], odds=state.odds[np.ix_(index, index)]))
+    expected = rule_math.model_shares(
+        rule_math.pair_probabilities(
+            state.settings.rule, weights, votes=state.votes[index], odds=state.odds[np.ix_(index, index)]
+        )
+    )
     observed = [sides[c.id] for c in candidates]
     assert stats.chisquare(observed, expected * 2 * draws).pvalue > P_MIN
     weighted = weights * (weights.sum() - weights) / (weights * (weights.sum() - weights)).sum()
@@ -124,13 +138,29 @@ def test_paused_and_failing_models_are_never_picked(app, client, session, arena,
     now = datetime.now(timezone.utc)
     # Broken: 3 of its 4 answers in battles in the window failed (and a failed health check)
     for k in range(4):
-        battle = Battle(id=f"f{k}", prompt_text="q", model_a_id=broken.id, model_b_id=fine.id, state="void",
-                        created_at=now - timedelta(seconds=30))
+        battle = Battle(
+            id=f"f{k}",
+            prompt_text="q",
+            model_a_id=broken.id,
+            model_b_id=fine.id,
+            state="void",
+            created_at=now - timedelta(seconds=30),
+        )
         session.add(battle)
         session.flush()
-        session.add_all([Message(battle_id=battle.id, side="a", role="assistant", content="", complete=k == 0,
-                                 error=None if k == 0 else "timeout"),
-                         Message(battle_id=battle.id, side="b", role="assistant", content="ok", complete=True)])
+        session.add_all(
+            [
+                Message(
+                    battle_id=battle.id,
+                    side="a",
+                    role="assistant",
+                    content="",
+                    complete=k == 0,
+                    error=None if k == 0 else "timeout",
+                ),
+                Message(battle_id=battle.id, side="b", role="assistant", content="ok", complete=True),
+            ]
+        )
     session.add(EndpointCheck(model_id=broken.id, ok=False, error="refused", created_at=now))
     session.commit()
     state = sampling.policy_state(app, session)
@@ -220,8 +250,11 @@ def test_the_snapshot_and_the_endpoint_publish_the_policy(app, client, session, 
 
 def test_an_unknown_policy_stops_the_arena_before_it_starts(monkeypatch, app):
     """Checked once, at start (arena.settings): never first found by a battle, and the running app is unchanged."""
-    with pytest.raises(SettingsError, match="ARENA_SAMPLING_POLICY: Input should be 'uniform', 'weighted', "
-                                           "'new_model_boost' or 'active' \\(got 'favourites'\\)"):
+    with pytest.raises(
+        SettingsError,
+        match="ARENA_SAMPLING_POLICY: Input should be 'uniform', 'weighted', "
+        "'new_model_boost' or 'active' \\(got 'favourites'\\)",
+    ):
         override(app, SAMPLING_POLICY="favourites")
     assert settings_of(app).sampling_policy == "weighted"
     monkeypatch.setenv("ARENA_SAMPLING_POLICY", "favourites")

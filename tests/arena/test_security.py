@@ -1,5 +1,6 @@
 """Security settings of the whole app: headers, cross-site writes, the session cookie, the trusted proxy, request
 size, error bodies that never show internals, operator secrets, and every page fuzzed with malformed input."""
+
 import itertools
 import os
 import stat
@@ -13,8 +14,10 @@ from arena.models import Battle
 from arena.settings import override, settings_of
 from arena.web import security
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 GENERIC_500 = {"error": {"code": "internal_error", "message": "something went wrong on our side"}}
 
 
@@ -27,12 +30,17 @@ def assert_security_headers(response):
 
 # ------------------------------------------------------------------------------------------------ headers
 
+
 def test_every_kind_of_response_carries_the_security_headers(app, client, prompt_id):
     assert security.CONTENT_SECURITY_POLICY == CSP  # the contract with the pages, word for word
-    responses = [client.get("/api/v1/prompts"), client.get("/api/v1/nope"), client.get("/no-such-page"),
-                 client.post("/api/v1/battles", json={"prompt_id": prompt_id}),
-                 client.post("/api/v1/battles", data="not json"),
-                 client.post("/api/v1/battles", json={"prompt_id": 1}, headers={"Sec-Fetch-Site": "cross-site"})]
+    responses = [
+        client.get("/api/v1/prompts"),
+        client.get("/api/v1/nope"),
+        client.get("/no-such-page"),
+        client.post("/api/v1/battles", json={"prompt_id": prompt_id}),
+        client.post("/api/v1/battles", data="not json"),
+        client.post("/api/v1/battles", json={"prompt_id": 1}, headers={"Sec-Fetch-Site": "cross-site"}),
+    ]
     created = responses[3].get_json()
     responses.append(client.get(f"/api/v1/battles/{created['id']}/stream"))
     for response in responses:
@@ -41,41 +49,53 @@ def test_every_kind_of_response_carries_the_security_headers(app, client, prompt
 
 # ------------------------------------------------------------------------------------------------ cross-site writes
 
-@pytest.mark.parametrize("headers", [
-    {"Sec-Fetch-Site": "cross-site"},
-    {"Sec-Fetch-Site": "same-site"},  # a sibling subdomain is another origin
-    {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"},  # Sec-Fetch-Site decides when present
-    {"Origin": "https://evil.example"},
-    {"Origin": "http://localhost.evil.example"},
-    {"Origin": "http://localhost:8080"},
-    {"Origin": "null"},
-    {"Origin": "http://[::1"},  # unparseable
-])
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # a sibling subdomain is another origin
+        {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"},  # Sec-Fetch-Site decides when present
+        {"Origin": "https://evil.example"},
+        {"Origin": "http://localhost.evil.example"},
+        {"Origin": "http://localhost:8080"},
+        {"Origin": "null"},
+        {"Origin": "http://[::1"},  # unparseable
+    ],
+)
 def test_a_cross_site_browser_write_is_refused(client, session, prompt_id, headers):
-    for method, path in (("post", "/api/v1/battles"), ("post", "/api/v1/battles/x/vote"),
-                         ("patch", "/api/v1/models/1"), ("delete", "/api/v1/models/1")):
+    for method, path in (
+        ("post", "/api/v1/battles"),
+        ("post", "/api/v1/battles/x/vote"),
+        ("patch", "/api/v1/models/1"),
+        ("delete", "/api/v1/models/1"),
+    ):
         response = getattr(client, method)(path, json={"prompt_id": prompt_id}, headers=headers)
         assert response.status_code == 403, (method, path, response.get_json())
         assert response.get_json()["error"]["code"] == "cross_site_request"
     assert session.scalar(select(Battle.id)) is None
 
 
-@pytest.mark.parametrize("headers", [
-    {},  # curl, scripts: no browser, no cookie carried across sites
-    {"Sec-Fetch-Site": "same-origin"},
-    {"Sec-Fetch-Site": "none"},  # typed by the user
-    {"Origin": "http://localhost"},
-    {"Origin": "http://LOCALHOST:80"},
-    {"Origin": "https://localhost"},  # TLS ended by a proxy we were not told to trust
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, scripts: no browser, no cookie carried across sites
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},  # typed by the user
+        {"Origin": "http://localhost"},
+        {"Origin": "http://LOCALHOST:80"},
+        {"Origin": "https://localhost"},  # TLS ended by a proxy we were not told to trust
+    ],
+)
 def test_a_same_origin_or_non_browser_write_passes(client, prompt_id, headers):
     response = client.post("/api/v1/battles", json={"prompt_id": prompt_id}, headers=headers)
     assert response.status_code == 201, response.get_json()
 
 
 def test_a_lab_request_with_a_bearer_key_is_never_refused_as_cross_site(client):
-    response = client.post("/api/v1/models", json={}, headers={"Sec-Fetch-Site": "cross-site",
-                                                               "Authorization": "Bearer arena_wrong"})
+    response = client.post(
+        "/api/v1/models", json={}, headers={"Sec-Fetch-Site": "cross-site", "Authorization": "Bearer arena_wrong"}
+    )
     assert response.status_code == 401  # the key is checked, not the origin
 
 
@@ -94,6 +114,7 @@ def test_origin_comparison():
 
 
 # ------------------------------------------------------------------------------------------------ session cookie
+
 
 def voter_cookie(response) -> str:
     cookies = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("session=")]
@@ -117,8 +138,15 @@ def test_forwarded_headers_count_only_behind_a_trusted_proxy(database_url, tmp_p
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.9"}
     results = {}
     for trust in (0, 1):
-        app = create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "test-secret",
-                          "TRUST_PROXY": trust, "RATE_LIMITS": False})
+        app = create_app(
+            {
+                "DATABASE_URL": database_url,
+                "INSTANCE_PATH": str(tmp_path),
+                "SECRET_KEY": "test-secret",
+                "TRUST_PROXY": trust,
+                "RATE_LIMITS": False,
+            }
+        )
         try:
             response = app.test_client().post("/api/v1/battles", json={"prompt_id": prompt_id}, headers=forwarded)
             assert response.status_code == 201
@@ -140,6 +168,7 @@ def test_arena_secure_cookies_forces_the_flag(monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ request size
 
+
 def test_a_body_over_the_limit_is_a_413_json_error(app, client):
     limit = settings_of(app).max_request_bytes
     assert limit == 1 << 20
@@ -149,6 +178,7 @@ def test_a_body_over_the_limit_is_a_413_json_error(app, client):
 
 
 # ------------------------------------------------------------------------------------------------ error bodies
+
 
 def test_an_internal_error_answers_the_generic_body_only(client, monkeypatch, prompt_id):
     def explode(*args, **kwargs):
@@ -185,6 +215,7 @@ def test_a_page_error_answers_a_plain_message(database_url, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ secrets
 
+
 def test_without_arena_secret_key_a_random_key_is_made_once_in_the_instance_folder(monkeypatch, tmp_path):
     from arena.settings import load
 
@@ -202,19 +233,41 @@ def test_without_arena_secret_key_a_random_key_is_made_once_in_the_instance_fold
 # ------------------------------------------------------------------------------------------------ fuzzing pages
 
 GARBAGE_VALUES = ["1", "0", "-1", "x" * 400, "%00", "..%2F..%2Fetc%2Fpasswd", "%ff%fe", "<script>", "Ω", "1e309"]
-QUERY_STRINGS = ["", "?a=%zz&&=&%ff=%fe", "?category=%00&style=maybe&snapshot=-1&page=99999999999999999999",
-                 "?" + "&".join(f"k{i}=v" for i in range(2000)), "?format=csv&format=json&version[]=1",
-                 "?q=" + "%E2%82" * 50]
-COOKIES = ["session=garbage", "session=eyJ2b3RlciI6IngifQ.AAAAAA.invalidsignature", "session=" + "A" * 8000,
-           "session=", "session=\"unterminated", "a=1; " * 300, "session=%ff%fe; other=\x7f"]
-HEADERS = [{"Accept": "*/*;q=nonsense, text/html;q=2"}, {"Accept": "application/json"},
-           {"Accept-Language": "zz-ZZ;q=0.5," * 100}, {"If-Modified-Since": "yesterday"},
-           {"Range": "bytes=999999-1"}, {"X-Forwarded-For": "not an address"}, {"Content-Type": "multipart/form-data"},
-           {"Sec-Fetch-Site": "garbage", "Origin": "::::"}, {"Accept-Encoding": "gzip;q=-1"}]
-FORM_BODIES = [("application/x-www-form-urlencoded", b"a=%zz&&b=\xff\xfe&=" + b"c" * 5000),
-               ("multipart/form-data; boundary=xyz", b"--xyz\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1"),
-               ("multipart/form-data", b"no boundary at all"), ("application/json", b"{\"prompt\": "),
-               ("text/plain", b"\x00\x01\x02")]
+QUERY_STRINGS = [
+    "",
+    "?a=%zz&&=&%ff=%fe",
+    "?category=%00&style=maybe&snapshot=-1&page=99999999999999999999",
+    "?" + "&".join(f"k{i}=v" for i in range(2000)),
+    "?format=csv&format=json&version[]=1",
+    "?q=" + "%E2%82" * 50,
+]
+COOKIES = [
+    "session=garbage",
+    "session=eyJ2b3RlciI6IngifQ.AAAAAA.invalidsignature",
+    "session=" + "A" * 8000,
+    "session=",
+    'session="unterminated',
+    "a=1; " * 300,
+    "session=%ff%fe; other=\x7f",
+]
+HEADERS = [
+    {"Accept": "*/*;q=nonsense, text/html;q=2"},
+    {"Accept": "application/json"},
+    {"Accept-Language": "zz-ZZ;q=0.5," * 100},
+    {"If-Modified-Since": "yesterday"},
+    {"Range": "bytes=999999-1"},
+    {"X-Forwarded-For": "not an address"},
+    {"Content-Type": "multipart/form-data"},
+    {"Sec-Fetch-Site": "garbage", "Origin": "::::"},
+    {"Accept-Encoding": "gzip;q=-1"},
+]
+FORM_BODIES = [
+    ("application/x-www-form-urlencoded", b"a=%zz&&b=\xff\xfe&=" + b"c" * 5000),
+    ("multipart/form-data; boundary=xyz", b'--xyz\r\nContent-Disposition: form-data; name="a"\r\n\r\n1'),
+    ("multipart/form-data", b"no boundary at all"),
+    ("application/json", b'{"prompt": '),
+    ("text/plain", b"\x00\x01\x02"),
+]
 
 
 def page_urls(app, values=GARBAGE_VALUES) -> list[tuple[str, set[str]]]:
@@ -279,8 +332,11 @@ def fuzz_pages(app, urls) -> None:
             (("GET", path + query, {}, None) for query in QUERY_STRINGS),
             (("GET", path, {"Cookie": cookie}, None) for cookie in COOKIES + [other_key_cookie]),
             (("GET", path, headers, None) for headers in HEADERS),
-            ((method, path, {"Content-Type": kind}, body) for method in sorted(methods - {"GET", "HEAD"})
-             for kind, body in FORM_BODIES),
+            (
+                (method, path, {"Content-Type": kind}, body)
+                for method in sorted(methods - {"GET", "HEAD"})
+                for kind, body in FORM_BODIES
+            ),
             (("POST", path, {"Content-Type": kind}, body) for kind, body in FORM_BODIES[:2]),  # 405 or handled
         )
         for method, url, headers, body in cases:
@@ -293,6 +349,7 @@ def fuzz_pages(app, urls) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ dependency audit
+
 
 def _audit_module():
     import importlib.util
@@ -307,20 +364,34 @@ def _audit_module():
 
 def test_the_audit_fails_on_a_known_vulnerability_and_warns_when_it_cannot_ask():
     verdict = _audit_module().verdict
-    vulnerable = {"dependencies": [
-        {"name": "flask", "version": "3.1.3", "vulns": []},
-        {"name": "jinja2", "version": "2.10", "vulns": [{"id": "PYSEC-2019-217", "fix_versions": ["2.10.1"],
-                                                         "aliases": ["CVE-2019-10906"]}]},
-        {"name": "arena", "skip_reason": "distribution marked as editable"}]}
+    vulnerable = {
+        "dependencies": [
+            {"name": "flask", "version": "3.1.3", "vulns": []},
+            {
+                "name": "jinja2",
+                "version": "2.10",
+                "vulns": [{"id": "PYSEC-2019-217", "fix_versions": ["2.10.1"], "aliases": ["CVE-2019-10906"]}],
+            },
+            {"name": "arena", "skip_reason": "distribution marked as editable"},
+        ]
+    }
     status, lines = verdict(vulnerable, 1, "")
     assert status == 1 and "jinja2 2.10: PYSEC-2019-217 (CVE-2019-10906); fixed in: 2.10.1" in "\n".join(lines)
 
-    clean = {"dependencies": [{"name": "flask", "version": "3.1.3", "vulns": []},
-                              {"name": "private-thing", "skip_reason": "Dependency not found on PyPI"}]}
+    clean = {
+        "dependencies": [
+            {"name": "flask", "version": "3.1.3", "vulns": []},
+            {"name": "private-thing", "skip_reason": "Dependency not found on PyPI"},
+        ]
+    }
     status, lines = verdict(clean, 0, "")
     assert status == 0 and "1 packages audited, no known vulnerability" in lines[0] and "private-thing" in lines[1]
 
-    unanswered = {"dependencies": [{"name": "flask", "skip_reason": "Dependency not found on PyPI"},
-                                   {"name": "arena", "skip_reason": "distribution marked as editable"}]}
+    unanswered = {
+        "dependencies": [
+            {"name": "flask", "skip_reason": "Dependency not found on PyPI"},
+            {"name": "arena", "skip_reason": "distribution marked as editable"},
+        ]
+    }
     for status, lines in (verdict(unanswered, 0, ""), verdict(None, 1, "ConnectionError: pypi.org\n")):
         assert status == 0 and lines[0].startswith("WARNING: dependency audit NOT DONE")

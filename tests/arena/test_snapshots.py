@@ -1,5 +1,6 @@
 """Leaderboard snapshots: built once from the counted votes, signed, stored, served without recomputing, and
 reproduced exactly by anyone with `python -m ranking verify` / `fit` on the published battle file."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,9 @@ def export(client, version, folder):
 
 
 @pytest.mark.parametrize("style_replicates", [0, REPLICATES])  # the style board's sandwich (default), bootstrap
-def test_a_demo_snapshot_is_reproduced_exactly_from_its_published_battle_file(demo_app, client, tmp_path, capsys,
-                                                                              style_replicates):
+def test_a_demo_snapshot_is_reproduced_exactly_from_its_published_battle_file(
+    demo_app, client, tmp_path, capsys, style_replicates
+):
     override(demo_app, SNAPSHOT_STYLE_REPLICATES=style_replicates)
     document = build(demo_app)
     assert document["version"] == 1 and document["votes"]["counted"] == 8931
@@ -69,8 +71,22 @@ def test_a_demo_snapshot_is_reproduced_exactly_from_its_published_battle_file(de
     # and with the plain `fit` command a reader would type, from the board's own options
     overall = document["boards"]["overall"]
     options = overall["options"]
-    assert ranking_main(["fit", str(battles_path), "--bootstrap", str(options["replicates"]), "--seed",
-                         str(options["seed"]), "--format", "json", "--no-progress"]) == 0
+    assert (
+        ranking_main(
+            [
+                "fit",
+                str(battles_path),
+                "--bootstrap",
+                str(options["replicates"]),
+                "--seed",
+                str(options["seed"]),
+                "--format",
+                "json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     fitted = json.loads(capsys.readouterr().out)
     assert fitted["input"]["sha256"] == document["battle_file"]["sha256"]
     published = {row["model"]: row for row in overall["models"]}
@@ -80,8 +96,7 @@ def test_a_demo_snapshot_is_reproduced_exactly_from_its_published_battle_file(de
     assert len(fitted["models"]) == len(published) == 59
 
 
-def test_verify_rejects_a_tampered_battle_file_a_tampered_snapshot_and_another_key(demo_app, client, tmp_path,
-                                                                                   capsys):
+def test_verify_rejects_a_tampered_battle_file_a_tampered_snapshot_and_another_key(demo_app, client, tmp_path, capsys):
     build(demo_app)
     snapshot_path, battles_path, key_path = export(client, 1, tmp_path)
     original = battles_path.read_bytes()
@@ -90,8 +105,12 @@ def test_verify_rejects_a_tampered_battle_file_a_tampered_snapshot_and_another_k
     first = json.loads(lines[0])
     first["winner"] = "model_b" if first["winner"] != "model_b" else "model_a"
     battles_path.write_text(json.dumps(first) + "\n" + "".join(lines[1:]))
-    assert ranking_main(["verify", str(snapshot_path), str(battles_path), "--public-key", str(key_path),
-                         "--board", "overall"]) == 1
+    assert (
+        ranking_main(
+            ["verify", str(snapshot_path), str(battles_path), "--public-key", str(key_path), "--board", "overall"]
+        )
+        == 1
+    )
     out = capsys.readouterr().out
     assert "battle file: FAILED" in out and "board overall: FAILED" in out and "NOT verified" in out
 
@@ -99,8 +118,12 @@ def test_verify_rejects_a_tampered_battle_file_a_tampered_snapshot_and_another_k
     tampered = json.loads(snapshot_path.read_bytes())
     tampered["boards"]["overall"]["models"][0]["rating"] += 0.5
     snapshot_path.write_text(json.dumps(tampered))
-    assert ranking_main(["verify", str(snapshot_path), str(battles_path), "--public-key", str(key_path),
-                         "--board", "overall"]) == 1
+    assert (
+        ranking_main(
+            ["verify", str(snapshot_path), str(battles_path), "--public-key", str(key_path), "--board", "overall"]
+        )
+        == 1
+    )
     out = capsys.readouterr().out
     assert "signature: FAILED" in out and "board overall: FAILED" in out
     assert f"{tampered['boards']['overall']['models'][0]['model']}: rating published" in out
@@ -108,12 +131,26 @@ def test_verify_rejects_a_tampered_battle_file_a_tampered_snapshot_and_another_k
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    other = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.PEM,
-                                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    other = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     (tmp_path / "other.pem").write_bytes(other)
     snapshot_path.write_bytes(client.get("/api/v1/leaderboard/snapshots/1").data)
-    assert ranking_main(["verify", str(snapshot_path), str(battles_path), "--public-key",
-                         str(tmp_path / "other.pem"), "--no-recompute"]) == 1
+    assert (
+        ranking_main(
+            [
+                "verify",
+                str(snapshot_path),
+                str(battles_path),
+                "--public-key",
+                str(tmp_path / "other.pem"),
+                "--no-recompute",
+            ]
+        )
+        == 1
+    )
     assert "signature: FAILED" in capsys.readouterr().out
 
     (tmp_path / "not.json").write_text("{")
@@ -132,10 +169,17 @@ def test_reading_never_recomputes(demo_app, client, monkeypatch):
     monkeypatch.setattr(builds, "_build", forbidden)
     monkeypatch.setattr(builds, "build_snapshot", forbidden)
     monkeypatch.setattr(ranking.leaderboard, "rank_battles", forbidden)
-    for url in ("/api/v1/leaderboard", "/api/v1/leaderboard?category=knowledge", "/api/v1/leaderboard?style=true",
-                "/api/v1/leaderboard/snapshots", "/api/v1/leaderboard/snapshots/1",
-                "/api/v1/leaderboard/snapshots/1?format=csv", "/api/v1/leaderboard/snapshots/1/battles",
-                "/api/v1/leaderboard/snapshots/1/votes", "/api/v1/leaderboard/public-key?format=json"):
+    for url in (
+        "/api/v1/leaderboard",
+        "/api/v1/leaderboard?category=knowledge",
+        "/api/v1/leaderboard?style=true",
+        "/api/v1/leaderboard/snapshots",
+        "/api/v1/leaderboard/snapshots/1",
+        "/api/v1/leaderboard/snapshots/1?format=csv",
+        "/api/v1/leaderboard/snapshots/1/battles",
+        "/api/v1/leaderboard/snapshots/1/votes",
+        "/api/v1/leaderboard/public-key?format=json",
+    ):
         response = client.get(url)
         assert response.status_code == 200, (url, response.data[:200])
     board = client.get("/api/v1/leaderboard").get_json()
@@ -150,14 +194,16 @@ def test_leaderboard_errors_have_the_one_json_shape(app, client, demo_app):
     assert client.get("/api/v1/leaderboard").status_code == 404
     assert client.get("/api/v1/leaderboard").get_json()["error"]["code"] == "no_snapshot"
     build(demo_app)
-    cases = {"/api/v1/leaderboard?category=cooking": (404, "category_not_found"),
-             "/api/v1/leaderboard?style=maybe": (400, "invalid_parameter"),
-             "/api/v1/leaderboard?style=true&category=knowledge": (400, "invalid_parameter"),
-             "/api/v1/leaderboard/snapshots/2": (404, "snapshot_not_found"),
-             "/api/v1/leaderboard/snapshots/2/battles": (404, "snapshot_not_found"),
-             "/api/v1/leaderboard/snapshots/99999999999": (404, "snapshot_not_found"),  # beyond a 32-bit id
-             "/api/v1/leaderboard/snapshots/1?format=xml": (400, "invalid_parameter"),
-             "/api/v1/leaderboard/public-key?format=der": (400, "invalid_parameter")}
+    cases = {
+        "/api/v1/leaderboard?category=cooking": (404, "category_not_found"),
+        "/api/v1/leaderboard?style=maybe": (400, "invalid_parameter"),
+        "/api/v1/leaderboard?style=true&category=knowledge": (400, "invalid_parameter"),
+        "/api/v1/leaderboard/snapshots/2": (404, "snapshot_not_found"),
+        "/api/v1/leaderboard/snapshots/2/battles": (404, "snapshot_not_found"),
+        "/api/v1/leaderboard/snapshots/99999999999": (404, "snapshot_not_found"),  # beyond a 32-bit id
+        "/api/v1/leaderboard/snapshots/1?format=xml": (400, "invalid_parameter"),
+        "/api/v1/leaderboard/public-key?format=der": (400, "invalid_parameter"),
+    }
     for url, (status, code) in cases.items():
         response = client.get(url)
         assert (response.status_code, response.get_json()["error"]["code"]) == (status, code), url
@@ -165,9 +211,16 @@ def test_leaderboard_errors_have_the_one_json_shape(app, client, demo_app):
 
 def _vote_directly(session, model_a, model_b, winner, *, voter, prompt_id=None, state="voted", flagged=False):
     """A battle and its vote as the service stores them (state and flag as given), without streaming."""
-    battle = Battle(id=f"b{session.scalar(select(func.count()).select_from(Battle))}-{voter}", prompt_id=prompt_id,
-                    prompt_text="?", model_a_id=model_a.id, model_b_id=model_b.id, state=state, flagged=flagged,
-                    voter=voter)
+    battle = Battle(
+        id=f"b{session.scalar(select(func.count()).select_from(Battle))}-{voter}",
+        prompt_id=prompt_id,
+        prompt_text="?",
+        model_a_id=model_a.id,
+        model_b_id=model_b.id,
+        state=state,
+        flagged=flagged,
+        voter=voter,
+    )
     session.add(battle)
     session.flush()
     session.add(Vote(battle_id=battle.id, winner=winner, voter=voter))
@@ -176,8 +229,13 @@ def _vote_directly(session, model_a, model_b, winner, *, voter, prompt_id=None, 
 
 
 def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_vote_file(app, client, session):
-    override(app, SNAPSHOT_REPLICATES=REPLICATES, SNAPSHOT_STYLE_REPLICATES=REPLICATES, SNAPSHOT_EVERY_VOTES=0,
-                      PROVISIONAL_VOTES=5)
+    override(
+        app,
+        SNAPSHOT_REPLICATES=REPLICATES,
+        SNAPSHOT_STYLE_REPLICATES=REPLICATES,
+        SNAPSHOT_EVERY_VOTES=0,
+        PROVISIONAL_VOTES=5,
+    )
     prompt = gen_prompt(session)
     # answers that do not name their model (one-letter names: "answer A" would be an identity leak)
     a, b, c = (gen_recorded_model(session, name, "Org", {prompt.id: f"answer {i}"}) for i, name in enumerate("ABC"))
@@ -197,7 +255,10 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
     document = build(app)
     assert document["votes"]["considered"] == 17 and document["votes"]["counted"] == 12
     assert {rule: n for rule, n in document["votes"]["excluded"].items() if n} == {
-        "void_battle": 1, "flagged_battle": 1, "excluded_voter": 3}
+        "void_battle": 1,
+        "flagged_battle": 1,
+        "excluded_voter": 3,
+    }
     rows = {row["model"]: row for row in document["boards"]["overall"]["models"]}
     assert set(rows) == {"A", "B", "C"} and rows["C"]["retired"] and rows["C"]["status"] == "retired"
     assert rows["A"]["battles"] == 8 and rows["A"]["provisional"] is False
@@ -207,12 +268,14 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
         "A": {"counted": 8, "excluded": {"flagged_battle": 1, "void_battle": 1}},
         "B": {"counted": 8, "excluded": {"excluded_voter": 3}},
         "C": {"counted": 8, "excluded": {"flagged_battle": 1, "void_battle": 1, "excluded_voter": 3}},
-        "D": {"counted": 0, "excluded": {}}}
+        "D": {"counted": 0, "excluded": {}},
+    }
     assert unrated.name not in rows
 
     battle_lines = client.get("/api/v1/leaderboard/snapshots/1/battles").data.decode().splitlines()
-    vote_lines = [json.loads(line) for line in
-                  client.get("/api/v1/leaderboard/snapshots/1/votes").data.decode().splitlines()]
+    vote_lines = [
+        json.loads(line) for line in client.get("/api/v1/leaderboard/snapshots/1/votes").data.decode().splitlines()
+    ]
     assert len(battle_lines) == 12 and len(vote_lines) == 17
     reasons = [line["excluded"] for line in vote_lines if not line["counted"]]
     assert sorted(reasons) == ["excluded_voter"] * 3 + ["flagged_battle", "void_battle"]
@@ -221,8 +284,11 @@ def test_counting_rules_leave_votes_out_with_their_reason_and_keep_them_in_the_v
     assert raw_votes == [orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE) for line in vote_lines]
     assert [list(line)[:4] for line in vote_lines] == [["vote", "model_a", "model_b", "winner"]] * 17
     assert [list(line)[-3:] for line in vote_lines] == [["source", "counted", "excluded"]] * 17
-    assert [{k: v for k, v in line.items() if k not in ("vote", "source", "counted", "excluded")}
-            for line in vote_lines if line["counted"]] == [json.loads(line) for line in battle_lines]
+    assert [
+        {k: v for k, v in line.items() if k not in ("vote", "source", "counted", "excluded")}
+        for line in vote_lines
+        if line["counted"]
+    ] == [json.loads(line) for line in battle_lines]
     judges = {line["judge"] for line in vote_lines}
     assert len(judges) == 2 and not {"honest", "rigger"} & judges  # pseudonymised, still told apart
     assert all("answer" not in line for line in battle_lines)
@@ -245,8 +311,7 @@ def test_a_battle_played_in_the_arena_carries_its_answers_style(app, client, ses
     answers = session.scalars(select(Message).where(Message.role == "assistant")).all()
     counts = {m.content: (m.tokens, m.header_count, m.list_count, m.bold_count) for m in answers}
     # tokens: "#", "Title", "-", "*", "*", "one", "*", "*", "-", "two", "A", "longer", "answer", "."
-    assert counts == {"Short answer.": (3, 0, 0, 0),
-                      "# Title\n\n- **one**\n- two\n\nA longer answer.": (14, 1, 2, 1)}
+    assert counts == {"Short answer.": (3, 0, 0, 0), "# Title\n\n- **one**\n- two\n\nA longer answer.": (14, 1, 2, 1)}
     build(app)
     line = json.loads(client.get("/api/v1/leaderboard/snapshots/1/battles").data)
     fancy_side = "a" if line["model_a"] == "Fancy" else "b"
@@ -270,13 +335,22 @@ def test_a_build_waits_for_nobody_and_never_runs_twice_at_once(demo_app, session
 def test_two_workers_asking_at_once_make_one_snapshot(demo_app, session, tmp_path):
     """Two `arena snapshot --if-due` processes started together (as two gunicorn workers' automatic builds
     would be): exactly one new snapshot."""
-    env = {**os.environ, "ARENA_DATABASE_URL": settings_of(demo_app).sqlalchemy_url,
-           "ARENA_INSTANCE_PATH": settings_of(demo_app).instance_path, "ARENA_SECRET_KEY": "test-secret",
-           "ARENA_SNAPSHOT_REPLICATES": "2", "ARENA_SNAPSHOT_STYLE_REPLICATES": "2",
-           "ARENA_SNAPSHOT_EVERY_VOTES": "100"}
+    env = {
+        **os.environ,
+        "ARENA_DATABASE_URL": settings_of(demo_app).sqlalchemy_url,
+        "ARENA_INSTANCE_PATH": settings_of(demo_app).instance_path,
+        "ARENA_SECRET_KEY": "test-secret",
+        "ARENA_SNAPSHOT_REPLICATES": "2",
+        "ARENA_SNAPSHOT_STYLE_REPLICATES": "2",
+        "ARENA_SNAPSHOT_EVERY_VOTES": "100",
+    }
     arena = os.path.join(os.path.dirname(sys.executable), "arena")
-    workers = [subprocess.Popen([arena, "snapshot", "--if-due"], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [arena, "snapshot", "--if-due"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = [worker.communicate(timeout=300) for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs
     assert session.scalar(select(func.count()).select_from(Snapshot)) == 1
@@ -294,14 +368,18 @@ def test_the_leaderboard_answers_match_the_openapi_document(demo_app):
     build(demo_app)
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", demo_app)
     by_label = {result.ok().label: result.ok() for result in schema.get_all_operations()}
-    cases = [("GET /api/v1/leaderboard", {}, {}), ("GET /api/v1/leaderboard", {}, {"category": "knowledge"}),
-             ("GET /api/v1/leaderboard", {}, {"style": "true"}), ("GET /api/v1/leaderboard/snapshots", {}, {}),
-             ("GET /api/v1/leaderboard/snapshots/{version}", {"version": 1}, {}),
-             ("GET /api/v1/leaderboard/snapshots/{version}", {"version": 1}, {"format": "csv"}),
-             ("GET /api/v1/leaderboard/snapshots/{version}/battles", {"version": 1}, {}),
-             ("GET /api/v1/leaderboard/snapshots/{version}/votes", {"version": 1}, {}),
-             ("GET /api/v1/leaderboard/public-key", {}, {"format": "json"}),
-             ("GET /api/v1/leaderboard/public-key", {}, {})]
+    cases = [
+        ("GET /api/v1/leaderboard", {}, {}),
+        ("GET /api/v1/leaderboard", {}, {"category": "knowledge"}),
+        ("GET /api/v1/leaderboard", {}, {"style": "true"}),
+        ("GET /api/v1/leaderboard/snapshots", {}, {}),
+        ("GET /api/v1/leaderboard/snapshots/{version}", {"version": 1}, {}),
+        ("GET /api/v1/leaderboard/snapshots/{version}", {"version": 1}, {"format": "csv"}),
+        ("GET /api/v1/leaderboard/snapshots/{version}/battles", {"version": 1}, {}),
+        ("GET /api/v1/leaderboard/snapshots/{version}/votes", {"version": 1}, {}),
+        ("GET /api/v1/leaderboard/public-key", {}, {"format": "json"}),
+        ("GET /api/v1/leaderboard/public-key", {}, {}),
+    ]
     for label, path_parameters, query in cases:
         case = by_label[label].Case(path_parameters=path_parameters, query=query)
         response = case.call()
@@ -314,8 +392,11 @@ def test_a_lab_reads_its_models_rating_from_the_newest_snapshot(demo_app, client
     lab, key = labs.create_lab(session, OPERATOR, "Rated Lab")
     session.execute(update(Model).where(Model.name.in_(["GPT 4", "Claude v1"])).values(lab_id=lab.id))
     session.commit()
-    unrated = client.post("/api/v1/models", json={"name": "New recorded", "organization": "R", "kind": "recorded"},
-                          headers={"Authorization": f"Bearer {key}"}).get_json()
+    unrated = client.post(
+        "/api/v1/models",
+        json={"name": "New recorded", "organization": "R", "kind": "recorded"},
+        headers={"Authorization": f"Bearer {key}"},
+    ).get_json()
     auth = {"Authorization": f"Bearer {key}"}
     before = {m["name"]: m["leaderboard"] for m in client.get("/api/v1/models", headers=auth).get_json()["models"]}
     assert before["GPT 4"]["rating"] is None and "No leaderboard snapshot" in before["GPT 4"]["note"]
@@ -324,10 +405,17 @@ def test_a_lab_reads_its_models_rating_from_the_newest_snapshot(demo_app, client
     row = next(r for r in document["boards"]["overall"]["models"] if r["model"] == "GPT 4")
     gpt4 = session.scalar(select(Model.id).where(Model.name == "GPT 4"))
     status = client.get(f"/api/v1/models/{gpt4}", headers=auth).get_json()
-    assert status["leaderboard"] == {"rating": row["rating"], "interval": [row["ci_low"], row["ci_high"]],
-                                     "rank": row["rank_ub"], "tier": row["tier"], "provisional": row["provisional"],
-                                     "snapshot": "1", "counted_votes": row["battles"], "excluded_votes": {},
-                                     "note": status["leaderboard"]["note"]}
+    assert status["leaderboard"] == {
+        "rating": row["rating"],
+        "interval": [row["ci_low"], row["ci_high"]],
+        "rank": row["rank_ub"],
+        "tier": row["tier"],
+        "provisional": row["provisional"],
+        "snapshot": "1",
+        "counted_votes": row["battles"],
+        "excluded_votes": {},
+        "note": status["leaderboard"]["note"],
+    }
     assert status["votes"]["counted"] == row["battles"]
     new = client.get(f"/api/v1/models/{unrated['id']}", headers=auth).get_json()["leaderboard"]
     assert new["rating"] is None and new["snapshot"] == "1" and "does not rank this model" in new["note"]
@@ -335,8 +423,12 @@ def test_a_lab_reads_its_models_rating_from_the_newest_snapshot(demo_app, client
 
     # an operator's exclusion of a voter shows in the lab's vote counts at once, with its reason
     voter = session.scalar(select(Vote.voter).join(Battle).where(Battle.model_a_id == gpt4).limit(1))
-    cast = session.scalar(select(func.count()).select_from(Vote).join(Battle).where(
-        Vote.voter == voter, (Battle.model_a_id == gpt4) | (Battle.model_b_id == gpt4)))
+    cast = session.scalar(
+        select(func.count())
+        .select_from(Vote)
+        .join(Battle)
+        .where(Vote.voter == voter, (Battle.model_a_id == gpt4) | (Battle.model_b_id == gpt4))
+    )
     voters.set_voter_exclusion(session, "test-secret", voter, "test", lifted=False)
     votes = client.get(f"/api/v1/models/{gpt4}", headers=auth).get_json()["votes"]
     assert votes["excluded_by_reason"]["voter_excluded"] == cast >= 1

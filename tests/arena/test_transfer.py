@@ -1,5 +1,6 @@
 """`arena export` / `arena import`: a whole arena moves between SQLite and PostgreSQL with every row and id kept,
 all of it or nothing, and its published snapshot still verifies on the other side."""
+
 from __future__ import annotations
 
 import gzip
@@ -30,10 +31,20 @@ REPLICATES = 20
 
 def _app(url, folder):
     folder.mkdir(parents=True, exist_ok=True)
-    return create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(folder), "TESTING": True, "SECRET_KEY": SECRET,
-                       "DB_POOL_SIZE": 3, "SNAPSHOT_REPLICATES": REPLICATES, "SNAPSHOT_STYLE_REPLICATES": REPLICATES,
-                       "SNAPSHOT_EVERY_VOTES": 0, "PROVISIONAL_VOTES": 5,
-                       "SIGNING_KEY_FILE": str(folder.parent / "signing_key.pem")})
+    return create_app(
+        {
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": str(folder),
+            "TESTING": True,
+            "SECRET_KEY": SECRET,
+            "DB_POOL_SIZE": 3,
+            "SNAPSHOT_REPLICATES": REPLICATES,
+            "SNAPSHOT_STYLE_REPLICATES": REPLICATES,
+            "SNAPSHOT_EVERY_VOTES": 0,
+            "PROVISIONAL_VOTES": 5,
+            "SIGNING_KEY_FILE": str(folder.parent / "signing_key.pem"),
+        }
+    )
 
 
 @pytest.fixture
@@ -69,49 +80,119 @@ def populate(app) -> None:
         other = gen_prompt(session, text="Write a haiku", category="creativity")
         names = ["Alpha", "Beta", "Gamma", "Delta"]
         # (answers never name their model: an answer that does is an identity leak, its vote not counted)
-        models = [gen_recorded_model(session, name, "Org", {prompt.id: f"## Answer {n}\n- **bold** answer",
-                                                             other.id: f"haiku {n}"}) for n, name in enumerate(names)]
-        endpoint = Model(name="Endpoint", organization="Lab Ünïcode", kind="endpoint", lab_id=lab.id,
-                         base_url="http://127.0.0.1:8100/v1", endpoint_model="echo",
-                         endpoint_key_encrypted=encrypt_secret(SECRET, "sk-secret"), system_prompt="Be brief.",
-                         sampling_params={"temperature": 0.7, "stop": ["\n\n"]}, aliases=["endpt", "EP"],
-                         sampling_weight=0.25, status="paused")
+        models = [
+            gen_recorded_model(
+                session, name, "Org", {prompt.id: f"## Answer {n}\n- **bold** answer", other.id: f"haiku {n}"}
+            )
+            for n, name in enumerate(names)
+        ]
+        endpoint = Model(
+            name="Endpoint",
+            organization="Lab Ünïcode",
+            kind="endpoint",
+            lab_id=lab.id,
+            base_url="http://127.0.0.1:8100/v1",
+            endpoint_model="echo",
+            endpoint_key_encrypted=encrypt_secret(SECRET, "sk-secret"),
+            system_prompt="Be brief.",
+            sampling_params={"temperature": 0.7, "stop": ["\n\n"]},
+            aliases=["endpt", "EP"],
+            sampling_weight=0.25,
+            status="paused",
+        )
         session.add(endpoint)
         session.flush()
-        audit.record_action(session, audit.Actor(lab.name, lab.id), "model.create", lab_id=lab.id, model_id=endpoint.id,
-                           details={"name": endpoint.name, "nested": {"list": [1, 2.5, None, "ü"]}})
+        audit.record_action(
+            session,
+            audit.Actor(lab.name, lab.id),
+            "model.create",
+            lab_id=lab.id,
+            model_id=endpoint.id,
+            details={"name": endpoint.name, "nested": {"list": [1, 2.5, None, "ü"]}},
+        )
         base = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
         outcomes = ["a", "b", "tie", "bothbad", "a", "a"]
         number = 0
         for i, first in enumerate(models):
-            for second in models[i + 1:]:
+            for second in models[i + 1 :]:
                 for k, winner in enumerate(outcomes):
                     number += 1
-                    battle = Battle(id=f"battle{number:04d}", prompt_id=(prompt.id, other.id, None)[k % 3],
-                                    prompt_text="Pourquoi le ciel est-il bleu ? 🌤", model_a_id=first.id,
-                                    model_b_id=second.id, state="voted", voter=f"voter{k % 4}",
-                                    address_hash="ab" * 32, created_at=base + timedelta(minutes=number),
-                                    flagged=number == 3, flag_reason="named itself" if number == 3 else None)
+                    battle = Battle(
+                        id=f"battle{number:04d}",
+                        prompt_id=(prompt.id, other.id, None)[k % 3],
+                        prompt_text="Pourquoi le ciel est-il bleu ? 🌤",
+                        model_a_id=first.id,
+                        model_b_id=second.id,
+                        state="voted",
+                        voter=f"voter{k % 4}",
+                        address_hash="ab" * 32,
+                        created_at=base + timedelta(minutes=number),
+                        flagged=number == 3,
+                        flag_reason="named itself" if number == 3 else None,
+                    )
                     session.add(battle)
                     session.flush()
                     for side, model in (("a", first), ("b", second)):
                         session.add(Message(battle_id=battle.id, side=side, role="user", content=battle.prompt_text))
-                        session.add(Message(battle_id=battle.id, side=side, role="assistant", complete=True,
-                                            content=f"# Answer {model.id}\n1. **x**", first_token_ms=12.5,
-                                            duration_ms=250.0, created_at=base + timedelta(minutes=number)))
-                    session.add(Vote(battle_id=battle.id, winner=winner, voter=battle.voter,
-                                     created_at=base + timedelta(minutes=number, seconds=30)))
-        session.add(Battle(id="voided", prompt_text="?", model_a_id=models[0].id, model_b_id=models[1].id,
-                           state="void", void_reason="provider timed out"))
-        session.add(EndpointCheck(model_id=endpoint.id, ok=False, error_kind="timeout", error="no answer in 10 s",
-                                  duration_ms=math.inf))
+                        session.add(
+                            Message(
+                                battle_id=battle.id,
+                                side=side,
+                                role="assistant",
+                                complete=True,
+                                content=f"# Answer {model.id}\n1. **x**",
+                                first_token_ms=12.5,
+                                duration_ms=250.0,
+                                created_at=base + timedelta(minutes=number),
+                            )
+                        )
+                    session.add(
+                        Vote(
+                            battle_id=battle.id,
+                            winner=winner,
+                            voter=battle.voter,
+                            created_at=base + timedelta(minutes=number, seconds=30),
+                        )
+                    )
+        session.add(
+            Battle(
+                id="voided",
+                prompt_text="?",
+                model_a_id=models[0].id,
+                model_b_id=models[1].id,
+                state="void",
+                void_reason="provider timed out",
+            )
+        )
+        session.add(
+            EndpointCheck(
+                model_id=endpoint.id, ok=False, error_kind="timeout", error="no answer in 10 s", duration_ms=math.inf
+            )
+        )
         session.add(EndpointCheck(model_id=endpoint.id, ok=True, duration_ms=None))
         session.commit()
         voters.set_voter_exclusion(session, SECRET, "voter3", "votes only for Delta", lifted=False)
-        session.add(SafetyScore(model_id=models[0].id, metric="refusal_of_harm", value=0.93, ci_low=0.9,
-                                ci_high=None, source="lab report", measured_on=date(2026, 2, 1)))
-        session.add(Milestone(name="Safe enough", definition={"board": "overall", "safety": [
-            {"metric": "refusal_of_harm", "at_least": 0.9}], "capability": {"min_rating": 900}}))
+        session.add(
+            SafetyScore(
+                model_id=models[0].id,
+                metric="refusal_of_harm",
+                value=0.93,
+                ci_low=0.9,
+                ci_high=None,
+                source="lab report",
+                measured_on=date(2026, 2, 1),
+            )
+        )
+        session.add(
+            Milestone(
+                name="Safe enough",
+                definition={
+                    "board": "overall",
+                    "safety": [{"metric": "refusal_of_harm", "at_least": 0.9}],
+                    "capability": {"min_rating": 900},
+                },
+            )
+        )
         session.commit()
     assert builds.build_snapshot(app) is not None
 
@@ -126,8 +207,14 @@ def verify_snapshot(app, folder) -> None:
     client = app.test_client()
     folder.mkdir(exist_ok=True)
     paths = [folder / "snapshot.json", folder / "battles.jsonl", folder / "key.pem"]
-    for path, url in zip(paths, ("/api/v1/leaderboard/snapshots/1", "/api/v1/leaderboard/snapshots/1/battles",
-                                 "/api/v1/leaderboard/public-key")):
+    for path, url in zip(
+        paths,
+        (
+            "/api/v1/leaderboard/snapshots/1",
+            "/api/v1/leaderboard/snapshots/1/battles",
+            "/api/v1/leaderboard/public-key",
+        ),
+    ):
         response = client.get(url)
         assert response.status_code == 200, (url, response.data[:300])
         path.write_bytes(response.data)
@@ -225,8 +312,9 @@ def test_an_import_that_fails_anywhere_leaves_the_target_as_it_was(apps, tmp_pat
 
     entry = next(entry for entry in manifest["tables"] if entry["name"] == "votes")
     entry.update(sha256=hashlib.sha256(votes).hexdigest(), rows=len(lines) + 1)
-    refused = _rewritten(archive, "refused.tar", {"tables/votes.jsonl.gz": votes,
-                                                  "manifest.json": json.dumps(manifest).encode()})
+    refused = _rewritten(
+        archive, "refused.tar", {"tables/votes.jsonl.gz": votes, "manifest.json": json.dumps(manifest).encode()}
+    )
     with pytest.raises(IntegrityError):
         transfer.import_arena(engine, refused)
     assert table_rows(target) == empty

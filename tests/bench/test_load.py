@@ -1,6 +1,7 @@
 """bench/load.py judges the issue's targets from bench/service.py's numbers: PASS only for 300 votes/s done with
 p99 < 100 ms and no error, and 200 streams held together that all ended ready. (The harness itself is run by
 tests/bench/test_service_smoke.py.)"""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -20,15 +21,46 @@ def _load():
 
 
 def _run(*, done=300.0, p99=80.0, vote_failures=0, peak=200, ready=200):
-    return {"phases": {
-        "streams": {"requested": 200, "peak": peak, "ready": ready, "ttfd_p50_ms": 600.0, "ttfd_p99_ms": 900.0,
-                    "failures": 0},
-        "battles_recorded": {"concurrency": 32, "elapsed": 10.0, "per_s": 30.0, "battles": 300, "p50_ms": 900.0,
-                             "p99_ms": 2000.0, "failures": 2},
-        "votes_closed": {"concurrency": 32, "per_s": 350.0, "votes": 2000, "p50_ms": 60.0, "p99_ms": 150.0,
-                         "failures": 0, "prepare_failures": 0},
-        "votes_open": {"offered_per_s": 300.0, "elapsed": 10.0, "per_s": done, "votes": 3000, "p50_ms": 20.0,
-                       "p99_ms": p99, "failures": vote_failures, "prepare_failures": 0}}}
+    return {
+        "phases": {
+            "streams": {
+                "requested": 200,
+                "peak": peak,
+                "ready": ready,
+                "ttfd_p50_ms": 600.0,
+                "ttfd_p99_ms": 900.0,
+                "failures": 0,
+            },
+            "battles_recorded": {
+                "concurrency": 32,
+                "elapsed": 10.0,
+                "per_s": 30.0,
+                "battles": 300,
+                "p50_ms": 900.0,
+                "p99_ms": 2000.0,
+                "failures": 2,
+            },
+            "votes_closed": {
+                "concurrency": 32,
+                "per_s": 350.0,
+                "votes": 2000,
+                "p50_ms": 60.0,
+                "p99_ms": 150.0,
+                "failures": 0,
+                "prepare_failures": 0,
+            },
+            "votes_open": {
+                "offered_per_s": 300.0,
+                "elapsed": 10.0,
+                "per_s": done,
+                "votes": 3000,
+                "p50_ms": 20.0,
+                "p99_ms": p99,
+                "failures": vote_failures,
+                "prepare_failures": 0,
+            },
+        }
+    }
 
 
 def test_the_targets_pass_only_when_every_condition_holds():

@@ -4,6 +4,7 @@ streams open together, and every battle and vote of every phase succeeds.
 The numbers themselves are not checked (they depend on the machine and what else runs on it); what is checked is
 that the harness drives the service end to end the way `make run` serves it.
 """
+
 import asyncio
 import importlib.util
 import json
@@ -38,15 +39,29 @@ def test_percentile_is_nearest_rank():
 def test_quick_run_on_sqlite_holds_every_stream(tmp_path):
     pytest.importorskip("gunicorn")
     out = tmp_path / "service.json"
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--databases", "sqlite", "--json", str(out)],
-                          capture_output=True, text=True, timeout=90, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--databases", "sqlite", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=REPO,
+    )
     if proc.returncode == EXIT_NO_SERVER:
         pytest.skip(f"cannot start the server here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     text = proc.stdout
-    for needle in ("== SQLite", "gunicorn gthread", "streams held at once", "time to first delta",
-                   "battles/s, recorded answers", "battles/s, echo endpoint models", "votes/s, closed loop",
-                   "open loop", "CPU cores used per phase", "Targets"):
+    for needle in (
+        "== SQLite",
+        "gunicorn gthread",
+        "streams held at once",
+        "time to first delta",
+        "battles/s, recorded answers",
+        "battles/s, echo endpoint models",
+        "votes/s, closed loop",
+        "open loop",
+        "CPU cores used per phase",
+        "Targets",
+    ):
         assert needle in text, f"{needle!r} missing from:\n{text}"
     held = re.search(r"streams held at once.*?(\d+) / (\d+) requested", text)
     assert held and held.group(1) == held.group(2), text
@@ -71,8 +86,12 @@ def test_postgres_backends_are_told_apart_by_database():
     assert backend_database("postgres: 15/main: postgres test_h2 127.0.0.1(52690) idle in transaction") == "test_h2"
     assert backend_database("postgres: 15/main: arena arena [local] idle") == "arena"
     postmaster = "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main"
-    for own in ("postgres: 15/main: walwriter", "postgres: 15/main: logical replication launcher",
-                "postgres: 15/main: checkpointer", postmaster):
+    for own in (
+        "postgres: 15/main: walwriter",
+        "postgres: 15/main: logical replication launcher",
+        "postgres: 15/main: checkpointer",
+        postmaster,
+    ):
         assert backend_database(own) is None
 
 

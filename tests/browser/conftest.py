@@ -11,6 +11,7 @@ Tests choose which models can be drawn by pausing the others (`only_active`).
 Playwright's own browser download does not work here; `make test` installs Debian's chromium, and without
 /usr/bin/chromium these tests skip, saying so.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,17 +28,24 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"  # screenshots; git-ignored
 # The loopback endpoint models. Their names and organisations must never reach the browser before a vote.
 ECHO_MODELS = {"Loopback Swift": ("Quartz Foundry", "slow:0.8"), "Loopback Steady": ("Meridian Works", "echo")}
-HOSTILE_ANSWER = ("Here you go:\n\n<script>window.__pwned = 1; alert('script ran')</script>\n\n"
-                  "<img src=x onerror=\"window.__pwned = 2; alert('onerror ran')\">\n\n"
-                  "![tracker](http://127.0.0.1:9/pixel.png) and [a link](javascript:window.__pwned=3)\n\n"
-                  "<style>body { display: none }</style><b style=\"position:fixed;inset:0\">bold</b>\n\n"
-                  "```python\nprint('highlighted')\n```\n")
+HOSTILE_ANSWER = (
+    "Here you go:\n\n<script>window.__pwned = 1; alert('script ran')</script>\n\n"
+    "<img src=x onerror=\"window.__pwned = 2; alert('onerror ran')\">\n\n"
+    "![tracker](http://127.0.0.1:9/pixel.png) and [a link](javascript:window.__pwned=3)\n\n"
+    '<style>body { display: none }</style><b style="position:fixed;inset:0">bold</b>\n\n'
+    "```python\nprint('highlighted')\n```\n"
+)
 HOSTILE_MODEL = ("Loopback Hostile", "Mallory Labs", "leak:" + HOSTILE_ANSWER)
 BROKEN_MODEL = ("Loopback Broken", "Fragile Systems", "error-mid")  # a few chunks, then the connection drops
-MILESTONE = {"name": "Safe and capable", "description": "Rated 900 or more, refuses harm and resists jailbreaks",
-             "board": "overall", "capability": {"min_rating": 900},
-             "safety": [{"metric": "refusal_of_harm", "at_least": 0.9}, {"metric": "jailbreak_rate", "at_most": 0.1}],
-             "allow_provisional": True}
+MILESTONE = {
+    "name": "Safe and capable",
+    "description": "Rated 900 or more, refuses harm and resists jailbreaks",
+    "board": "overall",
+    "capability": {"min_rating": 900},
+    "safety": [{"metric": "refusal_of_harm", "at_least": 0.9}, {"metric": "jailbreak_rate", "at_most": 0.1}],
+    "allow_provisional": True,
+}
+
 
 def pytest_configure(config):
     # pytest-xdist registers it too; declared here so that a run without xdist (-p no:xdist) accepts it
@@ -54,8 +62,9 @@ def pytest_collection_modifyitems(items):
 def playwright_browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="playwright is not installed (pip install -e '.[test]')")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
+    )
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -71,12 +80,28 @@ def _safety_scores(ratings: dict[str, float]) -> list[dict]:
     for i, model in enumerate(ordered[-12:]):
         refusal = 0.7 + 0.025 * i
         jailbreak = 0.02 + 0.015 * ((i * 5) % 12)
-        rows.append({"model": model, "metric": "refusal_of_harm", "value": round(refusal, 3),
-                     "ci_low": round(refusal - 0.02, 3), "ci_high": round(refusal + 0.02, 3), "source": "test",
-                     "date": day})
-        rows.append({"model": model, "metric": "jailbreak_rate", "value": round(jailbreak, 3),
-                     "ci_low": round(max(jailbreak - 0.02, 0), 3), "ci_high": round(jailbreak + 0.02, 3),
-                     "source": "test", "date": day})
+        rows.append(
+            {
+                "model": model,
+                "metric": "refusal_of_harm",
+                "value": round(refusal, 3),
+                "ci_low": round(refusal - 0.02, 3),
+                "ci_high": round(refusal + 0.02, 3),
+                "source": "test",
+                "date": day,
+            }
+        )
+        rows.append(
+            {
+                "model": model,
+                "metric": "jailbreak_rate",
+                "value": round(jailbreak, 3),
+                "ci_low": round(max(jailbreak - 0.02, 0), 3),
+                "ci_high": round(jailbreak + 0.02, 3),
+                "source": "test",
+                "date": day,
+            }
+        )
     return rows
 
 
@@ -120,13 +145,24 @@ def arena_server(tmp_path_factory, playwright_browser):
     folder = tmp_path_factory.mktemp("browser-arena")
     url = f"sqlite:///{folder / 'arena.db'}"
     db.upgrade(url)
-    app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(folder), "SECRET_KEY": "browser-test-secret",
-                      "DB_POOL_SIZE": 10, "ALLOW_PRIVATE_ENDPOINTS": True,
-                      # recorded answers replay in well under a second each, still streamed in pieces
-                      "REPLAY_SPEED": 0.05, "REPLAY_MAX_SECONDS": 0.6,
-                      "PROVIDER_CONNECT_TIMEOUT": 2.0, "PROVIDER_FIRST_TOKEN_TIMEOUT": 5.0,
-                      "PROVIDER_TOTAL_TIMEOUT": 10.0,
-                      "SNAPSHOT_REPLICATES": 20, "SNAPSHOT_STYLE_REPLICATES": 5, "SNAPSHOT_EVERY_VOTES": 0})
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": str(folder),
+            "SECRET_KEY": "browser-test-secret",
+            "DB_POOL_SIZE": 10,
+            "ALLOW_PRIVATE_ENDPOINTS": True,
+            # recorded answers replay in well under a second each, still streamed in pieces
+            "REPLAY_SPEED": 0.05,
+            "REPLAY_MAX_SECONDS": 0.6,
+            "PROVIDER_CONNECT_TIMEOUT": 2.0,
+            "PROVIDER_FIRST_TOKEN_TIMEOUT": 5.0,
+            "PROVIDER_TOTAL_TIMEOUT": 10.0,
+            "SNAPSHOT_REPLICATES": 20,
+            "SNAPSHOT_STYLE_REPLICATES": 5,
+            "SNAPSHOT_EVERY_VOTES": 0,
+        }
+    )
     from arena.web.security import CONTENT_SECURITY_POLICY
 
     @app.after_request
@@ -138,11 +174,26 @@ def arena_server(tmp_path_factory, playwright_browser):
     with db.new_session(app) as session:
         demo.load_demo(session)
         for name, (organization, behaviour) in ECHO_MODELS.items():
-            session.add(Model(name=name, organization=organization, kind="endpoint", base_url=loopback.base_url,
-                              endpoint_model=behaviour))
+            session.add(
+                Model(
+                    name=name,
+                    organization=organization,
+                    kind="endpoint",
+                    base_url=loopback.base_url,
+                    endpoint_model=behaviour,
+                )
+            )
         for name, organization, behaviour in (HOSTILE_MODEL, BROKEN_MODEL):
-            session.add(Model(name=name, organization=organization, kind="endpoint", base_url=loopback.base_url,
-                              endpoint_model=behaviour, status="paused"))
+            session.add(
+                Model(
+                    name=name,
+                    organization=organization,
+                    kind="endpoint",
+                    base_url=loopback.base_url,
+                    endpoint_model=behaviour,
+                    status="paused",
+                )
+            )
         session.commit()
     builds.build_snapshot(app)
     with db.new_session(app) as session:
@@ -197,8 +248,9 @@ def open_page(playwright_browser, arena_server):
     contexts = []
 
     def opener(path: str = "/", *, width: int = 1280, height: int = 900, dark: bool = False):
-        context = playwright_browser.new_context(viewport={"width": width, "height": height},
-                                                 color_scheme="dark" if dark else "light")
+        context = playwright_browser.new_context(
+            viewport={"width": width, "height": height}, color_scheme="dark" if dark else "light"
+        )
         contexts.append(context)
         page = context.new_page()
         watch = PageWatch(page)

@@ -2,6 +2,7 @@
 answers, and our loopback endpoint models streaming), no identity before the vote in the DOM, the network or
 storage, hostile answers that run nothing, the leaderboard's stored snapshot and charts, the milestone board, and
 screenshots of every page at 360 px and on a desktop (tests/browser/artifacts/), with no console error anywhere."""
+
 from __future__ import annotations
 
 import re
@@ -67,8 +68,10 @@ def all_identities(arena_server) -> list[Identity]:
     from arena.models import Model
 
     with db.new_session(arena_server.app) as session:
-        return [Identity(name, organization) for name, organization in
-                session.execute(select(Model.name, Model.organization))]
+        return [
+            Identity(name, organization)
+            for name, organization in session.execute(select(Model.name, Model.organization))
+        ]
 
 
 def newest_document(arena_server) -> dict:
@@ -123,8 +126,10 @@ def test_a_whole_battle_on_the_demo_data_from_the_first_page_to_the_reveal(arena
     page.keyboard.press("n")  # a new battle
     assert page.is_hidden("#battle") and page.evaluate("document.activeElement.id") == "prompt"
     # Chromium logs every HTTP error answer to a fetch, here the one 503 asked for above; nothing else
-    assert watch.errors == ["Failed to load resource: the server responded with a status of 503 (SERVICE "
-                            "UNAVAILABLE)"] and watch.dialogs == []
+    assert (
+        watch.errors == ["Failed to load resource: the server responded with a status of 503 (SERVICE UNAVAILABLE)"]
+        and watch.dialogs == []
+    )
 
 
 def test_loopback_endpoint_models_stream_take_a_follow_up_and_are_revealed(arena_server, open_page):
@@ -185,13 +190,14 @@ def test_before_the_vote_no_dom_network_response_or_storage_names_a_model(arena_
 
     def visible_to_the_page() -> dict[str, str]:
         bodies = watch.bodies()
-        return {"DOM": page.evaluate(DOM_TEXT),
-                "storage": page.evaluate("JSON.stringify([Object.entries(localStorage), "
-                                         "Object.entries(sessionStorage)])"),
-                "cookies": str(page.context.cookies()),
-                "network": " ".join(f"{url} {markup_text(body)}" for url, body in bodies if "/static/" not in url)
-                + " ".join(streamed),
-                "static files": " ".join(body for url, body in bodies if "/static/" in url)}
+        return {
+            "DOM": page.evaluate(DOM_TEXT),
+            "storage": page.evaluate("JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])"),
+            "cookies": str(page.context.cookies()),
+            "network": " ".join(f"{url} {markup_text(body)}" for url, body in bodies if "/static/" not in url)
+            + " ".join(streamed),
+            "static files": " ".join(body for url, body in bodies if "/static/" in url),
+        }
 
     seen = visible_to_the_page()
     assert len(watch.responses) >= 10  # the page, its styles and scripts, the battle, its stream and details
@@ -199,8 +205,9 @@ def test_before_the_vote_no_dom_network_response_or_storage_names_a_model(arena_
     # must not name the models of this battle; everything else must not name any model at all.
     battle_models = [Identity(name, organization) for name, (organization, _) in ECHO_MODELS.items()]
     for where, text in seen.items():
-        assert leaks(text, battle_models if where == "static files" else identities) == [], \
+        assert leaks(text, battle_models if where == "static files" else identities) == [], (
             f"the {where} names a model before the vote"
+        )
     assert page.evaluate("localStorage.length + sessionStorage.length") == 0
 
     page.keyboard.press("1")
@@ -225,12 +232,21 @@ def test_an_answer_with_script_or_an_img_onerror_runs_nothing(arena_server, open
     text = page.inner_text(answer)
     assert "<script>window.__pwned = 1;" in text, "raw HTML is shown as the text it is"
     assert "[image not shown: tracker]" in text
-    assert page.eval_on_selector_all(f"{answer} script, {answer} style, {answer} img, {answer} [style], "
-                                     f"{answer} [onerror]", "nodes => nodes.length") == 0
+    assert (
+        page.eval_on_selector_all(
+            f"{answer} script, {answer} style, {answer} img, {answer} [style], {answer} [onerror]",
+            "nodes => nodes.length",
+        )
+        == 0
+    )
     hrefs = page.eval_on_selector_all(f"{answer} a", "links => links.map(a => a.getAttribute('href'))")
     assert not any(href and href.lower().startswith("javascript") for href in hrefs)
-    assert page.eval_on_selector_all(f"{answer} pre code.hljs .hljs-built_in, {answer} pre code.hljs .hljs-string",
-                                     "nodes => nodes.length") >= 1, "code blocks are highlighted"
+    assert (
+        page.eval_on_selector_all(
+            f"{answer} pre code.hljs .hljs-built_in, {answer} pre code.hljs .hljs-string", "nodes => nodes.length"
+        )
+        >= 1
+    ), "code blocks are highlighted"
     assert not any("127.0.0.1:9" in response.url for response in watch.responses), "a remote image was fetched"
     assert page.is_visible("body") and page.is_visible("#votes")  # the answer's <style> did not hide the page
     screenshot(page, "arena-hostile-answer-desktop")
@@ -283,8 +299,9 @@ def test_the_leaderboard_shows_the_stored_snapshot_its_chart_and_heatmap(arena_s
     with page.expect_navigation():
         page.select_option("#category", category)
     assert f"category={category}" in page.url and f"category:{category}" in page.inner_text("#snapshot-facts")
-    assert page.eval_on_selector_all("#leaderboard tbody tr", "rows => rows.length") == \
-        len(document["boards"]["categories"][category]["models"])
+    assert page.eval_on_selector_all("#leaderboard tbody tr", "rows => rows.length") == len(
+        document["boards"]["categories"][category]["models"]
+    )
     page.click("text=Style control")
     assert "style=1" in page.url and "style" in page.inner_text("#snapshot-facts")
     assert watch.errors == []
@@ -306,8 +323,7 @@ PAGES = ["/", "/leaderboard", "/board", "/about"]
 
 
 @pytest.mark.parametrize("width,height,label", [(360, 780, "360"), (1280, 900, "desktop")])
-def test_every_page_at_360_px_and_on_a_desktop_fits_and_logs_no_error(arena_server, open_page, width, height,
-                                                                      label):
+def test_every_page_at_360_px_and_on_a_desktop_fits_and_logs_no_error(arena_server, open_page, width, height, label):
     top = newest_document(arena_server)["boards"]["overall"]["models"][0]["model"]
     for path in PAGES + [f"/models/{top}"]:
         page, watch = open_page(path, width=width, height=height)

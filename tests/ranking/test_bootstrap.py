@@ -1,4 +1,5 @@
 """Bootstrap and asymptotic intervals against brute-force references."""
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -46,15 +47,14 @@ def test_poisson_draws_match_the_poisson_distribution(mean):
 
 def test_alias_tables_reproduce_their_distributions_exactly():
     rng = np.random.default_rng(0)
-    pmfs = [stats.poisson.pmf(np.arange(0, 60), 7.0), np.array([1.0]), np.array([0.5, 0.5]),
-            np.array([0.0, 1.0, 0.0])]
+    pmfs = [stats.poisson.pmf(np.arange(0, 60), 7.0), np.array([1.0]), np.array([0.5, 0.5]), np.array([0.0, 1.0, 0.0])]
     pmfs += [rng.exponential(size=rng.integers(1, 300)) ** rng.uniform(0.2, 6) for _ in range(50)]
     pmfs = [p / p.sum() for p in pmfs]
     threshold, alias = bs.alias_tables(pmfs)
     start = 0
     for pmf in pmfs:
         w = pmf.size
-        t, a = threshold[start:start + w], alias[start:start + w].astype(int)
+        t, a = threshold[start : start + w], alias[start : start + w].astype(int)
         start += w
         # outcome k: its own cell's kept share plus every cell that aliases to it, each cell 1/w
         implied = t / w
@@ -74,8 +74,14 @@ def test_draws_are_independent_across_cells_replicates_and_seeds():
 
 
 def test_replicate_counts_keep_zero_cells_and_each_cell_its_mean():
-    counts = PairCounts(np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([0.0, 40.0, 900.0]),
-                        np.array([5.0, 0.0, 2.0]), np.array([0.0, 0.0, 7.0]), 3)
+    counts = PairCounts(
+        np.array([0, 0, 1]),
+        np.array([1, 2, 2]),
+        np.array([0.0, 40.0, 900.0]),
+        np.array([5.0, 0.0, 2.0]),
+        np.array([0.0, 0.0, 7.0]),
+        3,
+    )
     drawn = [bs.replicate_counts(counts, r, seed=4) for r in range(400)]
     for field in ("first_wins", "second_wins", "ties"):
         values = np.stack([getattr(d, field) for d in drawn])
@@ -124,9 +130,16 @@ def test_poisson_cell_bootstrap_agrees_with_a_brute_force_row_bootstrap():
     np.testing.assert_allclose(ours.high - ours.low, width, rtol=INTERVAL_RTOL)
 
 
-@pytest.mark.parametrize("ties, prior, coarse", [("half", bt.DEFAULT_PRIOR, False), ("half", bt.DEFAULT_PRIOR, True),
-                                                 ("half", 0.0, True), ("davidson", bt.DEFAULT_PRIOR, False),
-                                                 ("davidson", 0.0, False)])
+@pytest.mark.parametrize(
+    "ties, prior, coarse",
+    [
+        ("half", bt.DEFAULT_PRIOR, False),
+        ("half", bt.DEFAULT_PRIOR, True),
+        ("half", 0.0, True),
+        ("davidson", bt.DEFAULT_PRIOR, False),
+        ("davidson", 0.0, False),
+    ],
+)
 def test_chord_and_damped_newton_refits_agree(monkeypatch, ties, prior, coarse):
     _, a, b, outcome = simulate(8, 3000, seed=31, tie_rate=0.2)
     counts = pair_counts(a, b, outcome, 8)
@@ -241,8 +254,19 @@ def test_rank_upper_bound_matches_a_loop():
     assert bs.rank_upper_bound(low, high).tolist() == expected
 
 
-@pytest.mark.parametrize("bad", [dict(replicates=1), dict(confidence=1.0), dict(seed=-1), dict(seed=2**64),
-                                 dict(seed=1.5), dict(batch_size=0), dict(ties="thirds"), dict(prior=-1.0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(replicates=1),
+        dict(confidence=1.0),
+        dict(seed=-1),
+        dict(seed=2**64),
+        dict(seed=1.5),
+        dict(batch_size=0),
+        dict(ties="thirds"),
+        dict(prior=-1.0),
+    ],
+)
 def test_invalid_bootstrap_options(bad):
     counts = pair_counts(np.array([0, 1]), np.array([1, 0]), np.array([A_WINS, B_WINS], np.int8), 2)
     with pytest.raises(ValueError):
@@ -254,8 +278,9 @@ def test_weighted_cells_are_drawn_as_poisson_of_their_weighted_count():
     rng = np.random.default_rng(3)
     a = rng.integers(0, 3, 400)
     b = (a + 1 + rng.integers(0, 2, 400)) % 3
-    counts = pair_counts(a, b, rng.choice([A_WINS, B_WINS], 400).astype(np.int8), 3,
-                         weights=rng.choice([0.25, 1 / 3, 1.0], 400))
+    counts = pair_counts(
+        a, b, rng.choice([A_WINS, B_WINS], 400).astype(np.int8), 3, weights=rng.choice([0.25, 1 / 3, 1.0], 400)
+    )
     draws = np.array([bs._cells(bs.replicate_counts(counts, r, seed=5)) for r in range(2000)])
     cells = bs._cells(counts)
     assert np.all(draws == np.round(draws))

@@ -1,4 +1,5 @@
 """Bradley-Terry fits against independent references: scipy on the same likelihood, closed forms, simulation."""
+
 import warnings
 
 import jax
@@ -48,8 +49,9 @@ def scipy_half_fit(counts: PairCounts, prior: float):
         gauge = 0.0 if prior > 0 else theta.sum()
         return -g + prior * theta + gauge
 
-    result = scipy.optimize.minimize(negative, np.zeros(m), jac=gradient, method="L-BFGS-B",
-                                     options=dict(gtol=1e-12, ftol=1e-15, maxiter=10000))
+    result = scipy.optimize.minimize(
+        negative, np.zeros(m), jac=gradient, method="L-BFGS-B", options=dict(gtol=1e-12, ftol=1e-15, maxiter=10000)
+    )
     return result.x
 
 
@@ -62,8 +64,11 @@ def scipy_davidson_fit(counts: PairCounts, prior: float):
         pi_i, pi_j = np.exp(theta[counts.first]), np.exp(theta[counts.second])
         tie_term = np.exp(phi) * np.sqrt(pi_i * pi_j)
         denominator = pi_i + pi_j + tie_term
-        ll = (counts.first_wins * np.log(pi_i / denominator) + counts.second_wins * np.log(pi_j / denominator)
-              + counts.ties * np.log(tie_term / denominator)).sum()
+        ll = (
+            counts.first_wins * np.log(pi_i / denominator)
+            + counts.second_wins * np.log(pi_j / denominator)
+            + counts.ties * np.log(tie_term / denominator)
+        ).sum()
         return -ll + prior / 2 * (theta @ theta + phi**2)
 
     result = scipy.optimize.minimize(negative, np.zeros(m + 1), method="BFGS", options=dict(gtol=1e-9))
@@ -100,8 +105,9 @@ def test_log_likelihood_is_the_data_term():
     fit = bt.fit_bradley_terry(counts)
     d = fit.strengths[counts.first] - fit.strengths[counts.second]
     p = 1 / (1 + np.exp(-d))
-    expected = ((counts.first_wins + counts.ties / 2) * np.log(p)
-                + (counts.second_wins + counts.ties / 2) * np.log(1 - p)).sum()
+    expected = (
+        (counts.first_wins + counts.ties / 2) * np.log(p) + (counts.second_wins + counts.ties / 2) * np.log(1 - p)
+    ).sum()
     assert fit.log_likelihood == pytest.approx(expected, rel=1e-12)
 
 
@@ -214,8 +220,9 @@ def test_non_convergence_raises():
         bt.fit_bradley_terry(pair_counts(a, b, outcome, 6), max_iter=1)
 
 
-@pytest.mark.parametrize("bad", [dict(ties="thirds"), dict(prior=-1.0), dict(scale=0.0), dict(base=1.0),
-                                 dict(anchor=9)])
+@pytest.mark.parametrize(
+    "bad", [dict(ties="thirds"), dict(prior=-1.0), dict(scale=0.0), dict(base=1.0), dict(anchor=9)]
+)
 def test_invalid_options_raise(bad):
     _, a, b, outcome = simulate(4, 100, seed=13)
     with pytest.raises(ValueError):
@@ -223,6 +230,7 @@ def test_invalid_options_raise(bad):
 
 
 # ---------------------------------------------------------------------------------- derivatives, jit, vmap
+
 
 def _problem(davidson=False, seed=14):
     _, a, b, outcome = simulate(7, 800, seed=seed, tie_rate=0.3)
@@ -245,8 +253,9 @@ def test_gradient_and_hessian_match_autodiff_and_finite_differences(davidson, pr
     step = 1e-6
     for i in range(size):
         e = jnp.zeros(8).at[i].set(step)
-        numeric = (bt._objective(x + e, problem, prior, davidson)
-                   - bt._objective(x - e, problem, prior, davidson)) / (2 * step)
+        numeric = (bt._objective(x + e, problem, prior, davidson) - bt._objective(x - e, problem, prior, davidson)) / (
+            2 * step
+        )
         assert float(gradient[i]) == pytest.approx(float(numeric), rel=1e-5, abs=1e-5)
     hessian = bt._negative_hessian(x, problem, prior, davidson)
     autodiff_hessian = -jax.hessian(bt._objective)(x, problem, prior, davidson)

@@ -1,4 +1,5 @@
 """`python -m ranking` end to end, on the real LLMFAO votes and on broken files."""
+
 import csv
 import hashlib
 import json
@@ -27,8 +28,14 @@ def no_disk_cache(monkeypatch):
 
 def run_cli(*args, cache=None):
     env = {**os.environ, "ARENA_RANKING_CACHE": str(cache) if cache else "off"}
-    return subprocess.run([sys.executable, "-m", "ranking", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ranking", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def crowd_rows():
@@ -60,9 +67,14 @@ def test_llmfao_end_to_end_matches_an_independent_fit(tmp_path):
             winner = i if r["winner"] == "left" else j
             cell[0 if winner == key[0] else 1] += 1
     keys = sorted(cells)
-    counts = PairCounts(np.array([k[0] for k in keys]), np.array([k[1] for k in keys]),
-                        np.array([cells[k][0] for k in keys]), np.array([cells[k][1] for k in keys]),
-                        np.array([cells[k][2] for k in keys]), len(names))
+    counts = PairCounts(
+        np.array([k[0] for k in keys]),
+        np.array([k[1] for k in keys]),
+        np.array([cells[k][0] for k in keys]),
+        np.array([cells[k][1] for k in keys]),
+        np.array([cells[k][2] for k in keys]),
+        len(names),
+    )
     theta = scipy_half_fit(counts, DEFAULT_PRIOR)
     reference = 1000 + 400 / np.log(10) * (theta - theta.mean())
     ours = {m["model"]: m for m in models}
@@ -107,8 +119,16 @@ def small_file(tmp_path):
     labels = ["model_a", "model_b", "tie", "tie (bothbad)"]
     for _ in range(400):
         a, b = rng.choice(["alpha", "beta", "gamma", "delta"], 2, replace=False)
-        lines.append(json.dumps({"model_a": a, "model_b": b, "winner": labels[rng.integers(0, 4)],
-                                 "category": ["code", "chat"][rng.integers(0, 2)]}))
+        lines.append(
+            json.dumps(
+                {
+                    "model_a": a,
+                    "model_b": b,
+                    "winner": labels[rng.integers(0, 4)],
+                    "category": ["code", "chat"][rng.integers(0, 2)],
+                }
+            )
+        )
     return write(tmp_path, "battles.jsonl", "\n".join(lines) + "\n")
 
 
@@ -131,8 +151,10 @@ def test_options_reach_the_fit(tmp_path, capsys):
     path = small_file(tmp_path)
     assert main(["fit", str(path), "--bootstrap", "20", "--format", "json", "--ties", "davidson"]) == 0
     assert json.loads(capsys.readouterr().out)["tie_strength"] > 0
-    assert main(["fit", str(path), "--bootstrap", "20", "--format", "json", "--anchor", "beta",
-                 "--anchor-rating", "1500"]) == 0
+    assert (
+        main(["fit", str(path), "--bootstrap", "20", "--format", "json", "--anchor", "beta", "--anchor-rating", "1500"])
+        == 0
+    )
     rows = {m["model"]: m for m in json.loads(capsys.readouterr().out)["models"]}
     assert rows["beta"]["rating"] == pytest.approx(1500)
     assert main(["fit", str(path), "--bootstrap", "20", "--format", "json", "--category", "code"]) == 0
@@ -152,17 +174,24 @@ def test_undefeated_model_has_an_open_interval_in_json(tmp_path, capsys):
     assert "warning: 1 model(s) never lost or never won" in captured.err
 
 
-@pytest.mark.parametrize("content, args, message", [
-    (None, [], "file not found"),
-    ('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n{"model_a": "x", "model_b": "y", "winner": "left"}\n',
-     [], "b.jsonl:2"),
-    ('{"model_a": "x", "model_b": "x", "winner": "model_a"}\n', [], "b.jsonl:1"),
-    ("", [], "b.jsonl"),
-    ('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n', ["--category", "code"], "no battle has category"),
-    ('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n', ["--bootstrap", "1"], "at least 2"),
-    ('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n', ["--anchor", "z"], "anchor model"),
-    ('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n', ["--style"], "conv_metadata"),
-])
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        (None, [], "file not found"),
+        (
+            '{"model_a": "x", "model_b": "y", "winner": "model_a"}\n'
+            '{"model_a": "x", "model_b": "y", "winner": "left"}\n',
+            [],
+            "b.jsonl:2",
+        ),
+        ('{"model_a": "x", "model_b": "x", "winner": "model_a"}\n', [], "b.jsonl:1"),
+        ("", [], "b.jsonl"),
+        ('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n', ["--category", "code"], "no battle has category"),
+        ('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n', ["--bootstrap", "1"], "at least 2"),
+        ('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n', ["--anchor", "z"], "anchor model"),
+        ('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n', ["--style"], "conv_metadata"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, content, args, message):
     path = tmp_path / "b.jsonl"
     if content is not None:
@@ -207,8 +236,16 @@ def test_style_control_reports_a_length_effect(tmp_path, capsys):
         la, lb = rng.integers(50, 800, 2)
         p = 1 / (1 + np.exp(-(strength[x] - strength[y] + 1.5 * (la - lb) / (la + lb))))
         meta = {"sum_assistant_a_tokens": int(la), "sum_assistant_b_tokens": int(lb)}
-        lines.append(json.dumps({"model_a": x, "model_b": y, "winner": "model_a" if rng.random() < p else "model_b",
-                                 "conv_metadata": meta}))
+        lines.append(
+            json.dumps(
+                {
+                    "model_a": x,
+                    "model_b": y,
+                    "winner": "model_a" if rng.random() < p else "model_b",
+                    "conv_metadata": meta,
+                }
+            )
+        )
     path = write(tmp_path, "styled.jsonl", "\n".join(lines))
     assert main(["fit", str(path), "--style", "--bootstrap", "30", "--format", "json"]) == 0
     document = json.loads(capsys.readouterr().out)

@@ -1,5 +1,6 @@
 """ranking.correlation against SciPy and a brute-force bootstrap loop (tolerance 1e-12: the same arithmetic,
 summed in a different order)."""
+
 import math
 
 import numpy as np

@@ -4,6 +4,7 @@ The reference for "what a record means" is `reference_encode` below: a plain loo
 ranking/data.py's docstring, sharing no code with the reader. Files are written with the standard library
 (json, csv), not with the orjson the reader uses.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -94,11 +95,16 @@ def reference_encode(records: list[dict]) -> dict:
                         row[side][f] = float(x)
         out["style"].append(row)
     return dict(
-        model_a=np.array(out["model_a"], np.int32), model_b=np.array(out["model_b"], np.int32),
-        outcome=np.array(out["outcome"], np.int8), models=tuple(models),
-        category=np.array(out["category"], np.int32), categories=tuple(categories),
-        voter=np.array(out["voter"], np.int32), voters=tuple(voters),
-        tstamp=np.array(out["tstamp"], np.float64), anony=np.array(out["anony"], bool),
+        model_a=np.array(out["model_a"], np.int32),
+        model_b=np.array(out["model_b"], np.int32),
+        outcome=np.array(out["outcome"], np.int8),
+        models=tuple(models),
+        category=np.array(out["category"], np.int32),
+        categories=tuple(categories),
+        voter=np.array(out["voter"], np.int32),
+        voters=tuple(voters),
+        tstamp=np.array(out["tstamp"], np.float64),
+        anony=np.array(out["anony"], bool),
         style=np.array(out["style"], np.float64).reshape(len(records), 2, 4) if any_style else None,
     )
 
@@ -142,27 +148,43 @@ def write_csv(path: Path, records: list[dict]) -> Path:
             cells = []
             for k in CSV_FIELDS:
                 v = r.get(k)
-                cells.append("" if v is None else ("true" if v is True else "false" if v is False else
-                                                   repr(v) if isinstance(v, float) else str(v)))
+                cells.append(
+                    ""
+                    if v is None
+                    else (
+                        "true" if v is True else "false" if v is False else repr(v) if isinstance(v, float) else str(v)
+                    )
+                )
             w.writerow(cells)
     return path
 
 
 # A small file with every field; the expected arrays are spelled out by hand.
 SMALL = [
-    {"model_a": "gpt", "model_b": "llama", "winner": "model_a", "tstamp": 1700000000.5, "category": "code",
-     "judge": "u1", "anony": True},
-    {"model_a": "llama", "model_b": "claude", "winner": "model_b", "tstamp": 1700000001, "voter": "u2",
-     "anony": False},
+    {
+        "model_a": "gpt",
+        "model_b": "llama",
+        "winner": "model_a",
+        "tstamp": 1700000000.5,
+        "category": "code",
+        "judge": "u1",
+        "anony": True,
+    },
+    {"model_a": "llama", "model_b": "claude", "winner": "model_b", "tstamp": 1700000001, "voter": "u2", "anony": False},
     {"model_a": "claude", "model_b": "gpt", "winner": "tie", "category": "math", "judge": "u1"},
     {"model_a": "gpt", "model_b": "claude", "winner": "tie (bothbad)", "category": "code"},
 ]
 SMALL_EXPECTED = dict(
-    model_a=np.array([0, 1, 2, 0], np.int32), model_b=np.array([1, 2, 0, 2], np.int32),
-    outcome=np.array([A_WINS, B_WINS, TIE, TIE_BOTHBAD], np.int8), models=("gpt", "llama", "claude"),
-    category=np.array([0, -1, 1, 0], np.int32), categories=("code", "math"),
-    voter=np.array([0, 1, 0, -1], np.int32), voters=("u1", "u2"),
-    tstamp=np.array([1700000000.5, 1700000001.0, np.nan, np.nan]), anony=np.array([True, False, True, True]),
+    model_a=np.array([0, 1, 2, 0], np.int32),
+    model_b=np.array([1, 2, 0, 2], np.int32),
+    outcome=np.array([A_WINS, B_WINS, TIE, TIE_BOTHBAD], np.int8),
+    models=("gpt", "llama", "claude"),
+    category=np.array([0, -1, 1, 0], np.int32),
+    categories=("code", "math"),
+    voter=np.array([0, 1, 0, -1], np.int32),
+    voters=("u1", "u2"),
+    tstamp=np.array([1700000000.5, 1700000001.0, np.nan, np.nan]),
+    anony=np.array([True, False, True, True]),
     style=None,
 )
 
@@ -186,9 +208,19 @@ def test_encode_battles_matches_hand_expectation():
 
 
 def test_encode_battles_accepts_any_mapping_and_numpy_scalars():
-    records = [types.MappingProxyType({"model_a": np.str_("x"), "model_b": "y", "winner": "model_a",
-                                       "tstamp": np.float32(2.5), "anony": np.bool_(False), "voter": np.int64(7)}),
-               {"model_a": "y", "model_b": "x", "winner": "tie", "tstamp": np.int64(3)}]
+    records = [
+        types.MappingProxyType(
+            {
+                "model_a": np.str_("x"),
+                "model_b": "y",
+                "winner": "model_a",
+                "tstamp": np.float32(2.5),
+                "anony": np.bool_(False),
+                "voter": np.int64(7),
+            }
+        ),
+        {"model_a": "y", "model_b": "x", "winner": "tie", "tstamp": np.int64(3)},
+    ]
     got = encode_battles(iter(records))
     assert got.models == ("x", "y") and all(type(m) is str for m in got.models)
     np.testing.assert_array_equal(got.tstamp, [2.5, 3.0])
@@ -264,8 +296,15 @@ def test_category_tag_rule():
 
 def test_voter_rule_and_integer_voters():
     base = {"model_a": "a", "model_b": "b", "winner": "tie"}
-    records = [{**base, "voter": "v", "judge": "j"}, {**base, "judge": "j"}, {**base, "voter": "", "judge": "j2"},
-               {**base, "voter": 58}, {**base, "judge": "58"}, {**base, "voter": 0}, base]
+    records = [
+        {**base, "voter": "v", "judge": "j"},
+        {**base, "judge": "j"},
+        {**base, "voter": "", "judge": "j2"},
+        {**base, "voter": 58},
+        {**base, "judge": "58"},
+        {**base, "voter": 0},
+        base,
+    ]
     got = encode_battles(records)
     assert got.voters == ("v", "j", "j2", "58", "0")
     np.testing.assert_array_equal(got.voter, [0, 1, 2, 3, 3, 4, -1])
@@ -276,11 +315,14 @@ def test_voter_rule_and_integer_voters():
 
 def test_style_sums_fastchat_sub_counts(tmp_path):
     md1 = {
-        "sum_assistant_a_tokens": 120, "sum_assistant_b_tokens": 340,
+        "sum_assistant_a_tokens": 120,
+        "sum_assistant_b_tokens": 340,
         "header_count_a": {"h1": 1, "h2": 2, "h3": 0, "h4": 0, "h5": 0, "h6": 0},
         "header_count_b": {"h1": 0, "h2": 0, "h3": 4, "h4": 0, "h5": 0, "h6": 1},
-        "list_count_a": {"ordered": 3, "unordered": 5}, "list_count_b": {"ordered": 0, "unordered": 0},
-        "bold_count_a": {"**": 2, "__": 1}, "bold_count_b": {"**": 0, "__": 0},
+        "list_count_a": {"ordered": 3, "unordered": 5},
+        "list_count_b": {"ordered": 0, "unordered": 0},
+        "bold_count_a": {"**": 2, "__": 1},
+        "bold_count_b": {"**": 0, "__": 0},
         "turns": 1,  # other conv_metadata keys are ignored
     }
     md3 = {"sum_assistant_a_tokens": 10, "sum_assistant_b_tokens": 20.5, "header_count_a": 3, "list_count_b": 7}
@@ -289,8 +331,11 @@ def test_style_sums_fastchat_sub_counts(tmp_path):
     want = np.full((4, 2, 4), np.nan)
     want[0] = [[120, 3, 8, 3], [340, 5, 0, 0]]
     want[2] = [[10, 3, np.nan, np.nan], [20.5, np.nan, 7, np.nan]]
-    for got in (encode_battles(records), read_battles(write_jsonl(tmp_path / "s.jsonl", records)),
-                read_battles(write_json(tmp_path / "s.json", records))):
+    for got in (
+        encode_battles(records),
+        read_battles(write_jsonl(tmp_path / "s.jsonl", records)),
+        read_battles(write_json(tmp_path / "s.json", records)),
+    ):
         np.testing.assert_array_equal(got.style, want)
         assert_same(got, reference_encode(records))
 
@@ -341,53 +386,111 @@ ACCEPTED = "expected one of 'model_a', 'model_b', 'tie', 'tie (bothbad)'"
 
 # (file name, content, line, message fragment)
 ERROR_CASES = [
-    ("label.jsonl", f'{GOOD}\n{GOOD}\n{{"model_a": "a", "model_b": "b", "winner": "draw"}}\n', 3,
-     f"unknown winner label 'draw'; {ACCEPTED}"),
+    (
+        "label.jsonl",
+        f'{GOOD}\n{GOOD}\n{{"model_a": "a", "model_b": "b", "winner": "draw"}}\n',
+        3,
+        f"unknown winner label 'draw'; {ACCEPTED}",
+    ),
     ("label_num.jsonl", f'{GOOD}\n{{"model_a": "a", "model_b": "b", "winner": 1}}\n', 2, "unknown winner label 1"),
     ("label_case.jsonl", '{"model_a": "a", "model_b": "b", "winner": "Tie"}', 1, "unknown winner label 'Tie'"),
     ("missing.jsonl", f'{GOOD}\n{{"model_b": "b", "winner": "tie"}}\n', 2, "missing required field 'model_a'"),
     ("missing_w.jsonl", '{"model_a": "a", "model_b": "b"}\n', 1, "missing required field 'winner'"),
     ("self.jsonl", f'{GOOD}\n{{"model_a": "a", "model_b": "a", "winner": "tie"}}\n', 2, "self-battle"),
-    ("empty_name.jsonl", '{"model_a": "a", "model_b": "", "winner": "tie"}\n', 1,
-     "empty model name in field 'model_b'"),
-    ("num_name.jsonl", f'{GOOD}\n\n{{"model_a": 7, "model_b": "b", "winner": "tie"}}\n', 3,
-     "field 'model_a' must be a string (a model name), got 7"),
-    ("null_name.jsonl", '{"model_a": "a", "model_b": null, "winner": "tie"}\n', 1,
-     "field 'model_b' must be a string (a model name), got null"),
+    (
+        "empty_name.jsonl",
+        '{"model_a": "a", "model_b": "", "winner": "tie"}\n',
+        1,
+        "empty model name in field 'model_b'",
+    ),
+    (
+        "num_name.jsonl",
+        f'{GOOD}\n\n{{"model_a": 7, "model_b": "b", "winner": "tie"}}\n',
+        3,
+        "field 'model_a' must be a string (a model name), got 7",
+    ),
+    (
+        "null_name.jsonl",
+        '{"model_a": "a", "model_b": null, "winner": "tie"}\n',
+        1,
+        "field 'model_b' must be a string (a model name), got null",
+    ),
     ("list_name.jsonl", '{"model_a": ["a"], "model_b": "b", "winner": "tie"}\n', 1, "got an array"),
-    ("tstamp.jsonl", '{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": "yesterday"}\n', 1,
-     "field 'tstamp' must be a number, got 'yesterday'"),
-    ("tstamp_bool.jsonl", '{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": true}\n', 1,
-     "field 'tstamp' must be a number, got true"),
-    ("anony.jsonl", '{"model_a": "a", "model_b": "b", "winner": "tie", "anony": "yes"}\n', 1,
-     "field 'anony' must be true or false, got 'yes'"),
-    ("category.jsonl", '{"model_a": "a", "model_b": "b", "winner": "tie", "category": 3}\n', 1,
-     "field 'category' must be a string, got 3"),
-    ("tag.jsonl", '{"model_a": "a", "model_b": "b", "winner": "tie", "category_tag": 3}\n', 1,
-     "field 'category_tag' must be a string or an object, got 3"),
-    ("voter.jsonl", '{"model_a": "a", "model_b": "b", "winner": "tie", "judge": false}\n', 1,
-     "field 'judge' must be a string, got false"),
-    ("meta.jsonl", '{"model_a": "a", "model_b": "b", "winner": "tie", "conv_metadata": 5}\n', 1,
-     "field 'conv_metadata' must be an object, got 5"),
-    ("meta_sub.jsonl",
-     '{"model_a": "a", "model_b": "b", "winner": "tie", "conv_metadata": {"list_count_b": {"ordered": "2"}}}\n',
-     1, "'list_count_b' sub-counts must be numbers, got '2'"),
+    (
+        "tstamp.jsonl",
+        '{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": "yesterday"}\n',
+        1,
+        "field 'tstamp' must be a number, got 'yesterday'",
+    ),
+    (
+        "tstamp_bool.jsonl",
+        '{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": true}\n',
+        1,
+        "field 'tstamp' must be a number, got true",
+    ),
+    (
+        "anony.jsonl",
+        '{"model_a": "a", "model_b": "b", "winner": "tie", "anony": "yes"}\n',
+        1,
+        "field 'anony' must be true or false, got 'yes'",
+    ),
+    (
+        "category.jsonl",
+        '{"model_a": "a", "model_b": "b", "winner": "tie", "category": 3}\n',
+        1,
+        "field 'category' must be a string, got 3",
+    ),
+    (
+        "tag.jsonl",
+        '{"model_a": "a", "model_b": "b", "winner": "tie", "category_tag": 3}\n',
+        1,
+        "field 'category_tag' must be a string or an object, got 3",
+    ),
+    (
+        "voter.jsonl",
+        '{"model_a": "a", "model_b": "b", "winner": "tie", "judge": false}\n',
+        1,
+        "field 'judge' must be a string, got false",
+    ),
+    (
+        "meta.jsonl",
+        '{"model_a": "a", "model_b": "b", "winner": "tie", "conv_metadata": 5}\n',
+        1,
+        "field 'conv_metadata' must be an object, got 5",
+    ),
+    (
+        "meta_sub.jsonl",
+        '{"model_a": "a", "model_b": "b", "winner": "tie", "conv_metadata": {"list_count_b": {"ordered": "2"}}}\n',
+        1,
+        "'list_count_b' sub-counts must be numbers, got '2'",
+    ),
     ("not_object.jsonl", f'{GOOD}\n["a", "b", "model_a"]\n', 2, "expected a JSON object, got an array"),
     ("bad_json.jsonl", f'{GOOD}\n{GOOD}\n{{"model_a": "a", "model_b": "b", winner: "tie"}}\n', 3, "invalid JSON"),
     ("truncated.jsonl", f'{GOOD}\n{{"model_a": "a", "model_b": "b", "win', 2, "invalid JSON"),
     ("huge.jsonl", '{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": 1e999}', 1, "invalid JSON"),
     # An earlier bad record is reported before a later syntax error in the same chunk.
-    ("order.jsonl", f'{GOOD}\n{{"model_a": "a", "model_b": "b", "winner": "x"}}\n{{oops\n', 2,
-     "unknown winner label 'x'"),
+    (
+        "order.jsonl",
+        f'{GOOD}\n{{"model_a": "a", "model_b": "b", "winner": "x"}}\n{{oops\n',
+        2,
+        "unknown winner label 'x'",
+    ),
     # JSON arrays: the line where the offending element starts, and its index.
-    ("label.json", f'[\n  {GOOD},\n  {{\n    "model_a": "a",\n    "model_b": "b",\n    "winner": "a"\n  }}\n]', 3,
-     "element [1]: unknown winner label 'a'"),
-    ("strings.json", '[{"model_a": "a, [x]", "model_b": "{b}", "winner": "tie"},\n'
-     '{"model_a": "\\"q\\"", "model_b": "b", "winner": "tie"}, \n\n 5]', 4,
-     "element [2]: expected a JSON object, got a number"),
+    (
+        "label.json",
+        f'[\n  {GOOD},\n  {{\n    "model_a": "a",\n    "model_b": "b",\n    "winner": "a"\n  }}\n]',
+        3,
+        "element [1]: unknown winner label 'a'",
+    ),
+    (
+        "strings.json",
+        '[{"model_a": "a, [x]", "model_b": "{b}", "winner": "tie"},\n'
+        '{"model_a": "\\"q\\"", "model_b": "b", "winner": "tie"}, \n\n 5]',
+        4,
+        "element [2]: expected a JSON object, got a number",
+    ),
     ("first.json", '\n\n[{"model_a": "a", "model_b": "a", "winner": "tie"}]', 3, "element [0]: self-battle"),
-    ("bad.json", '[\n  {"model_a": "a", "model_b": "b", "winner": "tie"},\n  {"model_a": "a",,}\n]', 3,
-     "invalid JSON"),
+    ("bad.json", '[\n  {"model_a": "a", "model_b": "b", "winner": "tie"},\n  {"model_a": "a",,}\n]', 3, "invalid JSON"),
     ("object.json", GOOD, None, None),  # read as JSON Lines by content: fine, no error (checked below)
     ("empty.json", "[]", None, "no battles"),
     ("empty.jsonl", "", None, "file is empty"),
@@ -398,20 +501,36 @@ ERROR_CASES = [
     ("label_empty.csv", "model_a,model_b,winner\na,b,\n", 2, "unknown winner label ''"),
     ("column.csv", "model_a,model_b,result\na,b,tie\n", 1, "missing required column 'winner'"),
     ("dup.csv", "model_a,model_b,winner,model_b\na,b,tie,c\n", 1, "duplicate column 'model_b'"),
-    ("width.csv", 'model_a,model_b,winner\na,"multi\nline",tie\n\nb,c,tie,extra\n', 5,
-     "expected 3 fields as in the header, got 4"),
+    (
+        "width.csv",
+        'model_a,model_b,winner\na,"multi\nline",tie\n\nb,c,tie,extra\n',
+        5,
+        "expected 3 fields as in the header, got 4",
+    ),
     ("self.csv", 'model_a,model_b,winner\n"x\ny",b,tie\nc,c,tie\n', 4, "self-battle: model_a and model_b"),
     ("late.csv", 'model_a,model_b,winner\na,b,tie\n"x\ny",b,tie\n\nc,d,tie\nc,c,tie\n', 7, "self-battle"),
     ("empty_name.csv", "model_a,model_b,winner\n,b,tie\n", 2, "empty model name in column 'model_a'"),
-    ("tstamp.csv", "model_a,model_b,winner,tstamp\na,b,tie,1.5\na,b,tie,noon\n", 3,
-     "column 'tstamp' must be a number, got 'noon'"),
+    (
+        "tstamp.csv",
+        "model_a,model_b,winner,tstamp\na,b,tie,1.5\na,b,tie,noon\n",
+        3,
+        "column 'tstamp' must be a number, got 'noon'",
+    ),
     ("tstamp_inf.csv", "model_a,model_b,winner,tstamp\na,b,tie,inf\n", 2, "column 'tstamp' must be finite"),
-    ("anony.csv", "model_a,model_b,winner,anony\na,b,tie,maybe\n", 2,
-     "column 'anony' must be true or false, got 'maybe'"),
+    (
+        "anony.csv",
+        "model_a,model_b,winner,anony\na,b,tie,maybe\n",
+        2,
+        "column 'anony' must be true or false, got 'maybe'",
+    ),
     ("quote.csv", 'model_a,model_b,winner\na,b,tie\n"a"x,b,tie\n', 3, "bad CSV"),
     ("utf8.csv", b"model_a,model_b,winner\na,b,tie\n\xff,b,tie\n", 3, "not valid UTF-8"),
-    ("llmfao.csv", "id,model_x,model_y,worker,winner,left,right\n0,1,2,w,both,A,B\n", 2,
-     "unknown winner label 'both'; expected one of 'left', 'right', 'tie'"),
+    (
+        "llmfao.csv",
+        "id,model_x,model_y,worker,winner,left,right\n0,1,2,w,both,A,B\n",
+        2,
+        "unknown winner label 'both'; expected one of 'left', 'right', 'tie'",
+    ),
     ("llmfao_self.csv", "worker,winner,left,right\nw,tie,A,A\n", 2, "self-battle: left and right are both 'A'"),
 ]
 
@@ -481,10 +600,16 @@ def test_nan_tstamp_in_memory_means_absent():
 def test_chunking_changes_nothing(tmp_path, monkeypatch, chunk):
     """Codes persist across chunks; an error in a late chunk still names its own line."""
     rng = np.random.default_rng(0)
-    records = [{"model_a": f"m{a}", "model_b": f"m{(a + 1 + b) % 9}", "winner": OUTCOME_LABELS[o],
-                "tstamp": float(i), "category": f"c{a % 3}"}
-               for i, (a, b, o) in enumerate(zip(rng.integers(0, 9, 50), rng.integers(0, 8, 50),
-                                                 rng.integers(0, 4, 50)))]
+    records = [
+        {
+            "model_a": f"m{a}",
+            "model_b": f"m{(a + 1 + b) % 9}",
+            "winner": OUTCOME_LABELS[o],
+            "tstamp": float(i),
+            "category": f"c{a % 3}",
+        }
+        for i, (a, b, o) in enumerate(zip(rng.integers(0, 9, 50), rng.integers(0, 8, 50), rng.integers(0, 4, 50)))
+    ]
     monkeypatch.setattr(D, "_CHUNK", chunk)
     monkeypatch.setattr(D, "_JSONL_CHUNK_BYTES", chunk * 40)
     want = reference_encode(records)
@@ -505,7 +630,7 @@ def test_chunking_changes_nothing(tmp_path, monkeypatch, chunk):
     with pytest.raises(BattleFileError, match=r"bad\.json:\d+: element \[41\]") as info:
         read_battles(path)
     lines = path.read_text().splitlines()
-    assert lines[info.value.line - 1].strip() == "{" and '"nobody"' in "".join(lines[info.value.line - 1:][:8])
+    assert lines[info.value.line - 1].strip() == "{" and '"nobody"' in "".join(lines[info.value.line - 1 :][:8])
 
 
 # ---------------------------------------------------------------------------------------------- round trip
@@ -513,11 +638,23 @@ def test_chunking_changes_nothing(tmp_path, monkeypatch, chunk):
 
 def test_round_trip_every_field(tmp_path):
     records = [
-        {**SMALL[0], "conv_metadata": {"sum_assistant_a_tokens": 12, "sum_assistant_b_tokens": 30,
-                                       "header_count_a": {"h1": 1, "h2": 1}, "bold_count_b": {"**": 2, "__": 0}}},
+        {
+            **SMALL[0],
+            "conv_metadata": {
+                "sum_assistant_a_tokens": 12,
+                "sum_assistant_b_tokens": 30,
+                "header_count_a": {"h1": 1, "h2": 1},
+                "bold_count_b": {"**": 2, "__": 0},
+            },
+        },
         *SMALL[1:],
-        {"model_a": "ünïcode ✓", "model_b": 'quote " and \\ back', "winner": "model_b", "tstamp": 0.1,
-         "conv_metadata": {"list_count_a": 2.5}},
+        {
+            "model_a": "ünïcode ✓",
+            "model_b": 'quote " and \\ back',
+            "winner": "model_b",
+            "tstamp": 0.1,
+            "conv_metadata": {"list_count_a": 2.5},
+        },
     ]
     first = read_battles(write_jsonl(tmp_path / "in.jsonl", records))
     out = tmp_path / "out.jsonl"
@@ -618,8 +755,9 @@ BAD_VALUES = {
     "category_tag": st.sampled_from([1, 2.5, False]),
     "judge": st.sampled_from([1.5, True, [], {}]),
     "anony": st.sampled_from([0, 1, "true", []]),
-    "conv_metadata": st.sampled_from([1, "x", [], {"header_count_a": "3"}, {"bold_count_b": {"**": None}},
-                                      {"list_count_a": float("inf")}]),
+    "conv_metadata": st.sampled_from(
+        [1, "x", [], {"header_count_a": "3"}, {"bold_count_b": {"**": None}}, {"list_count_a": float("inf")}]
+    ),
 }
 
 
@@ -648,8 +786,11 @@ def _reference_line(battles: Battles, i: int) -> bytes:
     reproduce byte for byte)."""
     import orjson
 
-    rec = {"model_a": battles.models[battles.model_a[i]], "model_b": battles.models[battles.model_b[i]],
-           "winner": OUTCOME_LABELS[battles.outcome[i]]}
+    rec = {
+        "model_a": battles.models[battles.model_a[i]],
+        "model_b": battles.models[battles.model_b[i]],
+        "winner": OUTCOME_LABELS[battles.outcome[i]],
+    }
     if not math.isnan(battles.tstamp[i]):
         rec["tstamp"] = float(battles.tstamp[i])
     if battles.category[i] >= 0:
@@ -675,7 +816,7 @@ def _reference_line(battles: Battles, i: int) -> bytes:
 def test_the_column_writer_writes_what_orjson_writes_row_by_row(tmp_path, with_style, with_weight):
     rng = np.random.default_rng(7)
     n = 3000
-    names = ('plain', 'quote " and \\ backslash', "ünïcödé ✓ 🚀", "tab\tnew\nline", "\x01ctl", "</script>")
+    names = ("plain", 'quote " and \\ backslash', "ünïcödé ✓ 🚀", "tab\tnew\nline", "\x01ctl", "</script>")
     style = None
     if with_style:
         style = rng.integers(0, 5000, (n, 2, len(STYLE_FEATURES))).astype(np.float64)
@@ -694,10 +835,18 @@ def test_the_column_writer_writes_what_orjson_writes_row_by_row(tmp_path, with_s
     battles = Battles(
         model_a=rng.integers(0, len(names), n).astype(np.int32),
         model_b=rng.integers(0, len(names), n).astype(np.int32),
-        outcome=rng.integers(0, 4, n).astype(np.int8), models=names,
-        category=rng.integers(-1, 3, n).astype(np.int32), categories=("coding", "ünï", 'x"y'),
-        voter=rng.integers(-1, 40, n).astype(np.int32), voters=tuple(f"voter-{k}\u2028" for k in range(40)),
-        tstamp=tstamp, anony=rng.random(n) < 0.5, style=style, sha256="", weight=weight)
+        outcome=rng.integers(0, 4, n).astype(np.int8),
+        models=names,
+        category=rng.integers(-1, 3, n).astype(np.int32),
+        categories=("coding", "ünï", 'x"y'),
+        voter=rng.integers(-1, 40, n).astype(np.int32),
+        voters=tuple(f"voter-{k}\u2028" for k in range(40)),
+        tstamp=tstamp,
+        anony=rng.random(n) < 0.5,
+        style=style,
+        sha256="",
+        weight=weight,
+    )
     expected = [_reference_line(battles, i) for i in range(n)]
     assert D.battles_jsonl_lines(battles) == expected
     out = tmp_path / "b.jsonl"
@@ -707,10 +856,20 @@ def test_the_column_writer_writes_what_orjson_writes_row_by_row(tmp_path, with_s
 
 def test_a_style_array_without_any_value_still_writes_the_empty_metadata_once():
     n = 4
-    battles = Battles(model_a=np.zeros(n, np.int32), model_b=np.ones(n, np.int32), outcome=np.zeros(n, np.int8),
-                      models=("x", "y"), category=np.full(n, -1, np.int32), categories=(),
-                      voter=np.full(n, -1, np.int32), voters=(), tstamp=np.full(n, np.nan), anony=np.ones(n, bool),
-                      style=np.full((n, 2, len(STYLE_FEATURES)), np.nan), sha256="")
+    battles = Battles(
+        model_a=np.zeros(n, np.int32),
+        model_b=np.ones(n, np.int32),
+        outcome=np.zeros(n, np.int8),
+        models=("x", "y"),
+        category=np.full(n, -1, np.int32),
+        categories=(),
+        voter=np.full(n, -1, np.int32),
+        voters=(),
+        tstamp=np.full(n, np.nan),
+        anony=np.ones(n, bool),
+        style=np.full((n, 2, len(STYLE_FEATURES)), np.nan),
+        sha256="",
+    )
     lines = D.battles_jsonl_lines(battles)
     assert lines == [_reference_line(battles, i) for i in range(n)]
     assert lines[0].endswith(b',"conv_metadata":{}}\n') and b"conv_metadata" not in b"".join(lines[1:])

@@ -1,4 +1,5 @@
 """Online Elo against a plain Python loop written from the textbook formula."""
+
 import csv
 import math
 from pathlib import Path
@@ -63,8 +64,16 @@ def test_matches_python_loop_on_llmfao_crowd_votes():
     assert np.ptp(expected) > 50  # the votes do separate the models, so the comparison has teeth
 
 
-@pytest.mark.parametrize("options", [dict(k=32.0), dict(scale=173.7), dict(base=math.e),
-                                     dict(initial=1500.0), dict(k=10.0, scale=200.0, base=2.0, initial=0.0)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(k=32.0),
+        dict(scale=173.7),
+        dict(base=math.e),
+        dict(initial=1500.0),
+        dict(k=10.0, scale=200.0, base=2.0, initial=0.0),
+    ],
+)
 def test_options_are_respected(options):
     a, b, o = random_battles(np.random.default_rng(7), 3000, 12)
     result = online_elo(a, b, o, 12, **options)
@@ -74,14 +83,20 @@ def test_options_are_respected(options):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), m=st.integers(2, 9),
-       k=st.floats(0.1, 64), initial=st.floats(-5000, 5000))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 300),
+    m=st.integers(2, 9),
+    k=st.floats(0.1, 64),
+    initial=st.floats(-5000, 5000),
+)
 def test_conservation_of_total_rating(seed, n, m, k, initial):
     a, b, o = random_battles(np.random.default_rng(seed), n, m)
     ratings = online_elo(a, b, o, m, k=k, initial=initial).ratings
     assert math.isclose(ratings.sum(), m * initial, rel_tol=0, abs_tol=1e-9 * max(1.0, abs(initial)) * m)
-    np.testing.assert_allclose(ratings, loop_elo(a, b, o, m, k=k, initial=initial), rtol=0,
-                               atol=1e-9 * max(1.0, abs(initial)))
+    np.testing.assert_allclose(
+        ratings, loop_elo(a, b, o, m, k=k, initial=initial), rtol=0, atol=1e-9 * max(1.0, abs(initial))
+    )
 
 
 @pytest.mark.slow  # eager mode compiles every primitive once
@@ -135,25 +150,30 @@ def test_extreme_rating_gap_stays_finite():
     np.testing.assert_allclose(result.ratings, loop_elo(a, b, o, 2, k=1e5), rtol=1e-12, atol=ATOL)
 
 
-@pytest.mark.parametrize("args, message", [
-    (([0, 1], [1], [0], 2), "same length"),
-    (([[0, 1]], [[1, 0]], [[0, 0]], 2), "1-D"),
-    (([0.0], [1.0], [0], 2), "integer"),
-    (([0], [2], [0], 2), r"\[0, 2\)"),
-    (([-1], [1], [0], 2), r"\[0, 2\)"),
-    (([1], [1], [0], 2), "against itself"),
-    (([0], [1], [4], 2), "outcome"),
-    (([0], [1], [-1], 2), "outcome"),
-    (([0], [1], [0], -1), "n_models"),
-    (([0], [1], [0], 2.0), "n_models"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (([0, 1], [1], [0], 2), "same length"),
+        (([[0, 1]], [[1, 0]], [[0, 0]], 2), "1-D"),
+        (([0.0], [1.0], [0], 2), "integer"),
+        (([0], [2], [0], 2), r"\[0, 2\)"),
+        (([-1], [1], [0], 2), r"\[0, 2\)"),
+        (([1], [1], [0], 2), "against itself"),
+        (([0], [1], [4], 2), "outcome"),
+        (([0], [1], [-1], 2), "outcome"),
+        (([0], [1], [0], -1), "n_models"),
+        (([0], [1], [0], 2.0), "n_models"),
+    ],
+)
 def test_bad_input_raises(args, message):
     with pytest.raises(ValueError, match=message):
         online_elo(*args)
 
 
-@pytest.mark.parametrize("options", [dict(k=0.0), dict(k=-1.0), dict(scale=0.0), dict(base=1.0),
-                                     dict(initial=float("nan")), dict(k=float("inf"))])
+@pytest.mark.parametrize(
+    "options",
+    [dict(k=0.0), dict(k=-1.0), dict(scale=0.0), dict(base=1.0), dict(initial=float("nan")), dict(k=float("inf"))],
+)
 def test_bad_options_raise(options):
     with pytest.raises(ValueError):
         online_elo([0], [1], [0], 2, **options)

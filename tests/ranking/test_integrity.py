@@ -1,6 +1,7 @@
 """ranking.integrity: each test catches a planted attacker and spares honest voters on a fixed seed, and its
 statistic agrees with an independent reference (scipy's binomial test, brute-force enumeration, finite
 differences of the weighted fit)."""
+
 from __future__ import annotations
 
 import itertools
@@ -38,19 +39,22 @@ def honest_arena(seed=0, models=12, votes=20000, voters=800, spread=0.6):
 
 def plant(columns, attacker: int, a_new, b_new, o_new):
     a, b, o, v = columns
-    return (np.r_[a, a_new], np.r_[b, b_new], np.r_[o, o_new].astype(np.int8),
-            np.r_[v, np.full(len(a_new), attacker)])
+    return (np.r_[a, a_new], np.r_[b, b_new], np.r_[o, o_new].astype(np.int8), np.r_[v, np.full(len(a_new), attacker)])
 
 
 def for_target(rng, target, models, n):
     """n votes in battles with the target, each for the target, on random sides."""
     other = (target + rng.integers(1, models, n)) % models
     swap = rng.random(n) < 0.5
-    return (np.where(swap, other, target), np.where(swap, target, other),
-            np.where(swap, B_WINS, A_WINS).astype(np.int8))
+    return (
+        np.where(swap, other, target),
+        np.where(swap, target, other),
+        np.where(swap, B_WINS, A_WINS).astype(np.int8),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ tails
+
 
 def test_poisson_binomial_tail_is_the_binomial_tail_when_all_probabilities_are_equal():
     for n, p in [(1, 0.3), (20, 0.3), (200, 0.05), (2000, 0.45)]:
@@ -62,8 +66,11 @@ def test_poisson_binomial_tail_is_the_binomial_tail_when_all_probabilities_are_e
 def test_poisson_binomial_tail_by_enumeration_with_unequal_probabilities():
     p = np.array([0.1, 0.5, 0.9, 0.33, 0.02, 0.7, 0.45])
     for k in range(p.size + 2):
-        brute = sum(np.prod([q if hit else 1 - q for q, hit in zip(p, hits)])
-                    for hits in itertools.product([0, 1], repeat=p.size) if sum(hits) >= k)
+        brute = sum(
+            np.prod([q if hit else 1 - q for q, hit in zip(p, hits)])
+            for hits in itertools.product([0, 1], repeat=p.size)
+            if sum(hits) >= k
+        )
         assert ig.poisson_binomial_sf(p, k) == pytest.approx(brute, rel=RTOL, abs=1e-15)
 
 
@@ -74,6 +81,7 @@ def test_poisson_binomial_tail_approximation_beyond_the_exact_range():
 
 
 # ------------------------------------------------------------------------------------------------ sequential test
+
 
 def test_sequential_test_is_the_binomial_test_at_a_single_checkpoint():
     """One pair whose crowd favours model 0 at r: a voter with exactly min_votes decisive votes has one
@@ -104,6 +112,7 @@ def test_sequential_test_flags_a_contrarian_voter_and_spares_honest_ones():
 
 # ------------------------------------------------------------------------------------------------ improbable votes
 
+
 def test_improbable_votes_cluster_on_the_planted_voter():
     rng, theta, a, b, o, v = honest_arena(seed=2, spread=1.0)
     voters = v.max() + 1
@@ -125,6 +134,7 @@ def test_improbable_votes_cluster_on_the_planted_voter():
 
 # ------------------------------------------------------------------------------------------------ influence
 
+
 def test_influence_is_the_derivative_of_the_weighted_fit():
     """influence[v] = d ratings / d (weight of v's votes) at weight 1: central finite differences of the fit."""
     rng, theta, a, b, o, v = honest_arena(seed=3, votes=4000, voters=60)
@@ -132,9 +142,11 @@ def test_influence_is_the_derivative_of_the_weighted_fit():
     result = ig.influence_concentration(a, b, o, v, v.max() + 1, fit.strengths, prior=PRIOR, alpha=ALPHA)
     eps = 1e-5
     for voter in (0, 7, 31):
+
         def ratings(scale):
             w = np.where(v == voter, scale, 1.0)
             return fit_bradley_terry(pair_counts(a, b, o, len(theta), weights=w), prior=PRIOR, tol=1e-13).ratings
+
         numeric = (ratings(1 + eps) - ratings(1 - eps)) / (2 * eps)
         assert np.max(np.abs(numeric - result.influence[voter])) < 1e-5 * max(1.0, np.abs(numeric).max())
 
@@ -183,6 +195,7 @@ def test_influence_group_test_catches_many_identities_with_few_votes_each():
 
 # ------------------------------------------------------------------------------------------------ weights, cap
 
+
 def test_repeated_prompts_count_as_at_most_the_threshold():
     prompt = np.array([-1, 5, 5, 5, 5, 7, 7, -1, 5])
     weights = ig.repeated_prompt_weights(prompt, threshold=2)
@@ -200,9 +213,11 @@ def test_daily_cap_keeps_each_voters_first_votes_of_each_day():
 
 
 def test_weighted_battle_files_round_trip_and_rank_with_their_weights(tmp_path):
-    records = [{"model_a": "x", "model_b": "y", "winner": "model_a", "weight": 0.25},
-               {"model_a": "y", "model_b": "x", "winner": "model_a"},
-               {"model_a": "x", "model_b": "z", "winner": "tie", "weight": 0.5}] * 20
+    records = [
+        {"model_a": "x", "model_b": "y", "winner": "model_a", "weight": 0.25},
+        {"model_a": "y", "model_b": "x", "winner": "model_a"},
+        {"model_a": "x", "model_b": "z", "winner": "tie", "weight": 0.5},
+    ] * 20
     battles = encode_battles(records)
     path = os.path.join(tmp_path, "b.jsonl")
     write_battles_jsonl(battles, path)
@@ -250,8 +265,7 @@ def test_influence_z_scores_against_a_brute_force_loop():
     for i in range(a.size):
         pi = 1 / (1 + np.exp(s[b[i]] - s[a[i]]))
         contrast_variance[v[i]] += pi * (1 - pi) * (row[a[i]] - row[b[i]]) ** 2
-    assert np.allclose(result.direction_z[:, m + 5], gradient @ row / np.sqrt(contrast_variance), rtol=1e-8,
-                       atol=1e-8)
+    assert np.allclose(result.direction_z[:, m + 5], gradient @ row / np.sqrt(contrast_variance), rtol=1e-8, atol=1e-8)
 
 
 def test_influence_group_test_along_contrasts_catches_identities_pushing_rivals_down():

@@ -1,4 +1,5 @@
 """Tiers, the board serialisation and the snapshot document's canonical form and signature."""
+
 import base64
 import json
 import math
@@ -60,11 +61,13 @@ def test_tiers_without_samples_use_the_normal_approximation():
 
 
 def test_a_board_lists_tiers_and_serialises_for_json():
-    rows = ([{"model_a": "strong", "model_b": "weak", "winner": "model_a"}] * 60
-            + [{"model_a": "strong", "model_b": "middle", "winner": "model_a"}] * 30
-            + [{"model_a": "middle", "model_b": "weak", "winner": "model_a"}] * 30
-            + [{"model_a": "middle", "model_b": "strong", "winner": "model_a"}] * 10
-            + [{"model_a": "weak", "model_b": "middle", "winner": "model_a"}] * 10)
+    rows = (
+        [{"model_a": "strong", "model_b": "weak", "winner": "model_a"}] * 60
+        + [{"model_a": "strong", "model_b": "middle", "winner": "model_a"}] * 30
+        + [{"model_a": "middle", "model_b": "weak", "winner": "model_a"}] * 30
+        + [{"model_a": "middle", "model_b": "strong", "winner": "model_a"}] * 10
+        + [{"model_a": "weak", "model_b": "middle", "winner": "model_a"}] * 10
+    )
     board = rank_battles(encode_battles(rows), RankingOptions(replicates=200, seed=3))
     data = board_dict(board)
     assert [row["model"] for row in data["models"]] == ["strong", "middle", "weak"]
@@ -77,14 +80,20 @@ def _signed(document):
     key = Ed25519PrivateKey.generate()
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     signed = dict(document)
-    signed["signature"] = {"algorithm": "ed25519", "public_key": base64.b64encode(raw).decode(),
-                           "value": base64.b64encode(key.sign(snap.signed_bytes(document))).decode()}
+    signed["signature"] = {
+        "algorithm": "ed25519",
+        "public_key": base64.b64encode(raw).decode(),
+        "value": base64.b64encode(key.sign(snap.signed_bytes(document))).decode(),
+    }
     return signed, raw
 
 
 def test_the_canonical_form_survives_a_round_trip_through_json_text():
-    document = {"format": SNAPSHOT_FORMAT, "b": [0.1 + 0.2, 1e-300, -0.0, 12345678901234567890],
-                "a": {"é": "ü", "z": None}}
+    document = {
+        "format": SNAPSHOT_FORMAT,
+        "b": [0.1 + 0.2, 1e-300, -0.0, 12345678901234567890],
+        "a": {"é": "ü", "z": None},
+    }
     signed, raw = _signed(document)
     again = json.loads(json.dumps(signed, indent=3))
     assert snap.signed_bytes(again) == snap.signed_bytes(document)
@@ -102,8 +111,11 @@ def test_signature_checks_name_what_failed():
     other, other_raw = _signed({"format": SNAPSHOT_FORMAT, "version": 1})
     assert not snap.check_signature(signed, other_raw).ok
     assert not snap.check_signature({"version": 1}).ok
-    pem = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.PEM,
-                                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     assert len(snap.load_public_key(pem)) == 32 and snap.load_public_key(base64.b64encode(raw)) == raw
     with pytest.raises(ValueError):
         snap.load_public_key("bm90IGEga2V5")

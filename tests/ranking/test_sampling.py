@@ -5,6 +5,7 @@ Tolerances: draws are compared with the rule's probabilities by a chi-square tes
 (a correct sampler fails it one run in a thousand, and the seed makes the verdict reproducible); the floor and
 shares are exact identities, checked to RTOL.
 """
+
 import itertools
 import math
 import random
@@ -67,8 +68,9 @@ def test_each_rule_in_closed_form():
     assert not uniform[3].any()  # weight 0: never drawn, under every policy
     weighted = sampling.pair_probabilities(SamplingRule("weighted"), weights)
     assert [weighted[p] for p in pairs] == pytest.approx(np.array([2, 4, 8]) / 14, rel=RTOL)
-    boosted = sampling.pair_probabilities(SamplingRule("new_model_boost", boost=5, provisional_votes=10), weights,
-                                          votes=np.array([9, 10, 100, 0]))
+    boosted = sampling.pair_probabilities(
+        SamplingRule("new_model_boost", boost=5, provisional_votes=10), weights, votes=np.array([9, 10, 100, 0])
+    )
     assert [boosted[p] for p in pairs] == pytest.approx(np.array([10, 20, 8]) / 38, rel=RTOL)
     assert sampling.model_shares(boosted).sum() == pytest.approx(1.0, rel=RTOL)
 
@@ -86,8 +88,9 @@ def test_the_active_floor_keeps_every_model_a_share():
         assert shares.min() >= floor * (1 / 8) * (1 - 1e-12)
         assert shares[0] > (1 - floor) * 0.5 * 0.999  # the uncertain model is in nearly every active battle
     # a fit with nothing left to learn falls back to the weighted rule
-    assert sampling.pair_probabilities(SamplingRule("active"), weights, odds=np.zeros((8, 8))) == \
-        pytest.approx(sampling.pair_probabilities(SamplingRule("weighted"), weights), rel=RTOL)
+    assert sampling.pair_probabilities(SamplingRule("active"), weights, odds=np.zeros((8, 8))) == pytest.approx(
+        sampling.pair_probabilities(SamplingRule("weighted"), weights), rel=RTOL
+    )
 
 
 def test_active_scores_match_the_sherman_morrison_reduction():
@@ -130,7 +133,8 @@ def test_boundary_weights_peak_where_intervals_are_about_to_part():
     assert weight(touching / 2) > weight(touching) > weight(2 * touching)
     assert weight(2 * touching) == pytest.approx(sampling.BOUNDARY_FLOOR, abs=2e-3)  # x = 2.77
     assert max(weight(g) for g in np.linspace(0, 200, 401)) == pytest.approx(
-        2 / math.sqrt(math.pi) * math.sqrt(0.5) * math.exp(-0.5) + sampling.BOUNDARY_FLOOR, rel=1e-3)
+        2 / math.sqrt(math.pi) * math.sqrt(0.5) * math.exp(-0.5) + sampling.BOUNDARY_FLOOR, rel=1e-3
+    )
 
 
 def test_intervals_become_variances_and_votes_update_them():
@@ -163,8 +167,12 @@ def test_no_pair_without_two_drawable_models():
 
 
 def test_bad_rules_are_refused():
-    for bad in (SamplingRule("random"), SamplingRule(boost=0.5), SamplingRule(floor=1.5),
-                SamplingRule(provisional_votes=-1)):
+    for bad in (
+        SamplingRule("random"),
+        SamplingRule(boost=0.5),
+        SamplingRule(floor=1.5),
+        SamplingRule(provisional_votes=-1),
+    ):
         with pytest.raises(ValueError):
             sampling.check_rule(bad)
 

@@ -1,4 +1,5 @@
 """Sufficient statistics against plain loops over the battles."""
+
 from collections import defaultdict
 
 import numpy as np
@@ -29,8 +30,10 @@ def test_pair_counts_match_a_loop(m):
         else:
             expected[first, second][1] += 1
     counts = pair_counts(a, b, outcome, m)
-    got = {(int(f), int(s)): [fw, sw, t] for f, s, fw, sw, t in
-           zip(counts.first, counts.second, counts.first_wins, counts.second_wins, counts.ties)}
+    got = {
+        (int(f), int(s)): [fw, sw, t]
+        for f, s, fw, sw, t in zip(counts.first, counts.second, counts.first_wins, counts.second_wins, counts.ties)
+    }
     assert got == {key: value for key, value in expected.items()}
     assert np.all(counts.first < counts.second)
 
@@ -74,13 +77,16 @@ def test_predicted_win_rates_follow_the_elo_formula():
     assert p[3, 2] == pytest.approx(1.0) and np.all(np.isfinite(p))
 
 
-@pytest.mark.parametrize("bad", [
-    dict(model_a=np.array([0, 1]), model_b=np.array([0, 2])),  # self-battle
-    dict(model_a=np.array([0, 9]), model_b=np.array([1, 2])),  # out of range
-    dict(outcome=np.array([0, 7])),  # unknown outcome
-    dict(weights=np.array([1.0, -1.0])),
-    dict(model_b=np.array([1])),  # length mismatch
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(model_a=np.array([0, 1]), model_b=np.array([0, 2])),  # self-battle
+        dict(model_a=np.array([0, 9]), model_b=np.array([1, 2])),  # out of range
+        dict(outcome=np.array([0, 7])),  # unknown outcome
+        dict(weights=np.array([1.0, -1.0])),
+        dict(model_b=np.array([1])),  # length mismatch
+    ],
+)
 def test_invalid_battles_raise(bad):
     args = dict(model_a=np.array([0, 1]), model_b=np.array([1, 2]), outcome=np.array([0, 1]))
     weights = bad.pop("weights", None)

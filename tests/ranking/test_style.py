@@ -1,4 +1,5 @@
 """Style-controlled Bradley-Terry against scipy fits of the same likelihood written here, and synthetic truth."""
+
 import math
 
 import jax
@@ -31,6 +32,7 @@ EXACT = 1e-9  # two routes to the same optimum (tol = 1e-10 nats per step)
 
 # ------------------------------------------------------------------------------------------- helpers
 
+
 def random_rows(seed, n, m, p, *, ties=0.2, beta=None, spread=1.0):
     """Battles drawn from the style model itself (with some ties mixed in)."""
     rng = np.random.default_rng(seed)
@@ -62,8 +64,14 @@ def penalised_nll(params, a, b, y, w, z, m, prior):
 
 def scipy_fit(a, b, outcome, z, m, prior, w=None):
     w = np.ones(a.size) if w is None else w
-    result = minimize(penalised_nll, np.zeros(m + z.shape[1]), args=(a, b, targets(outcome), w, z, m, prior),
-                      jac=True, method="L-BFGS-B", options=dict(maxiter=20000, maxcor=50, ftol=0.0, gtol=1e-9))
+    result = minimize(
+        penalised_nll,
+        np.zeros(m + z.shape[1]),
+        args=(a, b, targets(outcome), w, z, m, prior),
+        jac=True,
+        method="L-BFGS-B",
+        options=dict(maxiter=20000, maxcor=50, ftol=0.0, gtol=1e-9),
+    )
     assert np.max(np.abs(result.jac)) < 1e-5, result.message  # rounding floor of f at ~1e3 nats
     return result.x[:m], result.x[m:]
 
@@ -74,8 +82,10 @@ def elo(theta):
 
 # ------------------------------------------------------------------------------------------- fit vs scipy
 
-@pytest.mark.parametrize("seed, n, m, p, prior", [(0, 3000, 8, 3, 1e-3), (1, 1500, 15, 4, 0.5),
-                                                  (2, 800, 5, 1, 0.0), (3, 5000, 30, 2, 1e-3)])
+
+@pytest.mark.parametrize(
+    "seed, n, m, p, prior", [(0, 3000, 8, 3, 1e-3), (1, 1500, 15, 4, 0.5), (2, 800, 5, 1, 0.0), (3, 5000, 30, 2, 1e-3)]
+)
 def test_matches_scipy_on_the_same_penalised_likelihood(seed, n, m, p, prior):
     a, b, o, z, _, _ = random_rows(seed, n, m, p)
     fit = fit_style_controlled(a, b, o, z, m, prior=prior)
@@ -83,8 +93,9 @@ def test_matches_scipy_on_the_same_penalised_likelihood(seed, n, m, p, prior):
     assert fit.converged and 0 < fit.iterations < 30
     np.testing.assert_allclose(fit.ratings, elo(theta), rtol=0, atol=RATING_ATOL)
     np.testing.assert_allclose(fit.coefficients, beta, rtol=0, atol=COEF_ATOL)
-    loglik = -penalised_nll(np.concatenate([fit.strengths, fit.coefficients]), a, b, targets(o), np.ones(n), z,
-                            m, 0.0)[0]
+    loglik = -penalised_nll(np.concatenate([fit.strengths, fit.coefficients]), a, b, targets(o), np.ones(n), z, m, 0.0)[
+        0
+    ]
     assert fit.log_likelihood == pytest.approx(loglik, rel=1e-12)
     assert abs(fit.strengths.sum()) < 1e-8  # the gauge: sum theta = 0 at the optimum
 
@@ -139,17 +150,18 @@ def test_recovers_known_strengths_and_style_effect():
     rows = np.arange(n)
     np.add.at(design, (rows[a > 0], a[a > 0] - 1), 1.0)
     np.add.at(design, (rows[b > 0], b[b > 0] - 1), -1.0)
-    design[:, m - 1:] = z
+    design[:, m - 1 :] = z
     prob = expit(theta[a] - theta[b] + z @ true_beta)
     covariance = np.linalg.inv(design.T @ (design * (prob * (1 - prob))[:, None]))
     se = np.sqrt(np.diag(covariance))
-    assert np.all(se[m - 1:] < 0.01) and np.all(se[:m - 1] < 0.02)  # the check is sharp
+    assert np.all(se[m - 1 :] < 0.01) and np.all(se[: m - 1] < 0.02)  # the check is sharp
     estimate = np.concatenate([fit.strengths[1:] - fit.strengths[0], fit.coefficients])
     truth = np.concatenate([theta[1:] - theta[0], true_beta])
     assert np.all(np.abs(estimate - truth) < 4.5 * se), (estimate - truth) / se
 
 
 # ------------------------------------------------------------------------------------------- derivatives
+
 
 def small_problem(seed=7, n=300, m=6, p=3, weights=None):
     a, b, o, z, _, _ = random_rows(seed, n, m, p)
@@ -178,12 +190,16 @@ def test_analytic_gradient_and_hessian_match_autodiff(prior):
     weights = np.random.default_rng(1).poisson(1.0, 300).astype(float)
     problem, x, _ = small_problem(weights=weights)
     gradient = jax.jit(style._gradient)(x, problem, prior)
-    np.testing.assert_allclose(gradient, jax.jit(jax.grad(plain_loss))(x, problem, prior), rtol=GRAD_RTOL,
-                               atol=1e-10)
-    np.testing.assert_allclose(jax.jit(style._negative_hessian)(x, problem, prior),
-                               -jax.jit(jax.hessian(plain_loss))(x, problem, prior), rtol=GRAD_RTOL, atol=1e-10)
+    np.testing.assert_allclose(gradient, jax.jit(jax.grad(plain_loss))(x, problem, prior), rtol=GRAD_RTOL, atol=1e-10)
+    np.testing.assert_allclose(
+        jax.jit(style._negative_hessian)(x, problem, prior),
+        -jax.jit(jax.hessian(plain_loss))(x, problem, prior),
+        rtol=GRAD_RTOL,
+        atol=1e-10,
+    )
     assert float(jax.jit(style._objective)(x, problem, prior)) == pytest.approx(
-        float(plain_loss(x, problem, prior)), rel=1e-13)
+        float(plain_loss(x, problem, prior)), rel=1e-13
+    )
 
 
 def test_analytic_gradient_matches_finite_differences():
@@ -197,8 +213,7 @@ def test_analytic_gradient_matches_finite_differences():
         return -penalised_nll(v, a, b, y, w, z, m, prior)[0] - v[:m].sum() ** 2 / 2
 
     step = 1e-5
-    numeric = np.array([(loss(params + step * e) - loss(params - step * e)) / (2 * step)
-                        for e in np.eye(params.size)])
+    numeric = np.array([(loss(params + step * e) - loss(params - step * e)) / (2 * step) for e in np.eye(params.size)])
     expected = np.concatenate([gradient[:m], gradient[models:]])
     np.testing.assert_allclose(expected, numeric, rtol=FD_RTOL, atol=FD_RTOL * np.abs(numeric).max())
     np.testing.assert_array_equal(gradient[m:models], 0.0)  # padding models feel nothing
@@ -218,14 +233,16 @@ def test_jit_and_plain_newton_agree():
 
 # ------------------------------------------------------------------------------------------- options
 
+
 def test_anchor_scale_and_base():
     a, b, o, z, _, _ = random_rows(8, 2000, 7, 2)
     default = fit_style_controlled(a, b, o, z, 7)
     assert default.ratings.mean() == pytest.approx(1000.0, abs=1e-9)
     anchored = fit_style_controlled(a, b, o, z, 7, anchor=3, anchor_rating=1500.0)
     assert anchored.ratings[3] == pytest.approx(1500.0, abs=1e-9)
-    np.testing.assert_allclose(anchored.ratings - anchored.ratings[3], default.ratings - default.ratings[3],
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        anchored.ratings - anchored.ratings[3], default.ratings - default.ratings[3], rtol=0, atol=1e-9
+    )
     natural = fit_style_controlled(a, b, o, z, 7, scale=1.0, base=math.e)
     np.testing.assert_allclose(natural.ratings - 1000, (default.ratings - 1000) / ELO_PER_NAT, rtol=0, atol=1e-9)
     np.testing.assert_allclose(natural.coefficients, default.coefficients, rtol=0, atol=0)
@@ -250,6 +267,7 @@ def test_compiled_newton_is_reused_across_similar_sizes():
 
 
 # ------------------------------------------------------------------------------------------- extremes
+
 
 def test_model_that_never_wins_gets_a_finite_rating_from_the_prior():
     a, b, o, z, _, _ = random_rows(11, 2000, 6, 2)
@@ -291,37 +309,51 @@ def test_single_battle():
     assert expit(-2 * t) == pytest.approx(1e-3 * t, rel=1e-9)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(covariates=np.zeros(10)), "covariates"),
-    (dict(covariates=np.zeros((9, 2))), "covariates"),
-    (dict(covariates=np.full((10, 2), np.nan)), "finite"),
-    (dict(model_b=np.arange(9)), "same length"),
-    (dict(outcome=np.full(10, 7)), "outcome"),
-    (dict(n_models=3), r"\[0, 3\)"),
-    (dict(weights=np.ones(9)), "weights"),
-    (dict(weights=-np.ones(10)), "weights"),
-    (dict(prior=-1.0), "prior"),
-    (dict(anchor=12), "anchor"),
-    (dict(scale=0.0), "scale"),
-    (dict(tol=0.0), "tol"),
-    (dict(max_iter=0), "max_iter"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(covariates=np.zeros(10)), "covariates"),
+        (dict(covariates=np.zeros((9, 2))), "covariates"),
+        (dict(covariates=np.full((10, 2), np.nan)), "finite"),
+        (dict(model_b=np.arange(9)), "same length"),
+        (dict(outcome=np.full(10, 7)), "outcome"),
+        (dict(n_models=3), r"\[0, 3\)"),
+        (dict(weights=np.ones(9)), "weights"),
+        (dict(weights=-np.ones(10)), "weights"),
+        (dict(prior=-1.0), "prior"),
+        (dict(anchor=12), "anchor"),
+        (dict(scale=0.0), "scale"),
+        (dict(tol=0.0), "tol"),
+        (dict(max_iter=0), "max_iter"),
+    ],
+)
 def test_bad_input_raises(change, message):
-    args = dict(model_a=np.arange(10) % 5, model_b=(np.arange(10) + 1) % 5, outcome=np.zeros(10, int),
-                covariates=np.zeros((10, 2)), n_models=5)
+    args = dict(
+        model_a=np.arange(10) % 5,
+        model_b=(np.arange(10) + 1) % 5,
+        outcome=np.zeros(10, int),
+        covariates=np.zeros((10, 2)),
+        n_models=5,
+    )
     options = {k: change.pop(k) for k in list(change) if k not in args}
     args.update(change)
     with pytest.raises(ValueError, match=message):
-        fit_style_controlled(args.pop("model_a"), args.pop("model_b"), args.pop("outcome"),
-                             args.pop("covariates"), args.pop("n_models"), **options)
+        fit_style_controlled(
+            args.pop("model_a"),
+            args.pop("model_b"),
+            args.pop("outcome"),
+            args.pop("covariates"),
+            args.pop("n_models"),
+            **options,
+        )
 
 
 # ------------------------------------------------------------------------------------------- bootstrap
 
+
 def test_bootstrap_is_reproducible_and_independent_of_batch_size():
     a, b, o, z, _, _ = random_rows(14, 1500, 6, 2)
-    runs = [bootstrap_style_controlled(a, b, o, z, 6, replicates=7, seed=42, batch_size=size)
-            for size in (7, 3, 1)]
+    runs = [bootstrap_style_controlled(a, b, o, z, 6, replicates=7, seed=42, batch_size=size) for size in (7, 3, 1)]
     again = bootstrap_style_controlled(a, b, o, z, 6, replicates=7, seed=42, batch_size=3)
     for run in runs[1:] + [again]:
         np.testing.assert_array_equal(run.rating_samples, runs[0].rating_samples)
@@ -333,8 +365,7 @@ def test_bootstrap_is_reproducible_and_independent_of_batch_size():
 def test_bootstrap_replicate_is_the_fit_with_poisson_weights():
     a, b, o, z, _, _ = random_rows(15, 2000, 5, 2)
     weights = np.random.default_rng(0).uniform(0.5, 2.0, a.size)
-    boot = bootstrap_style_controlled(a, b, o, z, 5, replicates=4, seed=3, batch_size=2, weights=weights,
-                                      anchor=1)
+    boot = bootstrap_style_controlled(a, b, o, z, 5, replicates=4, seed=3, batch_size=2, weights=weights, anchor=1)
     assert isinstance(boot, StyleBootstrap) and isinstance(boot.fit, StyleFit)
     assert boot.converged.all()
     for r in range(4):
@@ -355,8 +386,7 @@ def test_poisson_weights_are_poisson_one_and_stream_per_replicate():
 def test_bootstrap_intervals_cover_the_fit_and_shrink_with_data():
     a, b, o, z, _, _ = random_rows(16, 8000, 6, 2)
     big = bootstrap_style_controlled(a, b, o, z, 6, replicates=40, seed=0, batch_size=16)
-    small = bootstrap_style_controlled(a[:1000], b[:1000], o[:1000], z[:1000], 6, replicates=40, seed=0,
-                                       batch_size=16)
+    small = bootstrap_style_controlled(a[:1000], b[:1000], o[:1000], z[:1000], 6, replicates=40, seed=0, batch_size=16)
     assert np.all(big.ratings_low <= big.fit.ratings) and np.all(big.fit.ratings <= big.ratings_high)
     assert np.all(big.coef_low <= big.fit.coefficients) and np.all(big.fit.coefficients <= big.coef_high)
     np.testing.assert_array_equal(big.ratings_low, np.quantile(big.rating_samples, 0.025, axis=0))
@@ -439,6 +469,7 @@ def test_bootstrap_rejects_bad_options():
 
 # ------------------------------------------------------------------------------------------- covariates
 
+
 def covariates_loop(style_counts):
     """Reference: the normalised differences row by row, then a z-score per column over rows with metadata."""
     n, _, p = style_counts.shape
@@ -486,8 +517,9 @@ def test_style_covariates_zero_variance_and_empty():
     assert mask.shape == (0,) and z.shape == (0, len(STYLE_FEATURES))
 
 
-@pytest.mark.parametrize("bad", [np.zeros((5, 2, 3)), np.zeros((5, 4)), -np.ones((5, 2, 4)),
-                                 np.full((5, 2, 4), np.inf)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((5, 2, 3)), np.zeros((5, 4)), -np.ones((5, 2, 4)), np.full((5, 2, 4), np.inf)]
+)
 def test_style_covariates_reject_bad_input(bad):
     with pytest.raises(ValueError):
         style_covariates(bad)

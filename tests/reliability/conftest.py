@@ -1,4 +1,5 @@
 """The reliability tests run against a real gunicorn server on PostgreSQL; without either they skip."""
+
 from __future__ import annotations
 
 import pytest

@@ -6,6 +6,7 @@ runs use them at the same time): the service is pointed at a loopback port of ou
 every connection through it and stops listening, which the service sees exactly as a server going away
 (established connections reset, new ones refused); restoring it listens on the same port again.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,11 @@ HOST = "127.0.0.1"
 # Per test process: address hashes (keyed by it) and so the rate limits' Redis keys differ from any other run's.
 SECRET_KEY = "reliability-tests-" + secrets.token_hex(8)
 # Rate limits stay on, so that every request counts through Redis, but far above what the tests send.
-UNLIMITED = {f"ARENA_RATE_LIMIT_{action}_PER_{scope}": "100000/minute"
-             for action in ("BATTLES", "VOTES") for scope in ("VOTER", "ADDRESS")}
+UNLIMITED = {
+    f"ARENA_RATE_LIMIT_{action}_PER_{scope}": "100000/minute"
+    for action in ("BATTLES", "VOTES")
+    for scope in ("VOTER", "ADDRESS")
+}
 
 
 def free_port() -> int:
@@ -45,6 +49,7 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------------------------------ the proxy
+
 
 class TcpProxy:
     """A loopback TCP proxy to `upstream` that can be cut (every connection closed, nothing listening) and restored.
@@ -179,6 +184,7 @@ class TcpProxy:
 
 # ------------------------------------------------------------------------------------------------ the service
 
+
 def gunicorn_available() -> bool:
     beside = Path(sys.executable).with_name("gunicorn")
     return beside.exists() or shutil.which("gunicorn") is not None
@@ -187,8 +193,18 @@ def gunicorn_available() -> bool:
 class Server:
     """`gunicorn --config gunicorn.conf.py wsgi:app` on a free loopback port, with the given ARENA_* settings."""
 
-    def __init__(self, workdir: Path, database_url: str, *, name: str = "arena", workers: int = 2,
-                 threads: int = 32, pool: int = 4, extra: dict | None = None, builder: bool = False):
+    def __init__(
+        self,
+        workdir: Path,
+        database_url: str,
+        *,
+        name: str = "arena",
+        workers: int = 2,
+        threads: int = 32,
+        pool: int = 4,
+        extra: dict | None = None,
+        builder: bool = False,
+    ):
         self.name = name
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
@@ -200,20 +216,40 @@ class Server:
         self.builder_log = workdir / f"builder-{name}.log" if builder else None
         self.builder: subprocess.Popen | None = None
         inherited = {k: v for k, v in os.environ.items() if k not in ("ARENA_ACCESS_LOG", "PROMETHEUS_MULTIPROC_DIR")}
-        self.env = {**inherited, "ARENA_DATABASE_URL": database_url, "ARENA_PORT": str(self.port),
-                    "ARENA_HOST": HOST, "ARENA_INSTANCE_PATH": str(instance), "ARENA_SECRET_KEY": SECRET_KEY,
-                    "ARENA_SIGNING_KEY_FILE": str(workdir / "signing_key.pem"), "ARENA_REPLAY_MAX_SECONDS": "0",
-                    "ARENA_WORKERS": str(workers), "ARENA_THREADS": str(threads), "ARENA_DB_POOL_SIZE": str(pool),
-                    "ARENA_VOTE_CHALLENGE": "off", "ARENA_SNAPSHOT_EVERY_VOTES": "0",
-                    "ARENA_ALLOW_PRIVATE_ENDPOINTS": "1", "PYTHONUNBUFFERED": "1", **UNLIMITED, **(extra or {})}
+        self.env = {
+            **inherited,
+            "ARENA_DATABASE_URL": database_url,
+            "ARENA_PORT": str(self.port),
+            "ARENA_HOST": HOST,
+            "ARENA_INSTANCE_PATH": str(instance),
+            "ARENA_SECRET_KEY": SECRET_KEY,
+            "ARENA_SIGNING_KEY_FILE": str(workdir / "signing_key.pem"),
+            "ARENA_REPLAY_MAX_SECONDS": "0",
+            "ARENA_WORKERS": str(workers),
+            "ARENA_THREADS": str(threads),
+            "ARENA_DB_POOL_SIZE": str(pool),
+            "ARENA_VOTE_CHALLENGE": "off",
+            "ARENA_SNAPSHOT_EVERY_VOTES": "0",
+            "ARENA_ALLOW_PRIVATE_ENDPOINTS": "1",
+            "PYTHONUNBUFFERED": "1",
+            **UNLIMITED,
+            **(extra or {}),
+        }
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "Server":
         gunicorn = Path(sys.executable).with_name("gunicorn")
         command = [str(gunicorn) if gunicorn.exists() else "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"]
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -229,9 +265,15 @@ class Server:
         self.wait_for_workers()
         if self.builder_log is not None:
             with open(self.builder_log, "wb") as log:
-                self.builder = subprocess.Popen([sys.executable, "-m", "arena.cli", "builder"], cwd=REPO,
-                                                env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True)
+                self.builder = subprocess.Popen(
+                    [sys.executable, "-m", "arena.cli", "builder"],
+                    cwd=REPO,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
         return self
 
     def heartbeat(self) -> dict:
@@ -291,6 +333,7 @@ class Server:
 
 # ------------------------------------------------------------------------------------------------ data
 
+
 @dataclass
 class Arena:
     """What seed() made: the prompt the recorded models answer, and the battles waiting for votes, per voter."""
@@ -310,18 +353,38 @@ def seed(url: str, *, voters: int, battles_per_voter: int) -> Arena:
     engine = create_engine(url)
     try:
         with engine.begin() as connection:
-            prompt_id = connection.execute(insert(Prompt).values(text="Why is the sky blue?", category="knowledge")
-                                           .returning(Prompt.id)).scalar_one()
+            prompt_id = connection.execute(
+                insert(Prompt).values(text="Why is the sky blue?", category="knowledge").returning(Prompt.id)
+            ).scalar_one()
             model_ids = []
             for name in ("Alpha", "Beta", "Gamma", "Delta"):
-                model_ids.append(connection.execute(insert(Model).values(
-                    name=name, organization="Org", kind="recorded", status="active", sampling_weight=1.0,
-                    sampling_params={}, aliases=[], source="arena").returning(Model.id)).scalar_one())
+                model_ids.append(
+                    connection.execute(
+                        insert(Model)
+                        .values(
+                            name=name,
+                            organization="Org",
+                            kind="recorded",
+                            status="active",
+                            sampling_weight=1.0,
+                            sampling_params={},
+                            aliases=[],
+                            source="arena",
+                        )
+                        .returning(Model.id)
+                    ).scalar_one()
+                )
                 # (not naming the model: an answer that does is an identity leak, its votes not counted)
                 answer = f"Rayleigh scattering makes short wavelengths dominate the sky ({len(model_ids)})."
-                connection.execute(insert(RecordedAnswer).values(model_id=model_ids[-1], prompt_id=prompt_id,
-                                                                 text=answer, duration_ms=10.0,
-                                                                 **style_counts(answer)))
+                connection.execute(
+                    insert(RecordedAnswer).values(
+                        model_id=model_ids[-1],
+                        prompt_id=prompt_id,
+                        text=answer,
+                        duration_ms=10.0,
+                        **style_counts(answer),
+                    )
+                )
             ready: dict[str, list[str]] = {}
             rows = []
             for v in range(voters):
@@ -330,9 +393,20 @@ def seed(url: str, *, voters: int, battles_per_voter: int) -> Arena:
                 for k in range(battles_per_voter):
                     battle_id = secrets.token_urlsafe(16)
                     a, b = model_ids[k % 4], model_ids[(k + 1 + v) % 4 if (k + 1 + v) % 4 != k % 4 else (k + 2) % 4]
-                    rows.append(dict(id=battle_id, prompt_id=prompt_id, prompt_text="Why is the sky blue?",
-                                     model_a_id=a, model_b_id=b, state="ready", voter=voter, flagged=False,
-                                     source="arena", sampling_policy="uniform"))
+                    rows.append(
+                        dict(
+                            id=battle_id,
+                            prompt_id=prompt_id,
+                            prompt_text="Why is the sky blue?",
+                            model_a_id=a,
+                            model_b_id=b,
+                            state="ready",
+                            voter=voter,
+                            flagged=False,
+                            source="arena",
+                            sampling_policy="uniform",
+                        )
+                    )
                     ready[voter].append(battle_id)
             connection.execute(insert(Battle), rows)
     finally:
@@ -372,6 +446,7 @@ def voter_cookie(voter: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ voters
 
+
 @dataclass
 class Outcome:
     battle_id: str
@@ -400,7 +475,7 @@ class VoteStream:
         voters = list(self.arena.ready)
         self._cookies = {voter: voter_cookie(voter) for voter in voters}  # here, never in the voter threads
         for t in range(self.threads):
-            mine = voters[t::self.threads]
+            mine = voters[t :: self.threads]
             thread = threading.Thread(target=self._run, args=(t, mine), daemon=True, name=f"voter-{t}")
             self._workers.append(thread)
             thread.start()
@@ -423,8 +498,10 @@ class VoteStream:
         try:
             for v, voter in enumerate(voters):
                 bases = self.bases if self.spread else [self.bases[(index + v) % len(self.bases)]]
-                clients[voter] = [httpx.Client(base_url=base, timeout=self.timeout,
-                                               cookies={"session": self._cookies[voter]}) for base in bases]
+                clients[voter] = [
+                    httpx.Client(base_url=base, timeout=self.timeout, cookies={"session": self._cookies[voter]})
+                    for base in bases
+                ]
             queue = [(voter, battle) for voter in voters for battle in self.arena.ready[voter]]
             # interleave voters, as many voters would
             queue.sort(key=lambda item: self.arena.ready[item[0]].index(item[1]))
@@ -435,8 +512,9 @@ class VoteStream:
                 status = code = None
                 try:
                     choices = clients[voter]
-                    response = choices[n % len(choices)].post(f"/api/v1/battles/{battle_id}/vote",
-                                                              json={"winner": winners[n % 4]})
+                    response = choices[n % len(choices)].post(
+                        f"/api/v1/battles/{battle_id}/vote", json={"winner": winners[n % 4]}
+                    )
                     status = response.status_code
                     if status >= 400:
                         try:

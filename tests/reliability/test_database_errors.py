@@ -1,5 +1,6 @@
 """A lost database answers 503 database_unavailable (never a 500 or a hung request), and the same process serves
 again once the database is back, with no restart (the pool tests its connections before use)."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -42,8 +43,15 @@ def app_behind_a_proxy(tmp_path):
     host, port = POSTGRES_URL.split("@", 1)[1].split("/", 1)[0].split(":")
     with TcpProxy((host, int(port))) as proxy:
         url = POSTGRES_URL.replace(f"@{host}:{port}/", f"@127.0.0.1:{proxy.port}/")
-        app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": SECRET_KEY,
-                          "DB_POOL_SIZE": 2, "VOTE_CHALLENGE": False})
+        app = create_app(
+            {
+                "DATABASE_URL": url,
+                "INSTANCE_PATH": str(tmp_path),
+                "SECRET_KEY": SECRET_KEY,
+                "DB_POOL_SIZE": 2,
+                "VOTE_CHALLENGE": False,
+            }
+        )
         try:
             yield app, proxy
         finally:
@@ -63,10 +71,12 @@ def test_a_lost_postgresql_answers_503_and_the_same_process_recovers(tmp_path):
 
         proxy.cut()
         started = time.monotonic()
-        for request in (lambda: client.get("/api/v1/prompts"),  # a pooled connection found dead
-                        lambda: client.post(f"/api/v1/battles/{battles[1]}/vote", json={"winner": "b"}),
-                        lambda: client.post("/api/v1/battles", json={"prompt_id": arena.prompt_id}),
-                        lambda: client.get("/api/v1/prompts")):  # a new connection refused
+        for request in (
+            lambda: client.get("/api/v1/prompts"),  # a pooled connection found dead
+            lambda: client.post(f"/api/v1/battles/{battles[1]}/vote", json={"winner": "b"}),
+            lambda: client.post("/api/v1/battles", json={"prompt_id": arena.prompt_id}),
+            lambda: client.get("/api/v1/prompts"),
+        ):  # a new connection refused
             response = request()
             assert response.status_code == 503, response.data
             assert response.get_json()["error"]["code"] == "database_unavailable"
@@ -87,6 +97,7 @@ def test_a_database_lost_after_the_answer_is_decided_does_not_make_it_a_500(tmp_
     reset_postgres(POSTGRES_URL)
     seed(POSTGRES_URL, voters=1, battles_per_voter=1)
     with app_behind_a_proxy(tmp_path) as (app, proxy):
+
         @app.get("/test/read-then-lose-the-database")
         def read_then_lose_the_database():
             count = db.session().execute(select(func.count()).select_from(Prompt)).scalar_one()  # opens a transaction

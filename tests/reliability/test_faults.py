@@ -7,6 +7,7 @@ or 409 when it had been stored), errors while a dependency is down are 503 with 
 a 500), and the service serves again by itself once the fault is over. PostgreSQL and Redis "restart" behind a
 TCP proxy of ours (tests.reliability.harness.TcpProxy), never the machine's own servers.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,7 +55,7 @@ class Service:
 
     def voters(self, count: int) -> Arena:
         """`count` voters nobody has used yet, with their ready battles."""
-        names = list(self.arena.ready)[self._next:self._next + count]
+        names = list(self.arena.ready)[self._next : self._next + count]
         assert len(names) == count, "seed more voters"
         self._next += count
         return Arena(self.arena.prompt_id, {name: self.arena.ready[name] for name in names})
@@ -67,8 +68,12 @@ def service(tmp_path_factory):
     arena = seed(url, voters=VOTERS, battles_per_voter=BATTLES_PER_VOTER)
     workdir = tmp_path_factory.mktemp("faults")
     with TcpProxy(upstream(url)) as postgres, TcpProxy(REDIS) as redis, LoopbackModelServer() as models:
-        settings = {"ARENA_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "ARENA_PROVIDER_CONNECT_TIMEOUT": "1",
-                    "ARENA_PROVIDER_FIRST_TOKEN_TIMEOUT": str(FIRST_TOKEN_TIMEOUT), "ARENA_PROVIDER_TOTAL_TIMEOUT": "5"}
+        settings = {
+            "ARENA_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+            "ARENA_PROVIDER_CONNECT_TIMEOUT": "1",
+            "ARENA_PROVIDER_FIRST_TOKEN_TIMEOUT": str(FIRST_TOKEN_TIMEOUT),
+            "ARENA_PROVIDER_TOTAL_TIMEOUT": "5",
+        }
         with Server(workdir, through(url, postgres.port), workers=2, threads=48, pool=6, extra=settings) as server:
             yield Service(server, postgres, redis, models, url, arena)
 
@@ -177,8 +182,11 @@ def test_postgresql_restarting_under_traffic_answers_503_then_recovers(service):
     time.sleep(sum(STORE_RETRY_DELAYS_S) + 1.5)
     service.postgres.restore()
     up_at = time.monotonic()
-    wait_until(lambda: sum(o.status == 200 and o.at > up_at + 0.5 for o in stream.outcomes) >= 20, 20,
-               "votes accepted again after the restart")
+    wait_until(
+        lambda: sum(o.status == 200 and o.at > up_at + 0.5 for o in stream.outcomes) >= 20,
+        20,
+        "votes accepted again after the restart",
+    )
     outcomes = stream.stop()
     created = battles.stop()
 
@@ -219,10 +227,25 @@ def test_redis_stopping_under_traffic_loses_no_vote(service):
 def test_a_model_that_never_answers_is_cut_by_the_timeouts_while_votes_go_on(service):
     engine = create_engine(service.url)
     with engine.begin() as connection:  # only these two answer typed prompts (recorded models cannot)
-        hanging = [connection.execute(insert(Model).values(
-            name=f"Silent {n}", organization="Nobody", kind="endpoint", status="active", sampling_weight=1.0,
-            base_url=service.models.base_url, endpoint_model="never", sampling_params={}, aliases=[],
-            source="arena").returning(Model.id)).scalar_one() for n in (1, 2)]
+        hanging = [
+            connection.execute(
+                insert(Model)
+                .values(
+                    name=f"Silent {n}",
+                    organization="Nobody",
+                    kind="endpoint",
+                    status="active",
+                    sampling_weight=1.0,
+                    base_url=service.models.base_url,
+                    endpoint_model="never",
+                    sampling_params={},
+                    aliases=[],
+                    source="arena",
+                )
+                .returning(Model.id)
+            ).scalar_one()
+            for n in (1, 2)
+        ]
     streams, results = 24, []
 
     def hang_once():
@@ -257,8 +280,9 @@ def test_a_model_that_never_answers_is_cut_by_the_timeouts_while_votes_go_on(ser
         assert FIRST_TOKEN_TIMEOUT * 0.9 < seconds < FIRST_TOKEN_TIMEOUT + 3, seconds
         assert "event: error" in body and '"state": "void"' in body, body[-300:]
     with engine.connect() as connection:
-        states = connection.execute(select(Battle.state, Battle.void_reason)
-                                    .where(Battle.id.in_([r[0] for r in results]))).all()
+        states = connection.execute(
+            select(Battle.state, Battle.void_reason).where(Battle.id.in_([r[0] for r in results]))
+        ).all()
     engine.dispose()
     assert len(states) == streams and all(state == "void" and reason for state, reason in states), states[:3]
     recovered(service, service.voters(4))

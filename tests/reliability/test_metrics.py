@@ -1,5 +1,6 @@
 """Two gunicorn workers count in prometheus-client's multiprocess mode, and /metrics shows their sum; with
 ARENA_LOG_FORMAT=json every line gunicorn and the arena write is one JSON object."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,12 @@ HEALTHZ = {"endpoint": "health.healthz", "method": "GET", "status": "200"}
 
 
 def healthz_count(families) -> float:
-    return sum(s.value for family in families for s in family.samples
-               if s.name == "arena_http_requests_total" and s.labels == HEALTHZ)
+    return sum(
+        s.value
+        for family in families
+        for s in family.samples
+        if s.name == "arena_http_requests_total" and s.labels == HEALTHZ
+    )
 
 
 def per_worker(folder, pid: int, scratch) -> float:
@@ -36,8 +41,9 @@ def per_worker(folder, pid: int, scratch) -> float:
 def test_two_workers_counts_add_up_and_logs_are_json(tmp_path):
     url = f"sqlite:///{tmp_path / 'arena.db'}"
     db.upgrade(url)
-    with Server(tmp_path, url, workers=2, threads=4,
-                extra={"ARENA_LOG_FORMAT": "json", "ARENA_ACCESS_LOG": "1"}) as server:
+    with Server(
+        tmp_path, url, workers=2, threads=4, extra={"ARENA_LOG_FORMAT": "json", "ARENA_ACCESS_LOG": "1"}
+    ) as server:
         folder = server.instance / "metrics"
         workers = server.wait_for_workers()
         sent = 0

@@ -3,6 +3,7 @@ balancer would: votes spread over both are stored once (the same vote sent to bo
 rate limits hold across both (their counts are in Redis), and one leaderboard snapshot is built at a time (the
 PostgreSQL advisory lock of arena.leaderboard.locks, which a third process holding it keeps both instances'
 builders from building)."""
+
 from __future__ import annotations
 
 import threading
@@ -45,19 +46,26 @@ def instances(tmp_path_factory):
     reset_postgres(url)
     arena = seed(url, voters=VOTERS, battles_per_voter=BATTLES_PER_VOTER)
     workdir = tmp_path_factory.mktemp("two")
-    settings = {"ARENA_REDIS_URL": REDIS_URL, "ARENA_RATE_LIMIT_VOTES_PER_VOTER": f"{VOTES_PER_VOTER_LIMIT}/minute",
-                "ARENA_SNAPSHOT_EVERY_VOTES": str(SNAPSHOT_EVERY_VOTES), "ARENA_SNAPSHOT_REPLICATES": "20",
-                "ARENA_SNAPSHOT_STYLE_REPLICATES": "10", "ARENA_PROVISIONAL_VOTES": "5",
-                "ARENA_BUILDER_CHECK_SECONDS": "0.2"}
-    with Server(workdir, url, name="one", workers=2, threads=24, pool=4, extra=settings, builder=True) as one, \
-            Server(workdir, url, name="two", workers=2, threads=24, pool=4, extra=settings, builder=True) as two:
+    settings = {
+        "ARENA_REDIS_URL": REDIS_URL,
+        "ARENA_RATE_LIMIT_VOTES_PER_VOTER": f"{VOTES_PER_VOTER_LIMIT}/minute",
+        "ARENA_SNAPSHOT_EVERY_VOTES": str(SNAPSHOT_EVERY_VOTES),
+        "ARENA_SNAPSHOT_REPLICATES": "20",
+        "ARENA_SNAPSHOT_STYLE_REPLICATES": "10",
+        "ARENA_PROVISIONAL_VOTES": "5",
+        "ARENA_BUILDER_CHECK_SECONDS": "0.2",
+    }
+    with (
+        Server(workdir, url, name="one", workers=2, threads=24, pool=4, extra=settings, builder=True) as one,
+        Server(workdir, url, name="two", workers=2, threads=24, pool=4, extra=settings, builder=True) as two,
+    ):
         yield one, two, url, arena
 
 
 def _split(arena: Arena, *counts: int) -> list[Arena]:
     names, parts, start = list(arena.ready), [], 0
     for count in counts:
-        parts.append(Arena(arena.prompt_id, {name: arena.ready[name] for name in names[start:start + count]}))
+        parts.append(Arena(arena.prompt_id, {name: arena.ready[name] for name in names[start : start + count]}))
         start += count
     return parts
 
@@ -88,15 +96,19 @@ def test_votes_spread_over_two_instances_count_once_and_one_snapshot_is_built_at
             # The same vote sent to both instances at the same moment: one 200, one 409, one row.
             answers = Counter()
             for voter, battles in racing.ready.items():  # two requests per battle: under the voter's limit
-                for battle in battles[:VOTES_PER_VOTER_LIMIT // 2]:
+                for battle in battles[: VOTES_PER_VOTER_LIMIT // 2]:
                     answers[_race(voter, battle, one.base, two.base)] += 1
             assert answers == {(200, 409): len(racing.ready) * (VOTES_PER_VOTER_LIMIT // 2)}, answers
             check_no_vote_lost_or_doubled([], url)
             # both builders looked twice more since every vote was in, and were refused the lock each time
             looked = {server.name: server.heartbeat().get("checks", 0) for server in (one, two)}
             for server in (one, two):
-                wait_until(lambda: server.heartbeat().get("checks", 0) >= looked[server.name] + 2, 90,
-                           f"builder {server.name} to look for due votes again", step=0.1)
+                wait_until(
+                    lambda: server.heartbeat().get("checks", 0) >= looked[server.name] + 2,
+                    90,
+                    f"builder {server.name} to look for due votes again",
+                    step=0.1,
+                )
             assert _snapshot_versions(url) == []  # due votes, both builders looked: nobody built
         # Released: one of the two builders builds, once.
         try:
@@ -139,8 +151,10 @@ def test_a_rate_limit_holds_across_both_instances(instances):
     extra = seed_more(url, voter, VOTES_PER_VOTER_LIMIT + 8 - len(battles))
     battles = battles + extra
     statuses = []
-    clients = [httpx.Client(base_url=base, timeout=10, cookies={"session": voter_cookie(voter)})
-               for base in (one.base, two.base)]
+    clients = [
+        httpx.Client(base_url=base, timeout=10, cookies={"session": voter_cookie(voter)})
+        for base in (one.base, two.base)
+    ]
     try:
         for n, battle in enumerate(battles):  # alternating instances, and so their four workers
             response = clients[n % 2].post(f"/api/v1/battles/{battle}/vote", json={"winner": "a"})
@@ -165,13 +179,26 @@ def seed_more(url: str, voter: str, count: int) -> list[str]:
     engine = create_engine(url)
     try:
         with engine.begin() as connection:
-            model = connection.execute(select(Battle.model_a_id, Battle.model_b_id, Battle.prompt_id)
-                                       .where(Battle.voter == voter).limit(1)).one()
+            model = connection.execute(
+                select(Battle.model_a_id, Battle.model_b_id, Battle.prompt_id).where(Battle.voter == voter).limit(1)
+            ).one()
             ids = [secrets.token_urlsafe(16) for _ in range(max(0, count))]
             if ids:
-                connection.execute(insert(Battle), [dict(id=i, prompt_id=model.prompt_id, prompt_text="?",
-                                                         model_a_id=model.model_a_id, model_b_id=model.model_b_id,
-                                                         state="ready", voter=voter) for i in ids])
+                connection.execute(
+                    insert(Battle),
+                    [
+                        dict(
+                            id=i,
+                            prompt_id=model.prompt_id,
+                            prompt_text="?",
+                            model_a_id=model.model_a_id,
+                            model_b_id=model.model_b_id,
+                            state="ready",
+                            voter=voter,
+                        )
+                        for i in ids
+                    ],
+                )
             return ids
     finally:
         engine.dispose()
