@@ -25,13 +25,15 @@ run: install
 	$(BIN)/arena snapshot --if-none
 	$(BIN)/arena serve
 
-# ruff (its rules in pyproject.toml) fails the run on an unused or undefined name or a misordered import.
+# ruff (its rules in pyproject.toml) fails the run on an unused or undefined name, a misordered import, or a file
+# that `ruff format` would change (run `.venv/bin/ruff format .` to fix the last).
 # The dependency audit fails the run on a known vulnerability and warns when the advisory service cannot be asked.
 # The suite runs on SQLite, and on PostgreSQL too whenever a server answers on 127.0.0.1:5432. The browser tests
 # drive Debian's chromium (installed here when missing; playwright's own browser download is not used) and stay on
 # one xdist worker (--dist loadgroup), which starts their server once.
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python tools/audit_dependencies.py
 	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
