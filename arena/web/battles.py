@@ -12,12 +12,12 @@ from arena import db
 from arena.battles import challenge, lifecycle
 from arena.battles.streaming import start_stream
 from arena.catalog.demo import LLMFAO_ATTRIBUTION
-from arena.errors import BadRequest, NotFound, TooLarge
+from arena.errors import TooLarge
 from arena.leaderboard import sampling
-from arena.models import WINNERS, Prompt
+from arena.models import Prompt
 from arena.settings import current
 from arena.web import openapi, ratelimit
-from arena.web.openapi import BATTLE_ID, MAX_ID, ErrorBody
+from arena.web.openapi import BATTLE_ID, ErrorBody
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -34,14 +34,18 @@ def _address() -> str | None:
     return lifecycle.address_hash(current().secret_key, request.remote_addr)
 
 
-def _json_body() -> dict:
+def _body(schema):
+    """The request body, checked by the model the OpenAPI document shows for it (arena.web.openapi)."""
     try:
         body = request.get_json(silent=True)
     except RecursionError:  # nested deeper than the JSON decoder goes: malformed input, not our failure
         body = None
-    if not isinstance(body, dict):
-        raise BadRequest("invalid_json", "The request body must be a JSON object.")
-    return body
+    return openapi.parse(schema, body)
+
+
+def _check_length(text: str) -> None:
+    if len(text) > current().max_prompt_chars:
+        raise TooLarge("prompt_too_long", f"A prompt may have at most {current().max_prompt_chars} characters.")
 
 
 @bp.get("/prompts")
@@ -71,20 +75,11 @@ def sampling_policy():
     body=openapi.BattleCreate,
 )
 def create_battle():
-    body = _json_body()
+    body = _body(openapi.BattleCreate)
     ratelimit.check("battles", voter=_voter(), address=request.remote_addr)
-    prompt, prompt_id = body.get("prompt"), body.get("prompt_id")
-    if (prompt is None) == (prompt_id is None):
-        raise BadRequest("invalid_request", 'Send exactly one of "prompt" (text) or "prompt_id".')
+    prompt, prompt_id = body.prompt, body.prompt_id
     if prompt is not None:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise BadRequest("invalid_prompt", '"prompt" must be a non-empty string.')
-        if len(prompt) > current().max_prompt_chars:
-            raise TooLarge("prompt_too_long", f"A prompt may have at most {current().max_prompt_chars} characters.")
-    elif isinstance(prompt_id, bool) or not isinstance(prompt_id, int):
-        raise BadRequest("invalid_prompt_id", '"prompt_id" must be an integer.')
-    elif not 1 <= prompt_id <= MAX_ID:  # ids are 32-bit in the database, which would refuse to look one up
-        raise NotFound("prompt_not_found", f"There is no prompt {prompt_id}.")
+        _check_length(prompt)
     battle = lifecycle.create_battle(
         db.session(), prompt_text=prompt, prompt_id=prompt_id, voter=_voter(), address=_address()
     )
@@ -155,13 +150,9 @@ def stream_battle(battle_id: str):
     path_params={"battle_id": BATTLE_ID},
 )
 def add_turn(battle_id: str):
-    body = _json_body()
+    text = _body(openapi.TurnCreate).prompt
     ratelimit.check("battles", voter=cookie.get("voter"), address=request.remote_addr)  # calls both models again
-    text = body.get("prompt")
-    if not isinstance(text, str) or not text.strip():
-        raise BadRequest("invalid_prompt", '"prompt" must be a non-empty string.')
-    if len(text) > current().max_prompt_chars:
-        raise TooLarge("prompt_too_long", "The follow-up is too long.")
+    _check_length(text)
     session = db.session()
     battle = lifecycle.own_battle(session, battle_id, cookie.get("voter"))
     turn = lifecycle.add_turn(session, battle, text)
@@ -179,11 +170,9 @@ def add_turn(battle_id: str):
     path_params={"battle_id": BATTLE_ID},
 )
 def vote(battle_id: str):
-    body = _json_body()
+    body = _body(openapi.VoteIn)
     ratelimit.check("votes", voter=cookie.get("voter"), address=request.remote_addr)
-    winner = body.get("winner")
-    if winner not in WINNERS:
-        raise BadRequest("invalid_winner", '"winner" must be one of: ' + ", ".join(WINNERS) + ".")
-    challenge.check(current(), battle_id, body.get("proof"))
+    winner = body.winner
+    challenge.check(current(), battle_id, body.proof)
     models = lifecycle.vote(db.session(), battle_id, winner, voter=cookie.get("voter"), address=_address())
     return {"battle_id": battle_id, "winner": winner, "models": models}

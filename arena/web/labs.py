@@ -13,7 +13,7 @@ import functools
 import logging
 
 from flask import Blueprint, current_app, g, jsonify, request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
@@ -101,13 +101,7 @@ def _parse(schema: type[BaseModel]):
     except RecursionError:  # nested deeper than the JSON decoder goes: malformed input, not our failure
         body = None
     g.attempt = loggable(body)
-    if not isinstance(body, dict):
-        raise BadRequest("invalid_json", "The request body must be a JSON object (Content-Type: application/json).")
-    try:
-        return schema.model_validate(body)
-    except ValidationError as e:
-        fields = {".".join(map(str, error["loc"])) or "body": error["msg"] for error in e.errors()}
-        raise BadRequest("invalid_request", "The request body is not valid: see details.", details=fields) from None
+    return openapi.parse(schema, body)
 
 
 def _status(session, model) -> openapi.ModelOut:

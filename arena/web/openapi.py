@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Callable, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from pydantic.json_schema import models_json_schema
 
+from arena.errors import BadRequest
 from arena.models import MODEL_STATUSES, WINNERS
 
 API_VERSION = "1.0.0"
@@ -44,6 +45,21 @@ def _text(max_length: int, min_length: int = 0, strip: bool = False):
 
 Name = _text(200, 1, strip=True)
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def parse(schema: type[BaseModel], body) -> BaseModel:
+    """A decoded JSON request body checked by its model (the one the document shows): the model, or 400
+    invalid_json (not an object) / invalid_request with each failing field in details."""
+    if not isinstance(body, dict):
+        raise BadRequest("invalid_json", "The request body must be a JSON object (Content-Type: application/json).")
+    try:
+        return schema.model_validate(body)
+    except ValidationError as e:
+        fields = {
+            ".".join(map(str, error["loc"])) or "body": error["msg"].removeprefix("Value error, ")
+            for error in e.errors()
+        }
+        raise BadRequest("invalid_request", "The request body is not valid: see details.", details=fields) from None
 
 
 def _no_null_default(schema: dict) -> None:
@@ -317,11 +333,28 @@ class SamplingOut(_Out):
     models: list[SampledModel]
 
 
-class BattleCreate(BaseModel):
+class _VoterIn(BaseModel):
+    """The voters' bodies: typed strictly, other fields ignored (as browsers' extra fields always were)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
+
+
+# Some text besides whitespace. Its upper bound is a setting (ARENA_MAX_PROMPT_CHARS): over it, 413 prompt_too_long.
+PromptText = Annotated[str, StringConstraints(min_length=1, pattern=r"\S"), AfterValidator(_storable)]
+
+
+class BattleCreate(_VoterIn):
     """Exactly one of `prompt` (text; endpoint models answer) and `prompt_id` (a prompt of the set)."""
 
-    prompt: str | None = Field(None, min_length=1)
-    prompt_id: Id | None = None
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["prompt"]}, {"required": ["prompt_id"]}]})
+    prompt: PromptText = Omittable()
+    prompt_id: Id = Omittable()
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        if (self.prompt is None) == (self.prompt_id is None):
+            raise ValueError('send exactly one of "prompt" (text) or "prompt_id"')
+        return self
 
 
 class Challenge(_Out):
@@ -368,8 +401,8 @@ class BattleOut(_Out):
     challenge: Challenge | None = None
 
 
-class TurnCreate(BaseModel):
-    prompt: str = Field(min_length=1)
+class TurnCreate(_VoterIn):
+    prompt: PromptText
 
 
 class TurnCreated(_Out):
@@ -379,9 +412,9 @@ class TurnCreated(_Out):
     stream: str
 
 
-class VoteIn(BaseModel):
+class VoteIn(_VoterIn):
     winner: Literal[WINNERS]  # type: ignore[valid-type]
-    proof: str | None = Field(None, max_length=64, description="Solves the battle's challenge (403 otherwise).")
+    proof: str = Omittable(max_length=64, description="Solves the battle's challenge (403 otherwise).")
 
 
 class VoteOut(_Out):

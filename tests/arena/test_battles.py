@@ -120,12 +120,26 @@ def test_vote_rules_leave_nothing_changed(app, client, session, recorded_pair):
 def test_a_typed_prompt_needs_endpoint_models(client, recorded_pair):
     response = client.post("/api/v1/battles", json={"prompt": "Write a haiku."})
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "no_models"
-    for bad in ({}, {"prompt": ""}, {"prompt": "x", "prompt_id": 1}, {"prompt_id": "1"}, {"prompt": 5}):
-        assert client.post("/api/v1/battles", json=bad).status_code == 400
+    for bad in (
+        {},
+        {"prompt": ""},
+        {"prompt": "  \n"},
+        {"prompt": "x", "prompt_id": 1},
+        {"prompt_id": "1"},
+        {"prompt": 5},
+        {"prompt": None},
+        {"prompt_id": True},
+    ):
+        refused = client.post("/api/v1/battles", json=bad)
+        assert (refused.status_code, refused.get_json()["error"]["code"]) == (400, "invalid_request"), bad
     assert client.post("/api/v1/battles", json={"prompt_id": 999}).status_code == 404
-    for beyond in (2**31, 2**63, -1, 0):  # no database lookup of an id no column can hold
+    # An id no column can hold is outside the document's range (1..2^31-1): refused as invalid, never looked up
+    for beyond in (2**31, 2**63, -1, 0):
         response = client.post("/api/v1/battles", json={"prompt_id": beyond})
-        assert (response.status_code, response.get_json()["error"]["code"]) == (404, "prompt_not_found")
+        assert (response.status_code, response.get_json()["error"]["code"]) == (400, "invalid_request")
+        assert "prompt_id" in response.get_json()["error"]["details"]
+    exactly_one = client.post("/api/v1/battles", json={}).get_json()["error"]["details"]
+    assert "exactly one" in " ".join(exactly_one.values())
     deep = client.post("/api/v1/battles", data="[" * 100_000, content_type="application/json")
     assert (deep.status_code, deep.get_json()["error"]["code"]) == (400, "invalid_json")
 
