@@ -340,7 +340,9 @@ class _VoterIn(BaseModel):
 
 
 # Some text besides whitespace. Its upper bound is a setting (ARENA_MAX_PROMPT_CHARS): over it, 413 prompt_too_long.
-PromptText = Annotated[str, StringConstraints(min_length=1, pattern=r"\S"), AfterValidator(_storable)]
+PromptText = Annotated[
+    str, StringConstraints(min_length=1, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"), AfterValidator(_storable)
+]
 
 
 class BattleCreate(_VoterIn):
