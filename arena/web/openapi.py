@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Callable, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic.json_schema import models_json_schema
 
 from arena.errors import BadRequest
@@ -35,16 +44,36 @@ def _storable(text: str) -> str:
     return text
 
 
+NO_NUL = r"^[^\x00]*$"
+NOT_BLANK = r"^[^\x00]*[^\x00\s][^\x00]*$"  # no NUL, and some character besides whitespace
+
+
 def _text(max_length: int, min_length: int = 0, strip: bool = False):
+    """Storable text; stripped of surrounding whitespace when `strip`, so that one needing a character (min_length)
+    must have one that is not whitespace, as its schema's pattern says."""
+    pattern = NOT_BLANK if strip and min_length else NO_NUL
     return Annotated[
         str,
-        StringConstraints(min_length=min_length, max_length=max_length, strip_whitespace=strip, pattern=r"^[^\x00]*$"),
+        StringConstraints(min_length=min_length, max_length=max_length, strip_whitespace=strip, pattern=pattern),
         AfterValidator(_storable),
     ]
 
 
 Name = _text(200, 1, strip=True)
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def _whole_number(value):
+    """JSON Schema's integer includes 198.0 (a number with no fraction): take it as 198. Anything else as it is,
+    for the strict int check (a bool or a numeric string is still refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _whole(ge: int, le: int):
+    """An integer in [ge, le] (the bounds before the validator, so that the schema shows them)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_whole_number)]
+
+
+Id = _whole(1, MAX_ID)
 
 
 def parse(schema: type[BaseModel], body) -> BaseModel:
@@ -102,10 +131,10 @@ class SamplingParams(_In):
 
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1, le=65536)
+    max_tokens: _whole(1, 65536) | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: _whole(0, 2**63 - 1) | None = None
 
 
 class EndpointIn(_In):
@@ -142,6 +171,8 @@ class ModelCreate(_In):
 class EndpointPatch(_In):
     """Only the fields sent change. A new base_url, model or api_key is checked with one real request first."""
 
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})  # at least one field: labs.update_model
+
     base_url: _text(2000, 1, strip=True) = Omittable(
         description="A base URL on another scheme, host or port needs api_key in the same request: the stored "
         "key is never sent to another host."
@@ -159,6 +190,8 @@ class ModelPatch(_In):
     is applied or none. Once a vote has counted, the endpoint's base_url and model, the system prompt and the
     sampling parameters are fixed (409 model_rated: another configuration is another model, to register anew);
     the endpoint's api_key can always change. Name and organization never change."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})  # at least one field: labs.update_model
 
     status: Literal["active", "paused", "retired"] = Omittable()
     endpoint: EndpointPatch = Omittable(description="Endpoint models only.")
@@ -340,9 +373,7 @@ class _VoterIn(BaseModel):
 
 
 # Some text besides whitespace. Its upper bound is a setting (ARENA_MAX_PROMPT_CHARS): over it, 413 prompt_too_long.
-PromptText = Annotated[
-    str, StringConstraints(min_length=1, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"), AfterValidator(_storable)
-]
+PromptText = Annotated[str, StringConstraints(min_length=1, pattern=NOT_BLANK), AfterValidator(_storable)]
 
 
 class BattleCreate(_VoterIn):
@@ -666,7 +697,9 @@ def document(app) -> dict:
             for name, schema in op.query_params.items()
         ]
         if op.body is JSONL:
-            entry["requestBody"] = {"required": True, "content": {JSONL: {"schema": {"type": "string"}}}}
+            # at least one line with something on it (an empty upload is refused: no_answers)
+            schema = {"type": "string", "pattern": r"\S"}
+            entry["requestBody"] = {"required": True, "content": {JSONL: {"schema": schema}}}
         elif op.body is not None:
             entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[op.body]}}}
         responses = {}
